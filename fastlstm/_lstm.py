@@ -1,0 +1,128 @@
+"""fastlstm.LSTM: torch.nn.LSTM's forward semantics on NumPy arrays, computed by the native kernels.
+
+Python does the checking (fastlstm._base), the conversion of inputs to the model's dtype and layout, and the
+bookkeeping of workspaces; one call into fastlstm._kernels then runs every layer and direction with the GIL
+released.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, List, Optional
+
+import numpy as np
+
+from . import _kernels, _packing, _threads
+from ._base import LSTMBase, ValidatedCall
+
+__all__ = ["LSTM"]
+
+# workspaces kept per model for reuse by later calls (one per concurrently running call)
+_MAX_POOLED_WORKSPACES = 8
+
+
+class LSTM(LSTMBase):
+    """A stacked, optionally bidirectional and projected LSTM for CPU inference.
+
+    ``fastlstm.LSTM(input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,
+    bidirectional=False, proj_size=0, dtype=np.float32, seed=None)``
+
+    Parameters are attributes with torch's names, shapes and gate order (i, f, g, o), e.g.
+    ``weight_ih_l0`` (4H, I). They are read-only arrays: assign a new array to the attribute, or use
+    ``load_state_dict``, to change them (the packed copy the kernels read is rebuilt then).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        object.__setattr__(self, "_lock", threading.Lock())
+        object.__setattr__(self, "_workspaces", [])
+        super().__init__(*args, **kwargs)
+
+    # ---- packing ------------------------------------------------------------------------------
+
+    def _parameters_changed(self) -> None:
+        V = _packing.block_width(self.dtype)
+        arrays = []
+        for layer in range(self.num_layers):
+            for sfx in self._suffixes():
+                name = lambda p: f"{p}_l{layer}{sfx}"  # noqa: E731
+                if self.bias:
+                    bias = self._params[name("bias_ih")].astype(self.dtype) + self._params[name("bias_hh")]
+                else:
+                    bias = np.zeros(4 * self.hidden_size, dtype=self.dtype)
+                w_hr = self._params[name("weight_hr")] if self.proj_size > 0 else None
+                arrays.append(
+                    _packing.pack_direction(
+                        self._params[name("weight_ih")], self._params[name("weight_hh")], bias, None, w_hr, V
+                    )
+                )
+        packed = _kernels.PackedModel(
+            self.num_layers,
+            self.num_directions,
+            self.hidden_size,
+            self.proj_size,
+            V,
+            self.dtype == np.float64,
+            0.0,
+            False,
+            self.direction == "reverse",
+            tuple(arrays),
+        )
+        object.__setattr__(self, "_packed", packed)
+
+    # ---- workspaces ---------------------------------------------------------------------------
+
+    def _acquire_workspace(self, size: int) -> np.ndarray:
+        """A workspace of at least ``size`` elements that no other running call holds."""
+        with self._lock:
+            pool: List[np.ndarray] = self._workspaces
+            for i, ws in enumerate(pool):
+                if ws.size >= size:
+                    return pool.pop(i)
+            if pool:
+                pool.pop(0)  # too small for this call: let it go
+        return _packing._aligned_empty((size,), self.dtype)
+
+    def _release_workspace(self, ws: np.ndarray) -> None:
+        with self._lock:
+            if len(self._workspaces) < _MAX_POOLED_WORKSPACES:
+                self._workspaces.append(ws)
+
+    # ---- forward ------------------------------------------------------------------------------
+
+    def _forward_validated(self, call: ValidatedCall):
+        dtype = self.dtype
+        T, B = call.T, call.B
+        LD = self.num_layers * self.num_directions
+        H, K, DK = self.hidden_size, self.out_size, self.num_directions * self.out_size
+        batch_first = self.batch_first and call.batched
+        x = np.ascontiguousarray(call.x, dtype=dtype)
+        if not call.batched:
+            x = x.reshape(T, 1, self.input_size)
+        h0 = np.zeros((LD, B, K), dtype) if call.h0 is None else np.ascontiguousarray(call.h0, dtype).reshape(LD, B, K)
+        c0 = np.zeros((LD, B, H), dtype) if call.c0 is None else np.ascontiguousarray(call.c0, dtype).reshape(LD, B, H)
+        out = np.empty((B, T, DK) if batch_first else (T, B, DK), dtype)
+        if T == 0 or B == 0:
+            hn, cn = h0.copy(), c0.copy()
+        else:
+            hn = np.empty((LD, B, K), dtype)
+            cn = np.empty((LD, B, H), dtype)
+            lengths = np.full(B, T, np.int32) if call.lengths is None else np.ascontiguousarray(call.lengths, np.int32)
+            ws = self._acquire_workspace(self._packed.workspace_size(T, B))
+            try:
+                threads = _threads.effective_threads(H, K, B)
+                _kernels.forward(self._packed, x, batch_first, h0, c0, lengths, out, hn, cn, ws, threads)
+            finally:
+                self._release_workspace(ws)
+        if not call.batched:
+            return out.reshape(T, DK), (hn.reshape(LD, K), cn.reshape(LD, H))
+        return out, (hn, cn)
+
+    # ---- pickling -----------------------------------------------------------------------------
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), self._config(), self.state_dict()))
+
+
+def _rebuild(cls, config, state):
+    model = cls(**config)
+    model.load_state_dict(state)
+    return model

@@ -1,0 +1,85 @@
+"""Packing of torch-layout parameters into the layouts the micro-kernels read (see src/cell_impl.h).
+
+Done once when parameters are set, never per call. V is the block width of the selected kernels (the
+vector width in elements); hidden units are padded to a multiple of V with zero weights.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+from . import _kernels
+
+
+def block_width(dtype: np.dtype) -> int:
+    """Hidden units per block for the selected instruction set and dtype."""
+    return _kernels.vector_bytes() // np.dtype(dtype).itemsize
+
+
+def _aligned_empty(shape, dtype) -> np.ndarray:
+    """Zeroed C-contiguous array whose data starts on a 64-byte boundary."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape))
+    raw = np.zeros(n + 64 // dtype.itemsize, dtype=dtype)
+    offset = (-raw.ctypes.data % 64) // dtype.itemsize
+    return raw[offset : offset + n].reshape(shape)
+
+
+def gate_rows(hidden_size: int, V: int) -> np.ndarray:
+    """Row index into the (4H, ...) torch layout for every packed row (j, g, v); -1 for padding units."""
+    NB = -(-hidden_size // V)
+    j, g, v = np.meshgrid(np.arange(NB), np.arange(4), np.arange(V), indexing="ij")
+    unit = j * V + v
+    rows = g * hidden_size + unit
+    return np.where(unit < hidden_size, rows, -1).reshape(-1)
+
+
+def _take_rows(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """a[rows] with zero rows where rows == -1."""
+    out = np.zeros((rows.size,) + a.shape[1:], dtype=a.dtype)
+    valid = rows >= 0
+    out[valid] = a[rows[valid]]
+    return out
+
+
+def pack_direction(
+    w_ih: np.ndarray,
+    w_hh: np.ndarray,
+    bias: np.ndarray,
+    peep: Optional[np.ndarray],
+    w_hr: Optional[np.ndarray],
+    V: int,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+    """Pack one layer-direction.
+
+    w_ih (4H, I), w_hh (4H, K), bias (4H,) = b_ih + b_hh, peep (3, H) rows i, f, o or None, w_hr (P, H) or None
+    -> w_ih_p (4Hp, I) rows in packed order; w_hh_p (NB, K, 4, V); bias_p (NB, 4, V); peep_p (NB, 3, V);
+       w_hr_p (NP, H, V).
+    """
+    dtype = w_ih.dtype
+    H = w_hh.shape[0] // 4
+    K = w_hh.shape[1]
+    NB = -(-H // V)
+    rows = gate_rows(H, V)
+    w_ih_p = _aligned_empty((rows.size, w_ih.shape[1]), dtype)
+    w_ih_p[...] = _take_rows(w_ih, rows)
+    w_hh_p = _aligned_empty((NB, K, 4, V), dtype)
+    w_hh_p[...] = _take_rows(w_hh, rows).reshape(NB, 4, V, K).transpose(0, 3, 1, 2)
+    bias_p = _aligned_empty((NB, 4, V), dtype)
+    bias_p[...] = _take_rows(bias[:, None], rows).reshape(NB, 4, V)
+    peep_p = None
+    if peep is not None:
+        padded = np.zeros((3, NB * V), dtype=dtype)
+        padded[:, :H] = peep
+        peep_p = _aligned_empty((NB, 3, V), dtype)
+        peep_p[...] = padded.reshape(3, NB, V).transpose(1, 0, 2)
+    w_hr_p = None
+    if w_hr is not None:
+        P = w_hr.shape[0]
+        NP = -(-P // V)
+        padded = np.zeros((NP * V, H), dtype=dtype)
+        padded[:P] = w_hr
+        w_hr_p = _aligned_empty((NP, H, V), dtype)
+        w_hr_p[...] = padded.reshape(NP, V, H).transpose(0, 2, 1)
+    return w_ih_p, w_hh_p, bias_p, peep_p, w_hr_p

@@ -1,0 +1,62 @@
+"""The number of threads fastlstm's kernels use, resolved in one place.
+
+Order: fastlstm.set_num_threads(n) if called; else OMP_NUM_THREADS (its first entry) if set; else the number
+of physical cores this process may run on. Small problems use fewer threads (see effective_threads).
+"""
+from __future__ import annotations
+
+import numbers
+import os
+from typing import Optional
+
+_override: Optional[int] = None
+
+# Work per step (multiply-adds of the recurrent matvec, 4H * H_out * B) below which a second thread costs
+# more in barriers than it saves. Measured with benchmarks/crossover.py on a 2-core Zen 4.
+MIN_WORK_PER_THREAD = 32_768
+
+
+def set_num_threads(n: int) -> None:
+    """Use at most ``n`` threads (n >= 1) in fastlstm's kernels, overriding OMP_NUM_THREADS."""
+    global _override
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"set_num_threads: n should be of type int, got: {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    _override = int(n)
+
+
+def get_num_threads() -> int:
+    """The thread count fastlstm's kernels will use at most."""
+    if _override is not None:
+        return _override
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) >= 1:
+        return int(env)
+    return physical_cores()
+
+
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on (SMT siblings counted once)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return max(1, (os.cpu_count() or 2) // 2)
+    cores = set()
+    for cpu in cpus:
+        base = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
+        try:
+            with open(base + "physical_package_id") as f:
+                package = f.read().strip()
+            with open(base + "core_id") as f:
+                core = f.read().strip()
+            cores.add((package, core))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
+
+
+def effective_threads(hidden_size: int, out_size: int, batch: int) -> int:
+    """Threads to use for one forward: fewer for small work, never more than get_num_threads()."""
+    work = 4 * hidden_size * out_size * max(batch, 1)
+    return max(1, min(get_num_threads(), work // MIN_WORK_PER_THREAD))

@@ -1,0 +1,94 @@
+"""The oracle: an LSTM computed step by step in float64 NumPy, straight from the gate equations.
+
+    gates = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh          (gate order i, f, g, o)
+    i, f, o = sigmoid(...);  g = tanh(...)
+    c_t = f * c_{t-1} + i * g;  h_t = o * tanh(c_t);  h_t = W_hr h_t when proj_size > 0
+
+It shares parameter handling and validation with fastlstm.LSTM (fastlstm._base) but none of its compute:
+no kernels, no packing, no BLAS calls of ours. It is slow on purpose; it is what every path is tested
+against.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+from ._base import LSTMBase, ValidatedCall
+
+__all__ = ["LSTM"]
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+class LSTM(LSTMBase):
+    """Reference LSTM: same constructor, parameters, loaders and call as fastlstm.LSTM."""
+
+    def _forward_validated(self, call: ValidatedCall):
+        T, B = call.T, call.B
+        x = np.asarray(call.x, dtype=np.float64)
+        if not call.batched:
+            x = x[:, None, :]
+        elif self.batch_first:
+            x = x.transpose(1, 0, 2)
+        LD = self.num_layers * self.num_directions
+        H, K = self.hidden_size, self.out_size
+        h0 = np.zeros((LD, B, K)) if call.h0 is None else np.asarray(call.h0, np.float64).reshape(LD, B, K)
+        c0 = np.zeros((LD, B, H)) if call.c0 is None else np.asarray(call.c0, np.float64).reshape(LD, B, H)
+        lengths = np.full(B, T) if call.lengths is None else call.lengths.astype(np.int64)
+        hn = h0.copy()
+        cn = c0.copy()
+        layer_input = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for d, sfx in enumerate(self._suffixes()):
+                reverse = d == 1 or self.direction == "reverse"
+                idx = layer * self.num_directions + d
+                out, hn[idx], cn[idx] = self._run_direction(layer_input, layer, sfx, h0[idx], c0[idx], lengths, reverse)
+                outputs.append(out)
+            layer_input = np.concatenate(outputs, axis=2) if outputs else layer_input
+        output = layer_input
+        if not call.batched:
+            output, hn, cn = output[:, 0, :], hn[:, 0, :], cn[:, 0, :]
+        elif self.batch_first:
+            output = output.transpose(1, 0, 2)
+        cast = lambda a: np.ascontiguousarray(a, dtype=self.dtype)  # noqa: E731
+        return cast(output), (cast(hn), cast(cn))
+
+    def _weights(self, layer: int, sfx: str):
+        p = lambda name: np.asarray(getattr(self, f"{name}_l{layer}{sfx}"), dtype=np.float64)  # noqa: E731
+        H = self.hidden_size
+        w_ih, w_hh = p("weight_ih"), p("weight_hh")
+        b = p("bias_ih") + p("bias_hh") if self.bias else np.zeros(4 * H)
+        w_hr: Optional[np.ndarray] = p("weight_hr") if self.proj_size > 0 else None
+        return w_ih, w_hh, b, w_hr
+
+    def _run_direction(
+        self, x: np.ndarray, layer: int, sfx: str, h0: np.ndarray, c0: np.ndarray, lengths: np.ndarray, reverse: bool
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """x (T, B, I) -> output (T, B, K), h_n (B, K), c_n (B, H); rows past lengths[b] stay zero."""
+        T, B, _ = x.shape
+        H = self.hidden_size
+        w_ih, w_hh, b, w_hr = self._weights(layer, sfx)
+        out = np.zeros((T, B, self.out_size))
+        h, c = h0.copy(), c0.copy()
+        steps = range(T - 1, -1, -1) if reverse else range(T)
+        for t in steps:
+            active = t < lengths  # (B,)
+            with np.errstate(invalid="ignore", over="ignore"):
+                gates = x[t] @ w_ih.T + h @ w_hh.T + b
+            i = _sigmoid(gates[:, 0:H])
+            f = _sigmoid(gates[:, H : 2 * H])
+            g = np.tanh(gates[:, 2 * H : 3 * H])
+            o = _sigmoid(gates[:, 3 * H : 4 * H])
+            c_new = f * c + i * g
+            h_new = o * np.tanh(c_new)
+            if w_hr is not None:
+                h_new = h_new @ w_hr.T
+            c = np.where(active[:, None], c_new, c)
+            h = np.where(active[:, None], h_new, h)
+            out[t] = np.where(active[:, None], h_new, 0.0)
+        return out, h, c

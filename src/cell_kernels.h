@@ -1,0 +1,218 @@
+/* cell_kernels.h: instantiates cell_impl.h for float and double on every instruction set we ship
+ * (AVX-512, AVX2+FMA, and the x86-64 baseline SSE2), picks one at run time from what the CPU supports,
+ * and provides the small OpenMP and floating-point-mode shims the Cython driver needs.
+ *
+ * The package is compiled for the x86-64 baseline; the faster paths are compiled through
+ * __attribute__((target)) and selected by lstm_select_isa(), so one portable wheel runs them all.
+ */
+#ifndef FASTLSTM_CELL_KERNELS_H
+#define FASTLSTM_CELL_KERNELS_H
+
+#include <stdint.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#define FASTLSTM_X86 1
+#endif
+
+#define CAT3_(a, b, c) a##b##c
+#define CAT3(a, b, c) CAT3_(a, b, c)
+
+/* ---- instantiations ---------------------------------------------------------------------------- */
+
+#define VBYTES 16
+#define BT 2
+#define ATTR
+#define REAL float
+#define IREAL int32_t
+#define SFX f32_base
+#include "cell_impl.h"
+#undef REAL
+#undef IREAL
+#undef SFX
+#define REAL double
+#define IREAL int64_t
+#define SFX f64_base
+#include "cell_impl.h"
+#undef REAL
+#undef IREAL
+#undef SFX
+#undef VBYTES
+#undef BT
+#undef ATTR
+
+#ifdef FASTLSTM_X86
+#define VBYTES 32
+#define BT 2
+#define ATTR __attribute__((target("avx2,fma")))
+#define REAL float
+#define IREAL int32_t
+#define SFX f32_avx2
+#include "cell_impl.h"
+#undef REAL
+#undef IREAL
+#undef SFX
+#define REAL double
+#define IREAL int64_t
+#define SFX f64_avx2
+#include "cell_impl.h"
+#undef REAL
+#undef IREAL
+#undef SFX
+#undef VBYTES
+#undef BT
+#undef ATTR
+
+#define VBYTES 64
+#define BT 4
+#define ATTR __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")))
+#define REAL float
+#define IREAL int32_t
+#define SFX f32_avx512
+#include "cell_impl.h"
+#undef REAL
+#undef IREAL
+#undef SFX
+#define REAL double
+#define IREAL int64_t
+#define SFX f64_avx512
+#include "cell_impl.h"
+#undef REAL
+#undef IREAL
+#undef SFX
+#undef VBYTES
+#undef BT
+#undef ATTR
+#endif
+
+/* ---- run-time dispatch ------------------------------------------------------------------------- */
+
+typedef void (*cell_blocks_f32_t)(const float *, const float *, long, const float *, const float *, float, int,
+                                  const float *, long, float *, long, float *, long,
+                                  const int *, int, int, int, int, int);
+typedef void (*cell_blocks_f64_t)(const double *, const double *, long, const double *, const double *, double, int,
+                                  const double *, long, double *, long, double *, long,
+                                  const int *, int, int, int, int, int);
+typedef void (*proj_blocks_f32_t)(const float *, const float *, long, float *, long, const int *, int, int, int, int, int);
+typedef void (*proj_blocks_f64_t)(const double *, const double *, long, double *, long, const int *, int, int, int, int, int);
+
+static struct {
+    const char *name;
+    int vector_bytes;
+    cell_blocks_f32_t cell_f32;
+    cell_blocks_f64_t cell_f64;
+    proj_blocks_f32_t proj_f32;
+    proj_blocks_f64_t proj_f64;
+} lstm_isa = {"sse2", 16, cell_blocks_f32_base, cell_blocks_f64_base, proj_blocks_f32_base, proj_blocks_f64_base};
+
+/* What the CPU supports: 2 = AVX-512, 1 = AVX2+FMA, 0 = baseline. */
+static int lstm_cpu_isa_level(void) {
+#ifdef FASTLSTM_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("fma"))
+        return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+#endif
+    return 0;
+}
+
+/* Select the kernels: the best the CPU supports, capped at max_level (-1: no cap). Returns the level used. */
+static int lstm_select_isa(int max_level) {
+    int level = lstm_cpu_isa_level();
+    if (max_level >= 0 && level > max_level) level = max_level;
+#ifdef FASTLSTM_X86
+    if (level == 2) {
+        lstm_isa.name = "avx512"; lstm_isa.vector_bytes = 64;
+        lstm_isa.cell_f32 = cell_blocks_f32_avx512; lstm_isa.cell_f64 = cell_blocks_f64_avx512;
+        lstm_isa.proj_f32 = proj_blocks_f32_avx512; lstm_isa.proj_f64 = proj_blocks_f64_avx512;
+        return 2;
+    }
+    if (level == 1) {
+        lstm_isa.name = "avx2"; lstm_isa.vector_bytes = 32;
+        lstm_isa.cell_f32 = cell_blocks_f32_avx2; lstm_isa.cell_f64 = cell_blocks_f64_avx2;
+        lstm_isa.proj_f32 = proj_blocks_f32_avx2; lstm_isa.proj_f64 = proj_blocks_f64_avx2;
+        return 1;
+    }
+#endif
+    lstm_isa.name = "sse2"; lstm_isa.vector_bytes = 16;
+    lstm_isa.cell_f32 = cell_blocks_f32_base; lstm_isa.cell_f64 = cell_blocks_f64_base;
+    lstm_isa.proj_f32 = proj_blocks_f32_base; lstm_isa.proj_f64 = proj_blocks_f64_base;
+    return 0;
+}
+
+static inline const char *lstm_isa_name(void) { return lstm_isa.name; }
+static inline int lstm_vector_bytes(void) { return lstm_isa.vector_bytes; }
+
+static inline void cell_blocks_f32(const float *w, const float *gx, long ldg, const float *bias, const float *peep,
+                                   float clip, int input_forget, const float *h, long ldh, float *c, long ldc,
+                                   float *hout, long ldo, const int *lengths, int t, int B, int K, int j0, int j1) {
+    lstm_isa.cell_f32(w, gx, ldg, bias, peep, clip, input_forget, h, ldh, c, ldc, hout, ldo, lengths, t, B, K, j0, j1);
+}
+static inline void cell_blocks_f64(const double *w, const double *gx, long ldg, const double *bias, const double *peep,
+                                   double clip, int input_forget, const double *h, long ldh, double *c, long ldc,
+                                   double *hout, long ldo, const int *lengths, int t, int B, int K, int j0, int j1) {
+    lstm_isa.cell_f64(w, gx, ldg, bias, peep, clip, input_forget, h, ldh, c, ldc, hout, ldo, lengths, t, B, K, j0, j1);
+}
+static inline void proj_blocks_f32(const float *w, const float *hc, long ldc, float *hout, long ldo,
+                                   const int *lengths, int t, int B, int Kc, int q0, int q1) {
+    lstm_isa.proj_f32(w, hc, ldc, hout, ldo, lengths, t, B, Kc, q0, q1);
+}
+static inline void proj_blocks_f64(const double *w, const double *hc, long ldc, double *hout, long ldo,
+                                   const int *lengths, int t, int B, int Kc, int q0, int q1) {
+    lstm_isa.proj_f64(w, hc, ldc, hout, ldo, lengths, t, B, Kc, q0, q1);
+}
+
+/* ---- OpenMP shims (serial fallbacks when built without OpenMP) --------------------------------- */
+
+static inline int lstm_openmp_enabled(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+static inline int lstm_thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+static inline int lstm_team_size(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+/* an orphaned barrier: binds to the enclosing parallel region of the caller */
+static inline void lstm_barrier(void) {
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+}
+
+/* ---- denormals: flush to zero inside the kernels, restore the caller's mode after --------------- */
+
+static inline unsigned int lstm_ftz_enter(void) {
+#ifdef FASTLSTM_X86
+    unsigned int saved = _mm_getcsr();
+    _mm_setcsr(saved | 0x8040u); /* FTZ (bit 15) and DAZ (bit 6) */
+    return saved;
+#else
+    return 0;
+#endif
+}
+static inline void lstm_ftz_leave(unsigned int saved) {
+#ifdef FASTLSTM_X86
+    _mm_setcsr(saved);
+#else
+    (void)saved;
+#endif
+}
+
+#endif
