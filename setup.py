@@ -65,7 +65,7 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args + extra_cflags,
         extra_link_args=(omp or []) + extra_ldflags,
-        depends=["src/cell_kernels.h", "src/cell_impl.h", "src/blas.pxd"],
+        depends=["src/cell_kernels.h", "src/cell_impl.h"],
     )
 ]
 

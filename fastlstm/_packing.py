@@ -54,18 +54,20 @@ def pack_direction(
     """Pack one layer-direction.
 
     w_ih (4H, I), w_hh (4H, K), bias (4H,) = b_ih + b_hh, peep (3, H) rows i, f, o or None, w_hr (P, H) or None
-    -> w_ih_p (4Hp, I) rows in packed order; w_hh_p (NB, K, 4, V); bias_p (NB, 4, V); peep_p (NB, 3, V);
+    -> w_ih_p (NB, I, 4, V); w_hh_p (NB, K, 4, V); bias_p (NB, 4, V); peep_p (NB, 3, V);
        w_hr_p (NP, H, V).
     """
     dtype = w_ih.dtype
     H = w_hh.shape[0] // 4
-    K = w_hh.shape[1]
     NB = -(-H // V)
     rows = gate_rows(H, V)
-    w_ih_p = _aligned_empty((rows.size, w_ih.shape[1]), dtype)
-    w_ih_p[...] = _take_rows(w_ih, rows)
-    w_hh_p = _aligned_empty((NB, K, 4, V), dtype)
-    w_hh_p[...] = _take_rows(w_hh, rows).reshape(NB, 4, V, K).transpose(0, 3, 1, 2)
+
+    def pack_gates(w: np.ndarray) -> np.ndarray:  # (4H, n) -> (NB, n, 4, V)
+        packed = _aligned_empty((NB, w.shape[1], 4, V), dtype)
+        packed[...] = _take_rows(w, rows).reshape(NB, 4, V, w.shape[1]).transpose(0, 3, 1, 2)
+        return packed
+
+    w_ih_p, w_hh_p = pack_gates(w_ih), pack_gates(w_hh)
     bias_p = _aligned_empty((NB, 4, V), dtype)
     bias_p[...] = _take_rows(bias[:, None], rows).reshape(NB, 4, V)
     peep_p = None

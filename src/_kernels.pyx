@@ -1,11 +1,15 @@
 """Native core of fastlstm: the forward pass over all layers and directions, without the GIL.
 
-Per layer and direction: the input projection of a chunk of time steps is one BLAS GEMM (biases are added
-in the cell kernel); then one OpenMP parallel region runs the recurrence over the chunk. Each thread owns a
-fixed range of blocks of hidden units for the whole sequence (so its slice of W_hh stays in its core's
-cache) and meets the others at one barrier per step (two with a projection). The cell micro-kernels live
-in cell_kernels.h. Every element is computed by one thread in a fixed order, so results do not depend on
-the thread count. Python (fastlstm/_lstm.py) validates every argument before calling in here.
+One OpenMP parallel region runs the whole forward. Each thread owns a fixed range of blocks of hidden units
+for every layer and direction, so its slices of W_ih and W_hh stay in its core's cache. Per chunk of time
+steps a thread first computes the input projection (b + W_ih x_t) of its own blocks for all the chunk's rows,
+then runs the steps; threads meet at one barrier per step (two with a projection), after h_t is complete.
+The micro-kernels live in cell_kernels.h. Every element is computed by one thread in a fixed order, so
+results do not depend on the thread count. Python (fastlstm/_lstm.py) validates every argument first.
+
+The input projection is not a BLAS call: measured here (2-core Zen 4, float32), scipy's OpenBLAS sgemm
+reached ~114 GFLOP/s per core while the packed micro-kernel reaches ~200, and OpenBLAS's spinning worker
+threads halved the speed of the OpenMP team that followed each GEMM.
 """
 from cython cimport floating
 from cython.parallel cimport parallel
@@ -14,7 +18,6 @@ from libc.string cimport memcpy, memset
 cimport numpy as cnp
 import numpy as np
 
-from blas cimport gemm_nt
 
 cnp.import_array()
 
@@ -29,20 +32,25 @@ cdef extern from "cell_kernels.h" nogil:
     void lstm_barrier()
     unsigned int lstm_ftz_enter()
     void lstm_ftz_leave(unsigned int saved)
-    void cell_blocks_f32(const float *w, const float *gx, long ldg, const float *bias, const float *peep,
+    void cell_blocks_f32(const float *w, const float *gx, long ldg, const float *peep,
                          float clip, int input_forget, const float *h, long ldh, float *c, long ldc,
                          float *hout, long ldo, const int *lengths, int t, int B, int K, int j0, int j1)
-    void cell_blocks_f64(const double *w, const double *gx, long ldg, const double *bias, const double *peep,
+    void cell_blocks_f64(const double *w, const double *gx, long ldg, const double *peep,
                          double clip, int input_forget, const double *h, long ldh, double *c, long ldc,
                          double *hout, long ldo, const int *lengths, int t, int B, int K, int j0, int j1)
+    void input_blocks_f32(const float *w, const float *bias, const float *x, long x_ts, long x_bs, float *gx,
+                          long g_ts, long g_bs, const int *lengths, int t0, int nsteps, int B, int n_in, int j0, int j1)
+    void input_blocks_f64(const double *w, const double *bias, const double *x, long x_ts, long x_bs, double *gx,
+                          long g_ts, long g_bs, const int *lengths, int t0, int nsteps, int B, int n_in, int j0, int j1)
     void proj_blocks_f32(const float *w, const float *hc, long ldc, float *hout, long ldo,
                          const int *lengths, int t, int B, int Kc, int q0, int q1)
     void proj_blocks_f64(const double *w, const double *hc, long ldc, double *hout, long ldo,
                          const int *lengths, int t, int B, int Kc, int q0, int q1)
 
 cdef enum:
-    # Budget for one chunk of the input projection (T_chunk * B * 4 * Hp elements), in bytes.
-    GX_CHUNK_BYTES = 4 * 1024 * 1024
+    # Budget for one chunk of the input projection (T_chunk * B * 4 * Hp elements), in bytes: small
+    # enough that each thread's share stays in its L2 until the steps read it.
+    GX_CHUNK_BYTES = 1024 * 1024
     # Workspace sections start on 64-byte boundaries (in elements of the smallest dtype: 16 floats).
     ALIGN_ELEMS = 16
 
@@ -75,18 +83,8 @@ def openmp_enabled():
     return bool(lstm_openmp_enabled())
 
 
-def gemm_nt_check(floating[:, ::1] A, floating[:, ::1] B):
-    """Test twin of the BLAS wrapper: returns A (M, K) @ B (N, K).T."""
-    cdef int M = A.shape[0], K = A.shape[1], N = B.shape[0]
-    C = np.zeros((M, N), dtype=np.float32 if floating is float else np.float64)
-    cdef floating[:, ::1] c = C
-    if M > 0 and N > 0 and K > 0:
-        gemm_nt(M, N, K, &A[0, 0], K, &B[0, 0], K, 0, &c[0, 0], N)
-    return C
-
-
 cdef struct DirWeights:
-    const void *w_ih     # (4Hp, I_k): rows of W_ih in packed gate order, zero rows for padding units
+    const void *w_ih     # (NB, I_k, 4, V)
     const void *w_hh     # (NB, K, 4, V)
     const void *bias     # (NB, 4, V): b_ih + b_hh
     const void *peep     # (NB, 3, V) or NULL
@@ -138,7 +136,7 @@ cdef class PackedModel:
             w.bias = cnp.PyArray_DATA(entry[2])
             w.peep = NULL if entry[3] is None else cnp.PyArray_DATA(entry[3])
             w.w_hr = NULL if entry[4] is None else cnp.PyArray_DATA(entry[4])
-            w.input_size = entry[0].shape[1]
+            w.input_size = entry[0].shape[1]  # (NB, I, 4, V)
 
     def __dealloc__(self):
         free(self.info.dirs)
@@ -181,182 +179,156 @@ cdef inline long _aligned(long n) noexcept nogil:
     return (n + ALIGN_ELEMS - 1) // ALIGN_ELEMS * ALIGN_ELEMS
 
 
-cdef struct StepContext:
+cdef struct Run:
     # shapes
-    int T, B, H, Hp, K, ldh, P, num_blocks, num_proj_blocks, reverse, input_forget
+    int T, B, H, Hp, K, ldh, P, V, num_blocks, num_proj_blocks, input_forget, chunk
     double clip
-    # this layer-direction's packed weights
-    DirWeights w
-    # input projection of the chunk: gx[t, b] at gx + (t - t_lo) * gx_ts + b * gx_bs
-    void *gx
-    long gx_ts, gx_bs
-    int t_lo, t_hi
-    long step0               # steps done before this chunk (selects the h buffer)
-    # state and outputs
-    void *h                  # (2, B, ldh)
+    const int *lengths       # (B,)
+    # workspace sections (shared by the team; each thread touches only its own units, except h)
+    void *gx                 # (chunk, B, 4Hp)
+    void *h                  # (2, B, ldh) double-buffered
     void *c                  # (B, Hp)
     void *hc                 # (B, Hp) or NULL
-    void *out                # out[t, b, u] at out + t * out_ts + b * out_bs + u (direction offset applied)
-    long out_ts, out_bs
-    const int *lengths       # (B,)
 
 
-cdef void _thread_steps(StepContext *ctx, floating *h_buf) noexcept nogil:
-    """One thread's share of the steps [t_lo, t_hi) of one chunk: its blocks of units, all B rows."""
-    cdef int tid = lstm_thread_id(), nt = lstm_team_size()
-    cdef int j0 = ctx.num_blocks * tid // nt, j1 = ctx.num_blocks * (tid + 1) // nt
-    cdef int q0 = ctx.num_proj_blocks * tid // nt, q1 = ctx.num_proj_blocks * (tid + 1) // nt
-    cdef int B = ctx.B, K = ctx.K, ldh = ctx.ldh
-    # units of h this thread writes: hidden units without a projection, projected units with one
-    cdef int u0, u1
-    if ctx.P > 0:
-        u0 = q0 * (ctx.Hp // ctx.num_blocks)
-        u1 = min(q1 * (ctx.Hp // ctx.num_blocks), ctx.P)
-    else:
-        u0 = j0 * (ctx.Hp // ctx.num_blocks)
-        u1 = min(j1 * (ctx.Hp // ctx.num_blocks), ctx.H)
-    cdef floating *c = <floating *> ctx.c
-    cdef floating *hc = <floating *> ctx.hc
-    cdef const floating *gx
+cdef void _direction(const Run *run, const DirWeights *w, bint reverse,
+                     const floating *x, long x_ts, long x_bs,           # IN READ-ONLY x[t, b] (I,)
+                     const floating *h0, const floating *c0,            # IN READ-ONLY (B, K), (B, H)
+                     floating *out, long out_ts, long out_bs,           # OUT out[t, b] (K,) of this direction
+                     floating *hn, floating *cn,                        # OUT (B, K), (B, H)
+                     int j0, int j1, int q0, int q1) noexcept nogil:
+    """One thread's share of one layer in one direction: blocks [j0, j1) (and projection blocks [q0, q1))."""
+    cdef int T = run.T, B = run.B, K = run.K, H = run.H, Hp = run.Hp, ldh = run.ldh, V = run.V
+    cdef long G = 4 * Hp
+    cdef floating *h_buf = <floating *> run.h
+    cdef floating *c = <floating *> run.c
+    cdef floating *hc = <floating *> run.hc
+    cdef floating *gx = <floating *> run.gx
     cdef floating *h_prev
     cdef floating *h_next
     cdef floating *out_row
-    cdef floating *src
-    cdef int s, t, b, u, nsteps = ctx.t_hi - ctx.t_lo
-    cdef long step
-    cdef unsigned int saved_mode = lstm_ftz_enter()
-    for s in range(nsteps):
-        t = ctx.t_hi - 1 - s if ctx.reverse else ctx.t_lo + s
-        step = ctx.step0 + s
-        h_prev = h_buf + (step % 2) * B * ldh
-        h_next = h_buf + ((step + 1) % 2) * B * ldh
-        gx = <const floating *> ctx.gx + (t - ctx.t_lo) * ctx.gx_ts
-        if floating is float:
-            cell_blocks_f32(<const float *> ctx.w.w_hh, gx, ctx.gx_bs, <const float *> ctx.w.bias,
-                            <const float *> ctx.w.peep, <float> ctx.clip, ctx.input_forget,
-                            h_prev, ldh, c, ctx.Hp, hc if ctx.P > 0 else h_next, ctx.Hp if ctx.P > 0 else ldh,
-                            ctx.lengths, t, B, K, j0, j1)
-        else:
-            cell_blocks_f64(<const double *> ctx.w.w_hh, gx, ctx.gx_bs, <const double *> ctx.w.bias,
-                            <const double *> ctx.w.peep, ctx.clip, ctx.input_forget,
-                            h_prev, ldh, c, ctx.Hp, hc if ctx.P > 0 else h_next, ctx.Hp if ctx.P > 0 else ldh,
-                            ctx.lengths, t, B, K, j0, j1)
-        if ctx.P > 0:
-            lstm_barrier()       # all of hc is written
-            if floating is float:
-                proj_blocks_f32(<const float *> ctx.w.w_hr, hc, ctx.Hp, h_next, ldh, ctx.lengths, t, B, ctx.H, q0, q1)
-            else:
-                proj_blocks_f64(<const double *> ctx.w.w_hr, hc, ctx.Hp, h_next, ldh, ctx.lengths, t, B, ctx.H, q0, q1)
-        for b in range(B):
-            out_row = <floating *> ctx.out + t * ctx.out_ts + b * ctx.out_bs
-            if t < ctx.lengths[b]:
-                src = h_next + b * ldh
-                for u in range(u0, u1):
-                    out_row[u] = src[u]
-            else:           # past this row's length: state carried over, output zero
-                src = h_prev + b * ldh
-                for u in range(u0, u1):
-                    h_next[b * ldh + u] = src[u]
-                    out_row[u] = 0
-        lstm_barrier()           # all of h_next is written before anyone reads it as h_prev
-    lstm_ftz_leave(saved_mode)
-
-
-cdef void _run_direction(StepContext *ctx, const floating *x, long x_ts, long x_bs, int I,
-                         const floating *h0, const floating *c0, floating *hn, floating *cn,
-                         long chunk, int num_threads) noexcept nogil:
-    """One layer in one direction over the whole sequence: h0/c0 (B, K)/(B, H) in, hn/cn out."""
-    cdef int T = ctx.T, B = ctx.B, K = ctx.K, H = ctx.H, Hp = ctx.Hp, ldh = ctx.ldh
-    cdef int b, nchunks = <int> ((T + chunk - 1) // chunk), ci, rows, G = 4 * Hp
-    cdef floating *h_buf = <floating *> ctx.h
-    cdef floating *c = <floating *> ctx.c
-    cdef floating *gx = <floating *> ctx.gx
-    cdef floating *final_h
-    cdef unsigned int saved_mode
+    cdef const floating *src
+    cdef int t, t_lo, t_hi, s, b, u, nchunks = (T + run.chunk - 1) // run.chunk, ci
+    # units of h this thread writes: hidden units without a projection, projected units with one
+    cdef int u0 = (q0 if run.P > 0 else j0) * V
+    cdef int u1 = min(q1 * V, run.P) if run.P > 0 else min(j1 * V, H)
+    cdef int cu0 = j0 * V, cu1 = min(j1 * V, H)     # units of c this thread owns
+    cdef long step = 0
     for b in range(B):
-        memcpy(h_buf + b * ldh, h0 + b * K, K * sizeof(floating))
-        memcpy(c + b * Hp, c0 + b * H, H * sizeof(floating))
-    ctx.step0 = 0
+        for u in range(u0, u1):
+            h_buf[b * ldh + u] = h0[b * K + u]
+        for u in range(cu0, cu1):
+            c[b * Hp + u] = c0[b * H + u]
+    lstm_barrier()               # all of h_0 is in place before any thread reads it
     for ci in range(nchunks):
-        if ctx.reverse:
-            ctx.t_hi = T - ci * chunk
-            ctx.t_lo = max(0, ctx.t_hi - chunk)
+        if reverse:
+            t_hi = T - ci * run.chunk
+            t_lo = max(0, t_hi - run.chunk)
         else:
-            ctx.t_lo = ci * chunk
-            ctx.t_hi = min(T, ctx.t_lo + chunk)
-        rows = ctx.t_hi - ctx.t_lo
-        saved_mode = lstm_ftz_enter()
-        if x_bs == I:        # time-major: the chunk's rows are contiguous
-            ctx.gx_ts = B * G
-            ctx.gx_bs = G
-            gemm_nt(rows * B, G, I, x + ctx.t_lo * x_ts, I, <const floating *> ctx.w.w_ih, I, 0, gx, G)
-        elif rows == T:      # batch-major, whole sequence: one GEMM over (b, t) rows
-            ctx.gx_ts = G
-            ctx.gx_bs = <long> T * G
-            gemm_nt(B * T, G, I, x, I, <const floating *> ctx.w.w_ih, I, 0, gx, G)
-        else:                # batch-major chunk: one GEMM per batch row
-            ctx.gx_ts = G
-            ctx.gx_bs = rows * G
+            t_lo = ci * run.chunk
+            t_hi = min(T, t_lo + run.chunk)
+        if floating is float:
+            input_blocks_f32(<const float *> w.w_ih, <const float *> w.bias, x + t_lo * x_ts, x_ts, x_bs,
+                             gx, B * G, G, run.lengths, t_lo, t_hi - t_lo, B, w.input_size, j0, j1)
+        else:
+            input_blocks_f64(<const double *> w.w_ih, <const double *> w.bias, x + t_lo * x_ts, x_ts, x_bs,
+                             gx, B * G, G, run.lengths, t_lo, t_hi - t_lo, B, w.input_size, j0, j1)
+        for s in range(t_hi - t_lo):
+            t = t_hi - 1 - s if reverse else t_lo + s
+            h_prev = h_buf + (step % 2) * B * ldh
+            h_next = h_buf + ((step + 1) % 2) * B * ldh
+            if floating is float:
+                cell_blocks_f32(<const float *> w.w_hh, gx + (t - t_lo) * B * G, G, <const float *> w.peep,
+                                <float> run.clip, run.input_forget, h_prev, ldh, c, Hp,
+                                hc if run.P > 0 else h_next, Hp if run.P > 0 else ldh, run.lengths, t, B, K, j0, j1)
+            else:
+                cell_blocks_f64(<const double *> w.w_hh, gx + (t - t_lo) * B * G, G, <const double *> w.peep,
+                                run.clip, run.input_forget, h_prev, ldh, c, Hp,
+                                hc if run.P > 0 else h_next, Hp if run.P > 0 else ldh, run.lengths, t, B, K, j0, j1)
+            if run.P > 0:
+                lstm_barrier()   # all of hc is written
+                if floating is float:
+                    proj_blocks_f32(<const float *> w.w_hr, hc, Hp, h_next, ldh, run.lengths, t, B, H, q0, q1)
+                else:
+                    proj_blocks_f64(<const double *> w.w_hr, hc, Hp, h_next, ldh, run.lengths, t, B, H, q0, q1)
             for b in range(B):
-                gemm_nt(rows, G, I, x + b * x_bs + ctx.t_lo * x_ts, I, <const floating *> ctx.w.w_ih, I, 0,
-                        gx + b * rows * G, G)
-        lstm_ftz_leave(saved_mode)
-        with parallel(num_threads=num_threads):
-            _thread_steps(ctx, h_buf)
-        ctx.step0 += rows
-    final_h = h_buf + (T % 2) * B * ldh
+                out_row = out + t * out_ts + b * out_bs
+                if t < run.lengths[b]:
+                    src = h_next + b * ldh
+                    for u in range(u0, u1):
+                        out_row[u] = src[u]
+                else:       # past this row's length: state carried over, output zero
+                    src = h_prev + b * ldh
+                    for u in range(u0, u1):
+                        h_next[b * ldh + u] = src[u]
+                        out_row[u] = 0
+            step += 1
+            lstm_barrier()       # all of h_next is written before anyone reads it as h_prev
+    src = h_buf + (step % 2) * B * ldh
     for b in range(B):
-        memcpy(hn + b * K, final_h + b * ldh, K * sizeof(floating))
-        memcpy(cn + b * H, c + b * Hp, H * sizeof(floating))
+        for u in range(u0, u1):
+            hn[b * K + u] = src[b * ldh + u]
+        for u in range(cu0, cu1):
+            cn[b * H + u] = c[b * Hp + u]
+
+
+cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x, bint batch_first,
+                          const floating *h0, const floating *c0, floating *out, floating *hn, floating *cn,
+                          floating *seq0, floating *seq1) noexcept nogil:
+    """Everything one thread of the team does: its blocks of every layer and direction, in order."""
+    cdef int tid = lstm_thread_id(), nt = lstm_team_size()
+    cdef int j0 = m.num_blocks * tid // nt, j1 = m.num_blocks * (tid + 1) // nt
+    cdef int q0 = m.num_proj_blocks * tid // nt, q1 = m.num_proj_blocks * (tid + 1) // nt
+    cdef int L = m.num_layers, D = m.num_directions, K = m.out_size, H = m.hidden_size
+    cdef long T = run.T, B = run.B, DK = D * K, idx, I
+    cdef int layer, d
+    cdef bint reverse
+    cdef const floating *inp = x
+    cdef floating *dst
+    cdef unsigned int saved_mode = lstm_ftz_enter()
+    for layer in range(L):
+        I = m.dirs[layer * D].input_size
+        dst = out if layer == L - 1 else (seq0 if layer % 2 == 0 else seq1)
+        for d in range(D):
+            idx = layer * D + d
+            reverse = d == 1 or m.reverse_only != 0
+            _direction(run, &m.dirs[idx], reverse,
+                       inp, I if batch_first else B * I, T * I if batch_first else I,
+                       h0 + idx * B * K, c0 + idx * B * H,
+                       dst + d * K, DK if batch_first else B * DK, T * DK if batch_first else DK,
+                       hn + idx * B * K, cn + idx * B * H, j0, j1, q0, q1)
+        inp = dst
+    lstm_ftz_leave(saved_mode)
 
 
 cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint batch_first,
                    const floating *h0, const floating *c0, const int *lengths,
                    floating *out, floating *hn, floating *cn, floating *ws, int num_threads) noexcept nogil:
-    """All layers and directions. x (T, B, I) or (B, T, I); h0/hn (L*D, B, K); c0/cn (L*D, B, H);
-    out (T, B, D*K) or (B, T, D*K); ws sized by PackedModel.workspace_size."""
+    """All layers and directions in one parallel region. x (T, B, I) or (B, T, I); h0/hn (L*D, B, K);
+    c0/cn (L*D, B, H); out (T, B, D*K) or (B, T, D*K); ws sized by PackedModel.workspace_size."""
     cdef Sections sec = _plan_workspace(m, T, B)
-    cdef StepContext ctx
-    cdef int L = m.num_layers, D = m.num_directions, K = m.out_size, H = m.hidden_size
-    cdef int layer, d, I
-    cdef long idx, chunk = _chunk_steps(m, T, B), DK = D * K
-    cdef const floating *inp = x
-    cdef floating *dst
-    memset(&ctx, 0, sizeof(StepContext))
-    ctx.T = T
-    ctx.B = B
-    ctx.H = H
-    ctx.Hp = m.num_blocks * m.block
-    ctx.K = K
-    ctx.P = m.proj_size
-    ctx.ldh = m.num_proj_blocks * m.block if m.proj_size > 0 else ctx.Hp
-    ctx.num_blocks = m.num_blocks
-    ctx.num_proj_blocks = m.num_proj_blocks
-    ctx.clip = m.clip
-    ctx.input_forget = m.input_forget
-    ctx.gx = ws + sec.gx
-    ctx.h = ws + sec.h
-    ctx.c = ws + sec.c
-    ctx.hc = ws + sec.hc if m.proj_size > 0 else NULL
-    ctx.lengths = lengths
+    cdef Run run
+    run.T = T
+    run.B = B
+    run.H = m.hidden_size
+    run.V = m.block
+    run.Hp = m.num_blocks * m.block
+    run.K = m.out_size
+    run.P = m.proj_size
+    run.ldh = m.num_proj_blocks * m.block if m.proj_size > 0 else run.Hp
+    run.num_blocks = m.num_blocks
+    run.num_proj_blocks = m.num_proj_blocks
+    run.input_forget = m.input_forget
+    run.clip = m.clip
+    run.chunk = _chunk_steps(m, T, B)
+    run.lengths = lengths
+    run.gx = ws + sec.gx
+    run.h = ws + sec.h
+    run.c = ws + sec.c
+    run.hc = ws + sec.hc if m.proj_size > 0 else NULL
     num_threads = max(1, min(num_threads, m.num_blocks))
-    for layer in range(L):
-        I = m.dirs[layer * D].input_size
-        if layer == L - 1:
-            dst = out
-        else:
-            dst = ws + (sec.seq0 if layer % 2 == 0 else sec.seq1)
-        ctx.out_ts = DK if batch_first else B * DK
-        ctx.out_bs = T * DK if batch_first else DK
-        for d in range(D):
-            idx = layer * D + d
-            ctx.w = m.dirs[idx]
-            ctx.reverse = d == 1 or m.reverse_only
-            ctx.out = dst + d * K
-            _run_direction(&ctx, inp, I if batch_first else B * I, T * I if batch_first else I, I,
-                           h0 + idx * B * K, c0 + idx * B * H, hn + idx * B * K, cn + idx * B * H,
-                           chunk, num_threads)
-        inp = dst
+    with parallel(num_threads=num_threads):
+        _thread_forward(m, &run, x, batch_first, h0, c0, out, hn, cn, ws + sec.seq0, ws + sec.seq1)
 
 
 def forward(PackedModel m, cnp.ndarray x, bint batch_first, cnp.ndarray h0, cnp.ndarray c0,
@@ -383,14 +355,12 @@ def forward(PackedModel m, cnp.ndarray x, bint batch_first, cnp.ndarray h0, cnp.
     if m.info.is_double:
         with nogil:
             _forward[double](&m.info, <const double *> cnp.PyArray_DATA(x), T, B, batch_first,
-                                 <const double *> cnp.PyArray_DATA(h0), <const double *> cnp.PyArray_DATA(c0), lens,
-                                 <double *> cnp.PyArray_DATA(out), <double *> cnp.PyArray_DATA(hn),
-                                 <double *> cnp.PyArray_DATA(cn), <double *> cnp.PyArray_DATA(workspace),
-                                 num_threads)
+                             <const double *> cnp.PyArray_DATA(h0), <const double *> cnp.PyArray_DATA(c0), lens,
+                             <double *> cnp.PyArray_DATA(out), <double *> cnp.PyArray_DATA(hn),
+                             <double *> cnp.PyArray_DATA(cn), <double *> cnp.PyArray_DATA(workspace), num_threads)
     else:
         with nogil:
             _forward[float](&m.info, <const float *> cnp.PyArray_DATA(x), T, B, batch_first,
-                                <const float *> cnp.PyArray_DATA(h0), <const float *> cnp.PyArray_DATA(c0), lens,
-                                <float *> cnp.PyArray_DATA(out), <float *> cnp.PyArray_DATA(hn),
-                                <float *> cnp.PyArray_DATA(cn), <float *> cnp.PyArray_DATA(workspace),
-                                num_threads)
+                            <const float *> cnp.PyArray_DATA(h0), <const float *> cnp.PyArray_DATA(c0), lens,
+                            <float *> cnp.PyArray_DATA(out), <float *> cnp.PyArray_DATA(hn),
+                            <float *> cnp.PyArray_DATA(cn), <float *> cnp.PyArray_DATA(workspace), num_threads)

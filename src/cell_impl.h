@@ -13,7 +13,8 @@
  *
  * Packed layouts (built by fastlstm/_packing.py, V = VBYTES / sizeof(REAL), Hp = H rounded up to V):
  *   w_hh  (NB, K, 4, V):  w_hh[j, k, g, v] = W_hh[g*H + j*V + v, k]   (gate order i, f, g, o; zero padded)
- *   gx    per batch row (NB, 4, V): the input projection W_ih x_t, columns in the same packed order
+ *   w_ih  (NB, I, 4, V):  the same for W_ih
+ *   gx    per batch row (NB, 4, V): b_ih + b_hh + W_ih x_t, columns in the same packed order
  *   bias  (NB, 4, V):     b_ih + b_hh in packed order
  *   peep  (NB, 3, V):     peephole weights i, f, o in packed order (only read when peepholes is set)
  *   w_hr  (NP, H, V):     w_hr[q, k, v] = W_hr[q*V + v, k]           (projection, zero padded)
@@ -95,11 +96,11 @@ ATTR static inline VEC FN(vtanh)(VEC x) {
 ATTR static inline VEC FN(vclip)(VEC x, REAL clip) { return clip > 0 ? FN(vclamp)(x, -clip, clip) : x; }
 
 /* One register tile: gates of one block (4 x V) for nr batch rows, then the cell update in place.
-   w (K, 4, V) packed block; gx rows (nr, 4V) with stride ldg; bias (4, V); peep (3, V) or NULL;
+   w (K, 4, V) packed block; gx rows (nr, 4V) with stride ldg (bias included); peep (3, V) or NULL;
    h (nr, K) stride ldh; c (nr, V) stride ldc, updated; hout (nr, V) stride ldo, written.
    Rows r with active[r] == 0 are left untouched. */
 ATTR static inline __attribute__((always_inline)) void FN(cell_tile)(
-    const REAL *restrict w, const REAL *restrict gx, long ldg, const REAL *restrict bias,
+    const REAL *restrict w, const REAL *restrict gx, long ldg,
     const REAL *restrict peep, REAL clip, int input_forget,
     const REAL *restrict h, long ldh, REAL *restrict c, long ldc, REAL *restrict hout, long ldo,
     const unsigned char *active, int K, const int nr)
@@ -107,7 +108,7 @@ ATTR static inline __attribute__((always_inline)) void FN(cell_tile)(
     VEC acc[BT][4];
     for (int r = 0; r < nr; r++)
         for (int g = 0; g < 4; g++)
-            acc[r][g] = FN(vload)(gx + r * ldg + g * VL) + FN(vload)(bias + g * VL);
+            acc[r][g] = FN(vload)(gx + r * ldg + g * VL);
     for (int k = 0; k < K; k++) {
         const REAL *wk = w + (long)k * 4 * VL;
         VEC w0 = FN(vload)(wk), w1 = FN(vload)(wk + VL), w2 = FN(vload)(wk + 2 * VL), w3 = FN(vload)(wk + 3 * VL);
@@ -139,17 +140,16 @@ ATTR static inline __attribute__((always_inline)) void FN(cell_tile)(
 }
 
 /* Blocks [j0, j1) of one time step for all B rows.
-   w_hh (NB, K, 4, V); gx (B, NB*4V) stride ldg; h (B, K) stride ldh; c (B, NB*V) stride ldc;
+   w_hh (NB, K, 4, V); gx (B, NB*4V) stride ldg, from input_blocks; h (B, K) stride ldh; c (B, NB*V) stride ldc;
    hout (B, NB*V) stride ldo; a row b is computed only when t < lengths[b]. */
 ATTR static void FN(cell_blocks)(
-    const REAL *w_hh, const REAL *gx, long ldg, const REAL *bias, const REAL *peep, REAL clip, int input_forget,
+    const REAL *w_hh, const REAL *gx, long ldg, const REAL *peep, REAL clip, int input_forget,
     const REAL *h, long ldh, REAL *c, long ldc, REAL *hout, long ldo,
     const int *lengths, int t, int B, int K, int j0, int j1)
 {
     unsigned char active[BT];
     for (int j = j0; j < j1; j++) {
         const REAL *wj = w_hh + (long)j * K * 4 * VL;
-        const REAL *bj = bias + (long)j * 4 * VL;
         const REAL *pj = peep ? peep + (long)j * 3 * VL : 0;
         for (int b0 = 0; b0 < B; b0 += BT) {
             int nr = B - b0 < BT ? B - b0 : BT, any = 0;
@@ -158,7 +158,7 @@ ATTR static void FN(cell_blocks)(
             const REAL *g0 = gx + b0 * ldg + (long)j * 4 * VL;
             const REAL *h0 = h + b0 * ldh;
             REAL *c0 = c + b0 * ldc + (long)j * VL, *o0 = hout + b0 * ldo + (long)j * VL;
-#define CELL_TILE(n) FN(cell_tile)(wj, g0, ldg, bj, pj, clip, input_forget, h0, ldh, c0, ldc, o0, ldo, active, K, n)
+#define CELL_TILE(n) FN(cell_tile)(wj, g0, ldg, pj, clip, input_forget, h0, ldh, c0, ldc, o0, ldo, active, K, n)
             switch (nr) {
 #if BT >= 4
                 case 4: CELL_TILE(4); break;
@@ -168,6 +168,69 @@ ATTR static void FN(cell_blocks)(
                 default: CELL_TILE(1); break;
             }
 #undef CELL_TILE
+        }
+    }
+}
+
+/* One register tile of the input projection: gx rows = bias + W_ih x for nr rows of one block.
+   w (I, 4, V) packed block; bias (4, V); x rows xr[r] (I,); gx rows gr[r] (4V,). */
+ATTR static inline __attribute__((always_inline)) void FN(input_tile)(
+    const REAL *restrict w, const REAL *restrict bias, const REAL *const *xr, REAL *const *gr, int n_in, const int nr)
+{
+    VEC acc[BT][4];
+    const REAL *xp[BT];
+    for (int r = 0; r < nr; r++) {
+        xp[r] = xr[r];
+        for (int g = 0; g < 4; g++) acc[r][g] = FN(vload)(bias + g * VL);
+    }
+    for (int k = 0; k < n_in; k++) {
+        const REAL *wk = w + (long)k * 4 * VL;
+        VEC w0 = FN(vload)(wk), w1 = FN(vload)(wk + VL), w2 = FN(vload)(wk + 2 * VL), w3 = FN(vload)(wk + 3 * VL);
+        for (int r = 0; r < nr; r++) {
+            REAL xk = xp[r][k];
+            acc[r][0] += w0 * xk;
+            acc[r][1] += w1 * xk;
+            acc[r][2] += w2 * xk;
+            acc[r][3] += w3 * xk;
+        }
+    }
+    for (int r = 0; r < nr; r++)
+        for (int g = 0; g < 4; g++) FN(vstore)(gr[r] + g * VL, acc[r][g]);
+}
+
+/* Input projection of blocks [j0, j1) for the rows (s, b), s in [0, nsteps), b in [0, B), of a chunk of
+   time steps starting at t0: gx[s, b] (NB*4V) = bias + W_ih x[s, b]. w_ih (NB, I, 4, V); bias (NB, 4, V);
+   x[s, b] at x + s*x_ts + b*x_bs (I,); gx[s, b] at gx + s*g_ts + b*g_bs. Rows past lengths[b] are not read. */
+ATTR static void FN(input_blocks)(
+    const REAL *w_ih, const REAL *bias, const REAL *x, long x_ts, long x_bs, REAL *gx, long g_ts, long g_bs,
+    const int *lengths, int t0, int nsteps, int B, int n_in, int j0, int j1)
+{
+    const REAL *xr[BT];
+    REAL *gr[BT];
+    for (int j = j0; j < j1; j++) {
+        const REAL *wj = w_ih + (long)j * n_in * 4 * VL;
+        const REAL *bj = bias + (long)j * 4 * VL;
+        int nr = 0;
+        for (int s = 0; s < nsteps; s++) {
+            for (int b = 0; b < B; b++) {
+                if (t0 + s >= lengths[b]) continue;
+                xr[nr] = x + s * x_ts + b * x_bs;
+                gr[nr] = gx + s * g_ts + b * g_bs + (long)j * 4 * VL;
+                if (++nr == BT) {
+                    FN(input_tile)(wj, bj, xr, gr, n_in, BT);
+                    nr = 0;
+                }
+            }
+        }
+        switch (nr) {
+#if BT >= 4
+            case 3: FN(input_tile)(wj, bj, xr, gr, n_in, 3); break;
+#endif
+#if BT >= 3
+            case 2: FN(input_tile)(wj, bj, xr, gr, n_in, 2); break;
+#endif
+            case 1: FN(input_tile)(wj, bj, xr, gr, n_in, 1); break;
+            default: break;
         }
     }
 }

@@ -90,12 +90,16 @@
 
 /* ---- run-time dispatch ------------------------------------------------------------------------- */
 
-typedef void (*cell_blocks_f32_t)(const float *, const float *, long, const float *, const float *, float, int,
+typedef void (*cell_blocks_f32_t)(const float *, const float *, long, const float *, float, int,
                                   const float *, long, float *, long, float *, long,
                                   const int *, int, int, int, int, int);
-typedef void (*cell_blocks_f64_t)(const double *, const double *, long, const double *, const double *, double, int,
+typedef void (*cell_blocks_f64_t)(const double *, const double *, long, const double *, double, int,
                                   const double *, long, double *, long, double *, long,
                                   const int *, int, int, int, int, int);
+typedef void (*input_blocks_f32_t)(const float *, const float *, const float *, long, long, float *, long, long,
+                                   const int *, int, int, int, int, int, int);
+typedef void (*input_blocks_f64_t)(const double *, const double *, const double *, long, long, double *, long, long,
+                                   const int *, int, int, int, int, int, int);
 typedef void (*proj_blocks_f32_t)(const float *, const float *, long, float *, long, const int *, int, int, int, int, int);
 typedef void (*proj_blocks_f64_t)(const double *, const double *, long, double *, long, const int *, int, int, int, int, int);
 
@@ -104,9 +108,12 @@ static struct {
     int vector_bytes;
     cell_blocks_f32_t cell_f32;
     cell_blocks_f64_t cell_f64;
+    input_blocks_f32_t input_f32;
+    input_blocks_f64_t input_f64;
     proj_blocks_f32_t proj_f32;
     proj_blocks_f64_t proj_f64;
-} lstm_isa = {"sse2", 16, cell_blocks_f32_base, cell_blocks_f64_base, proj_blocks_f32_base, proj_blocks_f64_base};
+} lstm_isa = {"sse2", 16, cell_blocks_f32_base, cell_blocks_f64_base, input_blocks_f32_base, input_blocks_f64_base,
+             proj_blocks_f32_base, proj_blocks_f64_base};
 
 /* What the CPU supports: 2 = AVX-512, 1 = AVX2+FMA, 0 = baseline. */
 static int lstm_cpu_isa_level(void) {
@@ -128,18 +135,21 @@ static int lstm_select_isa(int max_level) {
     if (level == 2) {
         lstm_isa.name = "avx512"; lstm_isa.vector_bytes = 64;
         lstm_isa.cell_f32 = cell_blocks_f32_avx512; lstm_isa.cell_f64 = cell_blocks_f64_avx512;
+        lstm_isa.input_f32 = input_blocks_f32_avx512; lstm_isa.input_f64 = input_blocks_f64_avx512;
         lstm_isa.proj_f32 = proj_blocks_f32_avx512; lstm_isa.proj_f64 = proj_blocks_f64_avx512;
         return 2;
     }
     if (level == 1) {
         lstm_isa.name = "avx2"; lstm_isa.vector_bytes = 32;
         lstm_isa.cell_f32 = cell_blocks_f32_avx2; lstm_isa.cell_f64 = cell_blocks_f64_avx2;
+        lstm_isa.input_f32 = input_blocks_f32_avx2; lstm_isa.input_f64 = input_blocks_f64_avx2;
         lstm_isa.proj_f32 = proj_blocks_f32_avx2; lstm_isa.proj_f64 = proj_blocks_f64_avx2;
         return 1;
     }
 #endif
     lstm_isa.name = "sse2"; lstm_isa.vector_bytes = 16;
     lstm_isa.cell_f32 = cell_blocks_f32_base; lstm_isa.cell_f64 = cell_blocks_f64_base;
+        lstm_isa.input_f32 = input_blocks_f32_base; lstm_isa.input_f64 = input_blocks_f64_base;
     lstm_isa.proj_f32 = proj_blocks_f32_base; lstm_isa.proj_f64 = proj_blocks_f64_base;
     return 0;
 }
@@ -147,15 +157,25 @@ static int lstm_select_isa(int max_level) {
 static inline const char *lstm_isa_name(void) { return lstm_isa.name; }
 static inline int lstm_vector_bytes(void) { return lstm_isa.vector_bytes; }
 
-static inline void cell_blocks_f32(const float *w, const float *gx, long ldg, const float *bias, const float *peep,
-                                   float clip, int input_forget, const float *h, long ldh, float *c, long ldc,
-                                   float *hout, long ldo, const int *lengths, int t, int B, int K, int j0, int j1) {
-    lstm_isa.cell_f32(w, gx, ldg, bias, peep, clip, input_forget, h, ldh, c, ldc, hout, ldo, lengths, t, B, K, j0, j1);
+static inline void cell_blocks_f32(const float *w, const float *gx, long ldg, const float *peep, float clip,
+                                   int input_forget, const float *h, long ldh, float *c, long ldc, float *hout, long ldo,
+                                   const int *lengths, int t, int B, int K, int j0, int j1) {
+    lstm_isa.cell_f32(w, gx, ldg, peep, clip, input_forget, h, ldh, c, ldc, hout, ldo, lengths, t, B, K, j0, j1);
 }
-static inline void cell_blocks_f64(const double *w, const double *gx, long ldg, const double *bias, const double *peep,
-                                   double clip, int input_forget, const double *h, long ldh, double *c, long ldc,
-                                   double *hout, long ldo, const int *lengths, int t, int B, int K, int j0, int j1) {
-    lstm_isa.cell_f64(w, gx, ldg, bias, peep, clip, input_forget, h, ldh, c, ldc, hout, ldo, lengths, t, B, K, j0, j1);
+static inline void cell_blocks_f64(const double *w, const double *gx, long ldg, const double *peep, double clip,
+                                   int input_forget, const double *h, long ldh, double *c, long ldc, double *hout,
+                                   long ldo, const int *lengths, int t, int B, int K, int j0, int j1) {
+    lstm_isa.cell_f64(w, gx, ldg, peep, clip, input_forget, h, ldh, c, ldc, hout, ldo, lengths, t, B, K, j0, j1);
+}
+static inline void input_blocks_f32(const float *w, const float *bias, const float *x, long x_ts, long x_bs, float *gx,
+                                    long g_ts, long g_bs, const int *lengths, int t0, int nsteps, int B, int n_in,
+                                    int j0, int j1) {
+    lstm_isa.input_f32(w, bias, x, x_ts, x_bs, gx, g_ts, g_bs, lengths, t0, nsteps, B, n_in, j0, j1);
+}
+static inline void input_blocks_f64(const double *w, const double *bias, const double *x, long x_ts, long x_bs,
+                                    double *gx, long g_ts, long g_bs, const int *lengths, int t0, int nsteps, int B,
+                                    int n_in, int j0, int j1) {
+    lstm_isa.input_f64(w, bias, x, x_ts, x_bs, gx, g_ts, g_bs, lengths, t0, nsteps, B, n_in, j0, j1);
 }
 static inline void proj_blocks_f32(const float *w, const float *hc, long ldc, float *hout, long ldo,
                                    const int *lengths, int t, int B, int Kc, int q0, int q1) {

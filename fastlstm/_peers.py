@@ -1,0 +1,134 @@
+"""The peers fastlstm is compared with, built from the same weights: torch.nn.LSTM and onnxruntime.
+
+Each builder returns a callable ``run(x) -> output`` that runs the peer the way its users run it: torch under
+``torch.inference_mode()``; onnxruntime with one ONNX LSTM node per layer. Peers are imported only here,
+only when asked for.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+# ONNX gate order is i, o, f, c; torch's is i, f, g(=c), o
+TORCH_TO_ONNX_GATES = (0, 3, 1, 2)
+
+
+def torch_to_onnx_gates(w: np.ndarray, hidden_size: int) -> np.ndarray:
+    """Reorder the 4H gate rows (axis 0) of a torch-layout weight or bias to ONNX's order."""
+    blocks = [w[g * hidden_size : (g + 1) * hidden_size] for g in TORCH_TO_ONNX_GATES]
+    return np.concatenate(blocks, axis=0)
+
+
+def torch_module(model: Any):
+    """A torch.nn.LSTM holding ``model``'s configuration and weights (forward or bidirectional)."""
+    import torch
+
+    if model.direction == "reverse":
+        raise ValueError("torch has no reverse-only LSTM")
+    dtype = torch.float64 if model.dtype == np.float64 else torch.float32
+    module = torch.nn.LSTM(
+        model.input_size,
+        model.hidden_size,
+        model.num_layers,
+        bias=model.bias,
+        batch_first=model.batch_first,
+        bidirectional=model.bidirectional,
+        proj_size=model.proj_size,
+        dtype=dtype,
+    )
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+    return module.eval()
+
+
+def torch_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    module = torch_module(model)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x))[0].numpy()
+
+    return run
+
+
+def onnx_model(model: Any, batch_first: bool = False):
+    """An ONNX graph of ``model``: one LSTM node per layer, all layers chained, input X, output Y.
+
+    Projection (proj_size > 0) has no ONNX equivalent: ValueError.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    if model.proj_size > 0:
+        raise ValueError("ONNX's LSTM has no projection (proj_size)")
+    H, D = model.hidden_size, model.num_directions
+    elem = TensorProto.DOUBLE if model.dtype == np.float64 else TensorProto.FLOAT
+    nodes, inits = [], []
+    layer_in = "X"
+    if batch_first:
+        nodes.append(helper.make_node("Transpose", ["X"], ["X_tbi"], perm=[1, 0, 2]))
+        layer_in = "X_tbi"
+    state = model.state_dict()
+    for layer in range(model.num_layers):
+        Ws, Rs, Bs = [], [], []
+        for sfx in model._suffixes():
+            Ws.append(torch_to_onnx_gates(state[f"weight_ih_l{layer}{sfx}"], H))
+            Rs.append(torch_to_onnx_gates(state[f"weight_hh_l{layer}{sfx}"], H))
+            if model.bias:
+                Bs.append(
+                    np.concatenate(
+                        [
+                            torch_to_onnx_gates(state[f"bias_ih_l{layer}{sfx}"], H),
+                            torch_to_onnx_gates(state[f"bias_hh_l{layer}{sfx}"], H),
+                        ]
+                    )
+                )
+        names = [f"W{layer}", f"R{layer}"] + ([f"B{layer}"] if model.bias else [])
+        for name, arrs in zip(names, (Ws, Rs, Bs)):
+            inits.append(numpy_helper.from_array(np.stack(arrs).astype(model.dtype), name))
+        y = f"Y{layer}"
+        nodes.append(
+            helper.make_node(
+                "LSTM", [layer_in] + names, [y], hidden_size=H, direction=model.direction, name=f"lstm{layer}"
+            )
+        )
+        # Y (T, D, B, H) -> (T, B, D*H)
+        nodes.append(helper.make_node("Transpose", [y], [f"{y}_t"], perm=[0, 2, 1, 3]))
+        inits.append(numpy_helper.from_array(np.array([0, 0, D * H], dtype=np.int64), f"shape{layer}"))
+        nodes.append(helper.make_node("Reshape", [f"{y}_t", f"shape{layer}"], [f"{y}_seq"]))
+        layer_in = f"{y}_seq"
+    out = layer_in
+    if batch_first:
+        nodes.append(helper.make_node("Transpose", [layer_in], ["Y_bt"], perm=[1, 0, 2]))
+        out = "Y_bt"
+    nodes.append(helper.make_node("Identity", [out], ["Y"]))
+    graph = helper.make_graph(
+        nodes,
+        "fastlstm_peer",
+        [helper.make_tensor_value_info("X", elem, [None, None, model.input_size])],
+        [helper.make_tensor_value_info("Y", elem, [None, None, D * H])],
+        initializer=inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    proto.ir_version = 8  # readable by every onnxruntime of the last years
+    return proto
+
+
+def ort_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    proto = onnx_model(model, batch_first=model.batch_first)
+    session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return session.run(["Y"], {"X": x})[0]
+
+    return run
