@@ -108,8 +108,9 @@ class LSTM(LSTMBase):
             lengths = np.full(B, T, np.int32) if call.lengths is None else np.ascontiguousarray(call.lengths, np.int32)
             ws = self._acquire_workspace(self._packed.workspace_size(T, B))
             try:
-                threads = _threads.effective_threads(H, K, B)
-                _kernels.forward(self._packed, x, batch_first, h0, c0, lengths, out, hn, cn, ws, threads)
+                with _threads.in_flight as calls:
+                    threads = _threads.effective_threads(H, K, B, calls)
+                    _kernels.forward(self._packed, x, batch_first, h0, c0, lengths, out, hn, cn, ws, threads)
             finally:
                 self._release_workspace(ws)
         if not call.batched:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import threading
 from typing import Optional
 
 _override: Optional[int] = None
@@ -56,7 +57,32 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
-def effective_threads(hidden_size: int, out_size: int, batch: int) -> int:
-    """Threads to use for one forward: fewer for small work, never more than get_num_threads()."""
+class _InFlight:
+    """How many forward calls are running now, across all models and Python threads."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> int:
+        with self.lock:
+            self.count += 1
+            return self.count
+
+    def __exit__(self, *exc) -> None:
+        with self.lock:
+            self.count -= 1
+
+
+in_flight = _InFlight()
+
+
+def effective_threads(hidden_size: int, out_size: int, batch: int, concurrent_calls: int = 1) -> int:
+    """Threads for one forward: fewer for small work, never more than get_num_threads().
+
+    Calls running at the same time share the threads: a team that waits at a barrier every step loses
+    far more to a descheduled member than it gains from it. Results do not depend on the thread count.
+    """
     work = 4 * hidden_size * out_size * max(batch, 1)
-    return max(1, min(get_num_threads(), work // MIN_WORK_PER_THREAD))
+    share = max(1, get_num_threads() // max(1, concurrent_calls))
+    return max(1, min(share, work // MIN_WORK_PER_THREAD))

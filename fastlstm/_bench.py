@@ -1,0 +1,189 @@
+"""``python -m fastlstm bench``: fastlstm against the reference and the installed peers, in one run.
+
+For every built-in shape, all implementations get the same weights and input; their outputs are checked to
+agree, then they are timed in interleaved rounds (one call of each per round, so machine noise hits all
+alike) and the medians and ratios printed. Peers run as their users run them: torch under inference_mode,
+onnxruntime with one LSTM node per layer; all with the same thread count.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from . import _peers, _threads
+from ._lstm import LSTM
+from .reference import LSTM as ReferenceLSTM
+
+
+@dataclass
+class Shape:
+    T: int
+    B: int
+    I: int  # noqa: E741
+    H: int
+    layers: int = 1
+    bidirectional: bool = False
+
+    @property
+    def name(self) -> str:
+        extra = (f", {self.layers} layers" if self.layers > 1 else "") + (", bidir" if self.bidirectional else "")
+        return f"T={self.T}, B={self.B}, I={self.I}, H={self.H}{extra}"
+
+    def flops(self) -> float:
+        """Multiply-adds x 2 of the gate products of one forward (activations not counted)."""
+        D = 2 if self.bidirectional else 1
+        total, I = 0, self.I
+        for _ in range(self.layers):
+            total += D * 2 * self.T * self.B * 4 * self.H * (I + self.H)
+            I = D * self.H
+        return float(total)
+
+
+SHAPES = [
+    Shape(100, 1, 32, 70),
+    Shape(100, 1, 256, 512),
+    Shape(100, 4, 128, 256),
+    Shape(100, 32, 256, 512),
+    Shape(50, 64, 512, 1024, layers=2),
+    Shape(100, 1, 128, 256, layers=2, bidirectional=True),
+]
+QUICK_SHAPES = [Shape(100, 1, 32, 70), Shape(100, 4, 128, 256), Shape(20, 32, 256, 512)]
+
+
+@dataclass
+class Row:
+    shape: str
+    gflop: float
+    median_ms: Dict[str, float] = field(default_factory=dict)
+    max_abs_diff: Dict[str, float] = field(default_factory=dict)
+
+
+def installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _time_interleaved(runners: Dict[str, Callable[[], object]], seconds: float, min_rounds: int) -> Dict[str, float]:
+    """Median seconds of one call of each runner, over interleaved rounds."""
+    samples: Dict[str, List[float]] = {name: [] for name in runners}
+    for run in runners.values():  # warm up: first-call allocations, lazy initialisation
+        run()
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < min_rounds or (time.perf_counter() - start < seconds and rounds < 10_000):
+        for name, run in runners.items():
+            t0 = time.perf_counter()
+            run()
+            samples[name].append(time.perf_counter() - t0)
+        rounds += 1
+    return {name: float(np.median(s)) for name, s in samples.items()}
+
+
+def bench_shape(shape: Shape, threads: int, seconds: float, with_reference: bool) -> Row:
+    rng = np.random.default_rng(0)
+    model = LSTM(shape.I, shape.H, shape.layers, bidirectional=shape.bidirectional, seed=0)
+    x = rng.standard_normal((shape.T, shape.B, shape.I)).astype(np.float32)
+    runners: Dict[str, Callable[[np.ndarray], np.ndarray]] = {"fastlstm": lambda a: model(a)[0]}
+    if with_reference:
+        ref = ReferenceLSTM(shape.I, shape.H, shape.layers, bidirectional=shape.bidirectional, seed=0)
+        runners["reference"] = lambda a: ref(a)[0]
+    if installed("torch"):
+        runners["torch"] = _peers.torch_runner(model, threads)
+    if installed("onnxruntime") and installed("onnx"):
+        runners["onnxruntime"] = _peers.ort_runner(model, threads)
+    row = Row(shape.name, shape.flops() / 1e9)
+    ours = runners["fastlstm"](x)
+    for name, run in runners.items():
+        if name != "fastlstm":
+            row.max_abs_diff[name] = float(np.max(np.abs(run(x) - ours), initial=0.0))
+    medians = _time_interleaved({n: (lambda r=r: r(x)) for n, r in runners.items()}, seconds, min_rounds=5)
+    row.median_ms = {name: 1e3 * t for name, t in medians.items()}
+    return row
+
+
+def format_table(rows: List[Row]) -> str:
+    peers = ["onnxruntime", "torch", "reference"]
+    present = [p for p in peers if any(p in r.median_ms for r in rows)]
+    head = ["shape", "fastlstm ms", "GFLOP/s"] + [f"{p} ms" for p in present] + [f"x vs {p}" for p in present]
+    lines = [head]
+    for r in rows:
+        ours = r.median_ms["fastlstm"]
+        cells = [r.shape, f"{ours:.3f}", f"{r.gflop / ours * 1e3:.1f}"]
+        cells += [f"{r.median_ms[p]:.3f}" if p in r.median_ms else "-" for p in present]
+        cells += [f"{r.median_ms[p] / ours:.2f}" if p in r.median_ms else "-" for p in present]
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    out = []
+    for k, line in enumerate(lines):
+        out.append("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |")
+        if k == 0:
+            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(out)
+
+
+def plot(rows: List[Row], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    peers = [p for p in ("onnxruntime", "torch") if any(p in r.median_ms for r in rows)]
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(rows) + 1.5))
+    ys = np.arange(len(rows))
+    height = 0.8 / max(1, len(peers))
+    for k, p in enumerate(peers):
+        ratios = [r.median_ms.get(p, np.nan) / r.median_ms["fastlstm"] for r in rows]
+        ax.barh(ys + k * height, ratios, height, label=f"{p} time / fastlstm time")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks(ys + height * (len(peers) - 1) / 2, [r.shape for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("speed-up of fastlstm (higher is better)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def run(
+    quick: bool = False,
+    threads: Optional[int] = None,
+    plot_path: Optional[str] = None,
+    json_path: Optional[str] = None,
+) -> List[Row]:
+    if plot_path is not None and not installed("matplotlib"):
+        raise SystemExit("--plot needs matplotlib: pip install matplotlib")
+    if threads is not None:
+        _threads.set_num_threads(threads)
+    n = _threads.get_num_threads()
+    shapes = QUICK_SHAPES if quick else SHAPES
+    seconds = 0.3 if quick else 2.0
+    missing = [p for p in ("torch", "onnxruntime") if not installed(p)]
+    print(f"fastlstm bench: float32, {n} thread(s), medians of interleaved rounds")
+    if missing:
+        print(f"(not installed, not compared: {', '.join(missing)})")
+    rows = []
+    for shape in shapes:
+        with_reference = shape.T * shape.B * shape.H <= 100 * 4 * 256
+        rows.append(bench_shape(shape, n, seconds, with_reference))
+        print(f"  {shape.name}: done", flush=True)
+    print()
+    print(format_table(rows))
+    print()
+    print("max |fastlstm - peer| of the outputs:")
+    worst = 0.0
+    for r in rows:
+        diffs = ", ".join(f"{p} {d:.1e}" for p, d in r.max_abs_diff.items())
+        print(f"  {r.shape}: {diffs}")
+        worst = max([worst] + list(r.max_abs_diff.values()))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"threads": n, "rows": [asdict(r) for r in rows]}, f, indent=2)
+    if plot_path:
+        plot(rows, plot_path)
+        print(f"plot written to {plot_path}")
+    if worst > 2e-5:
+        raise SystemExit(f"outputs disagree: max abs difference {worst:.2e} > 2e-5")
+    return rows
