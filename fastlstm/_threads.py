@@ -5,6 +5,7 @@ of physical cores this process may run on. Small problems use fewer threads (see
 """
 from __future__ import annotations
 
+import functools
 import numbers
 import os
 import threading
@@ -37,6 +38,7 @@ def get_num_threads() -> int:
     return physical_cores()
 
 
+@functools.lru_cache(maxsize=1)
 def physical_cores() -> int:
     """Physical cores among the CPUs this process may run on (SMT siblings counted once)."""
     try:

@@ -105,32 +105,56 @@ ATTR static inline __attribute__((always_inline)) void FN(cell_tile)(
     const REAL *restrict h, long ldh, REAL *restrict c, long ldc, REAL *restrict hout, long ldo,
     const unsigned char *active, int K, const int nr)
 {
-    VEC acc[BT][4];
+    /* With few rows, one FMA chain per gate would wait on FMA latency: split the sum over k into
+       SPLIT interleaved partial sums, added in a fixed order at the end. */
+    const int SPLIT = nr == 1 ? 4 : nr == 2 ? 2 : 1;
+    VEC acc[4][BT][4];
     for (int r = 0; r < nr; r++)
-        for (int g = 0; g < 4; g++)
-            acc[r][g] = FN(vload)(gx + r * ldg + g * VL);
-    for (int k = 0; k < K; k++) {
+        for (int g = 0; g < 4; g++) {
+            acc[0][r][g] = FN(vload)(gx + r * ldg + g * VL);
+            for (int s = 1; s < SPLIT; s++) acc[s][r][g] = FN(vset1)(0);
+        }
+    int k = 0;
+    for (; k + SPLIT <= K; k += SPLIT) {
+        for (int s = 0; s < SPLIT; s++) {
+            const REAL *wk = w + (long)(k + s) * 4 * VL;
+            VEC w0 = FN(vload)(wk), w1 = FN(vload)(wk + VL), w2 = FN(vload)(wk + 2 * VL), w3 = FN(vload)(wk + 3 * VL);
+            for (int r = 0; r < nr; r++) {
+                REAL hk = h[r * ldh + k + s];
+                acc[s][r][0] += w0 * hk;
+                acc[s][r][1] += w1 * hk;
+                acc[s][r][2] += w2 * hk;
+                acc[s][r][3] += w3 * hk;
+            }
+        }
+    }
+    for (; k < K; k++) {
         const REAL *wk = w + (long)k * 4 * VL;
         VEC w0 = FN(vload)(wk), w1 = FN(vload)(wk + VL), w2 = FN(vload)(wk + 2 * VL), w3 = FN(vload)(wk + 3 * VL);
         for (int r = 0; r < nr; r++) {
             REAL hk = h[r * ldh + k];
-            acc[r][0] += w0 * hk;
-            acc[r][1] += w1 * hk;
-            acc[r][2] += w2 * hk;
-            acc[r][3] += w3 * hk;
+            acc[0][r][0] += w0 * hk;
+            acc[0][r][1] += w1 * hk;
+            acc[0][r][2] += w2 * hk;
+            acc[0][r][3] += w3 * hk;
         }
     }
+    for (int r = 0; r < nr; r++)
+        for (int g = 0; g < 4; g++) {
+            if (SPLIT == 4) acc[0][r][g] = (acc[0][r][g] + acc[1][r][g]) + (acc[2][r][g] + acc[3][r][g]);
+            if (SPLIT == 2) acc[0][r][g] = acc[0][r][g] + acc[1][r][g];
+        }
     for (int r = 0; r < nr; r++) {
         if (!active[r]) continue;
         VEC c_prev = FN(vload)(c + r * ldc);
-        VEC pre_i = acc[r][0], pre_f = acc[r][1], pre_o = acc[r][3];
+        VEC pre_i = acc[0][r][0], pre_f = acc[0][r][1], pre_o = acc[0][r][3];
         if (peep) {
             pre_i += FN(vload)(peep) * c_prev;
             pre_f += FN(vload)(peep + VL) * c_prev;
         }
         VEC gate_i = FN(vsigmoid)(FN(vclip)(pre_i, clip));
         VEC gate_f = input_forget ? (REAL)1.0 - gate_i : FN(vsigmoid)(FN(vclip)(pre_f, clip));
-        VEC gate_g = FN(vtanh)(FN(vclip)(acc[r][2], clip));
+        VEC gate_g = FN(vtanh)(FN(vclip)(acc[0][r][2], clip));
         VEC c_new = gate_f * c_prev + gate_i * gate_g;
         if (peep) pre_o += FN(vload)(peep + 2 * VL) * c_new;
         VEC gate_o = FN(vsigmoid)(FN(vclip)(pre_o, clip));
