@@ -24,9 +24,16 @@ from ._threads import get_num_threads, set_num_threads  # noqa: E402
 __version__ = "0.1.0"
 
 
+def load(path) -> LSTM:
+    """Read a model written by ``LSTM.save(path)``; never unpickles (a file holding a pickle: ValueError)."""
+    from . import _interop
+
+    return _interop.load(LSTM, path)
+
+
 def openmp_enabled() -> bool:
     """Whether the compiled kernels were built with OpenMP (else they run on one thread)."""
     return _kernels.openmp_enabled()
 
 
-__all__ = ["LSTM", "reference", "set_num_threads", "get_num_threads", "openmp_enabled", "__version__"]
+__all__ = ["LSTM", "load", "reference", "set_num_threads", "get_num_threads", "openmp_enabled", "__version__"]

@@ -75,6 +75,9 @@ class LSTMBase:
         proj_size: int = 0,
         dtype: Any = np.float32,
         seed: Optional[int] = None,
+        peepholes: bool = False,
+        clip: Optional[float] = None,
+        input_forget: bool = False,
         direction: Optional[str] = None,
     ) -> None:
         self.input_size = _check_int("input_size", input_size, 1)
@@ -97,6 +100,15 @@ class LSTMBase:
         self.direction = direction
         self.bidirectional = direction == "bidirectional"
         self.dtype = _model_dtype(dtype)
+        self.peepholes = _check_bool("peepholes", peepholes)
+        self.input_forget = _check_bool("input_forget", input_forget)
+        if clip is not None:
+            if isinstance(clip, (bool, np.bool_)) or not isinstance(clip, numbers.Real):
+                raise TypeError(f"clip should be a number or None, got: {type(clip).__name__}")
+            if not (np.isfinite(clip) and clip > 0):
+                raise ValueError(f"clip must be a positive finite number or None, got {clip}")
+            clip = float(clip)
+        self.clip = clip
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise TypeError(f"seed should be an int or None, got: {type(seed).__name__}")
         object.__setattr__(self, "_params", {})
@@ -132,6 +144,8 @@ class LSTMBase:
                     shapes[f"bias_hh_l{layer}{sfx}"] = (4 * H,)
                 if P > 0:
                     shapes[f"weight_hr_l{layer}{sfx}"] = (P, H)
+                if self.peepholes:
+                    shapes[f"weight_ph_l{layer}{sfx}"] = (3, H)
         return shapes
 
     # ---- parameters ---------------------------------------------------------------------------
@@ -224,6 +238,9 @@ class LSTMBase:
             batch_first=self.batch_first,
             proj_size=self.proj_size,
             dtype=self.dtype.name,
+            peepholes=self.peepholes,
+            clip=self.clip,
+            input_forget=self.input_forget,
             direction=self.direction,
         )
 
@@ -243,6 +260,12 @@ class LSTMBase:
             extra.append(f"proj_size={self.proj_size}")
         if self.dtype != np.float32:
             extra.append(f"dtype={self.dtype.name}")
+        if self.peepholes:
+            extra.append("peepholes=True")
+        if self.clip is not None:
+            extra.append(f"clip={self.clip}")
+        if self.input_forget:
+            extra.append("input_forget=True")
         return f"{type(self).__name__}({', '.join(extra)})"
 
     # ---- loaders ------------------------------------------------------------------------------
@@ -275,6 +298,40 @@ class LSTMBase:
             state = {name: t.detach().cpu().numpy() for name, t in module.state_dict().items()}
         model.load_state_dict(state)
         return model
+
+    @classmethod
+    def from_keras(cls, layer_or_weights: Any) -> "LSTMBase":
+        """Build from a Keras 3 ``LSTM`` layer or its ``get_weights()`` list; returns batch_first=True.
+
+        kernel (I, 4H), recurrent_kernel (H, 4H), bias (4H,), gate order i, f, c, o. Activations other
+        than tanh / sigmoid raise ValueError naming them. keras is not imported.
+        """
+        from . import _interop
+
+        return _interop.from_keras(cls, layer_or_weights)
+
+    @classmethod
+    def from_onnx(cls, model: Any, node: Any = None) -> "LSTMBase":
+        """Build from an LSTM node of an ONNX model (``onnx.ModelProto`` or a path).
+
+        ``node``: None (the only LSTM node of the main graph), a node name, an index among the LSTM nodes, or
+        a NodeProto. W, R, B, P must be initializers, Constant outputs or Identity of those. Supported:
+        direction (lstm.direction), layout (1 gives batch_first=True), hidden_size, peepholes P, clip,
+        input_forget. sequence_lens, initial_h and initial_c are runtime data: pass lengths= and hx=
+        (note ONNX's Y is (T, D, B, H); ours is (T, B, D*H)).
+        """
+        from . import _interop
+
+        return _interop.from_onnx(cls, model, node)
+
+    def save(self, path: Any) -> None:
+        """Write config and weights to exactly ``path``; ``fastlstm.load(path)`` reads it back bitwise.
+
+        The file is a NumPy .npz archive with a JSON header; it loads without pickle.
+        """
+        from . import _interop
+
+        _interop.save(self, path)
 
     # ---- calling ------------------------------------------------------------------------------
 

@@ -24,7 +24,11 @@ class LSTM(LSTMBase):
     """A stacked, optionally bidirectional and projected LSTM for CPU inference.
 
     ``fastlstm.LSTM(input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,
-    bidirectional=False, proj_size=0, dtype=np.float32, seed=None)``
+    bidirectional=False, proj_size=0, dtype=np.float32, seed=None, peepholes=False, clip=None,
+    input_forget=False)``
+
+    Beyond torch, the ONNX LSTM's extras: ``peepholes`` adds parameters ``weight_ph_l{k}`` (3, H), rows
+    i, f, o; ``clip`` clips every gate pre-activation to [-clip, clip]; ``input_forget`` sets f = 1 - i.
 
     Parameters are attributes with torch's names, shapes and gate order (i, f, g, o), e.g.
     ``weight_ih_l0`` (4H, I). They are read-only arrays: assign a new array to the attribute, or use
@@ -49,9 +53,10 @@ class LSTM(LSTMBase):
                 else:
                     bias = np.zeros(4 * self.hidden_size, dtype=self.dtype)
                 w_hr = self._params[name("weight_hr")] if self.proj_size > 0 else None
+                w_ph = self._params[name("weight_ph")] if self.peepholes else None
                 arrays.append(
                     _packing.pack_direction(
-                        self._params[name("weight_ih")], self._params[name("weight_hh")], bias, None, w_hr, V
+                        self._params[name("weight_ih")], self._params[name("weight_hh")], bias, w_ph, w_hr, V
                     )
                 )
         packed = _kernels.PackedModel(
@@ -61,8 +66,8 @@ class LSTM(LSTMBase):
             self.proj_size,
             V,
             self.dtype == np.float64,
-            0.0,
-            False,
+            0.0 if self.clip is None else self.clip,
+            self.input_forget,
             self.direction == "reverse",
             tuple(arrays),
         )

@@ -4,6 +4,9 @@
     i, f, o = sigmoid(...);  g = tanh(...)
     c_t = f * c_{t-1} + i * g;  h_t = o * tanh(c_t);  h_t = W_hr h_t when proj_size > 0
 
+and the ONNX extras: peepholes add p_i * c_{t-1} and p_f * c_{t-1} to the i and f pre-activations and
+p_o * c_t to o's; clip clips every pre-activation to [-clip, clip]; input_forget sets f = 1 - i.
+
 It shares parameter handling and validation with fastlstm.LSTM (fastlstm._base) but none of its compute:
 no kernels, no packing, no BLAS calls of ours. It is slow on purpose; it is what every path is tested
 against.
@@ -64,7 +67,8 @@ class LSTM(LSTMBase):
         w_ih, w_hh = p("weight_ih"), p("weight_hh")
         b = p("bias_ih") + p("bias_hh") if self.bias else np.zeros(4 * H)
         w_hr: Optional[np.ndarray] = p("weight_hr") if self.proj_size > 0 else None
-        return w_ih, w_hh, b, w_hr
+        w_ph: Optional[np.ndarray] = p("weight_ph") if self.peepholes else None
+        return w_ih, w_hh, b, w_hr, w_ph
 
     def _run_direction(
         self, x: np.ndarray, layer: int, sfx: str, h0: np.ndarray, c0: np.ndarray, lengths: np.ndarray, reverse: bool
@@ -72,7 +76,8 @@ class LSTM(LSTMBase):
         """x (T, B, I) -> output (T, B, K), h_n (B, K), c_n (B, H); rows past lengths[b] stay zero."""
         T, B, _ = x.shape
         H = self.hidden_size
-        w_ih, w_hh, b, w_hr = self._weights(layer, sfx)
+        w_ih, w_hh, b, w_hr, w_ph = self._weights(layer, sfx)
+        clip = self.clip if self.clip is not None else np.inf
         out = np.zeros((T, B, self.out_size))
         h, c = h0.copy(), c0.copy()
         steps = range(T - 1, -1, -1) if reverse else range(T)
@@ -80,11 +85,18 @@ class LSTM(LSTMBase):
             active = t < lengths  # (B,)
             with np.errstate(invalid="ignore", over="ignore"):
                 gates = x[t] @ w_ih.T + h @ w_hh.T + b
-            i = _sigmoid(gates[:, 0:H])
-            f = _sigmoid(gates[:, H : 2 * H])
-            g = np.tanh(gates[:, 2 * H : 3 * H])
-            o = _sigmoid(gates[:, 3 * H : 4 * H])
+            pre_i, pre_f = gates[:, 0:H], gates[:, H : 2 * H]
+            pre_g, pre_o = gates[:, 2 * H : 3 * H], gates[:, 3 * H : 4 * H]
+            if w_ph is not None:
+                pre_i = pre_i + w_ph[0] * c
+                pre_f = pre_f + w_ph[1] * c
+            i = _sigmoid(np.clip(pre_i, -clip, clip))
+            f = 1.0 - i if self.input_forget else _sigmoid(np.clip(pre_f, -clip, clip))
+            g = np.tanh(np.clip(pre_g, -clip, clip))
             c_new = f * c + i * g
+            if w_ph is not None:
+                pre_o = pre_o + w_ph[2] * c_new
+            o = _sigmoid(np.clip(pre_o, -clip, clip))
             h_new = o * np.tanh(c_new)
             if w_hr is not None:
                 h_new = h_new @ w_hr.T
