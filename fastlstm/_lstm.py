@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _kernels, _packing, _threads
 from ._base import LSTMBase, ValidatedCall
+from ._stream import Stream
 
 __all__ = ["LSTM"]
 
@@ -121,6 +122,16 @@ class LSTM(LSTMBase):
         if not call.batched:
             return out.reshape(T, DK), (hn.reshape(LD, K), cn.reshape(LD, H))
         return out, (hn, cn)
+
+    # ---- streaming ----------------------------------------------------------------------------
+
+    def stream(self, batch_size: int = 1, hx: Optional[Any] = None) -> "Stream":
+        """A new, independent stream over ``batch_size`` sequences (forward LSTMs only).
+
+        ``s.step(x_t, out=None)`` advances one step (x_t (B, I) -> y_t (B, H_out)); ``s.state`` gives copies of
+        (h, c); ``s.reset(hx=None)`` starts over. Stepping gives the same numbers as one forward call.
+        """
+        return Stream(self, batch_size, hx)
 
     # ---- pickling -----------------------------------------------------------------------------
 

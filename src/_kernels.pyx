@@ -364,3 +364,27 @@ def forward(PackedModel m, cnp.ndarray x, bint batch_first, cnp.ndarray h0, cnp.
                             <const float *> cnp.PyArray_DATA(h0), <const float *> cnp.PyArray_DATA(c0), lens,
                             <float *> cnp.PyArray_DATA(out), <float *> cnp.PyArray_DATA(hn),
                             <float *> cnp.PyArray_DATA(cn), <float *> cnp.PyArray_DATA(workspace), num_threads)
+
+
+def stream_step(PackedModel m, cnp.ndarray x, cnp.ndarray out, cnp.ndarray h, cnp.ndarray c,
+                cnp.ndarray lengths, cnp.ndarray workspace, int num_threads):
+    """One time step of every layer, the state updated in place, with the GIL released.
+
+    x (B, I) IN READ-ONLY; out (B, D*K) OUT; h (L*D, B, K) and c (L*D, B, H) IN/OUT (each thread reads and
+    then writes only its own units, so in place is safe); lengths (B,) int32 of ones; workspace sized by
+    m.workspace_size(1, B). All C-contiguous in the model's dtype (fastlstm.Stream checks this).
+    """
+    cdef int B = x.shape[0]
+    cdef const int *lens = <const int *> cnp.PyArray_DATA(lengths)
+    if m.info.is_double:
+        with nogil:
+            _forward[double](&m.info, <const double *> cnp.PyArray_DATA(x), 1, B, False,
+                             <const double *> cnp.PyArray_DATA(h), <const double *> cnp.PyArray_DATA(c), lens,
+                             <double *> cnp.PyArray_DATA(out), <double *> cnp.PyArray_DATA(h),
+                             <double *> cnp.PyArray_DATA(c), <double *> cnp.PyArray_DATA(workspace), num_threads)
+    else:
+        with nogil:
+            _forward[float](&m.info, <const float *> cnp.PyArray_DATA(x), 1, B, False,
+                            <const float *> cnp.PyArray_DATA(h), <const float *> cnp.PyArray_DATA(c), lens,
+                            <float *> cnp.PyArray_DATA(out), <float *> cnp.PyArray_DATA(h),
+                            <float *> cnp.PyArray_DATA(c), <float *> cnp.PyArray_DATA(workspace), num_threads)
