@@ -28,11 +28,23 @@ class Shape:
     H: int
     layers: int = 1
     bidirectional: bool = False
+    streaming: bool = False  # one streaming step (T = 1 with the state carried)
 
     @property
     def name(self) -> str:
         extra = (f", {self.layers} layers" if self.layers > 1 else "") + (", bidir" if self.bidirectional else "")
+        if self.streaming:
+            return f"step, B={self.B}, I={self.I}, H={self.H}{extra}"
         return f"T={self.T}, B={self.B}, I={self.I}, H={self.H}{extra}"
+
+    def weight_bytes(self) -> float:
+        """float32 bytes of W_ih and W_hh that one forward must read at least once per step (B small)."""
+        D = 2 if self.bidirectional else 1
+        total, I = 0, self.I
+        for _ in range(self.layers):
+            total += D * 4 * 4 * self.H * ((I if self.streaming else 0) + self.H)
+            I = D * self.H
+        return float(total) * self.T
 
     def flops(self) -> float:
         """Multiply-adds x 2 of the gate products of one forward (activations not counted)."""
@@ -45,6 +57,8 @@ class Shape:
 
 
 SHAPES = [
+    Shape(1, 1, 128, 128, streaming=True),
+    Shape(1, 1, 256, 512, streaming=True),
     Shape(100, 1, 32, 70),
     Shape(100, 1, 256, 512),
     Shape(100, 4, 128, 256),
@@ -52,13 +66,16 @@ SHAPES = [
     Shape(50, 64, 512, 1024, layers=2),
     Shape(100, 1, 128, 256, layers=2, bidirectional=True),
 ]
-QUICK_SHAPES = [Shape(100, 1, 32, 70), Shape(100, 4, 128, 256), Shape(20, 32, 256, 512)]
+QUICK_SHAPES = [Shape(1, 1, 128, 128, streaming=True), Shape(100, 1, 32, 70), Shape(100, 4, 128, 256),
+                Shape(20, 32, 256, 512)]
 
 
 @dataclass
 class Row:
     shape: str
     gflop: float
+    weight_gb: float
+    batch: int
     median_ms: Dict[str, float] = field(default_factory=dict)
     max_abs_diff: Dict[str, float] = field(default_factory=dict)
 
@@ -84,6 +101,8 @@ def _time_interleaved(runners: Dict[str, Callable[[], object]], seconds: float, 
 
 
 def bench_shape(shape: Shape, threads: int, seconds: float, with_reference: bool) -> Row:
+    if shape.streaming:
+        return bench_step(shape, threads, seconds)
     rng = np.random.default_rng(0)
     model = LSTM(shape.I, shape.H, shape.layers, bidirectional=shape.bidirectional, seed=0)
     x = rng.standard_normal((shape.T, shape.B, shape.I)).astype(np.float32)
@@ -95,7 +114,7 @@ def bench_shape(shape: Shape, threads: int, seconds: float, with_reference: bool
         runners["torch"] = _peers.torch_runner(model, threads)
     if installed("onnxruntime") and installed("onnx"):
         runners["onnxruntime"] = _peers.ort_runner(model, threads)
-    row = Row(shape.name, shape.flops() / 1e9)
+    row = Row(shape.name, shape.flops() / 1e9, shape.weight_bytes() / 1e9, shape.B)
     ours = runners["fastlstm"](x)
     for name, run in runners.items():
         if name != "fastlstm":
@@ -105,15 +124,41 @@ def bench_shape(shape: Shape, threads: int, seconds: float, with_reference: bool
     return row
 
 
+def bench_step(shape: Shape, threads: int, seconds: float) -> Row:
+    """One streaming step: fastlstm Stream.step(out=) vs torch (T=1, hx) vs onnxruntime (state in/out)."""
+    rng = np.random.default_rng(0)
+    model = LSTM(shape.I, shape.H, shape.layers, seed=0)
+    xs = rng.standard_normal((8, shape.B, shape.I)).astype(np.float32)
+    stream = model.stream(shape.B)
+    out = np.empty((shape.B, model.out_size), np.float32)
+    steppers: Dict[str, Callable[[np.ndarray], np.ndarray]] = {"fastlstm": lambda a: stream.step(a, out=out).copy()}
+    if installed("torch"):
+        steppers["torch"] = _peers.torch_step_runner(model, threads)
+    if installed("onnxruntime") and installed("onnx"):
+        steppers["onnxruntime"] = _peers.ort_step_runner(model, threads)
+    row = Row(shape.name, shape.flops() / 1e9, shape.weight_bytes() / 1e9, shape.B)
+    # agreement over a few steps from the zero state; all steppers then keep running from there
+    ours = np.stack([steppers["fastlstm"](x) for x in xs])
+    for name, step in steppers.items():
+        if name != "fastlstm":
+            row.max_abs_diff[name] = float(np.max(np.abs(np.stack([step(x) for x in xs]) - ours)))
+    steppers["fastlstm"] = lambda a: stream.step(a, out=out)
+    x0 = xs[0]
+    medians = _time_interleaved({n: (lambda s=s: s(x0)) for n, s in steppers.items()}, seconds, min_rounds=50)
+    row.median_ms = {name: 1e3 * t for name, t in medians.items()}
+    return row
+
+
 def format_table(rows: List[Row]) -> str:
     peers = ["onnxruntime", "torch", "reference"]
     present = [p for p in peers if any(p in r.median_ms for r in rows)]
-    head = ["shape", "fastlstm ms", "GFLOP/s"] + [f"{p} ms" for p in present] + [f"x vs {p}" for p in present]
+    head = ["shape", "fastlstm ms", "GFLOP/s", "weights GB/s"]
+    head += [f"{p} ms" for p in present] + [f"x vs {p}" for p in present]
     lines = [head]
     for r in rows:
         ours = r.median_ms["fastlstm"]
-        cells = [r.shape, f"{ours:.3f}", f"{r.gflop / ours * 1e3:.1f}"]
-        cells += [f"{r.median_ms[p]:.3f}" if p in r.median_ms else "-" for p in present]
+        cells = [r.shape, f"{ours:.4f}", f"{r.gflop / ours * 1e3:.1f}", f"{r.weight_gb / ours * 1e3:.0f}"]
+        cells += [f"{r.median_ms[p]:.4f}" if p in r.median_ms else "-" for p in present]
         cells += [f"{r.median_ms[p] / ours:.2f}" if p in r.median_ms else "-" for p in present]
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]

@@ -132,3 +132,67 @@ def ort_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.ndarra
         return session.run(["Y"], {"X": x})[0]
 
     return run
+
+
+def torch_step_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
+    """One streaming step in torch: nn.LSTM on T=1 with the state carried in hx."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    module = torch_module(model)
+    state = {}
+
+    def step(x_t: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            y, state["hx"] = module(torch.from_numpy(x_t)[None], state.get("hx"))
+            return y[0].numpy()
+
+    return step
+
+
+def ort_step_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
+    """One streaming step in onnxruntime: a one-node LSTM graph with the state as inputs and outputs."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    if model.num_layers != 1 or model.direction != "forward" or model.proj_size:
+        raise ValueError("the onnxruntime streaming peer covers single-layer forward LSTMs")
+    H = model.hidden_size
+    elem = TensorProto.DOUBLE if model.dtype == np.float64 else TensorProto.FLOAT
+    state = model.state_dict()
+    inits = [
+        numpy_helper.from_array(torch_to_onnx_gates(state["weight_ih_l0"], H)[None], "W"),
+        numpy_helper.from_array(torch_to_onnx_gates(state["weight_hh_l0"], H)[None], "R"),
+    ]
+    if model.bias:
+        b = np.concatenate([torch_to_onnx_gates(state["bias_ih_l0"], H), torch_to_onnx_gates(state["bias_hh_l0"], H)])
+        inits.append(numpy_helper.from_array(b[None], "B"))
+    node = helper.make_node(
+        "LSTM", ["X", "W", "R", "B" if model.bias else "", "", "h", "c"], ["", "h_out", "c_out"], hidden_size=H
+    )
+    io = lambda name, shape: helper.make_tensor_value_info(name, elem, shape)  # noqa: E731
+    graph = helper.make_graph(
+        [node],
+        "fastlstm_step_peer",
+        [io("X", [1, None, model.input_size]), io("h", [1, None, H]), io("c", [1, None, H])],
+        [io("h_out", [1, None, H]), io("c_out", [1, None, H])],
+        initializer=inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    proto.ir_version = 8
+    opts = ort.SessionOptions()
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    carried = {}
+
+    def step(x_t: np.ndarray) -> np.ndarray:
+        B = x_t.shape[0]
+        if "h" not in carried:
+            carried["h"] = carried["c"] = np.zeros((1, B, H), model.dtype)
+        carried["h"], carried["c"] = session.run(None, {"X": x_t[None], "h": carried["h"], "c": carried["c"]})
+        return carried["h"][0]
+
+    return step
