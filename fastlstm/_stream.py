@@ -86,7 +86,8 @@ class Stream:
                 + (f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__)
             )
         packed = self._check_packed()
-        _kernels.stream_step(packed, x_t, out, self._h, self._c, self._lengths, self._workspace, self._threads)
+        threads = 1 if _threads._forked_child else self._threads
+        _kernels.stream_step(packed, x_t, out, self._h, self._c, self._lengths, self._workspace, threads)
         return out
 
     def _convert_input(self, x_t: Any) -> np.ndarray:

@@ -2,6 +2,9 @@
 
 Order: fastlstm.set_num_threads(n) if called; else OMP_NUM_THREADS (its first entry) if set; else the number
 of physical cores this process may run on. Small problems use fewer threads (see effective_threads).
+
+In a process forked from one that ran fastlstm, GNU libgomp's thread pool is unusable (a parallel region
+hangs), so forked children run the kernels on one thread; results are the same for any thread count.
 """
 from __future__ import annotations
 
@@ -12,6 +15,16 @@ import threading
 from typing import Optional
 
 _override: Optional[int] = None
+_forked_child = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_child
+    _forked_child = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # Work per step (multiply-adds of the recurrent matvec, 4H * H_out * B) below which a second thread costs
 # more in barriers than it saves. Measured with benchmarks/crossover.py on a 2-core Zen 4.
@@ -85,6 +98,8 @@ def effective_threads(hidden_size: int, out_size: int, batch: int, concurrent_ca
     Calls running at the same time share the threads: a team that waits at a barrier every step loses
     far more to a descheduled member than it gains from it. Results do not depend on the thread count.
     """
+    if _forked_child:
+        return 1
     work = 4 * hidden_size * out_size * max(batch, 1)
     share = max(1, get_num_threads() // max(1, concurrent_calls))
     return max(1, min(share, work // MIN_WORK_PER_THREAD))
