@@ -115,7 +115,7 @@ class LSTM(LSTMBase):
             ws = self._acquire_workspace(self._packed.workspace_size(T, B))
             try:
                 with _threads.in_flight as calls:
-                    threads = _threads.effective_threads(H, K, B, calls)
+                    threads = _threads.effective_threads(H, K, B, calls, self.num_directions)
                     _kernels.forward(self._packed, x, batch_first, h0, c0, lengths, out, hn, cn, ws, threads)
             finally:
                 self._release_workspace(ws)

@@ -92,7 +92,9 @@ class _InFlight:
 in_flight = _InFlight()
 
 
-def effective_threads(hidden_size: int, out_size: int, batch: int, concurrent_calls: int = 1) -> int:
+def effective_threads(
+    hidden_size: int, out_size: int, batch: int, concurrent_calls: int = 1, directions: int = 1
+) -> int:
     """Threads for one forward: fewer for small work, never more than get_num_threads().
 
     Calls running at the same time share the threads: a team that waits at a barrier every step loses
@@ -100,6 +102,6 @@ def effective_threads(hidden_size: int, out_size: int, batch: int, concurrent_ca
     """
     if _forked_child:
         return 1
-    work = 4 * hidden_size * out_size * max(batch, 1)
+    work = 4 * hidden_size * out_size * max(batch, 1) * directions
     share = max(1, get_num_threads() // max(1, concurrent_calls))
     return max(1, min(share, work // MIN_WORK_PER_THREAD))

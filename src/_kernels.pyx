@@ -155,12 +155,14 @@ cdef long _chunk_steps(const ModelInfo *m, long T, long B) noexcept nogil:
 
 cdef struct Sections:
     long gx, h, c, hc, seq0, seq1, total
+    long slot           # elements between the buffers of direction slot 0 and slot 1
 
 
 cdef Sections _plan_workspace(const ModelInfo *m, long T, long B) noexcept nogil:
-    """Offsets of the workspace sections, each aligned: gx (T_chunk, B, 4Hp) input projection;
-    h (2, B, ldh) double-buffered hidden state; c (B, Hp) cell state; hc (B, Hp) pre-projection
-    output; seq0/seq1 (T, B, D*K) outputs of inner layers."""
+    """Offsets of the workspace sections, each aligned. Per direction slot (one per direction, so that the
+    two directions of a layer can run at the same time): gx (T_chunk, B, 4Hp) input projection; h (2, B, ldh)
+    double-buffered hidden state; c (B, Hp) cell state; hc (B, Hp) pre-projection output. Then seq0/seq1
+    (T, B, D*K), the outputs of inner layers."""
     cdef Sections s
     cdef long Hp = m.num_blocks * m.block
     cdef long ldh = m.num_proj_blocks * m.block if m.proj_size > 0 else Hp
@@ -169,7 +171,8 @@ cdef Sections _plan_workspace(const ModelInfo *m, long T, long B) noexcept nogil
     s.h = _aligned(s.gx + _chunk_steps(m, T, B) * B * 4 * Hp)
     s.c = _aligned(s.h + 2 * B * ldh)
     s.hc = _aligned(s.c + B * Hp)
-    s.seq0 = _aligned(s.hc + (B * Hp if m.proj_size > 0 else 0))
+    s.slot = _aligned(s.hc + (B * Hp if m.proj_size > 0 else 0))
+    s.seq0 = s.slot * m.num_directions
     s.seq1 = _aligned(s.seq0 + (seq if m.num_layers >= 2 else 0))
     s.total = _aligned(s.seq1 + (seq if m.num_layers >= 3 else 0))
     return s
@@ -184,26 +187,29 @@ cdef struct Run:
     int T, B, H, Hp, K, ldh, P, V, num_blocks, num_proj_blocks, input_forget, chunk
     double clip
     const int *lengths       # (B,)
-    # workspace sections (shared by the team; each thread touches only its own units, except h)
+    # workspace sections of direction slot 0 (slot 1 is slot_stride elements further); shared by the
+    # threads of a direction, each touching only its own units, except h
+    long slot_stride
     void *gx                 # (chunk, B, 4Hp)
     void *h                  # (2, B, ldh) double-buffered
     void *c                  # (B, Hp)
     void *hc                 # (B, Hp) or NULL
 
 
-cdef void _direction(const Run *run, const DirWeights *w, bint reverse,
+cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse,
                      const floating *x, long x_ts, long x_bs,           # IN READ-ONLY x[t, b] (I,)
                      const floating *h0, const floating *c0,            # IN READ-ONLY (B, K), (B, H)
                      floating *out, long out_ts, long out_bs,           # OUT out[t, b] (K,) of this direction
                      floating *hn, floating *cn,                        # OUT (B, K), (B, H)
                      int j0, int j1, int q0, int q1) noexcept nogil:
-    """One thread's share of one layer in one direction: blocks [j0, j1) (and projection blocks [q0, q1))."""
+    """One thread's share of one layer in one direction: blocks [j0, j1) (and projection blocks [q0, q1)),
+    using the buffers of direction slot ``slot``."""
     cdef int T = run.T, B = run.B, K = run.K, H = run.H, Hp = run.Hp, ldh = run.ldh, V = run.V
-    cdef long G = 4 * Hp
-    cdef floating *h_buf = <floating *> run.h
-    cdef floating *c = <floating *> run.c
-    cdef floating *hc = <floating *> run.hc
-    cdef floating *gx = <floating *> run.gx
+    cdef long G = 4 * Hp, offset = slot * run.slot_stride
+    cdef floating *h_buf = <floating *> run.h + offset
+    cdef floating *c = <floating *> run.c + offset
+    cdef floating *hc = (<floating *> run.hc + offset) if run.hc != NULL else NULL
+    cdef floating *gx = <floating *> run.gx + offset
     cdef floating *h_prev
     cdef floating *h_next
     cdef floating *out_row
@@ -275,11 +281,26 @@ cdef void _direction(const Run *run, const DirWeights *w, bint reverse,
 cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x, bint batch_first,
                           const floating *h0, const floating *c0, floating *out, floating *hn, floating *cn,
                           floating *seq0, floating *seq1) noexcept nogil:
-    """Everything one thread of the team does: its blocks of every layer and direction, in order."""
+    """Everything one thread of the team does: its blocks of every layer and direction, in order.
+
+    A bidirectional model on two or more threads runs its directions at the same time: the first half of
+    the team takes the forward direction, the rest the reverse one, each with its own buffers. Both halves
+    pass the same number of (team-wide) barriers per layer, so the barriers still line up.
+    """
     cdef int tid = lstm_thread_id(), nt = lstm_team_size()
-    cdef int j0 = m.num_blocks * tid // nt, j1 = m.num_blocks * (tid + 1) // nt
-    cdef int q0 = m.num_proj_blocks * tid // nt, q1 = m.num_proj_blocks * (tid + 1) // nt
     cdef int L = m.num_layers, D = m.num_directions, K = m.out_size, H = m.hidden_size
+    cdef bint split = D == 2 and nt >= 2
+    cdef int d_first = 0, d_last = D - 1, sub_tid = tid, sub_nt = nt
+    if split:
+        if tid < nt // 2:
+            d_last = 0
+            sub_nt = nt // 2
+        else:
+            d_first = 1
+            sub_tid = tid - nt // 2
+            sub_nt = nt - nt // 2
+    cdef int j0 = m.num_blocks * sub_tid // sub_nt, j1 = m.num_blocks * (sub_tid + 1) // sub_nt
+    cdef int q0 = m.num_proj_blocks * sub_tid // sub_nt, q1 = m.num_proj_blocks * (sub_tid + 1) // sub_nt
     cdef long T = run.T, B = run.B, DK = D * K, idx, I
     cdef int layer, d
     cdef bint reverse
@@ -289,10 +310,10 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
     for layer in range(L):
         I = m.dirs[layer * D].input_size
         dst = out if layer == L - 1 else (seq0 if layer % 2 == 0 else seq1)
-        for d in range(D):
+        for d in range(d_first, d_last + 1):
             idx = layer * D + d
             reverse = d == 1 or m.reverse_only != 0
-            _direction(run, &m.dirs[idx], reverse,
+            _direction(run, d if split else 0, &m.dirs[idx], reverse,
                        inp, I if batch_first else B * I, T * I if batch_first else I,
                        h0 + idx * B * K, c0 + idx * B * H,
                        dst + d * K, DK if batch_first else B * DK, T * DK if batch_first else DK,
@@ -322,11 +343,12 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     run.clip = m.clip
     run.chunk = _chunk_steps(m, T, B)
     run.lengths = lengths
+    run.slot_stride = sec.slot
     run.gx = ws + sec.gx
     run.h = ws + sec.h
     run.c = ws + sec.c
     run.hc = ws + sec.hc if m.proj_size > 0 else NULL
-    num_threads = max(1, min(num_threads, m.num_blocks))
+    num_threads = max(1, min(num_threads, m.num_blocks * m.num_directions))
     with parallel(num_threads=num_threads):
         _thread_forward(m, &run, x, batch_first, h0, c0, out, hn, cn, ws + sec.seq0, ws + sec.seq1)
 
