@@ -27,8 +27,9 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # Work per step (multiply-adds of the recurrent matvec, 4H * H_out * B) below which a second thread costs
-# more in barriers than it saves. Measured with benchmarks/crossover.py on a 2-core Zen 4.
-MIN_WORK_PER_THREAD = 32_768
+# more in barriers than it saves. Measured with benchmarks/crossover.py on a 2-core Zen 4: 2 threads gave
+# 0.99x at 1024, 1.12x at 4096, 1.15-1.5x from 9216 up (one block of units, H <= 16, is one thread anyway).
+MIN_WORK_PER_THREAD = 4096
 
 
 def set_num_threads(n: int) -> None:
