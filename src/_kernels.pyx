@@ -214,7 +214,8 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
     cdef floating *h_next
     cdef floating *out_row
     cdef const floating *src
-    cdef int t, t_lo, t_hi, s, b, u, nchunks = (T + run.chunk - 1) // run.chunk, ci
+    cdef int t, t_lo, t_hi, s, nchunks = (T + run.chunk - 1) // run.chunk, ci
+    cdef long b, u
     # units of h this thread writes: hidden units without a projection, projected units with one
     cdef int u0 = (q0 if run.P > 0 else j0) * V
     cdef int u1 = min(q1 * V, run.P) if run.P > 0 else min(j1 * V, H)
