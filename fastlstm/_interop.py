@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -248,15 +249,15 @@ def load(cls, path: Union[str, os.PathLike]):
     """Read a file written by ``save``. Never unpickles: a file holding a pickle is rejected (ValueError)."""
     try:
         archive = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise ValueError(f"{os.fspath(path)!r} is not a fastlstm file (it holds pickled data)") from exc
+    except (ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{os.fspath(path)!r} is not a fastlstm file: {exc}") from exc
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ValueError(f"{os.fspath(path)!r} is not a fastlstm file")
     with archive:
         try:
             header = json.loads(bytes(archive["__header__"]).decode())
             arrays = {name: archive[name] for name in archive.files if name != "__header__"}
-        except (KeyError, ValueError, UnicodeDecodeError) as exc:
+        except (KeyError, ValueError, UnicodeDecodeError, EOFError, zipfile.BadZipFile, OSError) as exc:
             raise ValueError(f"{os.fspath(path)!r} is not a readable fastlstm file: {exc}") from exc
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise ValueError(f"{os.fspath(path)!r} is not a fastlstm file")
