@@ -1,0 +1,269 @@
+"""Threads: set_num_threads/get_num_threads/OMP_NUM_THREADS/openmp_enabled, results bitwise identical for any
+thread count, one LSTM object called from many Python threads at once, and a forked child process.
+
+Every test leaves the thread setting as it found it (the autouse fixture below).
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import fastlstm
+from fastlstm import _threads
+from conftest import assert_forward_bitwise, assert_forward_close, make_inputs, model_pair, run_python
+
+
+@pytest.fixture(autouse=True)
+def restore_thread_setting(monkeypatch):
+    """Put back set_num_threads' override and the crossover after each test."""
+    monkeypatch.setattr(_threads, "_override", _threads._override)
+    monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", _threads.MIN_WORK_PER_THREAD)
+    yield
+
+
+def block_width(dtype) -> int:
+    """Hidden units per block of the selected kernels: a team never has more threads than blocks."""
+    return fastlstm._kernels.vector_bytes() // np.dtype(dtype).itemsize
+
+
+# ---- settings -----------------------------------------------------------------------------------
+
+
+def test_set_and_get_num_threads():
+    for n in (1, 3, 2, np.int64(4), 64):
+        fastlstm.set_num_threads(n)
+        got = fastlstm.get_num_threads()
+        assert got == int(n) and type(got) is int
+
+
+@pytest.mark.parametrize("n", [0, -1, -100])
+def test_set_num_threads_below_one(n):
+    fastlstm.set_num_threads(2)
+    with pytest.raises(ValueError):
+        fastlstm.set_num_threads(n)
+    assert fastlstm.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("n", [2.0, "2", None, [2], 1.5])
+def test_set_num_threads_type(n):
+    with pytest.raises(TypeError):
+        fastlstm.set_num_threads(n)
+
+
+def test_openmp_enabled_is_bool():
+    assert type(fastlstm.openmp_enabled()) is bool
+    assert fastlstm.openmp_enabled() == fastlstm._kernels.openmp_enabled()
+
+
+def test_default_thread_count_is_positive():
+    n = fastlstm.get_num_threads()
+    assert type(n) is int and n >= 1
+
+
+_CHILD_THREADS = """
+import sys
+import numpy as np
+import fastlstm
+print("threads", fastlstm.get_num_threads())
+fastlstm.set_num_threads(1)
+print("after set", fastlstm.get_num_threads())
+"""
+
+
+@pytest.mark.parametrize("env,expected", [("3", 3), ("1", 1), ("5,2", 5)])
+def test_omp_num_threads_is_honoured(tmp_path, env, expected):
+    proc = run_python(_CHILD_THREADS, env={"OMP_NUM_THREADS": env}, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"threads {expected}\n" in proc.stdout, proc.stdout
+    assert "after set 1\n" in proc.stdout, proc.stdout  # set_num_threads overrides it
+
+
+def test_without_omp_num_threads(tmp_path):
+    proc = run_python(_CHILD_THREADS, unset=["OMP_NUM_THREADS"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    n = int(proc.stdout.split("threads ")[1].split()[0])
+    assert n >= 1
+
+
+def test_omp_num_threads_does_not_change_results(tmp_path):
+    """Processes with OMP_NUM_THREADS=1 and =2 give this process's bits."""
+    fast, _ = model_pair(16, 256, 2, seed=5, bidirectional=True, proj_size=64)
+    args = make_inputs(fast, 6, 8, rng=np.random.default_rng(6), hx=True, lengths=True)
+    want = fast(args["x"], args["hx"], lengths=args["lengths"])
+    np.savez(tmp_path / "in.npz", x=args["x"], h=args["hx"][0], c=args["hx"][1], lengths=args["lengths"])
+    code = """
+        import sys
+        import numpy as np
+        import fastlstm
+        d = np.load("in.npz")
+        m = fastlstm.LSTM(16, 256, 2, bidirectional=True, proj_size=64, seed=5)
+        out, (h, c) = m(d["x"], (d["h"], d["c"]), lengths=d["lengths"])
+        np.savez(sys.argv[1] if len(sys.argv) > 1 else "out_%d.npz" % fastlstm.get_num_threads(), out=out, h=h, c=c)
+    """
+    for n in (1, 2):
+        proc = run_python(code, env={"OMP_NUM_THREADS": str(n)}, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        got = np.load(tmp_path / f"out_{n}.npz")
+        assert_forward_bitwise((got["out"], (got["h"], got["c"])), want, what=f"OMP_NUM_THREADS={n}")
+
+
+# ---- bitwise identical for any thread count -----------------------------------------------------
+
+LARGE_CONFIGS = [
+    # I, H, P, L, bidirectional, batch_first, T, B, hx, lengths
+    (32, 256, 0, 1, False, False, 8, 8, False, True),
+    (16, 256, 100, 2, True, False, 5, 8, True, True),
+    (64, 300, 0, 2, True, True, 4, 5, True, False),
+    (24, 512, 0, 1, False, False, 3, 1, True, False),
+    (8, 256, 0, 1, True, True, 40, 9, False, True),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("config", LARGE_CONFIGS, ids=lambda c: "I{}-H{}-P{}-L{}-bi{}-bf{}-T{}-B{}".format(*c[:8]))
+def test_bitwise_identical_across_thread_counts(config, dtype):
+    I, H, P, L, bi, bf, T, B, hx, lengths = config
+    fast, ref = model_pair(I, H, L, seed=H + B, proj_size=P, bidirectional=bi, batch_first=bf, dtype=dtype)
+    args = make_inputs(fast, T, B, rng=np.random.default_rng(H * B), hx=hx, lengths=lengths)
+    results = {}
+    for n in (1, 2, 3):
+        fastlstm.set_num_threads(n)
+        # with the default crossover this work is large enough that n threads really run
+        assert _threads.effective_threads(H, P or H, B) == n, "too little work for n threads: grow the config"
+        assert -(-H // block_width(dtype)) >= n, "fewer blocks than threads: grow H"
+        results[n] = fast(args["x"], args["hx"], lengths=args["lengths"])
+    for n in (2, 3):
+        assert_forward_bitwise(results[n], results[1], what=f"{n} threads vs 1")
+    assert_forward_close(results[3], ref(args["x"], args["hx"], lengths=args["lengths"]), dtype)
+
+
+SMALL_CONFIGS = [
+    (3, 70, 0, 1, False, False, 5, 1, True, False),
+    (3, 70, 20, 2, True, False, 4, 3, True, True),
+    (5, 17, 0, 3, True, True, 6, 5, False, True),
+    (4, 33, 5, 2, False, True, 5, 2, True, True),
+    (2, 48, 47, 1, True, False, 7, 4, True, True),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("config", SMALL_CONFIGS, ids=lambda c: "I{}-H{}-P{}-L{}-bi{}-bf{}-T{}-B{}".format(*c[:8]))
+def test_small_shapes_on_many_threads(config, dtype):
+    """With the crossover at 1, even tiny problems split their blocks over every thread."""
+    I, H, P, L, bi, bf, T, B, hx, lengths = config
+    _threads.MIN_WORK_PER_THREAD = 1
+    fast, ref = model_pair(I, H, L, seed=H + B, proj_size=P, bidirectional=bi, batch_first=bf, dtype=dtype)
+    args = make_inputs(fast, T, B, rng=np.random.default_rng(H + P), hx=hx, lengths=lengths)
+    want = ref(args["x"], args["hx"], lengths=args["lengths"])
+    nblocks = -(-H // block_width(dtype))
+    results = {}
+    for n in sorted({1, 2, 3, 4, nblocks, nblocks + 1}):
+        fastlstm.set_num_threads(n)
+        assert _threads.effective_threads(H, P or H, B) == n
+        results[n] = fast(args["x"], args["hx"], lengths=args["lengths"])
+        assert_forward_close(results[n], want, dtype, what=f"{n} threads vs the reference")
+    for n, got in results.items():
+        assert_forward_bitwise(got, results[1], what=f"{n} threads vs 1")
+
+
+def test_effective_threads_never_exceeds_the_setting():
+    for n in (1, 2, 5):
+        fastlstm.set_num_threads(n)
+        for H, K, B in [(1, 1, 1), (256, 256, 8), (1024, 1024, 64), (17, 5, 0)]:
+            t = _threads.effective_threads(H, K, B)
+            assert 1 <= t <= n
+
+
+# ---- many Python threads, one model -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("omp_threads", [1, 2])
+def test_concurrent_calls_on_one_model(omp_threads, dtype):
+    n_threads, calls_per_thread = 8, 6
+    fastlstm.set_num_threads(omp_threads)
+    fast, _ = model_pair(12, 96, 2, seed=40, bidirectional=True, proj_size=40, dtype=dtype)
+    rng = np.random.default_rng(41)
+    jobs = []  # (args, expected) per thread, each call with its own shapes
+    for i in range(n_threads):
+        mine = []
+        for j in range(calls_per_thread):
+            T = int(rng.integers(1, 12))
+            B = int(rng.integers(1, 10))
+            unbatched = (i + j) % 5 == 4
+            args = make_inputs(fast, T, 1 if unbatched else B, rng=rng, hx=bool((i + j) % 2),
+                               lengths=bool((i + j) % 3), unbatched=unbatched)
+            mine.append(args)
+        jobs.append(mine)
+    # the same calls made alone, one after the other
+    expected = [[fast(a["x"], a["hx"], lengths=a["lengths"]) for a in mine] for mine in jobs]
+    barrier = threading.Barrier(n_threads)
+    results = [[None] * calls_per_thread for _ in range(n_threads)]
+    errors = []
+
+    def worker(i):
+        try:
+            barrier.wait(timeout=60)
+            for _ in range(2):  # twice, so that calls overlap with other threads' calls of other shapes
+                for j, a in enumerate(jobs[i]):
+                    results[i][j] = fast(a["x"], a["hx"], lengths=a["lengths"])
+        except BaseException as exc:  # reported below, with the thread it happened in
+            errors.append((i, exc))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "worker threads did not finish"
+    assert not errors, errors
+    for i in range(n_threads):
+        for j in range(calls_per_thread):
+            assert_forward_bitwise(results[i][j], expected[i][j], what=f"thread {i} call {j}")
+
+
+# ---- fork ---------------------------------------------------------------------------------------
+
+_FORK_SCRIPT = """
+import os, signal, sys, time
+import numpy as np
+import fastlstm
+
+fastlstm.set_num_threads(2)
+m = fastlstm.LSTM(16, 256, seed=0)
+x = np.random.default_rng(0).standard_normal((5, 8, 16)).astype(np.float32)
+want = m(x)[0]  # the parent has run a multi-threaded forward before forking
+pid = os.fork()
+if pid == 0:
+    got = m(x)[0]
+    os._exit(0 if np.array_equal(got, want) else 3)
+deadline = time.monotonic() + 10  # a healthy child needs milliseconds
+while True:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        break
+    if time.monotonic() > deadline:
+        os.kill(pid, signal.SIGKILL)  # our own child, by its id
+        os.waitpid(pid, 0)
+        sys.exit("forked child hung in a multi-threaded forward")
+    time.sleep(0.05)
+code = os.waitstatus_to_exitcode(status)
+if code != 0:
+    sys.exit(f"forked child failed with exit code {code}")
+if not np.array_equal(m(x)[0], want):
+    sys.exit("the parent's result changed after the fork")
+print("fork ok")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
+def test_forward_in_forked_child(tmp_path):
+    """GNU libgomp's pool breaks after fork without exec (DESIGN.md): the child must still compute."""
+    if not fastlstm.openmp_enabled():
+        pytest.skip("serial build: nothing to break")
+    proc = run_python(_FORK_SCRIPT, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "fork ok" in proc.stdout
