@@ -5,24 +5,11 @@
 fastlstm._threads.MIN_WORK_PER_THREAD (work = 4 * H * H_out * B multiply-adds per step) is set from this:
 below it, the per-step barrier costs more than the second thread saves. Medians of interleaved rounds.
 """
-import time
-
 import numpy as np
 
 import fastlstm
+from fastlstm._bench import time_interleaved
 from fastlstm import _threads
-
-
-def median_seconds(fns, rounds=30):
-    samples = [[] for _ in fns]
-    for f in fns:
-        f()
-    for _ in range(rounds):
-        for k, f in enumerate(fns):
-            t0 = time.perf_counter()
-            f()
-            samples[k].append(time.perf_counter() - t0)
-    return [float(np.median(s)) for s in samples]
 
 
 def main():
@@ -38,7 +25,8 @@ def main():
                 fastlstm.set_num_threads(n)
                 model(x)
 
-            one, two = median_seconds([lambda: run(1), lambda: run(2)])
+            t = time_interleaved({"one": lambda: run(1), "two": lambda: run(2)}, seconds=0.3, min_rounds=20)
+            one, two = t["one"], t["two"]
             work = 4 * H * H * B
             print(f"{H:>5} {B:>3} {work:>9} {one * 1e3:>12.3f} {two * 1e3:>13.3f} {one / two:>9.2f}")
 

@@ -8,21 +8,10 @@ products with the scaled-down weights are subnormal too.
 The kernels flush denormals to zero (FTZ/DAZ) for their own threads; without that, such inputs can make
 an LSTM 20-200x slower. Target: ratio <= 1.2. Medians of interleaved rounds.
 """
-import time
-
 import numpy as np
 
 import fastlstm
-
-
-def median_seconds(fns, rounds=40):
-    samples = [[] for _ in fns]
-    for _ in range(rounds):
-        for k, f in enumerate(fns):
-            t0 = time.perf_counter()
-            f()
-            samples[k].append(time.perf_counter() - t0)
-    return [float(np.median(s)) for s in samples]
+from fastlstm._bench import time_interleaved
 
 
 def main():
@@ -45,9 +34,12 @@ def main():
     x_denormal = np.full((T, B, I), 1e-39, np.float32)  # subnormal inputs
     c_denormal = np.full((1, B, H), 1e-30, np.float32)
 
-    t_normal, t_denormal = median_seconds(
-        [lambda: normal(x_normal, (h0, c_normal)), lambda: denormal(x_denormal, (h0, c_denormal))]
+    t = time_interleaved(
+        {"normal": lambda: normal(x_normal, (h0, c_normal)), "denormal": lambda: denormal(x_denormal, (h0, c_denormal))},
+        seconds=1.0,
+        min_rounds=40,
     )
+    t_normal, t_denormal = t["normal"], t["denormal"]
     print(f"T={T}, B={B}, I={I}, H={H}: normal {t_normal * 1e3:.3f} ms, denormal-driving {t_denormal * 1e3:.3f} ms, "
           f"ratio {t_denormal / t_normal:.2f} (target <= 1.2)")
 

@@ -84,7 +84,7 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _time_interleaved(runners: Dict[str, Callable[[], object]], seconds: float, min_rounds: int) -> Dict[str, float]:
+def time_interleaved(runners: Dict[str, Callable[[], object]], seconds: float, min_rounds: int) -> Dict[str, float]:
     """Median seconds of one call of each runner, over interleaved rounds."""
     samples: Dict[str, List[float]] = {name: [] for name in runners}
     for run in runners.values():  # warm up: first-call allocations, lazy initialisation
@@ -119,7 +119,7 @@ def bench_shape(shape: Shape, threads: int, seconds: float, with_reference: bool
     for name, run in runners.items():
         if name != "fastlstm":
             row.max_abs_diff[name] = float(np.max(np.abs(run(x) - ours), initial=0.0))
-    medians = _time_interleaved({n: (lambda r=r: r(x)) for n, r in runners.items()}, seconds, min_rounds=5)
+    medians = time_interleaved({n: (lambda r=r: r(x)) for n, r in runners.items()}, seconds, min_rounds=5)
     row.median_ms = {name: 1e3 * t for name, t in medians.items()}
     return row
 
@@ -144,7 +144,7 @@ def bench_step(shape: Shape, threads: int, seconds: float) -> Row:
             row.max_abs_diff[name] = float(np.max(np.abs(np.stack([step(x) for x in xs]) - ours)))
     steppers["fastlstm"] = lambda a: stream.step(a, out=out)
     x0 = xs[0]
-    medians = _time_interleaved({n: (lambda s=s: s(x0)) for n, s in steppers.items()}, seconds, min_rounds=50)
+    medians = time_interleaved({n: (lambda s=s: s(x0)) for n, s in steppers.items()}, seconds, min_rounds=50)
     row.median_ms = {name: 1e3 * t for name, t in medians.items()}
     return row
 
