@@ -9,7 +9,16 @@ FASTLSTM_ISA=avx2|sse2 caps the instruction set the kernels use (default: the be
 """
 import os as _os
 
-from . import _kernels
+try:
+    from . import _kernels
+except ImportError as _exc:
+    if _os.path.exists(_os.path.join(_os.path.dirname(__file__), "..", "setup.py")):
+        raise ImportError(
+            "fastlstm is being imported from its source tree, which holds no compiled kernels. Run from another "
+            "directory to use the installed package (python -m puts the current directory first on sys.path), "
+            "or build in place: python setup.py build_ext --inplace"
+        ) from _exc
+    raise
 
 _ISA_LEVELS = {"avx512": 2, "avx2": 1, "sse2": 0}
 _isa = _os.environ.get("FASTLSTM_ISA", "").strip().lower()
