@@ -76,6 +76,7 @@ class Row:
     gflop: float
     weight_gb: float
     batch: int
+    step_weight_mb: float
     median_ms: Dict[str, float] = field(default_factory=dict)
     max_abs_diff: Dict[str, float] = field(default_factory=dict)
 
@@ -114,7 +115,7 @@ def bench_shape(shape: Shape, threads: int, seconds: float, with_reference: bool
         runners["torch"] = _peers.torch_runner(model, threads)
     if installed("onnxruntime") and installed("onnx"):
         runners["onnxruntime"] = _peers.ort_runner(model, threads)
-    row = Row(shape.name, shape.flops() / 1e9, shape.weight_bytes() / 1e9, shape.B)
+    row = Row(shape.name, shape.flops() / 1e9, shape.weight_bytes() / 1e9, shape.B, shape.weight_bytes() / shape.T / 2**20)
     ours = runners["fastlstm"](x)
     for name, run in runners.items():
         if name != "fastlstm":
@@ -136,7 +137,7 @@ def bench_step(shape: Shape, threads: int, seconds: float) -> Row:
         steppers["torch"] = _peers.torch_step_runner(model, threads)
     if installed("onnxruntime") and installed("onnx"):
         steppers["onnxruntime"] = _peers.ort_step_runner(model, threads)
-    row = Row(shape.name, shape.flops() / 1e9, shape.weight_bytes() / 1e9, shape.B)
+    row = Row(shape.name, shape.flops() / 1e9, shape.weight_bytes() / 1e9, shape.B, shape.weight_bytes() / shape.T / 2**20)
     # agreement over a few steps from the zero state; all steppers then keep running from there
     ours = np.stack([steppers["fastlstm"](x) for x in xs])
     for name, step in steppers.items():
@@ -149,15 +150,52 @@ def bench_step(shape: Shape, threads: int, seconds: float) -> Row:
     return row
 
 
-def format_table(rows: List[Row]) -> str:
+@dataclass
+class Limits:
+    """This machine's measured ceilings: sgemm GFLOP/s (NumPy's BLAS, large square float32 product) and the
+    read bandwidth of `threads` threads streaming an L3-sized float32 array (as batch-1 weights are)."""
+
+    sgemm_gflops: float
+    read_gbs: float
+
+
+def measure_limits(threads: int) -> Limits:
+    import threading
+
+    n = 1536
+    a = np.ones((n, n), np.float32)
+    t_gemm = time_interleaved({"gemm": lambda: a @ a}, seconds=0.3, min_rounds=5)["gemm"]
+    # 16 MiB in all: past the L2s, within the L3, like the weights of a large layer read once per step
+    parts = [np.ones(2**22 // threads, np.float32) for _ in range(threads)]
+
+    def read_all():
+        workers = [threading.Thread(target=np.add.reduce, args=(p,)) for p in parts]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+
+    t_read = time_interleaved({"read": read_all}, seconds=0.3, min_rounds=10)["read"]
+    return Limits(2 * n**3 / t_gemm / 1e9, 2**24 / t_read / 1e9)
+
+
+def format_table(rows: List[Row], limits: Optional[Limits] = None) -> str:
     peers = ["onnxruntime", "torch", "reference"]
     present = [p for p in peers if any(p in r.median_ms for r in rows)]
-    head = ["shape", "fastlstm ms", "GFLOP/s", "weights GB/s"]
+    head = ["shape", "fastlstm ms", "GFLOP/s", "weights GB/s"] + (["% of limit"] if limits else [])
     head += [f"{p} ms" for p in present] + [f"x vs {p}" for p in present]
     lines = [head]
     for r in rows:
         ours = r.median_ms["fastlstm"]
-        cells = [r.shape, f"{ours:.4f}", f"{r.gflop / ours * 1e3:.1f}", f"{r.weight_gb / ours * 1e3:.0f}"]
+        gflops, gbs = r.gflop / ours * 1e3, r.weight_gb / ours * 1e3
+        cells = [r.shape, f"{ours:.4f}", f"{gflops:.1f}", f"{gbs:.0f}"]
+        if limits:  # batch >= 8 is bound by arithmetic, smaller batches by reading the weights (unless in L2)
+            if r.batch >= 8:
+                cells.append(f"{100 * gflops / limits.sgemm_gflops:.0f}% sgemm")
+            elif r.step_weight_mb > 2.0:
+                cells.append(f"{100 * gbs / limits.read_gbs:.0f}% read")
+            else:
+                cells.append("weights in L2")
         cells += [f"{r.median_ms[p]:.4f}" if p in r.median_ms else "-" for p in present]
         cells += [f"{r.median_ms[p] / ours:.2f}" if p in r.median_ms else "-" for p in present]
         lines.append(cells)
@@ -209,13 +247,16 @@ def run(
     print(f"fastlstm bench: float32, {n} thread(s), medians of interleaved rounds")
     if missing:
         print(f"(not installed, not compared: {', '.join(missing)})")
+    limits = measure_limits(n)
+    print(f"measured limits: sgemm {limits.sgemm_gflops:.0f} GFLOP/s (NumPy's BLAS), "
+          f"read {limits.read_gbs:.0f} GB/s ({n} threads, 16 MiB)")
     rows = []
     for shape in shapes:
         with_reference = shape.T * shape.B * shape.H <= 100 * 4 * 256
         rows.append(bench_shape(shape, n, seconds, with_reference))
         print(f"  {shape.name}: done", flush=True)
     print()
-    print(format_table(rows))
+    print(format_table(rows, limits))
     print()
     print("max |fastlstm - peer| of the outputs:")
     worst = 0.0
@@ -225,7 +266,7 @@ def run(
         worst = max([worst] + list(r.max_abs_diff.values()))
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({"threads": n, "rows": [asdict(r) for r in rows]}, f, indent=2)
+            json.dump({"threads": n, "limits": asdict(limits), "rows": [asdict(r) for r in rows]}, f, indent=2)
     if plot_path:
         plot(rows, plot_path)
         print(f"plot written to {plot_path}")
