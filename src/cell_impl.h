@@ -172,7 +172,11 @@ ATTR static void FN(cell_blocks)(
     const int *lengths, int t, int B, int K, int j0, int j1)
 {
     unsigned char active[BT];
-    for (int j = j0; j < j1; j++) {
+    /* Alternate the order of the blocks from step to step: when a thread's weights exceed its L2, the
+       blocks used last at step t (still cached) are then the first read at step t + 1. */
+    const int descending = t & 1;
+    for (int jj = j0; jj < j1; jj++) {
+        const int j = descending ? j1 - 1 - (jj - j0) : jj;
         const REAL *wj = w_hh + (long)j * K * 4 * VL;
         const REAL *pj = peep ? peep + (long)j * 3 * VL : 0;
         for (int b0 = 0; b0 < B; b0 += BT) {
