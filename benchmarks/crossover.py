@@ -2,8 +2,10 @@
 
     python benchmarks/crossover.py
 
-fastlstm._threads.MIN_WORK_PER_THREAD (work = 4 * H * H_out * B multiply-adds per step) is set from this:
-below it, the per-step barrier costs more than the second thread saves. Medians of interleaved rounds.
+Two tables: forwards over T=100 steps set fastlstm._threads.MIN_WORK_PER_THREAD (work = 4 * H * H_out * B
+multiply-adds of the recurrent product per step: below it, the per-step barrier costs more than the second
+thread saves); single streaming steps set MIN_STEP_WORK_PER_THREAD (work = 4 * H * (I + H_out) * B: a step
+also pays for starting the team). Medians of interleaved rounds.
 """
 import numpy as np
 
@@ -29,6 +31,23 @@ def main():
             one, two = t["one"], t["two"]
             work = 4 * H * H * B
             print(f"{H:>5} {B:>3} {work:>9} {one * 1e3:>12.3f} {two * 1e3:>13.3f} {one / two:>9.2f}")
+    print()
+    print("one streaming step (I = H)")
+    print(f"{'H':>5} {'B':>3} {'work':>9} {'1 thread us':>12} {'2 threads us':>13} {'speed-up':>9}")
+    for H in (64, 96, 128, 192, 256, 512):
+        for B in (1, 8):
+            model = fastlstm.LSTM(H, H, seed=0)
+            one_stream, two_stream = model.stream(B), model.stream(B)
+            one_stream._threads, two_stream._threads = 1, 2
+            x = rng.standard_normal((B, H)).astype(np.float32)
+            out = np.empty((B, H), np.float32)
+            t = time_interleaved(
+                {"one": lambda: one_stream.step(x, out=out), "two": lambda: two_stream.step(x, out=out)},
+                seconds=0.3,
+                min_rounds=200,
+            )
+            work = 4 * H * 2 * H * B
+            print(f"{H:>5} {B:>3} {work:>9} {t['one'] * 1e6:>12.2f} {t['two'] * 1e6:>13.2f} {t['one'] / t['two']:>9.2f}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,10 @@ if hasattr(os, "register_at_fork"):
 # more in barriers than it saves. Measured with benchmarks/crossover.py on a 2-core Zen 4: 2 threads gave
 # 0.99x at 1024, 1.12x at 4096, 1.15-1.5x from 9216 up (one block of units, H <= 16, is one thread anyway).
 MIN_WORK_PER_THREAD = 4096
+# A single streaming step also pays for starting the team, with nothing to amortise it: a second thread
+# paid from 4 * H * (I + H_out) = 294912 (H = I = 192: 1.21x) and lost below (H = 128: 0.70x at B = 1, 0.94x
+# at B = 8), per benchmarks/crossover.py's second table.
+MIN_STEP_WORK_PER_THREAD = 262_144
 
 
 def set_num_threads(n: int) -> None:
@@ -91,6 +95,14 @@ class _InFlight:
 
 
 in_flight = _InFlight()
+
+
+def stream_threads(hidden_size: int, out_size: int, input_size: int) -> int:
+    """Threads for one streaming step (each layer reads 4H x (I + H_out) weights per step)."""
+    if _forked_child:
+        return 1
+    work = 4 * hidden_size * (input_size + out_size)
+    return max(1, min(get_num_threads(), work // MIN_STEP_WORK_PER_THREAD))
 
 
 def effective_threads(

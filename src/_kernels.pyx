@@ -350,8 +350,11 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     run.c = ws + sec.c
     run.hc = ws + sec.hc if m.proj_size > 0 else NULL
     num_threads = max(1, min(num_threads, m.num_blocks * m.num_directions))
-    with parallel(num_threads=num_threads):
+    if num_threads == 1:     # no team to start: outside a parallel region the barriers are no-ops
         _thread_forward(m, &run, x, batch_first, h0, c0, out, hn, cn, ws + sec.seq0, ws + sec.seq1)
+    else:
+        with parallel(num_threads=num_threads):
+            _thread_forward(m, &run, x, batch_first, h0, c0, out, hn, cn, ws + sec.seq0, ws + sec.seq1)
 
 
 def forward(PackedModel m, cnp.ndarray x, bint batch_first, cnp.ndarray h0, cnp.ndarray c0,
