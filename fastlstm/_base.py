@@ -45,9 +45,26 @@ def _model_dtype(dtype: Any) -> np.dtype:
     return dt
 
 
+def _describe(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return f"{type(value).__name__} of {len(value)}"
+    if isinstance(value, np.ndarray):
+        return f"ndarray of shape {value.shape}"
+    return type(value).__name__
+
+
+def _check_hx_pair(hx: Any) -> Tuple[Any, Any]:
+    if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+        raise TypeError(f"hx must be a tuple (h_0, c_0), got {_describe(hx)}")
+    return hx[0], hx[1]
+
+
 def _as_numeric_array(name: str, value: Any) -> np.ndarray:
     """np.asarray with fastlstm's input rules: integers and floats only."""
-    arr = np.asarray(value)
+    try:
+        arr = np.asarray(value)
+    except ValueError as exc:  # ragged nested sequences
+        raise ValueError(f"{name} must be a rectangular array of numbers: {exc}") from exc
     if arr.dtype.kind not in "iuf":
         raise TypeError(
             f"{name} must hold integers or floats, got dtype {arr.dtype}"
@@ -381,10 +398,9 @@ class LSTMBase:
         if hx is None:
             h0 = c0 = None
         else:
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError("hx must be a tuple (h_0, c_0)")
-            h0 = _as_numeric_array("hx[0]", hx[0])
-            c0 = _as_numeric_array("hx[1]", hx[1])
+            h0, c0 = _check_hx_pair(hx)
+            h0 = _as_numeric_array("hx[0]", h0)
+            c0 = _as_numeric_array("hx[1]", c0)
             if not batched and (h0.ndim != 2 or c0.ndim != 2):
                 raise ValueError(
                     "For unbatched 2-D input, hx and cx should also be 2-D but got "
@@ -403,7 +419,10 @@ class LSTMBase:
         if lengths is not None:
             if T == 0:
                 raise ValueError("lengths: no length is valid for an input with T = 0 time steps")
-            arr = np.asarray(lengths)
+            try:
+                arr = np.asarray(lengths)
+            except ValueError as exc:
+                raise ValueError(f"lengths must be a 1-D sequence of integers: {exc}") from exc
             if arr.dtype.kind not in "iu" and not (arr.size == 0 and arr.dtype.kind == "f"):
                 raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
             expected = (B,) if batched else (1,)

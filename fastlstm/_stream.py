@@ -10,7 +10,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from . import _kernels, _packing, _threads
-from ._base import _as_numeric_array
+from ._base import _as_numeric_array, _check_hx_pair
 
 
 class Stream:
@@ -52,9 +52,8 @@ class Stream:
             self._h[...] = 0
             self._c[...] = 0
             return
-        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise TypeError("hx must be a tuple (h_0, c_0)")
-        h0, c0 = _as_numeric_array("hx[0]", hx[0]), _as_numeric_array("hx[1]", hx[1])
+        h0, c0 = _check_hx_pair(hx)
+        h0, c0 = _as_numeric_array("hx[0]", h0), _as_numeric_array("hx[1]", c0)
         if h0.shape != self._h.shape:
             raise ValueError(f"Expected hidden[0] size {self._h.shape}, got {tuple(h0.shape)}")
         if c0.shape != self._c.shape:

@@ -23,8 +23,7 @@ __all__ = ["LSTM"]
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-z))
+    return 1.0 / (1.0 + np.exp(-z))
 
 
 class LSTM(LSTMBase):
@@ -52,7 +51,7 @@ class LSTM(LSTMBase):
                 idx = layer * self.num_directions + d
                 out, hn[idx], cn[idx] = self._run_direction(layer_input, layer, sfx, h0[idx], c0[idx], lengths, reverse)
                 outputs.append(out)
-            layer_input = np.concatenate(outputs, axis=2) if outputs else layer_input
+            layer_input = np.concatenate(outputs, axis=2)
         output = layer_input
         if not call.batched:
             output, hn, cn = output[:, 0, :], hn[:, 0, :], cn[:, 0, :]
@@ -82,25 +81,25 @@ class LSTM(LSTMBase):
         h, c = h0.copy(), c0.copy()
         steps = range(T - 1, -1, -1) if reverse else range(T)
         for t in steps:
-            active = t < lengths  # (B,)
-            with np.errstate(invalid="ignore", over="ignore"):
+            with np.errstate(all="ignore"):  # NaN and inf inputs propagate silently, like the kernels
+                active = t < lengths  # (B,)
                 gates = x[t] @ w_ih.T + h @ w_hh.T + b
-            pre_i, pre_f = gates[:, 0:H], gates[:, H : 2 * H]
-            pre_g, pre_o = gates[:, 2 * H : 3 * H], gates[:, 3 * H : 4 * H]
-            if w_ph is not None:
-                pre_i = pre_i + w_ph[0] * c
-                pre_f = pre_f + w_ph[1] * c
-            i = _sigmoid(np.clip(pre_i, -clip, clip))
-            f = 1.0 - i if self.input_forget else _sigmoid(np.clip(pre_f, -clip, clip))
-            g = np.tanh(np.clip(pre_g, -clip, clip))
-            c_new = f * c + i * g
-            if w_ph is not None:
-                pre_o = pre_o + w_ph[2] * c_new
-            o = _sigmoid(np.clip(pre_o, -clip, clip))
-            h_new = o * np.tanh(c_new)
-            if w_hr is not None:
-                h_new = h_new @ w_hr.T
-            c = np.where(active[:, None], c_new, c)
-            h = np.where(active[:, None], h_new, h)
-            out[t] = np.where(active[:, None], h_new, 0.0)
+                pre_i, pre_f = gates[:, 0:H], gates[:, H : 2 * H]
+                pre_g, pre_o = gates[:, 2 * H : 3 * H], gates[:, 3 * H : 4 * H]
+                if w_ph is not None:
+                    pre_i = pre_i + w_ph[0] * c
+                    pre_f = pre_f + w_ph[1] * c
+                i = _sigmoid(np.clip(pre_i, -clip, clip))
+                f = 1.0 - i if self.input_forget else _sigmoid(np.clip(pre_f, -clip, clip))
+                g = np.tanh(np.clip(pre_g, -clip, clip))
+                c_new = f * c + i * g
+                if w_ph is not None:
+                    pre_o = pre_o + w_ph[2] * c_new
+                o = _sigmoid(np.clip(pre_o, -clip, clip))
+                h_new = o * np.tanh(c_new)
+                if w_hr is not None:
+                    h_new = h_new @ w_hr.T
+                c = np.where(active[:, None], c_new, c)
+                h = np.where(active[:, None], h_new, h)
+                out[t] = np.where(active[:, None], h_new, 0.0)
         return out, h, c

@@ -185,6 +185,7 @@ cdef inline long _aligned(long n) noexcept nogil:
 cdef struct Run:
     # shapes
     int T, B, H, Hp, K, ldh, P, V, num_blocks, num_proj_blocks, input_forget, chunk
+    int input_aliases_output  # x and out overlap (a stream fed its own output): wait until x is read
     double clip
     const int *lengths       # (B,)
     # workspace sections of direction slot 0 (slot 1 is slot_stride elements further); shared by the
@@ -240,6 +241,8 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
         else:
             input_blocks_f64(<const double *> w.w_ih, <const double *> w.bias, x + t_lo * x_ts, x_ts, x_bs,
                              gx, B * G, G, run.lengths, t_lo, t_hi - t_lo, B, w.input_size, j0, j1)
+        if run.input_aliases_output:
+            lstm_barrier()       # every thread has read x before any writes out
         for s in range(t_hi - t_lo):
             t = t_hi - 1 - s if reverse else t_lo + s
             h_prev = h_buf + (step % 2) * B * ldh
@@ -325,7 +328,8 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
 
 cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint batch_first,
                    const floating *h0, const floating *c0, const int *lengths,
-                   floating *out, floating *hn, floating *cn, floating *ws, int num_threads) noexcept nogil:
+                   floating *out, floating *hn, floating *cn, floating *ws, int num_threads,
+                   bint input_aliases_output=False) noexcept nogil:
     """All layers and directions in one parallel region. x (T, B, I) or (B, T, I); h0/hn (L*D, B, K);
     c0/cn (L*D, B, H); out (T, B, D*K) or (B, T, D*K); ws sized by PackedModel.workspace_size."""
     cdef Sections sec = _plan_workspace(m, T, B)
@@ -341,6 +345,7 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     run.num_blocks = m.num_blocks
     run.num_proj_blocks = m.num_proj_blocks
     run.input_forget = m.input_forget
+    run.input_aliases_output = input_aliases_output
     run.clip = m.clip
     run.chunk = _chunk_steps(m, T, B)
     run.lengths = lengths
@@ -396,21 +401,26 @@ def stream_step(PackedModel m, cnp.ndarray x, cnp.ndarray out, cnp.ndarray h, cn
                 cnp.ndarray lengths, cnp.ndarray workspace, int num_threads):
     """One time step of every layer, the state updated in place, with the GIL released.
 
-    x (B, I) IN READ-ONLY; out (B, D*K) OUT; h (L*D, B, K) and c (L*D, B, H) IN/OUT (each thread reads and
-    then writes only its own units, so in place is safe); lengths (B,) int32 of ones; workspace sized by
-    m.workspace_size(1, B). All C-contiguous in the model's dtype (fastlstm.Stream checks this).
+    x (B, I) IN READ-ONLY; out (B, D*K) OUT, may overlap x; h (L*D, B, K) and c (L*D, B, H) IN/OUT (each
+    thread reads and then writes only its own units, so in place is safe); lengths (B,) int32 of ones;
+    workspace sized by m.workspace_size(1, B). All C-contiguous in the model's dtype (fastlstm.Stream checks).
     """
     cdef int B = x.shape[0]
     cdef const int *lens = <const int *> cnp.PyArray_DATA(lengths)
+    cdef char *x_lo = <char *> cnp.PyArray_DATA(x)
+    cdef char *out_lo = <char *> cnp.PyArray_DATA(out)
+    cdef bint overlap = x_lo < out_lo + cnp.PyArray_NBYTES(out) and out_lo < x_lo + cnp.PyArray_NBYTES(x)
     if m.info.is_double:
         with nogil:
-            _forward[double](&m.info, <const double *> cnp.PyArray_DATA(x), 1, B, False,
+            _forward[double](&m.info, <const double *> x_lo, 1, B, False,
                              <const double *> cnp.PyArray_DATA(h), <const double *> cnp.PyArray_DATA(c), lens,
-                             <double *> cnp.PyArray_DATA(out), <double *> cnp.PyArray_DATA(h),
-                             <double *> cnp.PyArray_DATA(c), <double *> cnp.PyArray_DATA(workspace), num_threads)
+                             <double *> out_lo, <double *> cnp.PyArray_DATA(h),
+                             <double *> cnp.PyArray_DATA(c), <double *> cnp.PyArray_DATA(workspace), num_threads,
+                             overlap)
     else:
         with nogil:
-            _forward[float](&m.info, <const float *> cnp.PyArray_DATA(x), 1, B, False,
+            _forward[float](&m.info, <const float *> x_lo, 1, B, False,
                             <const float *> cnp.PyArray_DATA(h), <const float *> cnp.PyArray_DATA(c), lens,
-                            <float *> cnp.PyArray_DATA(out), <float *> cnp.PyArray_DATA(h),
-                            <float *> cnp.PyArray_DATA(c), <float *> cnp.PyArray_DATA(workspace), num_threads)
+                            <float *> out_lo, <float *> cnp.PyArray_DATA(h),
+                            <float *> cnp.PyArray_DATA(c), <float *> cnp.PyArray_DATA(workspace), num_threads,
+                            overlap)
