@@ -19,6 +19,8 @@ __all__ = ["LSTM"]
 
 # workspaces kept per model for reuse by later calls (one per concurrently running call)
 _MAX_POOLED_WORKSPACES = 8
+# zero states and full-length arrays kept per model, for the shapes of recent calls
+_MAX_CACHED_CONSTANTS = 16
 
 
 class LSTM(LSTMBase):
@@ -39,6 +41,7 @@ class LSTM(LSTMBase):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         object.__setattr__(self, "_lock", threading.Lock())
         object.__setattr__(self, "_workspaces", [])
+        object.__setattr__(self, "_constants", {})
         super().__init__(*args, **kwargs)
 
     # ---- packing ------------------------------------------------------------------------------
@@ -92,6 +95,18 @@ class LSTM(LSTMBase):
             if len(self._workspaces) < _MAX_POOLED_WORKSPACES:
                 self._workspaces.append(ws)
 
+    def _constant(self, key: tuple, make) -> np.ndarray:
+        """A cached read-only array (zero states, full lengths): steady-state calls allocate only outputs."""
+        arr = self._constants.get(key)
+        if arr is None:
+            arr = make()
+            arr.flags.writeable = False
+            with self._lock:
+                if len(self._constants) >= _MAX_CACHED_CONSTANTS:
+                    self._constants.clear()
+                self._constants[key] = arr
+        return arr
+
     # ---- forward ------------------------------------------------------------------------------
 
     def _forward_validated(self, call: ValidatedCall):
@@ -103,15 +118,22 @@ class LSTM(LSTMBase):
         x = np.ascontiguousarray(call.x, dtype=dtype)
         if not call.batched:
             x = x.reshape(T, 1, self.input_size)
-        h0 = np.zeros((LD, B, K), dtype) if call.h0 is None else np.ascontiguousarray(call.h0, dtype).reshape(LD, B, K)
-        c0 = np.zeros((LD, B, H), dtype) if call.c0 is None else np.ascontiguousarray(call.c0, dtype).reshape(LD, B, H)
+        if call.h0 is None:
+            h0 = self._constant(("h0", B), lambda: np.zeros((LD, B, K), dtype))
+            c0 = self._constant(("c0", B), lambda: np.zeros((LD, B, H), dtype))
+        else:
+            h0 = np.ascontiguousarray(call.h0, dtype).reshape(LD, B, K)
+            c0 = np.ascontiguousarray(call.c0, dtype).reshape(LD, B, H)
         out = np.empty((B, T, DK) if batch_first else (T, B, DK), dtype)
         if T == 0 or B == 0:
             hn, cn = h0.copy(), c0.copy()
         else:
             hn = np.empty((LD, B, K), dtype)
             cn = np.empty((LD, B, H), dtype)
-            lengths = np.full(B, T, np.int32) if call.lengths is None else np.ascontiguousarray(call.lengths, np.int32)
+            if call.lengths is None:
+                lengths = self._constant(("lengths", B, T), lambda: np.full(B, T, np.int32))
+            else:
+                lengths = np.ascontiguousarray(call.lengths, np.int32)
             ws = self._acquire_workspace(self._packed.workspace_size(T, B))
             try:
                 with _threads.in_flight as calls:
