@@ -207,10 +207,6 @@ class LSTMBase:
             raise ValueError(f"{name}: expected shape {tuple(shape)}, got {arr.shape}")
         return np.array(arr, dtype=self.dtype, order="C", copy=True)
 
-    def parameter_names(self) -> List[str]:
-        """Parameter names in torch's order."""
-        return list(self._param_shapes())
-
     def state_dict(self) -> Dict[str, np.ndarray]:
         """Copies of every parameter, keyed by torch's names, in torch's order."""
         return {name: self._params[name].copy() for name in self._param_shapes()}

@@ -14,9 +14,7 @@ threads halved the speed of the OpenMP team that followed each GEMM.
 from cython cimport floating
 from cython.parallel cimport parallel
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy, memset
 cimport numpy as cnp
-import numpy as np
 
 
 cnp.import_array()
