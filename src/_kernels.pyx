@@ -27,7 +27,10 @@ cdef extern from "cell_kernels.h" nogil:
     int lstm_openmp_enabled()
     int lstm_thread_id()
     int lstm_team_size()
-    void lstm_barrier()
+    ctypedef struct lstm_team_barrier:
+        pass
+    void lstm_barrier_init(lstm_team_barrier *bar)
+    void lstm_barrier_wait(lstm_team_barrier *bar)
     unsigned int lstm_ftz_enter()
     void lstm_ftz_leave(unsigned int saved)
     void cell_blocks_f32(const float *w, const float *gx, long ldg, const float *peep,
@@ -193,6 +196,7 @@ cdef struct Run:
     void *h                  # (2, B, ldh) double-buffered
     void *c                  # (B, Hp)
     void *hc                 # (B, Hp) or NULL
+    lstm_team_barrier *barrier  # met by the whole team (a no-op outside a parallel region)
 
 
 cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse,
@@ -225,7 +229,7 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
             h_buf[b * ldh + u] = h0[b * K + u]
         for u in range(cu0, cu1):
             c[b * Hp + u] = c0[b * H + u]
-    lstm_barrier()               # all of h_0 is in place before any thread reads it
+    lstm_barrier_wait(run.barrier)               # all of h_0 is in place before any thread reads it
     for ci in range(nchunks):
         if reverse:
             t_hi = T - ci * run.chunk
@@ -240,7 +244,7 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
             input_blocks_f64(<const double *> w.w_ih, <const double *> w.bias, x + t_lo * x_ts, x_ts, x_bs,
                              gx, B * G, G, run.lengths, t_lo, t_hi - t_lo, B, w.input_size, j0, j1)
         if run.input_aliases_output:
-            lstm_barrier()       # every thread has read x before any writes out
+            lstm_barrier_wait(run.barrier)       # every thread has read x before any writes out
         for s in range(t_hi - t_lo):
             t = t_hi - 1 - s if reverse else t_lo + s
             h_prev = h_buf + (step % 2) * B * ldh
@@ -254,7 +258,7 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
                                 run.clip, run.input_forget, h_prev, ldh, c, Hp,
                                 hc if run.P > 0 else h_next, Hp if run.P > 0 else ldh, run.lengths, t, B, K, j0, j1)
             if run.P > 0:
-                lstm_barrier()   # all of hc is written
+                lstm_barrier_wait(run.barrier)   # all of hc is written
                 if floating is float:
                     proj_blocks_f32(<const float *> w.w_hr, hc, Hp, h_next, ldh, run.lengths, t, B, H, q0, q1)
                 else:
@@ -271,7 +275,7 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
                         h_next[b * ldh + u] = src[u]
                         out_row[u] = 0
             step += 1
-            lstm_barrier()       # all of h_next is written before anyone reads it as h_prev
+            lstm_barrier_wait(run.barrier)       # all of h_next is written before anyone reads it as h_prev
     src = h_buf + (step % 2) * B * ldh
     for b in range(B):
         for u in range(u0, u1):
@@ -332,6 +336,9 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     c0/cn (L*D, B, H); out (T, B, D*K) or (B, T, D*K); ws sized by PackedModel.workspace_size."""
     cdef Sections sec = _plan_workspace(m, T, B)
     cdef Run run
+    cdef lstm_team_barrier barrier
+    lstm_barrier_init(&barrier)
+    run.barrier = &barrier
     run.T = T
     run.B = B
     run.H = m.hidden_size
