@@ -76,24 +76,27 @@ class LSTM(LSTMBase):
             tuple(arrays),
         )
         object.__setattr__(self, "_packed", packed)
+        LD = self.num_layers * self.num_directions
+        object.__setattr__(self, "_state_sizes", (LD, self.hidden_size, self.out_size, self.num_directions * self.out_size))
 
     # ---- workspaces ---------------------------------------------------------------------------
 
     def _acquire_workspace(self, size: int) -> np.ndarray:
-        """A workspace of at least ``size`` elements that no other running call holds."""
-        with self._lock:
-            pool: List[np.ndarray] = self._workspaces
-            for i, ws in enumerate(pool):
-                if ws.size >= size:
-                    return pool.pop(i)
-            if pool:
-                pool.pop(0)  # too small for this call: let it go
-        return _packing._aligned_empty((size,), self.dtype)
+        """A workspace of at least ``size`` elements that no other running call holds.
+
+        list.pop and list.append are atomic under the GIL, so the pool needs no lock.
+        """
+        try:
+            ws = self._workspaces.pop()
+        except IndexError:
+            ws = None
+        if ws is None or ws.size < size:  # none free, or too small for this call: let it go
+            ws = _packing._aligned_empty((size,), self.dtype)
+        return ws
 
     def _release_workspace(self, ws: np.ndarray) -> None:
-        with self._lock:
-            if len(self._workspaces) < _MAX_POOLED_WORKSPACES:
-                self._workspaces.append(ws)
+        if len(self._workspaces) < _MAX_POOLED_WORKSPACES:
+            self._workspaces.append(ws)
 
     def _constant(self, key: tuple, make) -> np.ndarray:
         """A cached read-only array (zero states, full lengths): steady-state calls allocate only outputs."""
@@ -112,10 +115,10 @@ class LSTM(LSTMBase):
     def _forward_validated(self, call: ValidatedCall):
         dtype = self.dtype
         T, B = call.T, call.B
-        LD = self.num_layers * self.num_directions
-        H, K, DK = self.hidden_size, self.out_size, self.num_directions * self.out_size
-        batch_first = self.batch_first and call.batched
-        x = np.ascontiguousarray(call.x, dtype=dtype)
+        LD, H, K, DK = self._state_sizes
+        x = call.x
+        if not (x.dtype == dtype and x.flags.c_contiguous):
+            x = np.ascontiguousarray(x, dtype=dtype)
         if not call.batched:
             x = x.reshape(T, 1, self.input_size)
         if call.h0 is None:
@@ -124,6 +127,7 @@ class LSTM(LSTMBase):
         else:
             h0 = np.ascontiguousarray(call.h0, dtype).reshape(LD, B, K)
             c0 = np.ascontiguousarray(call.c0, dtype).reshape(LD, B, H)
+        batch_first = self.batch_first and call.batched
         out = np.empty((B, T, DK) if batch_first else (T, B, DK), dtype)
         if T == 0 or B == 0:
             hn, cn = h0.copy(), c0.copy()
@@ -136,9 +140,8 @@ class LSTM(LSTMBase):
                 lengths = np.ascontiguousarray(call.lengths, np.int32)
             ws = self._acquire_workspace(self._packed.workspace_size(T, B))
             try:
-                with _threads.in_flight as calls:
-                    threads = _threads.effective_threads(H, K, B, calls, self.num_directions)
-                    _kernels.forward(self._packed, x, batch_first, h0, c0, lengths, out, hn, cn, ws, threads)
+                threads = _threads.effective_threads(H, K, B, self.num_directions)
+                _kernels.forward(self._packed, x, batch_first, h0, c0, lengths, out, hn, cn, ws, threads)
             finally:
                 self._release_workspace(ws)
         if not call.batched:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import functools
 import numbers
 import os
-import threading
 from typing import Optional
 
 _override: Optional[int] = None
+_default: Optional[int] = None  # from OMP_NUM_THREADS or the core count, resolved at first use
 _forked_child = False
 
 
@@ -47,13 +47,17 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """The thread count fastlstm's kernels will use at most."""
+    """The thread count fastlstm's kernels will use at most.
+
+    OMP_NUM_THREADS is read once, the first time fastlstm needs it (as OpenMP runtimes read it at start-up).
+    """
+    global _default
     if _override is not None:
         return _override
-    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if env.isdigit() and int(env) >= 1:
-        return int(env)
-    return physical_cores()
+    if _default is None:
+        env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+        _default = int(env) if env.isdigit() and int(env) >= 1 else physical_cores()
+    return _default
 
 
 @functools.lru_cache(maxsize=1)
@@ -77,26 +81,6 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
-class _InFlight:
-    """How many forward calls are running now, across all models and Python threads."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.lock = threading.Lock()
-
-    def __enter__(self) -> int:
-        with self.lock:
-            self.count += 1
-            return self.count
-
-    def __exit__(self, *exc) -> None:
-        with self.lock:
-            self.count -= 1
-
-
-in_flight = _InFlight()
-
-
 def stream_threads(hidden_size: int, out_size: int, input_size: int) -> int:
     """Threads for one streaming step (each layer reads 4H x (I + H_out) weights per step)."""
     if _forked_child:
@@ -105,16 +89,15 @@ def stream_threads(hidden_size: int, out_size: int, input_size: int) -> int:
     return max(1, min(get_num_threads(), work // MIN_STEP_WORK_PER_THREAD))
 
 
-def effective_threads(
-    hidden_size: int, out_size: int, batch: int, concurrent_calls: int = 1, directions: int = 1
-) -> int:
+def effective_threads(hidden_size: int, out_size: int, batch: int, directions: int = 1) -> int:
     """Threads for one forward: fewer for small work, never more than get_num_threads().
 
-    Calls running at the same time share the threads: a team that waits at a barrier every step loses
-    far more to a descheduled member than it gains from it. Results do not depend on the thread count.
+    Forward calls running at the same time (from several Python threads) then share these threads: the
+    kernel divides them by the number of calls in flight (a team that waits at a barrier every step loses
+    far more to a descheduled member than it gains from it). Results do not depend on the thread count.
     """
     if _forked_child:
         return 1
-    work = 4 * hidden_size * out_size * max(batch, 1) * directions
-    share = max(1, get_num_threads() // max(1, concurrent_calls))
-    return max(1, min(share, work // MIN_WORK_PER_THREAD))
+    work = 4 * hidden_size * out_size * batch * directions
+    n = _override if _override is not None else get_num_threads()
+    return n if work >= n * MIN_WORK_PER_THREAD else max(1, work // MIN_WORK_PER_THREAD)

@@ -367,6 +367,15 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
             _thread_forward(m, &run, x, batch_first, h0, c0, out, hn, cn, ws + sec.seq0, ws + sec.seq1)
 
 
+# forward() calls running now, from all Python threads (changed only with the GIL held)
+cdef int _calls_in_flight = 0
+
+
+def calls_in_flight():
+    """How many forward() calls are running now (from all Python threads)."""
+    return _calls_in_flight
+
+
 def forward(PackedModel m, cnp.ndarray x, bint batch_first, cnp.ndarray h0, cnp.ndarray c0,
             cnp.ndarray lengths, cnp.ndarray out, cnp.ndarray hn, cnp.ndarray cn,
             cnp.ndarray workspace, int num_threads):
@@ -381,25 +390,31 @@ def forward(PackedModel m, cnp.ndarray x, bint batch_first, cnp.ndarray h0, cnp.
     out : ndarray shaped like x with last axis D*K                  # OUT
     hn, cn : ndarray shaped like h0, c0                             # OUT
     workspace : ndarray of at least m.workspace_size(T, B) elements # scratch, 64-byte aligned
-    num_threads : int, upper bound on the OpenMP team size
+    num_threads : int, upper bound on the OpenMP team size; calls running at the same time share it
 
     All arrays must have the model's dtype and be C-contiguous; fastlstm.LSTM checks this.
     """
+    global _calls_in_flight
     cdef int T = x.shape[1] if batch_first else x.shape[0]
     cdef int B = x.shape[0] if batch_first else x.shape[1]
     cdef const int *lens = <const int *> cnp.PyArray_DATA(lengths)
-    if m.info.is_double:
-        with nogil:
-            _forward[double](&m.info, <const double *> cnp.PyArray_DATA(x), T, B, batch_first,
-                             <const double *> cnp.PyArray_DATA(h0), <const double *> cnp.PyArray_DATA(c0), lens,
-                             <double *> cnp.PyArray_DATA(out), <double *> cnp.PyArray_DATA(hn),
-                             <double *> cnp.PyArray_DATA(cn), <double *> cnp.PyArray_DATA(workspace), num_threads)
-    else:
-        with nogil:
-            _forward[float](&m.info, <const float *> cnp.PyArray_DATA(x), T, B, batch_first,
-                            <const float *> cnp.PyArray_DATA(h0), <const float *> cnp.PyArray_DATA(c0), lens,
-                            <float *> cnp.PyArray_DATA(out), <float *> cnp.PyArray_DATA(hn),
-                            <float *> cnp.PyArray_DATA(cn), <float *> cnp.PyArray_DATA(workspace), num_threads)
+    _calls_in_flight += 1
+    num_threads = max(1, num_threads // _calls_in_flight)
+    try:
+        if m.info.is_double:
+            with nogil:
+                _forward[double](&m.info, <const double *> cnp.PyArray_DATA(x), T, B, batch_first,
+                                 <const double *> cnp.PyArray_DATA(h0), <const double *> cnp.PyArray_DATA(c0), lens,
+                                 <double *> cnp.PyArray_DATA(out), <double *> cnp.PyArray_DATA(hn),
+                                 <double *> cnp.PyArray_DATA(cn), <double *> cnp.PyArray_DATA(workspace), num_threads)
+        else:
+            with nogil:
+                _forward[float](&m.info, <const float *> cnp.PyArray_DATA(x), T, B, batch_first,
+                                <const float *> cnp.PyArray_DATA(h0), <const float *> cnp.PyArray_DATA(c0), lens,
+                                <float *> cnp.PyArray_DATA(out), <float *> cnp.PyArray_DATA(hn),
+                                <float *> cnp.PyArray_DATA(cn), <float *> cnp.PyArray_DATA(workspace), num_threads)
+    finally:
+        _calls_in_flight -= 1
 
 
 def stream_step(PackedModel m, cnp.ndarray x, cnp.ndarray out, cnp.ndarray h, cnp.ndarray c,

@@ -385,3 +385,22 @@ def test_parameters_reassigned_while_calls_run():
     results = run_together(worker)
     assert results[-1] > 0
     assert_all_equal(results[:-1], want, "while parameters are reassigned")
+
+
+def test_calls_in_flight_counted_while_running_and_released_after():
+    """The kernel counts running forward calls (concurrent calls share the threads) and never leaks a count."""
+    from fastlstm import _kernels
+
+    model = fastlstm.LSTM(16, 64, seed=0)
+    x = np.random.default_rng(0).standard_normal((20000, 1, 16)).astype(np.float32)
+    seen = set()
+    worker = threading.Thread(target=lambda: [model(x) for _ in range(3)])
+    worker.start()
+    while worker.is_alive():
+        seen.add(_kernels.calls_in_flight())
+        time.sleep(0.0005)
+    worker.join()
+    assert 1 in seen, f"a running call was never counted (saw {sorted(seen)})"
+    assert _kernels.calls_in_flight() == 0
+    run_together(lambda i: model(x[:50]))
+    assert _kernels.calls_in_flight() == 0
