@@ -374,6 +374,12 @@ class LSTMBase:
 
     def _validate_call(self, x: Any, hx: Any, lengths: Any) -> "ValidatedCall":
         """Check and normalise the arguments of a call; every error of a forward pass is raised here."""
+        if hx is None and lengths is None and type(x) is np.ndarray and x.ndim == 3 and x.dtype.kind == "f":
+            # the common call, checked in fewer steps than below (same outcome)
+            T, B = (x.shape[1], x.shape[0]) if self.batch_first else (x.shape[0], x.shape[1])
+            if (x.shape[2] == self.input_size and T <= _INT_MAX and B <= _INT_MAX
+                    and T * B * max(self.input_size, 4 * self.hidden_size) <= 2**62):
+                return ValidatedCall(x, None, None, None, True, T, B)
         x = _as_numeric_array("input", x)
         if x.ndim not in (2, 3):
             raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {x.ndim}D instead")

@@ -98,17 +98,21 @@ class LSTM(LSTMBase):
         if len(self._workspaces) < _MAX_POOLED_WORKSPACES:
             self._workspaces.append(ws)
 
-    def _constant(self, key: tuple, make) -> np.ndarray:
-        """A cached read-only array (zero states, full lengths): steady-state calls allocate only outputs."""
-        arr = self._constants.get(key)
-        if arr is None:
-            arr = make()
-            arr.flags.writeable = False
+    def _defaults(self, B: int, T: int) -> tuple:
+        """Cached read-only (zero h_0, zero c_0, full lengths) for B rows and T steps, so that steady-state
+        calls allocate only their outputs."""
+        key = (B, T)
+        arrays = self._constants.get(key)
+        if arrays is None:
+            LD, H, K, _ = self._state_sizes
+            arrays = (np.zeros((LD, B, K), self.dtype), np.zeros((LD, B, H), self.dtype), np.full(B, T, np.int32))
+            for arr in arrays:
+                arr.flags.writeable = False
             with self._lock:
                 if len(self._constants) >= _MAX_CACHED_CONSTANTS:
                     self._constants.clear()
-                self._constants[key] = arr
-        return arr
+                self._constants[key] = arrays
+        return arrays
 
     # ---- forward ------------------------------------------------------------------------------
 
@@ -121,9 +125,9 @@ class LSTM(LSTMBase):
             x = np.ascontiguousarray(x, dtype=dtype)
         if not call.batched:
             x = x.reshape(T, 1, self.input_size)
+        zero_h0, zero_c0, full_lengths = self._defaults(B, T)
         if call.h0 is None:
-            h0 = self._constant(("h0", B), lambda: np.zeros((LD, B, K), dtype))
-            c0 = self._constant(("c0", B), lambda: np.zeros((LD, B, H), dtype))
+            h0, c0 = zero_h0, zero_c0
         else:
             h0 = np.ascontiguousarray(call.h0, dtype).reshape(LD, B, K)
             c0 = np.ascontiguousarray(call.c0, dtype).reshape(LD, B, H)
@@ -135,7 +139,7 @@ class LSTM(LSTMBase):
             hn = np.empty((LD, B, K), dtype)
             cn = np.empty((LD, B, H), dtype)
             if call.lengths is None:
-                lengths = self._constant(("lengths", B, T), lambda: np.full(B, T, np.int32))
+                lengths = full_lengths
             else:
                 lengths = np.ascontiguousarray(call.lengths, np.int32)
             ws = self._acquire_workspace(self._packed.workspace_size(T, B))
