@@ -33,7 +33,7 @@ class Stream:
         self._lengths = np.ones(B, np.int32)
         self._x_shape = (B, model.input_size)
         self._out_shape = (B, model.out_size)
-        self._threads = _threads.stream_threads(model.hidden_size, model.out_size, model.input_size)
+        self._threads = _threads.stream_threads(model.hidden_size, model.out_size, model.input_size, B)
         self._packed = None
         self._workspace = None
         self.reset(hx)

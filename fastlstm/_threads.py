@@ -27,13 +27,14 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # Work per step (multiply-adds of the recurrent matvec, 4H * H_out * B) below which a second thread costs
-# more in barriers than it saves. Measured with benchmarks/crossover.py on a 2-core Zen 4: 2 threads gave
-# 0.99x at 1024, 1.12x at 4096, 1.15-1.5x from 9216 up (one block of units, H <= 16, is one thread anyway).
+# more in barriers than it saves. Measured with benchmarks/crossover.py on the 2-core test machine (AMD EPYC,
+# Zen 5 family) after the own spin barrier: 2 threads gave 0.82x at 4096 (H = 32, B = 1), 1.02-1.04x at
+# 4096-9216, 1.27x and more from 16384 up (one block of units, H <= 16, is one thread anyway).
 MIN_WORK_PER_THREAD = 4096
-# A single streaming step also pays for starting the team, with nothing to amortise it: a second thread
-# paid from 4 * H * (I + H_out) = 294912 (H = I = 192: 1.21x) and lost below (H = 128: 0.70x at B = 1, 0.94x
-# at B = 8), per benchmarks/crossover.py's second table.
-MIN_STEP_WORK_PER_THREAD = 262_144
+# A single streaming step also pays for starting the team, with nothing to amortise it. Work here is
+# 4 * H * (I + H_out) * B; per benchmarks/crossover.py's second table a second thread lost at 32768 (H = 64,
+# B = 1: 0.61x), broke even at 73728-262144 (0.99-1.06x) and paid from 294912 (H = 192, B = 1: 1.87x).
+MIN_STEP_WORK_PER_THREAD = 131_072
 
 
 def set_num_threads(n: int) -> None:
@@ -81,11 +82,11 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
-def stream_threads(hidden_size: int, out_size: int, input_size: int) -> int:
-    """Threads for one streaming step (each layer reads 4H x (I + H_out) weights per step)."""
+def stream_threads(hidden_size: int, out_size: int, input_size: int, batch: int = 1) -> int:
+    """Threads for one streaming step (each layer reads 4H x (I + H_out) weights per step for B rows)."""
     if _forked_child:
         return 1
-    work = 4 * hidden_size * (input_size + out_size)
+    work = 4 * hidden_size * (input_size + out_size) * batch
     return max(1, min(get_num_threads(), work // MIN_STEP_WORK_PER_THREAD))
 
 

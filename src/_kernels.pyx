@@ -7,7 +7,7 @@ then runs the steps; threads meet at one barrier per step (two with a projection
 The micro-kernels live in cell_kernels.h. Every element is computed by one thread in a fixed order, so
 results do not depend on the thread count. Python (fastlstm/_lstm.py) validates every argument first.
 
-The input projection is not a BLAS call: measured here (2-core Zen 4, float32), scipy's OpenBLAS sgemm
+The input projection is not a BLAS call: measured here (2-core AMD EPYC, float32), scipy's OpenBLAS sgemm
 reached ~114 GFLOP/s per core while the packed micro-kernel reaches ~200, and OpenBLAS's spinning worker
 threads halved the speed of the OpenMP team that followed each GEMM.
 """
