@@ -95,11 +95,15 @@ ATTR static inline VEC FN(vtanh)(VEC x) {
 /* clip a gate pre-activation to [-clip, clip] (clip <= 0 means no clipping) */
 ATTR static inline VEC FN(vclip)(VEC x, REAL clip) { return clip > 0 ? FN(vclamp)(x, -clip, clip) : x; }
 
-/* Gate pre-activations of one block (4 x V) for nr batch rows: pre[r][g] = gx[r, g] + W_hh h[r].
-   w (K, 4, V) packed block; gx rows (nr, 4V) with stride ldg (bias included); h (nr, K) stride ldh. */
-ATTR static inline __attribute__((always_inline)) void FN(gate_tile)(
-    const REAL *restrict w, const REAL *restrict gx, long ldg, const REAL *restrict h, long ldh, int K, const int nr,
-    VEC pre[][4])
+/* One register tile: gates of one block (4 x V) for nr batch rows, then the cell update in place.
+   w (K, 4, V) packed block; gx rows (nr, 4V) with stride ldg (bias included); peep (3, V) or NULL;
+   h (nr, K) stride ldh; c (nr, V) stride ldc, updated; hout (nr, V) stride ldo, written.
+   Rows r with active[r] == 0 are left untouched. */
+ATTR static inline __attribute__((always_inline)) void FN(cell_tile)(
+    const REAL *restrict w, const REAL *restrict gx, long ldg,
+    const REAL *restrict peep, REAL clip, int input_forget,
+    const REAL *restrict h, long ldh, REAL *restrict c, long ldc, REAL *restrict hout, long ldo,
+    const unsigned char *active, int K, const int nr)
 {
     /* With few rows, one FMA chain per gate would wait on FMA latency: split the sum over k into
        SPLIT interleaved partial sums, added in a fixed order at the end. */
@@ -137,83 +141,64 @@ ATTR static inline __attribute__((always_inline)) void FN(gate_tile)(
     }
     for (int r = 0; r < nr; r++)
         for (int g = 0; g < 4; g++) {
-            if (SPLIT == 4) pre[r][g] = (acc[0][r][g] + acc[1][r][g]) + (acc[2][r][g] + acc[3][r][g]);
-            else if (SPLIT == 2) pre[r][g] = acc[0][r][g] + acc[1][r][g];
-            else pre[r][g] = acc[0][r][g];
+            if (SPLIT == 4) acc[0][r][g] = (acc[0][r][g] + acc[1][r][g]) + (acc[2][r][g] + acc[3][r][g]);
+            if (SPLIT == 2) acc[0][r][g] = acc[0][r][g] + acc[1][r][g];
         }
-}
-
-/* The cell update of one row of one block from its gate pre-activations pre (4, V): c (V,) updated in
-   place, hout (V,) written; peep (3, V) or NULL. */
-ATTR static inline __attribute__((always_inline)) void FN(cell_update)(
-    const VEC pre[4], const REAL *restrict peep, REAL clip, int input_forget, REAL *restrict c, REAL *restrict hout)
-{
-    VEC c_prev = FN(vload)(c);
-    VEC pre_i = pre[0], pre_f = pre[1], pre_o = pre[3];
-    if (peep) {
-        pre_i += FN(vload)(peep) * c_prev;
-        pre_f += FN(vload)(peep + VL) * c_prev;
+    for (int r = 0; r < nr; r++) {
+        if (!active[r]) continue;
+        VEC c_prev = FN(vload)(c + r * ldc);
+        VEC pre_i = acc[0][r][0], pre_f = acc[0][r][1], pre_o = acc[0][r][3];
+        if (peep) {
+            pre_i += FN(vload)(peep) * c_prev;
+            pre_f += FN(vload)(peep + VL) * c_prev;
+        }
+        VEC gate_i = FN(vsigmoid)(FN(vclip)(pre_i, clip));
+        VEC gate_f = input_forget ? (REAL)1.0 - gate_i : FN(vsigmoid)(FN(vclip)(pre_f, clip));
+        VEC gate_g = FN(vtanh)(FN(vclip)(acc[0][r][2], clip));
+        VEC c_new = gate_f * c_prev + gate_i * gate_g;
+        if (peep) pre_o += FN(vload)(peep + 2 * VL) * c_new;
+        VEC gate_o = FN(vsigmoid)(FN(vclip)(pre_o, clip));
+        FN(vstore)(c + r * ldc, c_new);
+        FN(vstore)(hout + r * ldo, gate_o * FN(vtanh)(c_new));
     }
-    VEC gate_i = FN(vsigmoid)(FN(vclip)(pre_i, clip));
-    VEC gate_f = input_forget ? (REAL)1.0 - gate_i : FN(vsigmoid)(FN(vclip)(pre_f, clip));
-    VEC gate_g = FN(vtanh)(FN(vclip)(pre[2], clip));
-    VEC c_new = gate_f * c_prev + gate_i * gate_g;
-    if (peep) pre_o += FN(vload)(peep + 2 * VL) * c_new;
-    VEC gate_o = FN(vsigmoid)(FN(vclip)(pre_o, clip));
-    FN(vstore)(c, c_new);
-    FN(vstore)(hout, gate_o * FN(vtanh)(c_new));
 }
 
 /* Blocks [j0, j1) of one time step for all B rows.
    w_hh (NB, K, 4, V); gx (B, NB*4V) stride ldg, from input_blocks; h (B, K) stride ldh; c (B, NB*V) stride ldc;
-   hout (B, NB*V) stride ldo; a row b is computed only when t < lengths[b].
-   At B <= 2 the activations are a long dependent chain per block: the gates of up to GROUP blocks are computed
-   first and their cell updates follow one another, so the out-of-order core overlaps those chains. */
-#define GROUP 4
+   hout (B, NB*V) stride ldo; a row b is computed only when t < lengths[b]. */
 ATTR static void FN(cell_blocks)(
     const REAL *w_hh, const REAL *gx, long ldg, const REAL *peep, REAL clip, int input_forget,
     const REAL *h, long ldh, REAL *c, long ldc, REAL *hout, long ldo,
     const int *lengths, int t, int B, int K, int j0, int j1)
 {
     unsigned char active[BT];
-    VEC pre[GROUP][BT][4];
     /* Alternate the order of the blocks from step to step: when a thread's weights exceed its L2, the
        blocks used last at step t (still cached) are then the first read at step t + 1. */
     const int descending = t & 1;
-#define BLOCK_AT(jj) (descending ? j1 - 1 - ((jj) - j0) : (jj))
-    for (int b0 = 0; b0 < B; b0 += BT) {
-        int nr = B - b0 < BT ? B - b0 : BT, any = 0;
-        for (int r = 0; r < nr; r++) any |= active[r] = t < lengths[b0 + r];
-        if (!any) continue;
-        const REAL *h0 = h + b0 * ldh;
-        const int group = nr <= 2 ? GROUP : 1;
-        for (int jg = j0; jg < j1; jg += group) {
-            const int ng = j1 - jg < group ? j1 - jg : group;
-            for (int q = 0; q < ng; q++) {
-                const int j = BLOCK_AT(jg + q);
-                const REAL *wj = w_hh + (long)j * K * 4 * VL, *g0 = gx + b0 * ldg + (long)j * 4 * VL;
-                switch (nr) {
+    for (int jj = j0; jj < j1; jj++) {
+        const int j = descending ? j1 - 1 - (jj - j0) : jj;
+        const REAL *wj = w_hh + (long)j * K * 4 * VL;
+        const REAL *pj = peep ? peep + (long)j * 3 * VL : 0;
+        for (int b0 = 0; b0 < B; b0 += BT) {
+            int nr = B - b0 < BT ? B - b0 : BT, any = 0;
+            for (int r = 0; r < nr; r++) any |= active[r] = t < lengths[b0 + r];
+            if (!any) continue;
+            const REAL *g0 = gx + b0 * ldg + (long)j * 4 * VL;
+            const REAL *h0 = h + b0 * ldh;
+            REAL *c0 = c + b0 * ldc + (long)j * VL, *o0 = hout + b0 * ldo + (long)j * VL;
+#define CELL_TILE(n) FN(cell_tile)(wj, g0, ldg, pj, clip, input_forget, h0, ldh, c0, ldc, o0, ldo, active, K, n)
+            switch (nr) {
 #if BT >= 4
-                    case 4: FN(gate_tile)(wj, g0, ldg, h0, ldh, K, 4, pre[q]); break;
-                    case 3: FN(gate_tile)(wj, g0, ldg, h0, ldh, K, 3, pre[q]); break;
+                case 4: CELL_TILE(4); break;
+                case 3: CELL_TILE(3); break;
 #endif
-                    case 2: FN(gate_tile)(wj, g0, ldg, h0, ldh, K, 2, pre[q]); break;
-                    default: FN(gate_tile)(wj, g0, ldg, h0, ldh, K, 1, pre[q]); break;
-                }
+                case 2: CELL_TILE(2); break;
+                default: CELL_TILE(1); break;
             }
-            for (int q = 0; q < ng; q++) {
-                const int j = BLOCK_AT(jg + q);
-                const REAL *pj = peep ? peep + (long)j * 3 * VL : 0;
-                for (int r = 0; r < nr; r++)
-                    if (active[r])
-                        FN(cell_update)(pre[q][r], pj, clip, input_forget, c + (b0 + r) * ldc + (long)j * VL,
-                                        hout + (b0 + r) * ldo + (long)j * VL);
-            }
+#undef CELL_TILE
         }
     }
-#undef BLOCK_AT
 }
-#undef GROUP
 
 /* One register tile of the input projection: gx rows = bias + W_ih x for nr rows of one block.
    w (I, 4, V) packed block; bias (4, V); x rows xr[r] (I,); gx rows gr[r] (4V,). */
