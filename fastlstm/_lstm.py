@@ -77,7 +77,8 @@ class LSTM(LSTMBase):
         )
         object.__setattr__(self, "_packed", packed)
         LD = self.num_layers * self.num_directions
-        object.__setattr__(self, "_state_sizes", (LD, self.hidden_size, self.out_size, self.num_directions * self.out_size))
+        sizes = (LD, self.hidden_size, self.out_size, self.num_directions * self.out_size)
+        object.__setattr__(self, "_state_sizes", sizes)  # (L*D, H, H_out, D*H_out)
 
     # ---- workspaces ---------------------------------------------------------------------------
 
@@ -98,21 +99,19 @@ class LSTM(LSTMBase):
         if len(self._workspaces) < _MAX_POOLED_WORKSPACES:
             self._workspaces.append(ws)
 
-    def _defaults(self, B: int, T: int) -> tuple:
-        """Cached read-only (zero h_0, zero c_0, full lengths) for B rows and T steps, so that steady-state
-        calls allocate only their outputs."""
-        key = (B, T)
-        arrays = self._constants.get(key)
-        if arrays is None:
-            LD, H, K, _ = self._state_sizes
-            arrays = (np.zeros((LD, B, K), self.dtype), np.zeros((LD, B, H), self.dtype), np.full(B, T, np.int32))
-            for arr in arrays:
+    def _cached(self, key: tuple, make) -> Any:
+        """A cached value of read-only arrays (zero states, full lengths): steady-state calls allocate only
+        their outputs."""
+        value = self._constants.get(key)
+        if value is None:
+            value = make()
+            for arr in value if isinstance(value, tuple) else (value,):
                 arr.flags.writeable = False
             with self._lock:
                 if len(self._constants) >= _MAX_CACHED_CONSTANTS:
                     self._constants.clear()
-                self._constants[key] = arrays
-        return arrays
+                self._constants[key] = value
+        return value
 
     # ---- forward ------------------------------------------------------------------------------
 
@@ -125,9 +124,8 @@ class LSTM(LSTMBase):
             x = np.ascontiguousarray(x, dtype=dtype)
         if not call.batched:
             x = x.reshape(T, 1, self.input_size)
-        zero_h0, zero_c0, full_lengths = self._defaults(B, T)
         if call.h0 is None:
-            h0, c0 = zero_h0, zero_c0
+            h0, c0 = self._cached(("state", B), lambda: (np.zeros((LD, B, K), dtype), np.zeros((LD, B, H), dtype)))
         else:
             h0 = np.ascontiguousarray(call.h0, dtype).reshape(LD, B, K)
             c0 = np.ascontiguousarray(call.c0, dtype).reshape(LD, B, H)
@@ -139,7 +137,7 @@ class LSTM(LSTMBase):
             hn = np.empty((LD, B, K), dtype)
             cn = np.empty((LD, B, H), dtype)
             if call.lengths is None:
-                lengths = full_lengths
+                lengths = self._cached(("lengths", B, T), lambda: np.full(B, T, np.int32))
             else:
                 lengths = np.ascontiguousarray(call.lengths, np.int32)
             ws = self._acquire_workspace(self._packed.workspace_size(T, B))

@@ -100,5 +100,5 @@ def effective_threads(hidden_size: int, out_size: int, batch: int, directions: i
     if _forked_child:
         return 1
     work = 4 * hidden_size * out_size * batch * directions
-    n = _override if _override is not None else get_num_threads()
+    n = get_num_threads()
     return n if work >= n * MIN_WORK_PER_THREAD else max(1, work // MIN_WORK_PER_THREAD)
