@@ -142,7 +142,7 @@ class LSTM(LSTMBase):
                 lengths = np.ascontiguousarray(call.lengths, np.int32)
             ws = self._acquire_workspace(self._packed.workspace_size(T, B))
             try:
-                threads = _threads.effective_threads(H, K, B, self.num_directions)
+                threads = _threads.effective_threads(H, K, B, self.num_directions, steps=T, input_size=self.input_size)
                 _kernels.forward(self._packed, x, batch_first, h0, c0, lengths, out, hn, cn, ws, threads)
             finally:
                 self._release_workspace(ws)

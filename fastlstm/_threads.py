@@ -90,13 +90,19 @@ def stream_threads(hidden_size: int, out_size: int, input_size: int, batch: int 
     return max(1, min(get_num_threads(), work // MIN_STEP_WORK_PER_THREAD))
 
 
-def effective_threads(hidden_size: int, out_size: int, batch: int, directions: int = 1) -> int:
+def effective_threads(hidden_size: int, out_size: int, batch: int, directions: int = 1, *, steps: int = 0,
+                      input_size: int = 0) -> int:
     """Threads for one forward: fewer for small work, never more than get_num_threads().
+
+    A forward of one time step (``steps == 1``, the torch habit ``lstm(x_t[None], hx)``) is a streaming step
+    and follows stream_threads' rule, which counts the input weights too.
 
     Forward calls running at the same time (from several Python threads) then share these threads: the
     kernel divides them by the number of calls in flight (a team that waits at a barrier every step loses
     far more to a descheduled member than it gains from it). Results do not depend on the thread count.
     """
+    if steps == 1:
+        return stream_threads(hidden_size, out_size, input_size, batch * directions)
     if _forked_child:
         return 1
     work = 4 * hidden_size * out_size * batch * directions

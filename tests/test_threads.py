@@ -169,6 +169,38 @@ def test_small_shapes_on_many_threads(config, dtype):
         assert_forward_bitwise(got, results[1], what=f"{n} threads vs 1")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_batch_of_one_on_many_threads(bidirectional, dtype):
+    """B = 1 split over up to 5 threads gives the same bits as 1 thread, with a length shorter than T (the
+    steps past it carry the state), two chunks of the input projection (T = 900) and a second layer."""
+    _threads.MIN_WORK_PER_THREAD = 1
+    fast, ref = model_pair(3, 70, 2, seed=11, bidirectional=bidirectional, dtype=dtype)
+    T = 900
+    args = make_inputs(fast, T, 1, rng=np.random.default_rng(11), hx=True)
+    lengths = np.array([T - 7])
+    want = ref(args["x"], args["hx"], lengths=lengths)
+    results = {}
+    for n in (1, 2, 3, 4, 5):
+        fastlstm.set_num_threads(n)
+        assert _threads.effective_threads(70, 70, 1, fast.num_directions, steps=T) == n
+        results[n] = fast(args["x"], args["hx"], lengths=lengths)
+        assert_forward_close(results[n], want, dtype, what=f"{n} threads vs the reference")
+    for n in (2, 3, 4, 5):
+        assert_forward_bitwise(results[n], results[1], what=f"{n} threads vs 1")
+    assert np.all(results[1][0][T - 7:] == 0), "outputs past the length must be zero"
+
+
+def test_single_step_forward_uses_the_streaming_rule():
+    """A forward of T = 1 pays for starting the team with one step to amortise it, like a streaming step."""
+    fastlstm.set_num_threads(2)
+    for H, K, I, B, D in [(70, 70, 32, 1, 1), (128, 128, 128, 1, 2), (512, 512, 256, 1, 1), (256, 64, 16, 8, 1)]:
+        got = _threads.effective_threads(H, K, B, D, steps=1, input_size=I)
+        assert got == _threads.stream_threads(H, K, I, B * D), (H, K, I, B, D)
+    assert _threads.effective_threads(70, 70, 1, steps=1, input_size=32) == 1
+    assert _threads.effective_threads(70, 70, 1, steps=100, input_size=32) == 2
+
+
 def test_effective_threads_never_exceeds_the_setting():
     for n in (1, 2, 5):
         fastlstm.set_num_threads(n)
