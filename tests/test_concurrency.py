@@ -60,6 +60,34 @@ def run_together(worker, n=N_THREADS):
     return results
 
 
+def run_beside_mutator(work, mutate):
+    """work(i) on N_THREADS - 1 threads while the last thread calls mutate(n) for n = 0, 1, ... (0.2 ms apart)
+    until they are done. Returns the workers' results and how many times mutate ran."""
+    stop = threading.Event()
+    lock = threading.Lock()
+    finished = []
+
+    def worker(i):
+        if i == N_THREADS - 1:
+            count = 0
+            deadline = time.monotonic() + JOIN_TIMEOUT / 2
+            while not stop.is_set() and time.monotonic() < deadline:
+                mutate(count)
+                count += 1
+                time.sleep(0.0002)
+            return count
+        try:
+            return work(i)
+        finally:
+            with lock:
+                finished.append(i)
+                if len(finished) == N_THREADS - 1:
+                    stop.set()
+
+    results = run_together(worker)
+    return results[:-1], results[-1]
+
+
 def one_thread(fn):
     """fn() under set_num_threads(1): the sequential results every concurrent result must equal bitwise.
 
@@ -160,30 +188,10 @@ def test_thread_setting_changed_while_calls_run():
     model, _ = model_pair(8, 96, seed=6, num_layers=2, bidirectional=True, proj_size=32)
     jobs = plan_calls(model, N_THREADS - 1, CALLS, seed=7)
     want = one_thread(lambda: [forward_all(model, mine) for mine in jobs])
-    stop = threading.Event()
-    lock = threading.Lock()
-    finished = []
-
-    def worker(i):
-        if i == N_THREADS - 1:
-            flips = 0
-            deadline = time.monotonic() + JOIN_TIMEOUT / 2
-            while not stop.is_set() and time.monotonic() < deadline:
-                fastlstm.set_num_threads((1, 2, 4)[flips % 3])
-                flips += 1
-                time.sleep(0.0002)
-            return flips
-        try:
-            return forward_all(model, jobs[i])
-        finally:
-            with lock:
-                finished.append(i)
-                if len(finished) == N_THREADS - 1:
-                    stop.set()
-
-    results = run_together(worker)
-    assert results[-1] > 0
-    assert_all_equal(results[:-1], want, "while set_num_threads changes")
+    results, flips = run_beside_mutator(lambda i: forward_all(model, jobs[i]),
+                                        lambda n: fastlstm.set_num_threads((1, 2, 4)[n % 3]))
+    assert flips > 0
+    assert_all_equal(results, want, "while set_num_threads changes")
 
 
 # ---- streams ------------------------------------------------------------------------------------
@@ -360,31 +368,16 @@ def test_parameters_reassigned_while_calls_run():
     want = one_thread(lambda: [forward_all(model, mine) + [run_stream(model, p, use_out=True)]
                                for mine, p in zip(jobs, plans)])
     values = model.state_dict()
-    stop = threading.Event()
-    lock = threading.Lock()
-    finished = []
+    names = list(values)
 
-    def worker(i):
-        if i == N_THREADS - 1:
-            repacks = 0
-            deadline = time.monotonic() + JOIN_TIMEOUT / 2
-            while not stop.is_set() and time.monotonic() < deadline:
-                name = list(values)[repacks % len(values)]
-                setattr(model, name, values[name])
-                repacks += 1
-                time.sleep(0.0002)
-            return repacks
-        try:
-            return forward_all(model, jobs[i]) + [run_stream(model, plans[i], use_out=True)]
-        finally:
-            with lock:
-                finished.append(i)
-                if len(finished) == N_THREADS - 1:
-                    stop.set()
+    def reassign(n):
+        name = names[n % len(names)]
+        setattr(model, name, values[name])
 
-    results = run_together(worker)
-    assert results[-1] > 0
-    assert_all_equal(results[:-1], want, "while parameters are reassigned")
+    results, repacks = run_beside_mutator(
+        lambda i: forward_all(model, jobs[i]) + [run_stream(model, plans[i], use_out=True)], reassign)
+    assert repacks > 0
+    assert_all_equal(results, want, "while parameters are reassigned")
 
 
 def test_calls_in_flight_counted_while_running_and_released_after():

@@ -295,12 +295,24 @@ def test_parameter_layouts(dtype):
     assert_forward_close(call(fast, args), call(ref, args), dtype)
 
 
-# ---- child process: misaligned data -------------------------------------------------------------
+# ---- child processes: what their scripts share ------------------------------------------------
 
-_MISALIGNED = r"""
+_CHILD_PRELUDE = r"""
 import numpy as np
 import fastlstm
 from fastlstm.reference import LSTM as Ref
+
+def same(a, b):
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+def report(name, ok):
+    print(name, "ok" if ok else "MISMATCH", flush=True)
+"""
+
+
+# ---- child process: misaligned data -------------------------------------------------------------
+
+_MISALIGNED = _CHILD_PRELUDE + r"""
 
 def misaligned(a, writeable=True):
     a = np.ascontiguousarray(a)
@@ -311,12 +323,6 @@ def misaligned(a, writeable=True):
         m = np.frombuffer(bytes(buf), a.dtype, count=a.size, offset=1).reshape(a.shape)
     assert a.dtype.itemsize == 1 or not m.flags.aligned
     return m
-
-def same(a, b):
-    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
-
-def report(name, ok):
-    print(name, "ok" if ok else "MISMATCH", flush=True)
 
 rng = np.random.default_rng(0)
 for dtype in (np.float32, np.float64):
@@ -379,16 +385,7 @@ def test_misaligned_arrays_in_child(tmp_path):
 
 # ---- child process: zero strides ----------------------------------------------------------------
 
-_ZERO_STRIDES = r"""
-import numpy as np
-import fastlstm
-from fastlstm.reference import LSTM as Ref
-
-def same(a, b):
-    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
-
-def report(name, ok):
-    print(name, "ok" if ok else "MISMATCH", flush=True)
+_ZERO_STRIDES = _CHILD_PRELUDE + r"""
 
 rng = np.random.default_rng(1)
 for dtype in (np.float32, np.float64):

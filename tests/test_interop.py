@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import fastlstm
-from conftest import assert_close, require, run_python
+from conftest import assert_close, missing_peer, require, run_python
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
@@ -550,7 +550,7 @@ def test_from_onnx_torch_export(bidirectional, tmp_path):
         try:  # the TorchScript exporter works offline; the dynamo exporter needs onnxscript
             torch.onnx.export(module, (x,), str(path), dynamo=False)
         except ImportError as exc:
-            pytest.skip(f"torch.onnx.export needs a missing package: {exc}")
+            missing_peer(f"torch.onnx.export needs a missing package: {exc}")
     loaded = fastlstm.LSTM.from_onnx(str(path))
     assert loaded.direction == ("bidirectional" if bidirectional else "forward")
     with torch.no_grad():
