@@ -69,6 +69,7 @@ class LSTM(LSTMBase):
             self.hidden_size,
             self.proj_size,
             V,
+            _packing.narrow_last_block(self.hidden_size, V),
             self.dtype == np.float64,
             0.0 if self.clip is None else self.clip,
             self.input_forget,

@@ -1,7 +1,8 @@
 """Packing of torch-layout parameters into the layouts the micro-kernels read (see src/cell_impl.h).
 
 Done once when parameters are set, never per call. V is the block width of the selected kernels (the
-vector width in elements); hidden units are padded to a multiple of V with zero weights.
+vector width in elements); hidden units are padded to a multiple of V with zero weights. When the last block
+would be at most half full it is packed narrow: V/2 units with two gates per vector (see src/cell_impl.h).
 """
 from __future__ import annotations
 
@@ -26,13 +27,27 @@ def _aligned_empty(shape, dtype) -> np.ndarray:
     return raw[offset : offset + n].reshape(shape)
 
 
+def narrow_last_block(hidden_size: int, V: int) -> bool:
+    """Whether the last block of units is packed narrow: it would be at most half full (0 < H mod V <= V/2)."""
+    return 0 < hidden_size % V <= V // 2
+
+
 def gate_rows(hidden_size: int, V: int) -> np.ndarray:
-    """Row index into the (4H, ...) torch layout for every packed row (j, g, v); -1 for padding units."""
+    """Row index into the (4H, ...) torch layout for every packed row (j, g, v); -1 for padding units.
+
+    A narrow last block lists its 2V rows first ([i | f], [g | o], V/2 units each), then 2V of padding.
+    """
     NB = -(-hidden_size // V)
     j, g, v = np.meshgrid(np.arange(NB), np.arange(4), np.arange(V), indexing="ij")
     unit = j * V + v
-    rows = g * hidden_size + unit
-    return np.where(unit < hidden_size, rows, -1).reshape(-1)
+    rows = np.where(unit < hidden_size, g * hidden_size + unit, -1)
+    if narrow_last_block(hidden_size, V):
+        half = V // 2
+        pair, lane = np.divmod(np.arange(2 * V), V)           # vector 0 = gates i, f; vector 1 = g, o
+        gate, unit = 2 * pair + lane // half, (NB - 1) * V + lane % half
+        rows[NB - 1] = -1
+        rows[NB - 1].reshape(-1)[: 2 * V] = np.where(unit < hidden_size, gate * hidden_size + unit, -1)
+    return rows.reshape(-1)
 
 
 def _take_rows(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -55,16 +70,23 @@ def pack_direction(
 
     w_ih (4H, I), w_hh (4H, K), bias (4H,) = b_ih + b_hh, peep (3, H) rows i, f, o or None, w_hr (P, H) or None
     -> w_ih_p (NB, I, 4, V); w_hh_p (NB, K, 4, V); bias_p (NB, 4, V); peep_p (NB, 3, V);
-       w_hr_p (NP, H, V).
+       w_hr_p (NP, H, V). A narrow last block fills the front of its slot: (n, 2, V) of w_ih_p / w_hh_p, (2, V)
+       of bias_p, and [p_i | p_f], [0 | p_o] of peep_p.
     """
     dtype = w_ih.dtype
     H = w_hh.shape[0] // 4
     NB = -(-H // V)
     rows = gate_rows(H, V)
+    narrow = narrow_last_block(H, V)
 
     def pack_gates(w: np.ndarray) -> np.ndarray:  # (4H, n) -> (NB, n, 4, V)
-        packed = _aligned_empty((NB, w.shape[1], 4, V), dtype)
-        packed[...] = _take_rows(w, rows).reshape(NB, 4, V, w.shape[1]).transpose(0, 3, 1, 2)
+        n = w.shape[1]
+        packed = _aligned_empty((NB, n, 4, V), dtype)
+        packed[...] = _take_rows(w, rows).reshape(NB, 4, V, n).transpose(0, 3, 1, 2)
+        if narrow:  # the last slot's first 2V packed rows become (n, 2, V)
+            last = _take_rows(w, rows.reshape(NB, 4 * V)[-1, : 2 * V])
+            packed[-1] = 0
+            packed[-1].reshape(-1)[: n * 2 * V] = last.reshape(2, V, n).transpose(2, 0, 1).reshape(-1)
         return packed
 
     w_ih_p, w_hh_p = pack_gates(w_ih), pack_gates(w_hh)
@@ -76,6 +98,11 @@ def pack_direction(
         padded[:, :H] = peep
         peep_p = _aligned_empty((NB, 3, V), dtype)
         peep_p[...] = padded.reshape(3, NB, V).transpose(1, 0, 2)
+        if narrow:
+            half, last = V // 2, peep_p[-1].copy()                 # rows i, f, o of V lanes, V/2 real
+            peep_p[-1] = 0
+            peep_p[-1, 0, :half], peep_p[-1, 0, half:] = last[0, :half], last[1, :half]
+            peep_p[-1, 1, half:] = last[2, :half]
     w_hr_p = None
     if w_hr is not None:
         P = w_hr.shape[0]

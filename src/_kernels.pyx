@@ -35,14 +35,18 @@ cdef extern from "cell_kernels.h" nogil:
     void lstm_ftz_leave(unsigned int saved)
     void cell_blocks_f32(const float *w, const float *gx, long ldg, const float *peep,
                          float clip, int input_forget, const float *h, long ldh, float *c, long ldc,
-                         float *hout, long ldo, const int *lengths, int t, int B, int K, int j0, int j1)
+                         float *hout, long ldo, const int *lengths, int t, int B, int K, int j0, int j1,
+                         int narrow)
     void cell_blocks_f64(const double *w, const double *gx, long ldg, const double *peep,
                          double clip, int input_forget, const double *h, long ldh, double *c, long ldc,
-                         double *hout, long ldo, const int *lengths, int t, int B, int K, int j0, int j1)
+                         double *hout, long ldo, const int *lengths, int t, int B, int K, int j0, int j1,
+                         int narrow)
     void input_blocks_f32(const float *w, const float *bias, const float *x, long x_ts, long x_bs, float *gx,
-                          long g_ts, long g_bs, const int *lengths, int t0, int nsteps, int B, int n_in, int j0, int j1)
+                          long g_ts, long g_bs, const int *lengths, int t0, int nsteps, int B, int n_in, int j0, int j1,
+                          int narrow)
     void input_blocks_f64(const double *w, const double *bias, const double *x, long x_ts, long x_bs, double *gx,
-                          long g_ts, long g_bs, const int *lengths, int t0, int nsteps, int B, int n_in, int j0, int j1)
+                          long g_ts, long g_bs, const int *lengths, int t0, int nsteps, int B, int n_in, int j0, int j1,
+                          int narrow)
     void proj_blocks_f32(const float *w, const float *hc, long ldc, float *hout, long ldo,
                          const int *lengths, int t, int B, int Kc, int q0, int q1)
     void proj_blocks_f64(const double *w, const double *hc, long ldc, double *hout, long ldo,
@@ -95,6 +99,7 @@ cdef struct DirWeights:
 
 cdef struct ModelInfo:
     int num_layers, num_directions, hidden_size, proj_size, out_size, block, num_blocks, num_proj_blocks
+    int narrow_block     # index of the narrow last block (see cell_impl.h), or -1
     int is_double, input_forget, reverse_only
     double clip
     DirWeights *dirs     # (num_layers * num_directions,)
@@ -109,7 +114,7 @@ cdef class PackedModel:
     cdef readonly tuple arrays
 
     def __cinit__(self, int num_layers, int num_directions, int hidden_size, int proj_size, int block,
-                  bint is_double, double clip, bint input_forget, bint reverse_only, tuple arrays):
+                  bint narrow_last, bint is_double, double clip, bint input_forget, bint reverse_only, tuple arrays):
         self.info.dirs = <DirWeights *> malloc(num_layers * num_directions * sizeof(DirWeights))
         if self.info.dirs == NULL:
             raise MemoryError()
@@ -121,6 +126,7 @@ cdef class PackedModel:
         self.info.block = block
         self.info.num_blocks = (hidden_size + block - 1) // block
         self.info.num_proj_blocks = (proj_size + block - 1) // block
+        self.info.narrow_block = self.info.num_blocks - 1 if narrow_last else -1
         self.info.is_double = is_double
         self.info.clip = clip
         self.info.input_forget = input_forget
@@ -185,7 +191,7 @@ cdef inline long _aligned(long n) noexcept nogil:
 
 cdef struct Run:
     # shapes
-    int T, B, H, Hp, K, ldh, P, V, num_blocks, num_proj_blocks, input_forget, chunk
+    int T, B, H, Hp, K, ldh, P, V, num_blocks, num_proj_blocks, narrow_block, input_forget, chunk
     int input_aliases_output  # x and out overlap (a stream fed its own output): wait until x is read
     double clip
     const int *lengths       # (B,)
@@ -239,10 +245,10 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
             t_hi = min(T, t_lo + run.chunk)
         if floating is float:
             input_blocks_f32(<const float *> w.w_ih, <const float *> w.bias, x + t_lo * x_ts, x_ts, x_bs,
-                             gx, B * G, G, run.lengths, t_lo, t_hi - t_lo, B, w.input_size, j0, j1)
+                             gx, B * G, G, run.lengths, t_lo, t_hi - t_lo, B, w.input_size, j0, j1, run.narrow_block)
         else:
             input_blocks_f64(<const double *> w.w_ih, <const double *> w.bias, x + t_lo * x_ts, x_ts, x_bs,
-                             gx, B * G, G, run.lengths, t_lo, t_hi - t_lo, B, w.input_size, j0, j1)
+                             gx, B * G, G, run.lengths, t_lo, t_hi - t_lo, B, w.input_size, j0, j1, run.narrow_block)
         if run.input_aliases_output:
             lstm_barrier_wait(run.barrier)       # every thread has read x before any writes out
         for s in range(t_hi - t_lo):
@@ -252,11 +258,13 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
             if floating is float:
                 cell_blocks_f32(<const float *> w.w_hh, gx + (t - t_lo) * B * G, G, <const float *> w.peep,
                                 <float> run.clip, run.input_forget, h_prev, ldh, c, Hp,
-                                hc if run.P > 0 else h_next, Hp if run.P > 0 else ldh, run.lengths, t, B, K, j0, j1)
+                                hc if run.P > 0 else h_next, Hp if run.P > 0 else ldh, run.lengths, t, B, K, j0, j1,
+                                run.narrow_block)
             else:
                 cell_blocks_f64(<const double *> w.w_hh, gx + (t - t_lo) * B * G, G, <const double *> w.peep,
                                 run.clip, run.input_forget, h_prev, ldh, c, Hp,
-                                hc if run.P > 0 else h_next, Hp if run.P > 0 else ldh, run.lengths, t, B, K, j0, j1)
+                                hc if run.P > 0 else h_next, Hp if run.P > 0 else ldh, run.lengths, t, B, K, j0, j1,
+                                run.narrow_block)
             if run.P > 0:
                 lstm_barrier_wait(run.barrier)   # all of hc is written
                 if floating is float:
@@ -349,6 +357,7 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     run.ldh = m.num_proj_blocks * m.block if m.proj_size > 0 else run.Hp
     run.num_blocks = m.num_blocks
     run.num_proj_blocks = m.num_proj_blocks
+    run.narrow_block = m.narrow_block
     run.input_forget = m.input_forget
     run.input_aliases_output = input_aliases_output
     run.clip = m.clip

@@ -18,6 +18,10 @@
  *   bias  (NB, 4, V):     b_ih + b_hh in packed order
  *   peep  (NB, 3, V):     peephole weights i, f, o in packed order (only read when peepholes is set)
  *   w_hr  (NP, H, V):     w_hr[q, k, v] = W_hr[q*V + v, k]           (projection, zero padded)
+ * A narrow last block (0 < H mod V <= V/2, see _packing.narrow_last_block) holds only V/2 units, with two
+ * gates per vector: w_hh[NB-1] and w_ih[NB-1] start with (K, 2, V), vector 0 = [i | f] and vector 1 = [g | o]
+ * (V/2 lanes each); bias and gx use the first 2V of their slot the same way, peep the first 2V as
+ * [p_i | p_f], [0 | p_o]. It costs half the loads and FMAs of a full block with the same per-lane arithmetic.
  */
 
 #define FN(name) CAT3(name, _, SFX)
@@ -31,6 +35,26 @@ typedef IREAL IVEC __attribute__((vector_size(VBYTES), aligned(sizeof(REAL))));
 ATTR static inline VEC FN(vload)(const REAL *p) { return *(const VEC *)p; }
 ATTR static inline void FN(vstore)(REAL *p, VEC v) { *(VEC *)p = v; }
 ATTR static inline VEC FN(vset1)(REAL s) { VEC z = {0}; return z + s; }
+
+/* halves of a vector: [a | b] -> [b | a]; the lower half loaded into both; the lower half stored;
+   all-ones in the lanes of the lower half */
+ATTR static inline VEC FN(vswap_halves)(VEC v) {
+    IVEC m;
+    for (int i = 0; i < VL; i++) m[i] = (i + VL / 2) % VL;
+    return __builtin_shuffle(v, m);
+}
+ATTR static inline VEC FN(vload_half_dup)(const REAL *p) {
+    VEC v;
+    memcpy(&v, p, VBYTES / 2);
+    memcpy((char *)&v + VBYTES / 2, p, VBYTES / 2);
+    return v;
+}
+ATTR static inline void FN(vstore_half)(REAL *p, VEC v) { memcpy(p, &v, VBYTES / 2); }
+ATTR static inline IVEC FN(vlower_mask)(void) {
+    IVEC m;
+    for (int i = 0; i < VL; i++) m[i] = i < VL / 2 ? -1 : 0;
+    return m;
+}
 
 /* lane-wise (m ? a : b) for a comparison mask m */
 ATTR static inline VEC FN(vselect)(IVEC m, VEC a, VEC b) {
@@ -95,81 +119,97 @@ ATTR static inline VEC FN(vtanh)(VEC x) {
 /* clip a gate pre-activation to [-clip, clip] (clip <= 0 means no clipping) */
 ATTR static inline VEC FN(vclip)(VEC x, REAL clip) { return clip > 0 ? FN(vclamp)(x, -clip, clip) : x; }
 
-/* One register tile: gates of one block (4 x V) for nr batch rows, then the cell update in place.
-   w (K, 4, V) packed block; gx rows (nr, 4V) with stride ldg (bias included); peep (3, V) or NULL;
-   h (nr, K) stride ldh; c (nr, V) stride ldc, updated; hout (nr, V) stride ldo, written.
-   Rows r with active[r] == 0 are left untouched. */
+/* One register tile: gates of one block (ng vectors: 4 for a full block, 2 for a narrow one) for nr batch
+   rows, then the cell update in place.
+   w (K, ng, V) packed block; gx rows (nr, ng*V) with stride ldg (bias included); peep (3, V), or (2, V) when
+   narrow, or NULL; h (nr, K) stride ldh; c (nr, V) stride ldc, updated; hout (nr, V) stride ldo, written (V/2
+   lanes of each when narrow). Rows r with active[r] == 0 are left untouched. */
 ATTR static inline __attribute__((always_inline)) void FN(cell_tile)(
     const REAL *restrict w, const REAL *restrict gx, long ldg,
     const REAL *restrict peep, REAL clip, int input_forget,
     const REAL *restrict h, long ldh, REAL *restrict c, long ldc, REAL *restrict hout, long ldo,
-    const unsigned char *active, int K, const int nr)
+    const unsigned char *active, int K, const int nr, const int ng)
 {
     /* With few rows, one FMA chain per gate would wait on FMA latency: split the sum over k into
        SPLIT interleaved partial sums, added in a fixed order at the end. */
     const int SPLIT = nr == 1 ? 4 : nr == 2 ? 2 : 1;
     VEC acc[4][BT][4];
     for (int r = 0; r < nr; r++)
-        for (int g = 0; g < 4; g++) {
+        for (int g = 0; g < ng; g++) {
             acc[0][r][g] = FN(vload)(gx + r * ldg + g * VL);
             for (int s = 1; s < SPLIT; s++) acc[s][r][g] = FN(vset1)(0);
         }
     int k = 0;
     for (; k + SPLIT <= K; k += SPLIT) {
         for (int s = 0; s < SPLIT; s++) {
-            const REAL *wk = w + (long)(k + s) * 4 * VL;
-            VEC w0 = FN(vload)(wk), w1 = FN(vload)(wk + VL), w2 = FN(vload)(wk + 2 * VL), w3 = FN(vload)(wk + 3 * VL);
+            const REAL *wk = w + (long)(k + s) * ng * VL;
+            VEC wv[4];
+            for (int g = 0; g < ng; g++) wv[g] = FN(vload)(wk + g * VL);
             for (int r = 0; r < nr; r++) {
                 REAL hk = h[r * ldh + k + s];
-                acc[s][r][0] += w0 * hk;
-                acc[s][r][1] += w1 * hk;
-                acc[s][r][2] += w2 * hk;
-                acc[s][r][3] += w3 * hk;
+                for (int g = 0; g < ng; g++) acc[s][r][g] += wv[g] * hk;
             }
         }
     }
     for (; k < K; k++) {
-        const REAL *wk = w + (long)k * 4 * VL;
-        VEC w0 = FN(vload)(wk), w1 = FN(vload)(wk + VL), w2 = FN(vload)(wk + 2 * VL), w3 = FN(vload)(wk + 3 * VL);
+        const REAL *wk = w + (long)k * ng * VL;
+        VEC wv[4];
+        for (int g = 0; g < ng; g++) wv[g] = FN(vload)(wk + g * VL);
         for (int r = 0; r < nr; r++) {
             REAL hk = h[r * ldh + k];
-            acc[0][r][0] += w0 * hk;
-            acc[0][r][1] += w1 * hk;
-            acc[0][r][2] += w2 * hk;
-            acc[0][r][3] += w3 * hk;
+            for (int g = 0; g < ng; g++) acc[0][r][g] += wv[g] * hk;
         }
     }
     for (int r = 0; r < nr; r++)
-        for (int g = 0; g < 4; g++) {
+        for (int g = 0; g < ng; g++) {
             if (SPLIT == 4) acc[0][r][g] = (acc[0][r][g] + acc[1][r][g]) + (acc[2][r][g] + acc[3][r][g]);
             if (SPLIT == 2) acc[0][r][g] = acc[0][r][g] + acc[1][r][g];
         }
     for (int r = 0; r < nr; r++) {
         if (!active[r]) continue;
-        VEC c_prev = FN(vload)(c + r * ldc);
-        VEC pre_i = acc[0][r][0], pre_f = acc[0][r][1], pre_o = acc[0][r][3];
-        if (peep) {
-            pre_i += FN(vload)(peep) * c_prev;
-            pre_f += FN(vload)(peep + VL) * c_prev;
+        if (ng == 4) {
+            VEC c_prev = FN(vload)(c + r * ldc);
+            VEC pre_i = acc[0][r][0], pre_f = acc[0][r][1], pre_o = acc[0][r][3];
+            if (peep) {
+                pre_i += FN(vload)(peep) * c_prev;
+                pre_f += FN(vload)(peep + VL) * c_prev;
+            }
+            VEC gate_i = FN(vsigmoid)(FN(vclip)(pre_i, clip));
+            VEC gate_f = input_forget ? (REAL)1.0 - gate_i : FN(vsigmoid)(FN(vclip)(pre_f, clip));
+            VEC gate_g = FN(vtanh)(FN(vclip)(acc[0][r][2], clip));
+            VEC c_new = gate_f * c_prev + gate_i * gate_g;
+            if (peep) pre_o += FN(vload)(peep + 2 * VL) * c_new;
+            VEC gate_o = FN(vsigmoid)(FN(vclip)(pre_o, clip));
+            FN(vstore)(c + r * ldc, c_new);
+            FN(vstore)(hout + r * ldo, gate_o * FN(vtanh)(c_new));
+        } else {
+            /* narrow: vector 0 = [i | f], vector 1 = [g | o]; the results live in the lower lanes. The same
+               operations per lane as above: tanh(x) = 1 - 2/(1 + exp(x + x)), sigmoid(x) = 1/(1 + exp(-x)). */
+            const IVEC lower = FN(vlower_mask)();
+            VEC c_prev = FN(vload_half_dup)(c + r * ldc);
+            VEC pre_if = acc[0][r][0], pre_go = acc[0][r][1];
+            if (peep) pre_if += FN(vload)(peep) * c_prev;
+            VEC gates_if = FN(vsigmoid)(FN(vclip)(pre_if, clip));
+            VEC gate_f = input_forget ? (REAL)1.0 - gates_if : FN(vswap_halves)(gates_if);
+            VEC x_go = FN(vclip)(pre_go, clip);
+            VEC e = FN(vexp)(FN(vselect)(lower, x_go + x_go, -x_go));
+            VEC ratio = FN(vselect)(lower, FN(vset1)((REAL)2.0), FN(vset1)((REAL)1.0)) / ((REAL)1.0 + e);
+            VEC gates_go = FN(vselect)(lower, (REAL)1.0 - ratio, ratio);     /* [tanh(g) | sigmoid(o)] */
+            VEC c_new = gate_f * c_prev + gates_if * gates_go;
+            if (peep) gates_go = FN(vsigmoid)(FN(vclip)(pre_go + FN(vload)(peep + VL) * FN(vswap_halves)(c_new), clip));
+            FN(vstore_half)(c + r * ldc, c_new);
+            FN(vstore_half)(hout + r * ldo, FN(vswap_halves)(gates_go) * FN(vtanh)(c_new));
         }
-        VEC gate_i = FN(vsigmoid)(FN(vclip)(pre_i, clip));
-        VEC gate_f = input_forget ? (REAL)1.0 - gate_i : FN(vsigmoid)(FN(vclip)(pre_f, clip));
-        VEC gate_g = FN(vtanh)(FN(vclip)(acc[0][r][2], clip));
-        VEC c_new = gate_f * c_prev + gate_i * gate_g;
-        if (peep) pre_o += FN(vload)(peep + 2 * VL) * c_new;
-        VEC gate_o = FN(vsigmoid)(FN(vclip)(pre_o, clip));
-        FN(vstore)(c + r * ldc, c_new);
-        FN(vstore)(hout + r * ldo, gate_o * FN(vtanh)(c_new));
     }
 }
 
-/* Blocks [j0, j1) of one time step for all B rows.
+/* Blocks [j0, j1) of one time step for all B rows; block `narrow` (or none, when -1) is narrow.
    w_hh (NB, K, 4, V); gx (B, NB*4V) stride ldg, from input_blocks; h (B, K) stride ldh; c (B, NB*V) stride ldc;
    hout (B, NB*V) stride ldo; a row b is computed only when t < lengths[b]. */
 ATTR static void FN(cell_blocks)(
     const REAL *w_hh, const REAL *gx, long ldg, const REAL *peep, REAL clip, int input_forget,
     const REAL *h, long ldh, REAL *c, long ldc, REAL *hout, long ldo,
-    const int *lengths, int t, int B, int K, int j0, int j1)
+    const int *lengths, int t, int B, int K, int j0, int j1, int narrow)
 {
     unsigned char active[BT];
     /* Alternate the order of the blocks from step to step: when a thread's weights exceed its L2, the
@@ -186,58 +226,71 @@ ATTR static void FN(cell_blocks)(
             const REAL *g0 = gx + b0 * ldg + (long)j * 4 * VL;
             const REAL *h0 = h + b0 * ldh;
             REAL *c0 = c + b0 * ldc + (long)j * VL, *o0 = hout + b0 * ldo + (long)j * VL;
-#define CELL_TILE(n) FN(cell_tile)(wj, g0, ldg, pj, clip, input_forget, h0, ldh, c0, ldc, o0, ldo, active, K, n)
-            switch (nr) {
-#if BT >= 4
-                case 4: CELL_TILE(4); break;
-                case 3: CELL_TILE(3); break;
-#endif
-                case 2: CELL_TILE(2); break;
-                default: CELL_TILE(1); break;
+#define CELL_TILE(n, ng) FN(cell_tile)(wj, g0, ldg, pj, clip, input_forget, h0, ldh, c0, ldc, o0, ldo, active, K, n, ng)
+#define CELL_TILES(ng)                         \
+            switch (nr) {                      \
+                CELL_TILE_CASES_BT4(ng)        \
+                case 2: CELL_TILE(2, ng); break; \
+                default: CELL_TILE(1, ng); break; \
             }
+#if BT >= 4
+#define CELL_TILE_CASES_BT4(ng) case 4: CELL_TILE(4, ng); break; case 3: CELL_TILE(3, ng); break;
+#else
+#define CELL_TILE_CASES_BT4(ng)
+#endif
+            if (j == narrow) {
+                CELL_TILES(2)
+            } else {
+                CELL_TILES(4)
+            }
+#undef CELL_TILE_CASES_BT4
+#undef CELL_TILES
 #undef CELL_TILE
         }
     }
 }
 
-/* One register tile of the input projection: gx rows = bias + W_ih x for nr rows of one block.
-   w (I, 4, V) packed block; bias (4, V); x rows xr[r] (I,); gx rows gr[r] (4V,). */
+/* One register tile of the input projection: gx rows = bias + W_ih x for nr rows of one block (ng gate
+   vectors: 4, or 2 for a narrow block). w (I, ng, V) packed block; bias (ng, V); x rows xr[r] (I,);
+   gx rows gr[r] (ng*V,). */
 ATTR static inline __attribute__((always_inline)) void FN(input_tile)(
-    const REAL *restrict w, const REAL *restrict bias, const REAL *const *xr, REAL *const *gr, int n_in, const int nr)
+    const REAL *restrict w, const REAL *restrict bias, const REAL *const *xr, REAL *const *gr, int n_in,
+    const int nr, const int ng)
 {
     VEC acc[BT][4];
     const REAL *xp[BT];
     for (int r = 0; r < nr; r++) {
         xp[r] = xr[r];
-        for (int g = 0; g < 4; g++) acc[r][g] = FN(vload)(bias + g * VL);
+        for (int g = 0; g < ng; g++) acc[r][g] = FN(vload)(bias + g * VL);
     }
     for (int k = 0; k < n_in; k++) {
-        const REAL *wk = w + (long)k * 4 * VL;
-        VEC w0 = FN(vload)(wk), w1 = FN(vload)(wk + VL), w2 = FN(vload)(wk + 2 * VL), w3 = FN(vload)(wk + 3 * VL);
+        const REAL *wk = w + (long)k * ng * VL;
+        VEC wv[4];
+        for (int g = 0; g < ng; g++) wv[g] = FN(vload)(wk + g * VL);
         for (int r = 0; r < nr; r++) {
             REAL xk = xp[r][k];
-            acc[r][0] += w0 * xk;
-            acc[r][1] += w1 * xk;
-            acc[r][2] += w2 * xk;
-            acc[r][3] += w3 * xk;
+            for (int g = 0; g < ng; g++) acc[r][g] += wv[g] * xk;
         }
     }
     for (int r = 0; r < nr; r++)
-        for (int g = 0; g < 4; g++) FN(vstore)(gr[r] + g * VL, acc[r][g]);
+        for (int g = 0; g < ng; g++) FN(vstore)(gr[r] + g * VL, acc[r][g]);
 }
 
-/* Input projection of blocks [j0, j1) for the rows (s, b), s in [0, nsteps), b in [0, B), of a chunk of
-   time steps starting at t0: gx[s, b] (NB*4V) = bias + W_ih x[s, b]. w_ih (NB, I, 4, V); bias (NB, 4, V);
-   x[s, b] at x + s*x_ts + b*x_bs (I,); gx[s, b] at gx + s*g_ts + b*g_bs. Rows past lengths[b] are not read. */
+/* Input projection of blocks [j0, j1) (block `narrow` narrow, or none when -1) for the rows (s, b),
+   s in [0, nsteps), b in [0, B), of a chunk of time steps starting at t0: gx[s, b] (NB*4V) = bias + W_ih x[s, b].
+   w_ih (NB, I, 4, V); bias (NB, 4, V); x[s, b] at x + s*x_ts + b*x_bs (I,); gx[s, b] at gx + s*g_ts + b*g_bs.
+   Rows past lengths[b] are not read. */
 ATTR static void FN(input_blocks)(
     const REAL *w_ih, const REAL *bias, const REAL *x, long x_ts, long x_bs, REAL *gx, long g_ts, long g_bs,
-    const int *lengths, int t0, int nsteps, int B, int n_in, int j0, int j1)
+    const int *lengths, int t0, int nsteps, int B, int n_in, int j0, int j1, int narrow)
 {
     const REAL *xr[BT];
     REAL *gr[BT];
     for (int j = j0; j < j1; j++) {
         const REAL *wj = w_ih + (long)j * n_in * 4 * VL;
         const REAL *bj = bias + (long)j * 4 * VL;
+        const int is_narrow = j == narrow;
+#define INPUT_TILE(n) (is_narrow ? FN(input_tile)(wj, bj, xr, gr, n_in, n, 2) : FN(input_tile)(wj, bj, xr, gr, n_in, n, 4))
         int nr = 0;
         for (int s = 0; s < nsteps; s++) {
             for (int b = 0; b < B; b++) {
@@ -245,21 +298,22 @@ ATTR static void FN(input_blocks)(
                 xr[nr] = x + s * x_ts + b * x_bs;
                 gr[nr] = gx + s * g_ts + b * g_bs + (long)j * 4 * VL;
                 if (++nr == BT) {
-                    FN(input_tile)(wj, bj, xr, gr, n_in, BT);
+                    INPUT_TILE(BT);
                     nr = 0;
                 }
             }
         }
         switch (nr) {
 #if BT >= 4
-            case 3: FN(input_tile)(wj, bj, xr, gr, n_in, 3); break;
+            case 3: INPUT_TILE(3); break;
 #endif
 #if BT >= 3
-            case 2: FN(input_tile)(wj, bj, xr, gr, n_in, 2); break;
+            case 2: INPUT_TILE(2); break;
 #endif
-            case 1: FN(input_tile)(wj, bj, xr, gr, n_in, 1); break;
+            case 1: INPUT_TILE(1); break;
             default: break;
         }
+#undef INPUT_TILE
     }
 }
 

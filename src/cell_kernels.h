@@ -97,14 +97,14 @@
 
 typedef void (*cell_blocks_f32_t)(const float *, const float *, long, const float *, float, int,
                                   const float *, long, float *, long, float *, long,
-                                  const int *, int, int, int, int, int);
+                                  const int *, int, int, int, int, int, int);
 typedef void (*cell_blocks_f64_t)(const double *, const double *, long, const double *, double, int,
                                   const double *, long, double *, long, double *, long,
-                                  const int *, int, int, int, int, int);
+                                  const int *, int, int, int, int, int, int);
 typedef void (*input_blocks_f32_t)(const float *, const float *, const float *, long, long, float *, long, long,
-                                   const int *, int, int, int, int, int, int);
+                                   const int *, int, int, int, int, int, int, int);
 typedef void (*input_blocks_f64_t)(const double *, const double *, const double *, long, long, double *, long, long,
-                                   const int *, int, int, int, int, int, int);
+                                   const int *, int, int, int, int, int, int, int);
 typedef void (*proj_blocks_f32_t)(const float *, const float *, long, float *, long, const int *, int, int, int, int, int);
 typedef void (*proj_blocks_f64_t)(const double *, const double *, long, double *, long, const int *, int, int, int, int, int);
 
@@ -164,23 +164,25 @@ static inline int lstm_vector_bytes(void) { return lstm_isa.vector_bytes; }
 
 static inline void cell_blocks_f32(const float *w, const float *gx, long ldg, const float *peep, float clip,
                                    int input_forget, const float *h, long ldh, float *c, long ldc, float *hout, long ldo,
-                                   const int *lengths, int t, int B, int K, int j0, int j1) {
-    lstm_isa.cell_f32(w, gx, ldg, peep, clip, input_forget, h, ldh, c, ldc, hout, ldo, lengths, t, B, K, j0, j1);
+                                   const int *lengths, int t, int B, int K, int j0, int j1, int narrow) {
+    lstm_isa.cell_f32(w, gx, ldg, peep, clip, input_forget, h, ldh, c, ldc, hout, ldo, lengths, t, B, K, j0, j1,
+                      narrow);
 }
 static inline void cell_blocks_f64(const double *w, const double *gx, long ldg, const double *peep, double clip,
                                    int input_forget, const double *h, long ldh, double *c, long ldc, double *hout,
-                                   long ldo, const int *lengths, int t, int B, int K, int j0, int j1) {
-    lstm_isa.cell_f64(w, gx, ldg, peep, clip, input_forget, h, ldh, c, ldc, hout, ldo, lengths, t, B, K, j0, j1);
+                                   long ldo, const int *lengths, int t, int B, int K, int j0, int j1, int narrow) {
+    lstm_isa.cell_f64(w, gx, ldg, peep, clip, input_forget, h, ldh, c, ldc, hout, ldo, lengths, t, B, K, j0, j1,
+                      narrow);
 }
 static inline void input_blocks_f32(const float *w, const float *bias, const float *x, long x_ts, long x_bs, float *gx,
                                     long g_ts, long g_bs, const int *lengths, int t0, int nsteps, int B, int n_in,
-                                    int j0, int j1) {
-    lstm_isa.input_f32(w, bias, x, x_ts, x_bs, gx, g_ts, g_bs, lengths, t0, nsteps, B, n_in, j0, j1);
+                                    int j0, int j1, int narrow) {
+    lstm_isa.input_f32(w, bias, x, x_ts, x_bs, gx, g_ts, g_bs, lengths, t0, nsteps, B, n_in, j0, j1, narrow);
 }
 static inline void input_blocks_f64(const double *w, const double *bias, const double *x, long x_ts, long x_bs,
                                     double *gx, long g_ts, long g_bs, const int *lengths, int t0, int nsteps, int B,
-                                    int n_in, int j0, int j1) {
-    lstm_isa.input_f64(w, bias, x, x_ts, x_bs, gx, g_ts, g_bs, lengths, t0, nsteps, B, n_in, j0, j1);
+                                    int n_in, int j0, int j1, int narrow) {
+    lstm_isa.input_f64(w, bias, x, x_ts, x_bs, gx, g_ts, g_bs, lengths, t0, nsteps, B, n_in, j0, j1, narrow);
 }
 static inline void proj_blocks_f32(const float *w, const float *hc, long ldc, float *hout, long ldo,
                                    const int *lengths, int t, int B, int Kc, int q0, int q1) {

@@ -188,6 +188,55 @@ def test_hidden_sizes_not_multiple_of_16(H, dtype):
     assert_forward_close(call(fast, args), call(ref, args), dtype)
 
 
+def _zero_padded(model: fastlstm.LSTM, hidden_size: int) -> fastlstm.LSTM:
+    """A one-layer model with hidden_size >= model.hidden_size whose extra units have all-zero weights: its
+    first model.hidden_size units compute exactly what the model's do (the extra units stay at h = c = 0)."""
+    H, H2 = model.hidden_size, hidden_size
+    kw = dict(peepholes=model.peepholes, clip=model.clip, input_forget=model.input_forget, dtype=model.dtype)
+    padded = fastlstm.LSTM(model.input_size, H2, **kw)
+    state = {}
+    for name, value in model.state_dict().items():
+        grown = np.zeros_like(padded.state_dict()[name])
+        if name.startswith("weight_ph"):                     # (3, H)
+            grown[:, :H] = value
+        else:                                                # (4H,) or (4H, n) in gate blocks, n = I or H
+            columns = (slice(0, value.shape[1]),) if value.ndim == 2 else ()
+            grown.reshape((4, H2) + grown.shape[1:])[(slice(None), slice(0, H)) + columns] = value.reshape(
+                (4, H) + value.shape[1:])
+        state[name] = grown
+    padded.load_state_dict(state)
+    return padded
+
+
+@pytest.mark.parametrize("extras", [{}, dict(peepholes=True, clip=0.8), dict(peepholes=True, input_forget=True)],
+                         ids=["plain", "peep-clip", "peep-coupled"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_narrow_last_block_computes_the_bits_of_a_full_one(dtype, extras):
+    """A last block at most half full is packed narrow (two gates per vector, see _packing.narrow_last_block).
+    Its units must come out bit for bit as they do from a full block: compare with the same model padded
+    with zero-weight units to a whole number of blocks. (Thread counts: test_threads, H = 17, 33, 70.)
+    H is a multiple of 4, so that the 4 partial sums over k of a batch row alone (B = 5 ends with one) group
+    the same terms in both models."""
+    from fastlstm import _packing
+    V = _packing.block_width(dtype)
+    if V < 8:
+        pytest.skip(f"blocks of {V} units: no narrow hidden size is a multiple of 4")
+    H = 3 * V + V // 2
+    assert _packing.narrow_last_block(H, V) and not _packing.narrow_last_block(4 * V, V)
+    model, ref = model_pair(6, H, seed=H, dtype=dtype, **extras)
+    padded = _zero_padded(model, 4 * V)
+    rng = _rng("narrow", dtype, len(extras))
+    x = rng.standard_normal((9, 5, 6)).astype(dtype)
+    hx = (rng.standard_normal((1, 5, H)).astype(dtype), rng.standard_normal((1, 5, H)).astype(dtype))
+    hx_padded = tuple(np.concatenate([a, np.zeros((1, 5, 4 * V - H), dtype)], axis=-1) for a in hx)
+    lengths = [9, 3, 9, 1, 6]
+    got = model(x, hx, lengths=lengths)
+    out_p, (h_p, c_p) = padded(x, hx_padded, lengths=lengths)
+    for name, a, e in zip(("output", "h_n", "c_n"), (got[0], *got[1]), (out_p, h_p, c_p)):
+        assert_bitwise_equal(a, np.ascontiguousarray(e[..., :H]), name=name)
+    assert_forward_close(got, ref(x, hx, lengths=lengths), dtype)
+
+
 # ---- input kinds --------------------------------------------------------------------------------
 
 
@@ -397,18 +446,21 @@ assert _kernels.isa_name() == isa, f"FASTLSTM_ISA={{isa}} selected {{_kernels.is
 assert _kernels.vector_bytes() == {{"avx512": 64, "avx2": 32, "sse2": 16}}[isa], _kernels.vector_bytes()
 failures = []
 configs = [
-    # I, H, P, L, bidirectional, batch_first, T, B, hx, lengths
-    (3, 1, 0, 1, False, False, 4, 1, False, False),
-    (4, 7, 0, 2, True, False, 6, 5, True, True),
-    (5, 17, 5, 2, True, True, 5, 3, True, True),
-    (6, 33, 0, 3, False, True, 4, 9, False, True),
-    (8, 70, 20, 1, True, False, 5, 4, True, False),
-    (16, 40, 0, 1, False, False, 30, 40, False, True),
-    (10, 130, 0, 1, True, False, 3, 6, True, True),
+    # I, H, P, L, bidirectional, batch_first, T, B, hx, lengths, extras (H = 17 has a narrow last block on
+    # every instruction set and dtype)
+    (3, 1, 0, 1, False, False, 4, 1, False, False, {{}}),
+    (4, 7, 0, 2, True, False, 6, 5, True, True, {{}}),
+    (5, 17, 5, 2, True, True, 5, 3, True, True, {{}}),
+    (6, 33, 0, 3, False, True, 4, 9, False, True, {{}}),
+    (8, 70, 20, 1, True, False, 5, 4, True, False, {{}}),
+    (16, 40, 0, 1, False, False, 30, 40, False, True, {{}}),
+    (10, 130, 0, 1, True, False, 3, 6, True, True, {{}}),
+    (4, 17, 0, 1, True, False, 6, 3, True, True, dict(peepholes=True, clip=0.9)),
+    (4, 17, 0, 2, False, False, 6, 5, True, True, dict(peepholes=True, input_forget=True)),
 ]
 for dtype in (np.float32, np.float64):
-    for i, (I, H, P, L, bi, bf, T, B, use_hx, use_len) in enumerate(configs):
-        kw = dict(bidirectional=bi, batch_first=bf, proj_size=P, dtype=dtype, seed=100 + i)
+    for i, (I, H, P, L, bi, bf, T, B, use_hx, use_len, extras) in enumerate(configs):
+        kw = dict(bidirectional=bi, batch_first=bf, proj_size=P, dtype=dtype, seed=100 + i, **extras)
         fast = fastlstm.LSTM(I, H, L, **kw)
         ref = fastlstm.reference.LSTM(I, H, L, **kw)
         rng = np.random.default_rng(i)
