@@ -61,11 +61,44 @@ ATTR static inline VEC FN(vselect)(IVEC m, VEC a, VEC b) {
     return (VEC)((m & (IVEC)a) | (~m & (IVEC)b));
 }
 
-/* clamp to [lo, hi] keeping NaN as NaN (comparisons with NaN are false) */
+/* lane-wise (a > b ? a : b) and (a < b ? a : b): b when either is NaN. On x86 one max/min instruction,
+   whose NaN rule is exactly this (the second operand is returned). */
+ATTR static inline VEC FN(vmax_or_second)(VEC a, VEC b) {
+#ifdef FASTLSTM_X86
+#if VBYTES == 64
+    if (sizeof(REAL) == 4) return (VEC)_mm512_max_ps((__m512)a, (__m512)b);
+    return (VEC)_mm512_max_pd((__m512d)a, (__m512d)b);
+#elif VBYTES == 32
+    if (sizeof(REAL) == 4) return (VEC)_mm256_max_ps((__m256)a, (__m256)b);
+    return (VEC)_mm256_max_pd((__m256d)a, (__m256d)b);
+#else
+    if (sizeof(REAL) == 4) return (VEC)_mm_max_ps((__m128)a, (__m128)b);
+    return (VEC)_mm_max_pd((__m128d)a, (__m128d)b);
+#endif
+#else
+    return FN(vselect)(a > b, a, b);
+#endif
+}
+ATTR static inline VEC FN(vmin_or_second)(VEC a, VEC b) {
+#ifdef FASTLSTM_X86
+#if VBYTES == 64
+    if (sizeof(REAL) == 4) return (VEC)_mm512_min_ps((__m512)a, (__m512)b);
+    return (VEC)_mm512_min_pd((__m512d)a, (__m512d)b);
+#elif VBYTES == 32
+    if (sizeof(REAL) == 4) return (VEC)_mm256_min_ps((__m256)a, (__m256)b);
+    return (VEC)_mm256_min_pd((__m256d)a, (__m256d)b);
+#else
+    if (sizeof(REAL) == 4) return (VEC)_mm_min_ps((__m128)a, (__m128)b);
+    return (VEC)_mm_min_pd((__m128d)a, (__m128d)b);
+#endif
+#else
+    return FN(vselect)(a < b, a, b);
+#endif
+}
+
+/* clamp to [lo, hi] keeping NaN as NaN */
 ATTR static inline VEC FN(vclamp)(VEC x, REAL lo, REAL hi) {
-    VEC vlo = FN(vset1)(lo), vhi = FN(vset1)(hi);
-    x = FN(vselect)(x < vlo, vlo, x);
-    return FN(vselect)(x > vhi, vhi, x);
+    return FN(vmin_or_second)(FN(vset1)(hi), FN(vmax_or_second)(FN(vset1)(lo), x));
 }
 
 /* exp(x): x = n ln2 + r, |r| <= ln2/2, exp(r) by its Taylor polynomial, 2^n built in the exponent bits.
@@ -85,27 +118,22 @@ ATTR static inline VEC FN(vexp)(VEC x) {
     IVEC n_int = (IVEC)shifted - (IVEC)FN(vset1)(magic);
     VEC r = x - n * ln2_hi;
     r = r - n * ln2_lo;
-    VEC p;
+    /* the polynomial in Estrin's scheme: pairs c_2i + c_2i+1 r, combined with r^2, r^4 (and r^8), a chain of
+       3 (5) dependent operations after r instead of Horner's 7 (13) */
+    VEC r2 = r * r, r4 = r2 * r2, p;
+    VEC p01 = r + (REAL)1.0, p23 = r * (REAL)(1.0 / 6.0) + (REAL)0.5;
+    VEC p45 = r * (REAL)(1.0 / 120.0) + (REAL)(1.0 / 24.0), p67 = r * (REAL)(1.0 / 5040.0) + (REAL)(1.0 / 720.0);
+    VEC p0_3 = p23 * r2 + p01, p4_7 = p67 * r2 + p45;
     if (is_f32) {
-        p = FN(vset1)((REAL)(1.0 / 5040.0));
-        p = p * r + (REAL)(1.0 / 720.0);
-        p = p * r + (REAL)(1.0 / 120.0);
+        p = p4_7 * r4 + p0_3;
     } else {
-        p = FN(vset1)((REAL)(1.0 / 6227020800.0));
-        p = p * r + (REAL)(1.0 / 479001600.0);
-        p = p * r + (REAL)(1.0 / 39916800.0);
-        p = p * r + (REAL)(1.0 / 3628800.0);
-        p = p * r + (REAL)(1.0 / 362880.0);
-        p = p * r + (REAL)(1.0 / 40320.0);
-        p = p * r + (REAL)(1.0 / 5040.0);
-        p = p * r + (REAL)(1.0 / 720.0);
-        p = p * r + (REAL)(1.0 / 120.0);
+        VEC p89 = r * (REAL)(1.0 / 362880.0) + (REAL)(1.0 / 40320.0);
+        VEC p10_11 = r * (REAL)(1.0 / 39916800.0) + (REAL)(1.0 / 3628800.0);
+        VEC p12_13 = r * (REAL)(1.0 / 6227020800.0) + (REAL)(1.0 / 479001600.0);
+        VEC p8_11 = p10_11 * r2 + p89;
+        VEC p8_13 = p12_13 * r4 + p8_11;
+        p = (p8_13 * r4 + p4_7) * r4 + p0_3;
     }
-    p = p * r + (REAL)(1.0 / 24.0);
-    p = p * r + (REAL)(1.0 / 6.0);
-    p = p * r + (REAL)0.5;
-    p = p * r + (REAL)1.0;
-    p = p * r + (REAL)1.0;
     IVEC scale = (n_int + exp_bias) << mant_bits;
     return p * (VEC)scale;
 }
@@ -119,16 +147,12 @@ ATTR static inline VEC FN(vtanh)(VEC x) {
 /* clip a gate pre-activation to [-clip, clip] (clip <= 0 means no clipping) */
 ATTR static inline VEC FN(vclip)(VEC x, REAL clip) { return clip > 0 ? FN(vclamp)(x, -clip, clip) : x; }
 
-/* One register tile: gates of one block (ng vectors: 4 for a full block, 2 for a narrow one) for nr batch
-   rows, then the cell update in place.
-   w (K, ng, V) packed block; gx rows (nr, ng*V) with stride ldg (bias included); peep (3, V), or (2, V) when
-   narrow, or NULL; h (nr, K) stride ldh; c (nr, V) stride ldc, updated; hout (nr, V) stride ldo, written (V/2
-   lanes of each when narrow). Rows r with active[r] == 0 are left untouched. */
-ATTR static inline __attribute__((always_inline)) void FN(cell_tile)(
-    const REAL *restrict w, const REAL *restrict gx, long ldg,
-    const REAL *restrict peep, REAL clip, int input_forget,
-    const REAL *restrict h, long ldh, REAL *restrict c, long ldc, REAL *restrict hout, long ldo,
-    const unsigned char *active, int K, const int nr, const int ng)
+/* Gate pre-activations of one block (ng vectors: 4 for a full block, 2 for a narrow one) for nr batch rows.
+   w (K, ng, V) packed block; gx rows (nr, ng*V) with stride ldg (bias included); h (nr, K) stride ldh;
+   pre (nr, ng) vectors, written. */
+ATTR static inline __attribute__((always_inline)) void FN(gate_sums)(
+    const REAL *restrict w, const REAL *restrict gx, long ldg, const REAL *restrict h, long ldh,
+    VEC pre[BT][4], int K, const int nr, const int ng)
 {
     /* With few rows, one FMA chain per gate would wait on FMA latency: split the sum over k into
        SPLIT interleaved partial sums, added in a fixed order at the end. */
@@ -162,45 +186,67 @@ ATTR static inline __attribute__((always_inline)) void FN(cell_tile)(
     }
     for (int r = 0; r < nr; r++)
         for (int g = 0; g < ng; g++) {
-            if (SPLIT == 4) acc[0][r][g] = (acc[0][r][g] + acc[1][r][g]) + (acc[2][r][g] + acc[3][r][g]);
-            if (SPLIT == 2) acc[0][r][g] = acc[0][r][g] + acc[1][r][g];
+            if (SPLIT == 4) pre[r][g] = (acc[0][r][g] + acc[1][r][g]) + (acc[2][r][g] + acc[3][r][g]);
+            else if (SPLIT == 2) pre[r][g] = acc[0][r][g] + acc[1][r][g];
+            else pre[r][g] = acc[0][r][g];
         }
-    for (int r = 0; r < nr; r++) {
-        if (!active[r]) continue;
-        if (ng == 4) {
-            VEC c_prev = FN(vload)(c + r * ldc);
-            VEC pre_i = acc[0][r][0], pre_f = acc[0][r][1], pre_o = acc[0][r][3];
-            if (peep) {
-                pre_i += FN(vload)(peep) * c_prev;
-                pre_f += FN(vload)(peep + VL) * c_prev;
-            }
-            VEC gate_i = FN(vsigmoid)(FN(vclip)(pre_i, clip));
-            VEC gate_f = input_forget ? (REAL)1.0 - gate_i : FN(vsigmoid)(FN(vclip)(pre_f, clip));
-            VEC gate_g = FN(vtanh)(FN(vclip)(acc[0][r][2], clip));
-            VEC c_new = gate_f * c_prev + gate_i * gate_g;
-            if (peep) pre_o += FN(vload)(peep + 2 * VL) * c_new;
-            VEC gate_o = FN(vsigmoid)(FN(vclip)(pre_o, clip));
-            FN(vstore)(c + r * ldc, c_new);
-            FN(vstore)(hout + r * ldo, gate_o * FN(vtanh)(c_new));
-        } else {
-            /* narrow: vector 0 = [i | f], vector 1 = [g | o]; the results live in the lower lanes. The same
-               operations per lane as above: tanh(x) = 1 - 2/(1 + exp(x + x)), sigmoid(x) = 1/(1 + exp(-x)). */
-            const IVEC lower = FN(vlower_mask)();
-            VEC c_prev = FN(vload_half_dup)(c + r * ldc);
-            VEC pre_if = acc[0][r][0], pre_go = acc[0][r][1];
-            if (peep) pre_if += FN(vload)(peep) * c_prev;
-            VEC gates_if = FN(vsigmoid)(FN(vclip)(pre_if, clip));
-            VEC gate_f = input_forget ? (REAL)1.0 - gates_if : FN(vswap_halves)(gates_if);
-            VEC x_go = FN(vclip)(pre_go, clip);
-            VEC e = FN(vexp)(FN(vselect)(lower, x_go + x_go, -x_go));
-            VEC ratio = FN(vselect)(lower, FN(vset1)((REAL)2.0), FN(vset1)((REAL)1.0)) / ((REAL)1.0 + e);
-            VEC gates_go = FN(vselect)(lower, (REAL)1.0 - ratio, ratio);     /* [tanh(g) | sigmoid(o)] */
-            VEC c_new = gate_f * c_prev + gates_if * gates_go;
-            if (peep) gates_go = FN(vsigmoid)(FN(vclip)(pre_go + FN(vload)(peep + VL) * FN(vswap_halves)(c_new), clip));
-            FN(vstore_half)(c + r * ldc, c_new);
-            FN(vstore_half)(hout + r * ldo, FN(vswap_halves)(gates_go) * FN(vtanh)(c_new));
+}
+
+/* The cell update of one block for one batch row, from its gate pre-activations pre (ng vectors).
+   peep (3, V), or (2, V) when narrow, or NULL; c (V,) updated; hout (V,) written (V/2 lanes of each when
+   narrow). */
+ATTR static inline __attribute__((always_inline)) void FN(cell_update)(
+    const VEC *pre, const REAL *restrict peep, REAL clip, int input_forget, REAL *restrict c,
+    REAL *restrict hout, const int ng)
+{
+    if (ng == 4) {
+        VEC c_prev = FN(vload)(c);
+        VEC pre_i = pre[0], pre_f = pre[1], pre_o = pre[3];
+        if (peep) {
+            pre_i += FN(vload)(peep) * c_prev;
+            pre_f += FN(vload)(peep + VL) * c_prev;
         }
+        VEC gate_i = FN(vsigmoid)(FN(vclip)(pre_i, clip));
+        VEC gate_f = input_forget ? (REAL)1.0 - gate_i : FN(vsigmoid)(FN(vclip)(pre_f, clip));
+        VEC gate_g = FN(vtanh)(FN(vclip)(pre[2], clip));
+        VEC c_new = gate_f * c_prev + gate_i * gate_g;
+        if (peep) pre_o += FN(vload)(peep + 2 * VL) * c_new;
+        VEC gate_o = FN(vsigmoid)(FN(vclip)(pre_o, clip));
+        FN(vstore)(c, c_new);
+        FN(vstore)(hout, gate_o * FN(vtanh)(c_new));
+    } else {
+        /* narrow: vector 0 = [i | f], vector 1 = [g | o]; the results live in the lower lanes. The same
+           operations per lane as above: tanh(x) = 1 - 2/(1 + exp(x + x)), sigmoid(x) = 1/(1 + exp(-x)). */
+        const IVEC lower = FN(vlower_mask)();
+        VEC c_prev = FN(vload_half_dup)(c);
+        VEC pre_if = pre[0], pre_go = pre[1];
+        if (peep) pre_if += FN(vload)(peep) * c_prev;
+        VEC gates_if = FN(vsigmoid)(FN(vclip)(pre_if, clip));
+        VEC gate_f = input_forget ? (REAL)1.0 - gates_if : FN(vswap_halves)(gates_if);
+        VEC x_go = FN(vclip)(pre_go, clip);
+        VEC e = FN(vexp)(FN(vselect)(lower, x_go + x_go, -x_go));
+        VEC ratio = FN(vselect)(lower, FN(vset1)((REAL)2.0), FN(vset1)((REAL)1.0)) / ((REAL)1.0 + e);
+        VEC gates_go = FN(vselect)(lower, (REAL)1.0 - ratio, ratio);     /* [tanh(g) | sigmoid(o)] */
+        VEC c_new = gate_f * c_prev + gates_if * gates_go;
+        if (peep) gates_go = FN(vsigmoid)(FN(vclip)(pre_go + FN(vload)(peep + VL) * FN(vswap_halves)(c_new), clip));
+        FN(vstore_half)(c, c_new);
+        FN(vstore_half)(hout, FN(vswap_halves)(gates_go) * FN(vtanh)(c_new));
     }
+}
+
+/* One register tile: gate_sums, then the cell update in place, for nr rows of one block (ng gate vectors).
+   peep, c (nr, V) stride ldc and hout (nr, V) stride ldo as in cell_update; rows r with active[r] == 0 are
+   left untouched. */
+ATTR static inline __attribute__((always_inline)) void FN(cell_tile)(
+    const REAL *restrict w, const REAL *restrict gx, long ldg,
+    const REAL *restrict peep, REAL clip, int input_forget,
+    const REAL *restrict h, long ldh, REAL *restrict c, long ldc, REAL *restrict hout, long ldo,
+    const unsigned char *active, int K, const int nr, const int ng)
+{
+    VEC pre[BT][4];
+    FN(gate_sums)(w, gx, ldg, h, ldh, pre, K, nr, ng);
+    for (int r = 0; r < nr; r++)
+        if (active[r]) FN(cell_update)(pre[r], peep, clip, input_forget, c + r * ldc, hout + r * ldo, ng);
 }
 
 /* Blocks [j0, j1) of one time step for all B rows; block `narrow` (or none, when -1) is narrow.

@@ -15,7 +15,7 @@
 #include <omp.h>
 #endif
 #if defined(__x86_64__) || defined(__i386__)
-#include <xmmintrin.h>
+#include <immintrin.h>
 #define FASTLSTM_X86 1
 #endif
 
