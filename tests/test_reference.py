@@ -339,6 +339,36 @@ def test_results_are_new_arrays_and_inputs_untouched(unbatched, dtype):
     assert_forward_close(call(fast, a1), call(ref, a1), dtype)
 
 
+@pytest.mark.parametrize("batch_first", [False, True], ids=["tb", "bt"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_repeated_call_of_one_shape(dtype, batch_first):
+    """The second call of a shape takes the cached plan (fastlstm.LSTM.__call__): new arrays with the same bits,
+    the weights of the moment, and every other kind of call still checked and served in full."""
+    fast, ref = model_pair(5, 19, 2, seed=4, bidirectional=True, batch_first=batch_first, dtype=dtype)
+    rng = _rng("plan", dtype, batch_first)
+    x = rng.standard_normal((3, 7, 5) if batch_first else (7, 3, 5)).astype(dtype)
+    first = fast(x)
+    assert ("plan", x.shape) in fast._constants, "the first call of a shape must leave its plan"
+    second = fast(x)
+    assert_forward_bitwise(second, first, what="second call of the shape")
+    assert all(a is not b for a, b in zip((first[0], *first[1]), (second[0], *second[1])))
+    assert_forward_close(second, ref(x), dtype)
+    # new weights: the plan holds shapes and zero states only
+    state = {k: v * 0.5 for k, v in fast.state_dict().items()}
+    fast.load_state_dict(state)
+    ref.load_state_dict(state)
+    assert_forward_close(fast(x), ref(x), dtype, what="after load_state_dict")
+    # the same shape in another dtype, in Fortran order, with hx or lengths: the full path, same numbers
+    for variant in (x.astype(np.float32 if dtype == np.float64 else np.float64), np.asfortranarray(x)):
+        assert_forward_close(fast(variant), ref(variant), dtype, what=f"{variant.dtype} {variant.flags.c_contiguous}")
+    B = x.shape[0] if batch_first else x.shape[1]
+    hx = (rng.standard_normal((4, B, 19)).astype(dtype), rng.standard_normal((4, B, 19)).astype(dtype))
+    assert_forward_close(fast(x, hx), ref(x, hx), dtype, what="with hx")
+    assert_forward_close(fast(x, lengths=[7, 2, 5]), ref(x, lengths=[7, 2, 5]), dtype, what="with lengths")
+    with pytest.raises(ValueError, match="input_size"):
+        fast(np.zeros(x.shape[:2] + (6,), dtype))
+
+
 # ---- NaN and inf --------------------------------------------------------------------------------
 
 
