@@ -3,7 +3,9 @@
 One OpenMP parallel region runs the whole forward. Each thread owns a fixed range of blocks of hidden units
 for every layer and direction, so its slices of W_ih and W_hh stay in its core's cache. Per chunk of time
 steps a thread first computes the input projection (b + W_ih x_t) of its own blocks for all the chunk's rows,
-then runs the steps; threads meet at one barrier per step (two with a projection), after h_t is complete.
+then runs the steps. After each step the threads of a direction wait for one another (lstm_step_done: each
+publishes its count of finished steps), so h_t is complete before anyone reads it; the whole team meets at a
+barrier per layer, and mid-step with a projection.
 The micro-kernels live in cell_kernels.h. Every element is computed by one thread in a fixed order, so
 results do not depend on the thread count. Python (fastlstm/_lstm.py) validates every argument first.
 
@@ -14,6 +16,7 @@ threads halved the speed of the OpenMP team that followed each GEMM.
 from cython cimport floating
 from cython.parallel cimport parallel
 from libc.stdlib cimport malloc, free
+from libc.string cimport memset
 cimport numpy as cnp
 
 
@@ -31,6 +34,9 @@ cdef extern from "cell_kernels.h" nogil:
         pass
     void lstm_barrier_init(lstm_team_barrier *bar)
     void lstm_barrier_wait(lstm_team_barrier *bar)
+    ctypedef struct lstm_step_flag:
+        int steps
+    void lstm_step_done(lstm_step_flag *flags, int tid, int first, int count, int steps)
     unsigned int lstm_ftz_enter()
     void lstm_ftz_leave(unsigned int saved)
     void cell_blocks_f32(const float *w, const float *gx, long ldg, const float *peep,
@@ -161,7 +167,7 @@ cdef long _chunk_steps(const ModelInfo *m, long T, long B) noexcept nogil:
 
 
 cdef struct Sections:
-    long gx, h, c, hc, seq0, seq1, total
+    long gx, h, c, hc, seq0, seq1, flags, total
     long slot           # elements between the buffers of direction slot 0 and slot 1
 
 
@@ -169,7 +175,7 @@ cdef Sections _plan_workspace(const ModelInfo *m, long T, long B) noexcept nogil
     """Offsets of the workspace sections, each aligned. Per direction slot (one per direction, so that the
     two directions of a layer can run at the same time): gx (T_chunk, B, 4Hp) input projection; h (2, B, ldh)
     double-buffered hidden state; c (B, Hp) cell state; hc (B, Hp) pre-projection output. Then seq0/seq1
-    (T, B, D*K), the outputs of inner layers."""
+    (T, B, D*K), the outputs of inner layers; flags, one lstm_step_flag (64 bytes) per possible thread."""
     cdef Sections s
     cdef long Hp = m.num_blocks * m.block
     cdef long ldh = m.num_proj_blocks * m.block if m.proj_size > 0 else Hp
@@ -181,8 +187,14 @@ cdef Sections _plan_workspace(const ModelInfo *m, long T, long B) noexcept nogil
     s.slot = _aligned(s.hc + (B * Hp if m.proj_size > 0 else 0))
     s.seq0 = s.slot * m.num_directions
     s.seq1 = _aligned(s.seq0 + (seq if m.num_layers >= 2 else 0))
-    s.total = _aligned(s.seq1 + (seq if m.num_layers >= 3 else 0))
+    s.flags = _aligned(s.seq1 + (seq if m.num_layers >= 3 else 0))
+    s.total = _aligned(s.flags + _max_threads(m) * sizeof(lstm_step_flag) // (8 if m.is_double else 4))
     return s
+
+
+cdef inline int _max_threads(const ModelInfo *m) noexcept nogil:
+    """The largest team a forward starts: one block of units per thread at least."""
+    return m.num_blocks * m.num_directions
 
 
 cdef inline long _aligned(long n) noexcept nogil:
@@ -203,6 +215,7 @@ cdef struct Run:
     void *c                  # (B, Hp)
     void *hc                 # (B, Hp) or NULL
     lstm_team_barrier *barrier  # met by the whole team (a no-op outside a parallel region)
+    lstm_step_flag *step_flags  # (team size,): steps finished by each thread, one cache line each
 
 
 cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse,
@@ -210,9 +223,11 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
                      const floating *h0, const floating *c0,            # IN READ-ONLY (B, K), (B, H)
                      floating *out, long out_ts, long out_bs,           # OUT out[t, b] (K,) of this direction
                      floating *hn, floating *cn,                        # OUT (B, K), (B, H)
-                     int j0, int j1, int q0, int q1) noexcept nogil:
+                     int j0, int j1, int q0, int q1, int tid, int first, int count,
+                     int *steps_done) noexcept nogil:
     """One thread's share of one layer in one direction: blocks [j0, j1) (and projection blocks [q0, q1)),
-    using the buffers of direction slot ``slot``."""
+    using the buffers of direction slot ``slot``. Thread tid works with threads [first, first + count) on
+    this direction; steps_done counts the steps it has finished in this forward (for lstm_step_done)."""
     cdef int T = run.T, B = run.B, K = run.K, H = run.H, Hp = run.Hp, ldh = run.ldh, V = run.V
     cdef long G = 4 * Hp, offset = slot * run.slot_stride
     cdef floating *h_buf = <floating *> run.h + offset
@@ -283,7 +298,8 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
                         h_next[b * ldh + u] = src[u]
                         out_row[u] = 0
             step += 1
-            lstm_barrier_wait(run.barrier)       # all of h_next is written before anyone reads it as h_prev
+            steps_done[0] += 1                   # all of h_next is written before anyone reads it as h_prev
+            lstm_step_done(run.step_flags, tid, first, count, steps_done[0])
     src = h_buf + (step % 2) * B * ldh
     for b in range(B):
         for u in range(u0, u1):
@@ -316,7 +332,7 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
     cdef int j0 = m.num_blocks * sub_tid // sub_nt, j1 = m.num_blocks * (sub_tid + 1) // sub_nt
     cdef int q0 = m.num_proj_blocks * sub_tid // sub_nt, q1 = m.num_proj_blocks * (sub_tid + 1) // sub_nt
     cdef long T = run.T, B = run.B, DK = D * K, idx, I
-    cdef int layer, d
+    cdef int layer, d, steps_done = 0
     cdef bint reverse
     cdef const floating *inp = x
     cdef floating *dst
@@ -331,7 +347,8 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
                        inp, I if batch_first else B * I, T * I if batch_first else I,
                        h0 + idx * B * K, c0 + idx * B * H,
                        dst + d * K, DK if batch_first else B * DK, T * DK if batch_first else DK,
-                       hn + idx * B * K, cn + idx * B * H, j0, j1, q0, q1)
+                       hn + idx * B * K, cn + idx * B * H, j0, j1, q0, q1,
+                       tid, tid - sub_tid, sub_nt, &steps_done)
         inp = dst
     lstm_ftz_leave(saved_mode)
 
@@ -368,7 +385,9 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     run.h = ws + sec.h
     run.c = ws + sec.c
     run.hc = ws + sec.hc if m.proj_size > 0 else NULL
-    num_threads = max(1, min(num_threads, m.num_blocks * m.num_directions))
+    num_threads = max(1, min(num_threads, _max_threads(m)))
+    run.step_flags = <lstm_step_flag *> (ws + sec.flags)
+    memset(run.step_flags, 0, num_threads * sizeof(lstm_step_flag))
     if num_threads == 1:     # no team to start: outside a parallel region the barriers are no-ops
         _thread_forward(m, &run, x, batch_first, h0, c0, out, hn, cn, ws + sec.seq0, ws + sec.seq1)
     else:

@@ -257,6 +257,32 @@ static inline void lstm_barrier_wait(lstm_team_barrier *bar) {
 #endif
 }
 
+/* The end of a time step among the threads of one direction (a sub-team): each thread publishes how many
+   steps it has finished in its own cache line, then waits until every other member has finished as many.
+   One store and one load per member instead of the team barrier's shared counter and generation, and the
+   two directions of a layer, run by different threads, no longer wait for each other at every step.
+   The store releases this thread's writes (its units of h and out); the loads acquire the others'. */
+typedef struct {
+    int steps;
+    char pad[64 - sizeof(int)];
+} lstm_step_flag;
+
+static inline void lstm_step_done(lstm_step_flag *flags, int tid, int first, int count, int steps) {
+    __atomic_store_n(&flags[tid].steps, steps, __ATOMIC_RELEASE);
+    for (int j = first; j < first + count; j++) {
+        if (j == tid) continue;
+        for (long spins = 0; __atomic_load_n(&flags[j].steps, __ATOMIC_ACQUIRE) < steps; spins++) {
+            if (spins < LSTM_BARRIER_SPINS) {
+#ifdef FASTLSTM_X86
+                _mm_pause();
+#endif
+            } else {
+                sched_yield();
+            }
+        }
+    }
+}
+
 /* ---- denormals: flush to zero inside the kernels, restore the caller's mode after --------------- */
 
 static inline unsigned int lstm_ftz_enter(void) {
