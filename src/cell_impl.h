@@ -63,38 +63,24 @@ ATTR static inline VEC FN(vselect)(IVEC m, VEC a, VEC b) {
 
 /* lane-wise (a > b ? a : b) and (a < b ? a : b): b when either is NaN. On x86 one max/min instruction,
    whose NaN rule is exactly this (the second operand is returned). */
-ATTR static inline VEC FN(vmax_or_second)(VEC a, VEC b) {
 #ifdef FASTLSTM_X86
 #if VBYTES == 64
-    if (sizeof(REAL) == 4) return (VEC)_mm512_max_ps((__m512)a, (__m512)b);
-    return (VEC)_mm512_max_pd((__m512d)a, (__m512d)b);
+#define X86_PAIRWISE(op, a, b) (sizeof(REAL) == 4 ? (VEC)_mm512_##op##_ps((__m512)(a), (__m512)(b)) \
+                                                   : (VEC)_mm512_##op##_pd((__m512d)(a), (__m512d)(b)))
 #elif VBYTES == 32
-    if (sizeof(REAL) == 4) return (VEC)_mm256_max_ps((__m256)a, (__m256)b);
-    return (VEC)_mm256_max_pd((__m256d)a, (__m256d)b);
+#define X86_PAIRWISE(op, a, b) (sizeof(REAL) == 4 ? (VEC)_mm256_##op##_ps((__m256)(a), (__m256)(b)) \
+                                                   : (VEC)_mm256_##op##_pd((__m256d)(a), (__m256d)(b)))
 #else
-    if (sizeof(REAL) == 4) return (VEC)_mm_max_ps((__m128)a, (__m128)b);
-    return (VEC)_mm_max_pd((__m128d)a, (__m128d)b);
+#define X86_PAIRWISE(op, a, b) (sizeof(REAL) == 4 ? (VEC)_mm_##op##_ps((__m128)(a), (__m128)(b)) \
+                                                   : (VEC)_mm_##op##_pd((__m128d)(a), (__m128d)(b)))
 #endif
+ATTR static inline VEC FN(vmax_or_second)(VEC a, VEC b) { return X86_PAIRWISE(max, a, b); }
+ATTR static inline VEC FN(vmin_or_second)(VEC a, VEC b) { return X86_PAIRWISE(min, a, b); }
+#undef X86_PAIRWISE
 #else
-    return FN(vselect)(a > b, a, b);
+ATTR static inline VEC FN(vmax_or_second)(VEC a, VEC b) { return FN(vselect)(a > b, a, b); }
+ATTR static inline VEC FN(vmin_or_second)(VEC a, VEC b) { return FN(vselect)(a < b, a, b); }
 #endif
-}
-ATTR static inline VEC FN(vmin_or_second)(VEC a, VEC b) {
-#ifdef FASTLSTM_X86
-#if VBYTES == 64
-    if (sizeof(REAL) == 4) return (VEC)_mm512_min_ps((__m512)a, (__m512)b);
-    return (VEC)_mm512_min_pd((__m512d)a, (__m512d)b);
-#elif VBYTES == 32
-    if (sizeof(REAL) == 4) return (VEC)_mm256_min_ps((__m256)a, (__m256)b);
-    return (VEC)_mm256_min_pd((__m256d)a, (__m256d)b);
-#else
-    if (sizeof(REAL) == 4) return (VEC)_mm_min_ps((__m128)a, (__m128)b);
-    return (VEC)_mm_min_pd((__m128d)a, (__m128d)b);
-#endif
-#else
-    return FN(vselect)(a < b, a, b);
-#endif
-}
 
 /* clamp to [lo, hi] keeping NaN as NaN */
 ATTR static inline VEC FN(vclamp)(VEC x, REAL lo, REAL hi) {
