@@ -84,13 +84,19 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+# Pause before each block of calls. Measured on the 2-core test machine (T=100, B=1, I=128, H=256, 2 layers,
+# bidirectional, fastlstm beside onnxruntime 1.31): after a 20 ms pause fastlstm took 4.2-6.6 ms, after 50 ms
+# and more 2.4-2.6 ms (its time alone); onnxruntime's and torch's times were the same either way.
+PAUSE_S = 0.05
+
+
 def time_interleaved(runners: Dict[str, Callable[[], object]], seconds: float, min_rounds: int) -> Dict[str, float]:
     """Median seconds of one call of each runner, over rotating blocks of calls.
 
     Runners take turns in blocks of about 50 ms (A A A B B B C C C A A A ...), so slow drifts of the machine
-    hit all alike. Before each block the bench pauses and makes one uncounted call: the previous runner's
-    thread pool may still be spinning on the cores (onnxruntime's and torch's do, for a while after each
-    call), and a team of threads that meets at a barrier every step cannot run beside it.
+    hit all alike. Before each block the bench pauses for PAUSE_S and makes one uncounted call: the previous
+    runner's thread pool may still be spinning on the cores (onnxruntime's and torch's do, for a while after
+    each call), and a team of threads that meets every step cannot run beside it.
     """
     samples: Dict[str, List[float]] = {name: [] for name in runners}
     blocks: Dict[str, int] = {}
@@ -102,7 +108,7 @@ def time_interleaved(runners: Dict[str, Callable[[], object]], seconds: float, m
     rounds = 0
     while min(len(s) for s in samples.values()) < min_rounds or (time.perf_counter() - start < seconds and rounds < 500):
         for name, run in runners.items():
-            time.sleep(0.02)
+            time.sleep(PAUSE_S)
             run()
             for _ in range(blocks[name]):
                 t0 = time.perf_counter()
