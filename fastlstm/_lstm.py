@@ -101,49 +101,40 @@ class LSTM(LSTMBase):
             self._workspaces.append(ws)
 
     def _cached(self, key: tuple, make) -> Any:
-        """A cached value (zero states, full lengths, the plan of a call shape), its arrays made read-only:
-        steady-state calls allocate only their outputs."""
+        """A cached value (zero states, full lengths), made read-only: steady-state calls allocate only their
+        outputs."""
         value = self._constants.get(key)
         if value is None:
             value = make()
             for arr in value if isinstance(value, tuple) else (value,):
-                if isinstance(arr, np.ndarray):
-                    arr.flags.writeable = False
-            with self._lock:
-                if len(self._constants) >= _MAX_CACHED_CONSTANTS:
-                    self._constants.clear()
-                self._constants[key] = value
+                arr.flags.writeable = False
+            self._cache(key, value)
         return value
+
+    def _cache(self, key: tuple, value: Any) -> None:
+        with self._lock:
+            if len(self._constants) >= _MAX_CACHED_CONSTANTS:
+                self._constants.clear()
+            self._constants[key] = value
 
     # ---- forward ------------------------------------------------------------------------------
 
     def __call__(self, x: Any, hx: Optional[Any] = None, *, lengths: Any = None):
-        # The common call, an array of the model's dtype in C order without hx or lengths, in fewer steps once a
-        # call of the same shape has been checked: its plan (zero states, lengths, shapes) is cached then.
+        # The common call, an array of the model's dtype in C order without hx or lengths, in one native call
+        # once a call of the same shape has been checked: its plan (zero states, lengths, shapes) is cached then.
         if hx is None and lengths is None and type(x) is np.ndarray and x.dtype == self.dtype and x.flags.c_contiguous:
             plan = self._constants.get(("plan", x.shape))
-            if plan is not None:
-                T, B, h0, c0, full_lengths, out_shape, h_shape, c_shape = plan
-                dtype = self.dtype
-                out, hn, cn = np.empty(out_shape, dtype), np.empty(h_shape, dtype), np.empty(c_shape, dtype)
-                self._run(x, self.batch_first, T, B, h0, c0, full_lengths, out, hn, cn)
-                return out, (hn, cn)
+            if plan is not None and plan.packed is self._packed:
+                LD, H, K, DK = self._state_sizes
+                threads = _threads.effective_threads(H, K, plan.B, self.num_directions, steps=plan.T,
+                                                     input_size=self.input_size)
+                return plan.run(x, self._workspaces, _MAX_POOLED_WORKSPACES, threads)
         return super().__call__(x, hx, lengths=lengths)
 
     forward = __call__
 
-    def _run(self, x, batch_first, T, B, h0, c0, lengths, out, hn, cn) -> None:
-        """The kernel call, with a workspace from the pool and the thread count for this work."""
-        LD, H, K, DK = self._state_sizes
-        ws = self._acquire_workspace(self._packed.workspace_size(T, B))
-        try:
-            threads = _threads.effective_threads(H, K, B, self.num_directions, steps=T, input_size=self.input_size)
-            _kernels.forward(self._packed, x, batch_first, h0, c0, lengths, out, hn, cn, ws, threads)
-        finally:
-            self._release_workspace(ws)
-
     def _forward_validated(self, call: ValidatedCall):
-        dtype = self.dtype
+        dtype, packed = self.dtype, self._packed
         T, B = call.T, call.B
         LD, H, K, DK = self._state_sizes
         x = call.x
@@ -167,9 +158,17 @@ class LSTM(LSTMBase):
                 lengths = self._cached(("lengths", B, T), lambda: np.full(B, T, np.int32))
             else:
                 lengths = np.ascontiguousarray(call.lengths, np.int32)
-            self._run(x, batch_first, T, B, h0, c0, lengths, out, hn, cn)
+            ws = self._acquire_workspace(packed.workspace_size(T, B))
+            try:
+                threads = _threads.effective_threads(H, K, B, self.num_directions, steps=T, input_size=self.input_size)
+                _kernels.forward(packed, x, batch_first, h0, c0, lengths, out, hn, cn, ws, threads)
+            finally:
+                self._release_workspace(ws)
             if call.h0 is None and call.lengths is None and call.batched and x is call.x:  # the plan of __call__
-                self._cached(("plan", x.shape), lambda: (T, B, h0, c0, lengths, out.shape, hn.shape, cn.shape))
+                plan = self._constants.get(("plan", x.shape))
+                if plan is None or plan.packed is not packed:
+                    self._cache(("plan", x.shape), _kernels.ForwardPlan(packed, batch_first, T, B, h0, c0, lengths,
+                                                                        out.shape))
         if not call.batched:
             return out.reshape(T, DK), (hn.reshape(LD, K), cn.reshape(LD, H))
         return out, (hn, cn)

@@ -404,9 +404,9 @@ def calls_in_flight():
     return _calls_in_flight
 
 
-def forward(PackedModel m, cnp.ndarray x, bint batch_first, cnp.ndarray h0, cnp.ndarray c0,
-            cnp.ndarray lengths, cnp.ndarray out, cnp.ndarray hn, cnp.ndarray cn,
-            cnp.ndarray workspace, int num_threads):
+cpdef forward(PackedModel m, cnp.ndarray x, bint batch_first, cnp.ndarray h0, cnp.ndarray c0,
+              cnp.ndarray lengths, cnp.ndarray out, cnp.ndarray hn, cnp.ndarray cn,
+              cnp.ndarray workspace, int num_threads):
     """Run the forward pass into preallocated arrays, with the GIL released.
 
     Parameters
@@ -443,6 +443,52 @@ def forward(PackedModel m, cnp.ndarray x, bint batch_first, cnp.ndarray h0, cnp.
                                 <float *> cnp.PyArray_DATA(cn), <float *> cnp.PyArray_DATA(workspace), num_threads)
     finally:
         _calls_in_flight -= 1
+
+
+cdef class ForwardPlan:
+    """The parts of a forward call that depend only on the input's shape: zero initial states, full lengths,
+    output shapes, workspace size. fastlstm.LSTM caches one per shape; run() then does the common call
+    (no hx, no lengths) in one step from Python.
+    """
+    cdef readonly PackedModel packed
+    cdef cnp.ndarray h0, c0, lengths
+    cdef cnp.npy_intp out_dims[3]
+    cdef cnp.npy_intp h_dims[3]
+    cdef cnp.npy_intp c_dims[3]
+    cdef int typenum
+    cdef bint batch_first
+    cdef long workspace_size
+    cdef readonly int T, B
+
+    def __cinit__(self, PackedModel packed, bint batch_first, int T, int B, cnp.ndarray h0, cnp.ndarray c0,
+                  cnp.ndarray lengths, tuple out_shape):
+        """h0 (L*D, B, K), c0 (L*D, B, H) zeros; lengths (B,) int32 all T; out_shape the output's (3 axes)."""
+        cdef int i
+        self.packed, self.batch_first, self.T, self.B = packed, batch_first, T, B
+        self.h0, self.c0, self.lengths = h0, c0, lengths
+        self.typenum = cnp.PyArray_TYPE(h0)
+        for i in range(3):
+            self.out_dims[i], self.h_dims[i], self.c_dims[i] = out_shape[i], h0.shape[i], c0.shape[i]
+        self.workspace_size = packed.workspace_size(T, B)
+
+    def run(self, cnp.ndarray x, list workspaces, int max_pooled, int num_threads):
+        """forward() of x (C-contiguous, the model's dtype, this plan's shape) into new arrays; a workspace is
+        taken from ``workspaces`` (or made) and put back if fewer than ``max_pooled`` are there.
+        Returns (out, (h_n, c_n))."""
+        cdef cnp.ndarray out = cnp.PyArray_EMPTY(3, self.out_dims, self.typenum, 0)
+        cdef cnp.ndarray hn = cnp.PyArray_EMPTY(3, self.h_dims, self.typenum, 0)
+        cdef cnp.ndarray cn = cnp.PyArray_EMPTY(3, self.c_dims, self.typenum, 0)
+        cdef cnp.ndarray workspace = workspaces.pop() if workspaces else None
+        if workspace is None or cnp.PyArray_SIZE(workspace) < self.workspace_size:
+            from ._packing import _aligned_empty
+            workspace = _aligned_empty((self.workspace_size,), x.dtype)
+        try:
+            forward(self.packed, x, self.batch_first, self.h0, self.c0, self.lengths, out, hn, cn, workspace,
+                    num_threads)
+        finally:
+            if len(workspaces) < max_pooled:
+                workspaces.append(workspace)
+        return out, (hn, cn)
 
 
 def stream_step(PackedModel m, cnp.ndarray x, cnp.ndarray out, cnp.ndarray h, cnp.ndarray c,
