@@ -216,12 +216,25 @@ static inline int lstm_team_size(void) {
     return 1;
 #endif
 }
-/* The team's barrier, met once or twice per time step. libgomp's own barrier took ~250-350 ns per
-   crossing on the 2-core test machine, this one ~30 ns (both measured with 2 threads crossing 200000 barriers
-   in a loop): at B = 1 a step is a few hundred ns of work. The last thread to arrive resets the count and
-   bumps the generation (release); the others spin on the generation (acquire), so every write before the
-   barrier is visible after it. After ~50 us of spinning a waiter yields its CPU at each check, so a team
-   member that was descheduled (more threads than free cores) gets to run. */
+
+/* One check of a waiting loop: a pause for the first LSTM_BARRIER_SPINS checks, then the CPU is given up. */
+static inline void lstm_wait_a_while(long spins) {
+    if (spins < LSTM_BARRIER_SPINS) {
+#ifdef FASTLSTM_X86
+        _mm_pause();
+#endif
+    } else {
+        sched_yield();
+    }
+}
+
+/* The team's barrier, met at the start of every layer (and mid-step with a projection). libgomp's own
+   barrier took ~250-350 ns per crossing on the 2-core test machine, this one ~30 ns (both measured with
+   2 threads crossing 200000 barriers in a loop): at B = 1 a step is a few hundred ns of work. The last
+   thread to arrive resets the count and bumps the generation (release); the others spin on the generation
+   (acquire), so every write before the barrier is visible after it. After ~50 us of spinning a waiter
+   yields its CPU at each check, so a team member that was descheduled (more threads than free cores) gets
+   to run. */
 typedef struct {
     int arrived;
     char pad_arrived[64 - sizeof(int)];
@@ -243,15 +256,8 @@ static inline void lstm_barrier_wait(lstm_team_barrier *bar) {
         __atomic_store_n(&bar->generation, gen + 1, __ATOMIC_RELEASE);
         return;
     }
-    for (long spins = 0; __atomic_load_n(&bar->generation, __ATOMIC_ACQUIRE) == gen; spins++) {
-        if (spins < LSTM_BARRIER_SPINS) {
-#ifdef FASTLSTM_X86
-            _mm_pause();
-#endif
-        } else {
-            sched_yield();
-        }
-    }
+    for (long spins = 0; __atomic_load_n(&bar->generation, __ATOMIC_ACQUIRE) == gen; spins++)
+        lstm_wait_a_while(spins);
 #else
     (void)bar;
 #endif
@@ -271,15 +277,8 @@ static inline void lstm_step_done(lstm_step_flag *flags, int tid, int first, int
     __atomic_store_n(&flags[tid].steps, steps, __ATOMIC_RELEASE);
     for (int j = first; j < first + count; j++) {
         if (j == tid) continue;
-        for (long spins = 0; __atomic_load_n(&flags[j].steps, __ATOMIC_ACQUIRE) < steps; spins++) {
-            if (spins < LSTM_BARRIER_SPINS) {
-#ifdef FASTLSTM_X86
-                _mm_pause();
-#endif
-            } else {
-                sched_yield();
-            }
-        }
+        for (long spins = 0; __atomic_load_n(&flags[j].steps, __ATOMIC_ACQUIRE) < steps; spins++)
+            lstm_wait_a_while(spins);
     }
 }
 
