@@ -3,8 +3,8 @@
 One OpenMP parallel region runs the whole forward. Each thread owns a fixed range of blocks of hidden units
 for every layer and direction, so its slices of W_ih and W_hh stay in its core's cache. Per chunk of time
 steps a thread first computes the input projection (b + W_ih x_t) of its own blocks for all the chunk's rows,
-then runs the steps. After each step the threads of a direction wait for one another (lstm_step_done: each
-publishes its count of finished steps), so h_t is complete before anyone reads it; the whole team meets at a
+then runs the steps. After each step the threads of a direction wait for one another (each publishes its
+count of finished steps), so h_t is complete before anyone reads it; the whole team meets at a
 barrier per layer, and mid-step with a projection.
 The micro-kernels live in cell_kernels.h. Every element is computed by one thread in a fixed order, so
 results do not depend on the thread count. Python (fastlstm/_lstm.py) validates every argument first.
@@ -36,7 +36,8 @@ cdef extern from "cell_kernels.h" nogil:
     void lstm_barrier_wait(lstm_team_barrier *bar)
     ctypedef struct lstm_step_flag:
         int steps
-    void lstm_step_done(lstm_step_flag *flags, int tid, int first, int count, int steps)
+    void lstm_step_publish(lstm_step_flag *flags, int tid, int steps)
+    void lstm_step_wait(const lstm_step_flag *flags, int tid, int first, int count, int steps)
     unsigned int lstm_ftz_enter()
     void lstm_ftz_leave(unsigned int saved)
     void cell_blocks_f32(const float *w, const float *gx, long ldg, const float *peep,
@@ -227,7 +228,7 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
                      int *steps_done) noexcept nogil:
     """One thread's share of one layer in one direction: blocks [j0, j1) (and projection blocks [q0, q1)),
     using the buffers of direction slot ``slot``. Thread tid works with threads [first, first + count) on
-    this direction; steps_done counts the steps it has finished in this forward (for lstm_step_done)."""
+    this direction; steps_done counts the steps it has finished in this forward (the count it publishes)."""
     cdef int T = run.T, B = run.B, K = run.K, H = run.H, Hp = run.Hp, ldh = run.ldh, V = run.V
     cdef long G = 4 * Hp, offset = slot * run.slot_stride
     cdef floating *h_buf = <floating *> run.h + offset
@@ -287,19 +288,23 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
                 else:
                     proj_blocks_f64(<const double *> w.w_hr, hc, Hp, h_next, ldh, run.lengths, t, B, H, q0, q1)
             for b in range(B):
+                if t >= run.lengths[b]:     # past this row's length: the state is carried over
+                    src = h_prev + b * ldh
+                    for u in range(u0, u1):
+                        h_next[b * ldh + u] = src[u]
+            step += 1
+            steps_done[0] += 1              # all of h_next is written: the others may read it as h_prev
+            lstm_step_publish(run.step_flags, tid, steps_done[0])
+            for b in range(B):              # the outputs, which no other thread reads in this layer
                 out_row = out + t * out_ts + b * out_bs
                 if t < run.lengths[b]:
                     src = h_next + b * ldh
                     for u in range(u0, u1):
                         out_row[u] = src[u]
-                else:       # past this row's length: state carried over, output zero
-                    src = h_prev + b * ldh
+                else:
                     for u in range(u0, u1):
-                        h_next[b * ldh + u] = src[u]
                         out_row[u] = 0
-            step += 1
-            steps_done[0] += 1                   # all of h_next is written before anyone reads it as h_prev
-            lstm_step_done(run.step_flags, tid, first, count, steps_done[0])
+            lstm_step_wait(run.step_flags, tid, first, count, steps_done[0])
     src = h_buf + (step % 2) * B * ldh
     for b in range(B):
         for u in range(u0, u1):

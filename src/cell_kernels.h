@@ -264,7 +264,8 @@ static inline void lstm_barrier_wait(lstm_team_barrier *bar) {
 }
 
 /* The end of a time step among the threads of one direction (a sub-team): each thread publishes how many
-   steps it has finished in its own cache line, then waits until every other member has finished as many.
+   steps it has finished in its own cache line (lstm_step_publish), then waits until every other member has
+   finished as many (lstm_step_wait); work that no other thread reads can go between the two.
    One store and one load per member instead of the team barrier's shared counter and generation, and the
    two directions of a layer, run by different threads, no longer wait for each other at every step.
    The store releases this thread's writes (its units of h and out); the loads acquire the others'. */
@@ -273,8 +274,11 @@ typedef struct {
     char pad[64 - sizeof(int)];
 } lstm_step_flag;
 
-static inline void lstm_step_done(lstm_step_flag *flags, int tid, int first, int count, int steps) {
+static inline void lstm_step_publish(lstm_step_flag *flags, int tid, int steps) {
     __atomic_store_n(&flags[tid].steps, steps, __ATOMIC_RELEASE);
+}
+
+static inline void lstm_step_wait(const lstm_step_flag *flags, int tid, int first, int count, int steps) {
     for (int j = first; j < first + count; j++) {
         if (j == tid) continue;
         for (long spins = 0; __atomic_load_n(&flags[j].steps, __ATOMIC_ACQUIRE) < steps; spins++)
