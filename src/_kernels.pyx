@@ -54,6 +54,14 @@ cdef extern from "cell_kernels.h" nogil:
     void input_blocks_f64(const double *w, const double *bias, const double *x, long x_ts, long x_bs, double *gx,
                           long g_ts, long g_bs, const int *lengths, int t0, int nsteps, int B, int n_in, int j0, int j1,
                           int narrow)
+    void step_blocks_f32(const float *w_ih, const float *bias, const float *x, long x_bs, int n_in, float *gx,
+                         long ldg, const float *w_hh, const float *peep, float clip, int input_forget,
+                         const float *h, long ldh, float *c, long ldc, float *hout, long ldo,
+                         const int *lengths, int B, int K, int j0, int j1, int narrow, int descending)
+    void step_blocks_f64(const double *w_ih, const double *bias, const double *x, long x_bs, int n_in,
+                         double *gx, long ldg, const double *w_hh, const double *peep, double clip,
+                         int input_forget, const double *h, long ldh, double *c, long ldc, double *hout,
+                         long ldo, const int *lengths, int B, int K, int j0, int j1, int narrow, int descending)
     void proj_blocks_f32(const float *w, const float *hc, long ldc, float *hout, long ldo,
                          const int *lengths, int t, int B, int Kc, int q0, int q1)
     void proj_blocks_f64(const double *w, const double *hc, long ldc, double *hout, long ldo,
@@ -119,6 +127,7 @@ cdef class PackedModel:
     """
     cdef ModelInfo info
     cdef readonly tuple arrays
+    cdef int single_steps      # forward calls of one time step so far: their parity orders the blocks
 
     def __cinit__(self, int num_layers, int num_directions, int hidden_size, int proj_size, int block,
                   bint narrow_last, bint is_double, double clip, bint input_forget, bint reverse_only, tuple arrays):
@@ -206,6 +215,7 @@ cdef struct Run:
     # shapes
     int T, B, H, Hp, K, ldh, P, V, num_blocks, num_proj_blocks, narrow_block, input_forget, chunk
     int input_aliases_output  # x and out overlap (a stream fed its own output): wait until x is read
+    int descending            # T = 1: run the blocks in descending order (alternated by the caller per step)
     double clip
     const int *lengths       # (B,)
     # workspace sections of direction slot 0 (slot 1 is slot_stride elements further); shared by the
@@ -246,6 +256,9 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
     cdef int u1 = min(q1 * V, run.P) if run.P > 0 else min(j1 * V, H)
     cdef int cu0 = j0 * V, cu1 = min(j1 * V, H)     # units of c this thread owns
     cdef long step = 0
+    # one time step: each block's input projection right before its step (see step_blocks), unless x and out
+    # overlap, where every thread must have read all of x before any writes out
+    cdef bint fused = T == 1 and not run.input_aliases_output
     for b in range(B):
         for u in range(u0, u1):
             h_buf[b * ldh + u] = h0[b * K + u]
@@ -259,7 +272,9 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
         else:
             t_lo = ci * run.chunk
             t_hi = min(T, t_lo + run.chunk)
-        if floating is float:
+        if fused:
+            pass                                 # each block's projection comes with its step, below
+        elif floating is float:
             input_blocks_f32(<const float *> w.w_ih, <const float *> w.bias, x + t_lo * x_ts, x_ts, x_bs,
                              gx, B * G, G, run.lengths, t_lo, t_hi - t_lo, B, w.input_size, j0, j1, run.narrow_block)
         else:
@@ -272,15 +287,29 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
             h_prev = h_buf + (step % 2) * B * ldh
             h_next = h_buf + ((step + 1) % 2) * B * ldh
             if floating is float:
-                cell_blocks_f32(<const float *> w.w_hh, gx + (t - t_lo) * B * G, G, <const float *> w.peep,
-                                <float> run.clip, run.input_forget, h_prev, ldh, c, Hp,
-                                hc if run.P > 0 else h_next, Hp if run.P > 0 else ldh, run.lengths, t, B, K, j0, j1,
-                                run.narrow_block)
+                if fused:
+                    step_blocks_f32(<const float *> w.w_ih, <const float *> w.bias, x + t * x_ts, x_bs,
+                                    w.input_size, gx, G, <const float *> w.w_hh, <const float *> w.peep,
+                                    <float> run.clip, run.input_forget, h_prev, ldh, c, Hp,
+                                    hc if run.P > 0 else h_next, Hp if run.P > 0 else ldh, run.lengths, B, K, j0, j1,
+                                    run.narrow_block, run.descending)
+                else:
+                    cell_blocks_f32(<const float *> w.w_hh, gx + (t - t_lo) * B * G, G, <const float *> w.peep,
+                                    <float> run.clip, run.input_forget, h_prev, ldh, c, Hp,
+                                    hc if run.P > 0 else h_next, Hp if run.P > 0 else ldh, run.lengths, t, B, K,
+                                    j0, j1, run.narrow_block)
             else:
-                cell_blocks_f64(<const double *> w.w_hh, gx + (t - t_lo) * B * G, G, <const double *> w.peep,
-                                run.clip, run.input_forget, h_prev, ldh, c, Hp,
-                                hc if run.P > 0 else h_next, Hp if run.P > 0 else ldh, run.lengths, t, B, K, j0, j1,
-                                run.narrow_block)
+                if fused:
+                    step_blocks_f64(<const double *> w.w_ih, <const double *> w.bias, x + t * x_ts, x_bs,
+                                    w.input_size, gx, G, <const double *> w.w_hh, <const double *> w.peep,
+                                    run.clip, run.input_forget, h_prev, ldh, c, Hp,
+                                    hc if run.P > 0 else h_next, Hp if run.P > 0 else ldh, run.lengths, B, K, j0, j1,
+                                    run.narrow_block, run.descending)
+                else:
+                    cell_blocks_f64(<const double *> w.w_hh, gx + (t - t_lo) * B * G, G, <const double *> w.peep,
+                                    run.clip, run.input_forget, h_prev, ldh, c, Hp,
+                                    hc if run.P > 0 else h_next, Hp if run.P > 0 else ldh, run.lengths, t, B, K,
+                                    j0, j1, run.narrow_block)
             if run.P > 0:
                 lstm_barrier_wait(run.barrier)   # all of hc is written
                 if floating is float:
@@ -361,7 +390,7 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
 cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint batch_first,
                    const floating *h0, const floating *c0, const int *lengths,
                    floating *out, floating *hn, floating *cn, floating *ws, int num_threads,
-                   bint input_aliases_output=False) noexcept nogil:
+                   bint input_aliases_output=False, bint descending=False) noexcept nogil:
     """All layers and directions in one parallel region. x (T, B, I) or (B, T, I); h0/hn (L*D, B, K);
     c0/cn (L*D, B, H); out (T, B, D*K) or (B, T, D*K); ws sized by PackedModel.workspace_size."""
     cdef Sections sec = _plan_workspace(m, T, B)
@@ -382,6 +411,7 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     run.narrow_block = m.narrow_block
     run.input_forget = m.input_forget
     run.input_aliases_output = input_aliases_output
+    run.descending = descending
     run.clip = m.clip
     run.chunk = _chunk_steps(m, T, B)
     run.lengths = lengths
@@ -431,6 +461,10 @@ cpdef forward(PackedModel m, cnp.ndarray x, bint batch_first, cnp.ndarray h0, cn
     cdef int T = x.shape[1] if batch_first else x.shape[0]
     cdef int B = x.shape[0] if batch_first else x.shape[1]
     cdef const int *lens = <const int *> cnp.PyArray_DATA(lengths)
+    cdef bint descending = False
+    if T == 1:                  # alternate the order of the blocks from one single-step call to the next
+        m.single_steps += 1
+        descending = m.single_steps & 1
     _calls_in_flight += 1
     num_threads = max(1, num_threads // _calls_in_flight)
     try:
@@ -439,13 +473,15 @@ cpdef forward(PackedModel m, cnp.ndarray x, bint batch_first, cnp.ndarray h0, cn
                 _forward[double](&m.info, <const double *> cnp.PyArray_DATA(x), T, B, batch_first,
                                  <const double *> cnp.PyArray_DATA(h0), <const double *> cnp.PyArray_DATA(c0), lens,
                                  <double *> cnp.PyArray_DATA(out), <double *> cnp.PyArray_DATA(hn),
-                                 <double *> cnp.PyArray_DATA(cn), <double *> cnp.PyArray_DATA(workspace), num_threads)
+                                 <double *> cnp.PyArray_DATA(cn), <double *> cnp.PyArray_DATA(workspace), num_threads,
+                                 False, descending)
         else:
             with nogil:
                 _forward[float](&m.info, <const float *> cnp.PyArray_DATA(x), T, B, batch_first,
                                 <const float *> cnp.PyArray_DATA(h0), <const float *> cnp.PyArray_DATA(c0), lens,
                                 <float *> cnp.PyArray_DATA(out), <float *> cnp.PyArray_DATA(hn),
-                                <float *> cnp.PyArray_DATA(cn), <float *> cnp.PyArray_DATA(workspace), num_threads)
+                                <float *> cnp.PyArray_DATA(cn), <float *> cnp.PyArray_DATA(workspace), num_threads,
+                                False, descending)
     finally:
         _calls_in_flight -= 1
 
@@ -509,17 +545,19 @@ def stream_step(PackedModel m, cnp.ndarray x, cnp.ndarray out, cnp.ndarray h, cn
     cdef char *x_lo = <char *> cnp.PyArray_DATA(x)
     cdef char *out_lo = <char *> cnp.PyArray_DATA(out)
     cdef bint overlap = x_lo < out_lo + cnp.PyArray_NBYTES(out) and out_lo < x_lo + cnp.PyArray_NBYTES(x)
+    m.single_steps += 1
+    cdef bint descending = m.single_steps & 1
     if m.info.is_double:
         with nogil:
             _forward[double](&m.info, <const double *> x_lo, 1, B, False,
                              <const double *> cnp.PyArray_DATA(h), <const double *> cnp.PyArray_DATA(c), lens,
                              <double *> out_lo, <double *> cnp.PyArray_DATA(h),
                              <double *> cnp.PyArray_DATA(c), <double *> cnp.PyArray_DATA(workspace), num_threads,
-                             overlap)
+                             overlap, descending)
     else:
         with nogil:
             _forward[float](&m.info, <const float *> x_lo, 1, B, False,
                             <const float *> cnp.PyArray_DATA(h), <const float *> cnp.PyArray_DATA(c), lens,
                             <float *> out_lo, <float *> cnp.PyArray_DATA(h),
                             <float *> cnp.PyArray_DATA(c), <float *> cnp.PyArray_DATA(workspace), num_threads,
-                            overlap)
+                            overlap, descending)

@@ -349,6 +349,26 @@ ATTR static void FN(input_blocks)(
     }
 }
 
+/* One time step (T = 1) of blocks [j0, j1), each block's input projection followed by its gate sums and cell
+   update, in descending block order when `descending`. A block's input and recurrent weights are read one after
+   the other, so when a thread's weights exceed its L2 and the caller alternates the order from step to step,
+   the blocks read last (both their matrices) are still cached when the next step starts with them.
+   w_ih (NB, I, 4, V), bias (NB, 4, V), x rows (B, I) stride x_bs: as input_blocks for one step; gx (B, NB*4V)
+   stride ldg, scratch; the rest as cell_blocks at t = 0. */
+ATTR static void FN(step_blocks)(
+    const REAL *w_ih, const REAL *bias, const REAL *x, long x_bs, int n_in, REAL *gx, long ldg,
+    const REAL *w_hh, const REAL *peep, REAL clip, int input_forget,
+    const REAL *h, long ldh, REAL *c, long ldc, REAL *hout, long ldo,
+    const int *lengths, int B, int K, int j0, int j1, int narrow, int descending)
+{
+    for (int jj = j0; jj < j1; jj++) {
+        const int j = descending ? j1 - 1 - (jj - j0) : jj;
+        FN(input_blocks)(w_ih, bias, x, 0, x_bs, gx, 0, ldg, lengths, 0, 1, B, n_in, j, j + 1, narrow);
+        FN(cell_blocks)(w_hh, gx, ldg, peep, clip, input_forget, h, ldh, c, ldc, hout, ldo, lengths, 0, B, K, j, j + 1,
+                        narrow);
+    }
+}
+
 /* One projection tile: hout[r, :V] = W_hr block (Kc, V) applied to hc rows (nr, Kc), stride ldc. */
 ATTR static inline __attribute__((always_inline)) void FN(proj_tile)(
     const REAL *restrict w, const REAL *restrict hc, long ldc, REAL *restrict hout, long ldo, int Kc, const int nr)

@@ -105,6 +105,12 @@ typedef void (*input_blocks_f32_t)(const float *, const float *, const float *, 
                                    const int *, int, int, int, int, int, int, int);
 typedef void (*input_blocks_f64_t)(const double *, const double *, const double *, long, long, double *, long, long,
                                    const int *, int, int, int, int, int, int, int);
+typedef void (*step_blocks_f32_t)(const float *, const float *, const float *, long, int, float *, long,
+                                  const float *, const float *, float, int, const float *, long, float *, long,
+                                  float *, long, const int *, int, int, int, int, int, int);
+typedef void (*step_blocks_f64_t)(const double *, const double *, const double *, long, int, double *, long,
+                                  const double *, const double *, double, int, const double *, long, double *, long,
+                                  double *, long, const int *, int, int, int, int, int, int);
 typedef void (*proj_blocks_f32_t)(const float *, const float *, long, float *, long, const int *, int, int, int, int, int);
 typedef void (*proj_blocks_f64_t)(const double *, const double *, long, double *, long, const int *, int, int, int, int, int);
 
@@ -117,8 +123,10 @@ static struct {
     input_blocks_f64_t input_f64;
     proj_blocks_f32_t proj_f32;
     proj_blocks_f64_t proj_f64;
+    step_blocks_f32_t step_f32;
+    step_blocks_f64_t step_f64;
 } lstm_isa = {"sse2", 16, cell_blocks_f32_base, cell_blocks_f64_base, input_blocks_f32_base, input_blocks_f64_base,
-             proj_blocks_f32_base, proj_blocks_f64_base};
+             proj_blocks_f32_base, proj_blocks_f64_base, step_blocks_f32_base, step_blocks_f64_base};
 
 /* What the CPU supports: 2 = AVX-512, 1 = AVX2+FMA, 0 = baseline. */
 static int lstm_cpu_isa_level(void) {
@@ -142,6 +150,7 @@ static int lstm_select_isa(int max_level) {
         lstm_isa.cell_f32 = cell_blocks_f32_avx512; lstm_isa.cell_f64 = cell_blocks_f64_avx512;
         lstm_isa.input_f32 = input_blocks_f32_avx512; lstm_isa.input_f64 = input_blocks_f64_avx512;
         lstm_isa.proj_f32 = proj_blocks_f32_avx512; lstm_isa.proj_f64 = proj_blocks_f64_avx512;
+        lstm_isa.step_f32 = step_blocks_f32_avx512; lstm_isa.step_f64 = step_blocks_f64_avx512;
         return 2;
     }
     if (level == 1) {
@@ -149,13 +158,15 @@ static int lstm_select_isa(int max_level) {
         lstm_isa.cell_f32 = cell_blocks_f32_avx2; lstm_isa.cell_f64 = cell_blocks_f64_avx2;
         lstm_isa.input_f32 = input_blocks_f32_avx2; lstm_isa.input_f64 = input_blocks_f64_avx2;
         lstm_isa.proj_f32 = proj_blocks_f32_avx2; lstm_isa.proj_f64 = proj_blocks_f64_avx2;
+        lstm_isa.step_f32 = step_blocks_f32_avx2; lstm_isa.step_f64 = step_blocks_f64_avx2;
         return 1;
     }
 #endif
     lstm_isa.name = "sse2"; lstm_isa.vector_bytes = 16;
     lstm_isa.cell_f32 = cell_blocks_f32_base; lstm_isa.cell_f64 = cell_blocks_f64_base;
-        lstm_isa.input_f32 = input_blocks_f32_base; lstm_isa.input_f64 = input_blocks_f64_base;
+    lstm_isa.input_f32 = input_blocks_f32_base; lstm_isa.input_f64 = input_blocks_f64_base;
     lstm_isa.proj_f32 = proj_blocks_f32_base; lstm_isa.proj_f64 = proj_blocks_f64_base;
+    lstm_isa.step_f32 = step_blocks_f32_base; lstm_isa.step_f64 = step_blocks_f64_base;
     return 0;
 }
 
@@ -191,6 +202,22 @@ static inline void proj_blocks_f32(const float *w, const float *hc, long ldc, fl
 static inline void proj_blocks_f64(const double *w, const double *hc, long ldc, double *hout, long ldo,
                                    const int *lengths, int t, int B, int Kc, int q0, int q1) {
     lstm_isa.proj_f64(w, hc, ldc, hout, ldo, lengths, t, B, Kc, q0, q1);
+}
+
+static inline void step_blocks_f32(const float *w_ih, const float *bias, const float *x, long x_bs, int n_in, float *gx,
+                                   long ldg, const float *w_hh, const float *peep, float clip, int input_forget,
+                                   const float *h, long ldh, float *c, long ldc, float *hout, long ldo,
+                                   const int *lengths, int B, int K, int j0, int j1, int narrow, int descending) {
+    lstm_isa.step_f32(w_ih, bias, x, x_bs, n_in, gx, ldg, w_hh, peep, clip, input_forget, h, ldh, c, ldc, hout, ldo,
+                      lengths, B, K, j0, j1, narrow, descending);
+}
+static inline void step_blocks_f64(const double *w_ih, const double *bias, const double *x, long x_bs, int n_in,
+                                   double *gx, long ldg, const double *w_hh, const double *peep, double clip,
+                                   int input_forget, const double *h, long ldh, double *c, long ldc, double *hout,
+                                   long ldo, const int *lengths, int B, int K, int j0, int j1, int narrow,
+                                   int descending) {
+    lstm_isa.step_f64(w_ih, bias, x, x_bs, n_in, gx, ldg, w_hh, peep, clip, input_forget, h, ldh, c, ldc, hout, ldo,
+                      lengths, B, K, j0, j1, narrow, descending);
 }
 
 /* ---- OpenMP shims (serial fallbacks when built without OpenMP) --------------------------------- */

@@ -21,6 +21,7 @@ def restore_thread_setting(monkeypatch):
     """Put back set_num_threads' override and the crossover after each test."""
     monkeypatch.setattr(_threads, "_override", _threads._override)
     monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", _threads.MIN_WORK_PER_THREAD)
+    monkeypatch.setattr(_threads, "MIN_STEP_WORK_PER_THREAD", _threads.MIN_STEP_WORK_PER_THREAD)
     yield
 
 
@@ -189,6 +190,42 @@ def test_batch_of_one_on_many_threads(bidirectional, dtype):
     for n in (2, 3, 4, 5):
         assert_forward_bitwise(results[n], results[1], what=f"{n} threads vs 1")
     assert np.all(results[1][0][T - 7:] == 0), "outputs past the length must be zero"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("config", [dict(num_layers=2), dict(proj_size=20), dict(bidirectional=True)],
+                         ids=["L2", "proj", "bi"])
+def test_single_steps_on_many_threads(config, dtype):
+    """A single time step runs each block's input projection right before its step, in an order that alternates
+    from call to call: forwards of T = 1 (the torch habit lstm(x_t[None], hx)) and streaming steps on 1 to 4
+    threads give the same bits, and for one direction the bits of one forward over the sequence."""
+    _threads.MIN_STEP_WORK_PER_THREAD = 1
+    fast, ref = model_pair(5, 70, seed=3, dtype=dtype, **config)
+    T, B = 5, 2
+    args = make_inputs(fast, T, B, rng=np.random.default_rng(3), hx=True)
+    results = {}
+    for n in (1, 2, 3, 4):
+        fastlstm.set_num_threads(n)
+        assert _threads.effective_threads(70, fast.out_size, B, fast.num_directions, steps=1, input_size=5) == n
+        hx, outputs = args["hx"], []
+        for t in range(T):
+            out, hx = fast(args["x"][t : t + 1], hx)
+            outputs.append(out[0])
+        results[n] = (np.stack(outputs), hx)
+        assert_forward_bitwise(results[n], results[1], what=f"forwards of T = 1 on {n} threads vs 1")
+        if not fast.bidirectional:
+            stream = fast.stream(B, args["hx"])
+            steps = np.stack([stream.step(args["x"][t]) for t in range(T)])
+            assert_forward_bitwise((steps, stream.state), results[1], what=f"stream on {n} threads")
+    if fast.bidirectional:  # each call is a sequence of one step; the reference chained the same way
+        hx, outputs = args["hx"], []
+        for t in range(T):
+            out, hx = ref(args["x"][t : t + 1], hx)
+            outputs.append(out[0])
+        assert_forward_close(results[1], (np.stack(outputs), hx), dtype)
+    else:
+        assert_forward_bitwise(results[1], fast(args["x"], args["hx"]), what="steps vs one forward")
+        assert_forward_close(results[1], ref(args["x"], args["hx"]), dtype)
 
 
 def test_single_step_forward_uses_the_streaming_rule():
