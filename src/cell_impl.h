@@ -322,7 +322,8 @@ ATTR static void FN(input_blocks)(
         const REAL *wj = w_ih + (long)j * n_in * 4 * VL;
         const REAL *bj = bias + (long)j * 4 * VL;
         const int is_narrow = j == narrow;
-#define INPUT_TILE(n) (is_narrow ? FN(input_tile)(wj, bj, xr, gr, n_in, n, 2) : FN(input_tile)(wj, bj, xr, gr, n_in, n, 4))
+#define INPUT_TILE(n) \
+    (is_narrow ? FN(input_tile)(wj, bj, xr, gr, n_in, n, 2) : FN(input_tile)(wj, bj, xr, gr, n_in, n, 4))
         int nr = 0;
         for (int s = 0; s < nsteps; s++) {
             for (int b = 0; b < B; b++) {
