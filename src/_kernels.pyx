@@ -127,7 +127,7 @@ cdef class PackedModel:
     """
     cdef ModelInfo info
     cdef readonly tuple arrays
-    cdef int single_steps      # forward calls of one time step so far: their parity orders the blocks
+    cdef bint step_parity      # flips at every call of one time step: the order of its blocks
 
     def __cinit__(self, int num_layers, int num_directions, int hidden_size, int proj_size, int block,
                   bint narrow_last, bint is_double, double clip, bint input_forget, bint reverse_only, tuple arrays):
@@ -463,8 +463,8 @@ cpdef forward(PackedModel m, cnp.ndarray x, bint batch_first, cnp.ndarray h0, cn
     cdef const int *lens = <const int *> cnp.PyArray_DATA(lengths)
     cdef bint descending = False
     if T == 1:                  # alternate the order of the blocks from one single-step call to the next
-        m.single_steps += 1
-        descending = m.single_steps & 1
+        m.step_parity = not m.step_parity
+        descending = m.step_parity
     _calls_in_flight += 1
     num_threads = max(1, num_threads // _calls_in_flight)
     try:
@@ -545,8 +545,8 @@ def stream_step(PackedModel m, cnp.ndarray x, cnp.ndarray out, cnp.ndarray h, cn
     cdef char *x_lo = <char *> cnp.PyArray_DATA(x)
     cdef char *out_lo = <char *> cnp.PyArray_DATA(out)
     cdef bint overlap = x_lo < out_lo + cnp.PyArray_NBYTES(out) and out_lo < x_lo + cnp.PyArray_NBYTES(x)
-    m.single_steps += 1
-    cdef bint descending = m.single_steps & 1
+    m.step_parity = not m.step_parity
+    cdef bint descending = m.step_parity
     if m.info.is_double:
         with nogil:
             _forward[double](&m.info, <const double *> x_lo, 1, B, False,
