@@ -3,9 +3,10 @@
 One OpenMP parallel region runs the whole forward. Each thread owns a fixed range of blocks of hidden units
 for every layer and direction, so its slices of W_ih and W_hh stay in its core's cache. Per chunk of time
 steps a thread first computes the input projection (b + W_ih x_t) of its own blocks for all the chunk's rows,
-then runs the steps. After each step the threads of a direction wait for one another (each publishes its
-count of finished steps), so h_t is complete before anyone reads it; the whole team meets at a
-barrier per layer, and mid-step with a projection.
+then runs the steps (a single step projects each block right before the block's step: step_blocks). After
+each step the threads of a direction wait for one another (each publishes its count of finished steps), so
+h_t is complete before anyone reads it; the whole team meets at a barrier per layer, and mid-step with a
+projection.
 The micro-kernels live in cell_kernels.h. Every element is computed by one thread in a fixed order, so
 results do not depend on the thread count. Python (fastlstm/_lstm.py) validates every argument first.
 
@@ -272,14 +273,13 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
         else:
             t_lo = ci * run.chunk
             t_hi = min(T, t_lo + run.chunk)
-        if fused:
-            pass                                 # each block's projection comes with its step, below
-        elif floating is float:
-            input_blocks_f32(<const float *> w.w_ih, <const float *> w.bias, x + t_lo * x_ts, x_ts, x_bs,
-                             gx, B * G, G, run.lengths, t_lo, t_hi - t_lo, B, w.input_size, j0, j1, run.narrow_block)
-        else:
-            input_blocks_f64(<const double *> w.w_ih, <const double *> w.bias, x + t_lo * x_ts, x_ts, x_bs,
-                             gx, B * G, G, run.lengths, t_lo, t_hi - t_lo, B, w.input_size, j0, j1, run.narrow_block)
+        if not fused:                            # (fused: each block's projection comes with its step)
+            if floating is float:
+                input_blocks_f32(<const float *> w.w_ih, <const float *> w.bias, x + t_lo * x_ts, x_ts, x_bs, gx,
+                                 B * G, G, run.lengths, t_lo, t_hi - t_lo, B, w.input_size, j0, j1, run.narrow_block)
+            else:
+                input_blocks_f64(<const double *> w.w_ih, <const double *> w.bias, x + t_lo * x_ts, x_ts, x_bs, gx,
+                                 B * G, G, run.lengths, t_lo, t_hi - t_lo, B, w.input_size, j0, j1, run.narrow_block)
         if run.input_aliases_output:
             lstm_barrier_wait(run.barrier)       # every thread has read x before any writes out
         for s in range(t_hi - t_lo):
