@@ -131,6 +131,7 @@ class LSTM(LSTMBase):
                 return plan.run(x, self._workspaces, _MAX_POOLED_WORKSPACES, threads)
         return super().__call__(x, hx, lengths=lengths)
 
+    __call__.__doc__ = LSTMBase.__call__.__doc__
     forward = __call__
 
     def _forward_validated(self, call: ValidatedCall):
