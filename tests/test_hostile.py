@@ -307,6 +307,15 @@ def same(a, b):
 
 def report(name, ok):
     print(name, "ok" if ok else "MISMATCH", flush=True)
+
+def flat(result):  # (output, (h_n, c_n)) -> (output, h_n, c_n)
+    return (result[0],) + tuple(result[1])
+
+def same_forward(got, want):
+    return all(same(a, b) for a, b in zip(flat(got), flat(want)))
+
+def close_forward(got, want, atol):
+    return all(np.allclose(a, b, rtol=0, atol=atol) for a, b in zip(flat(got), flat(want)))
 """
 
 
@@ -340,14 +349,13 @@ for dtype in (np.float32, np.float64):
         xm, hm, cm = misaligned(x, writeable), misaligned(h, writeable), misaligned(c, writeable)
         lm = misaligned(lengths.astype(np.int32), writeable)
         got = fast(xm, (hm, cm), lengths=lm)
-        ok = all(same(a, b) for a, b in zip((got[0],) + got[1], (want[0],) + want[1]))
-        ok = ok and all(np.allclose(a, b, rtol=0, atol=atol) for a, b in zip((got[0],) + got[1], (refr[0],) + refr[1]))
+        ok = same_forward(got, want) and close_forward(got, refr, atol)
         ok = ok and same(xm, x) and same(hm, h) and same(cm, c)
         report(f"{dn} forward writeable={writeable}", ok)
     # unbatched and batch_first
     got = fast(misaligned(x[:, 1]), (misaligned(h[:, 1]), misaligned(c[:, 1])))
     w = fast(x[:, 1].copy(), (h[:, 1].copy(), c[:, 1].copy()))
-    report(f"{dn} unbatched", all(same(a, b) for a, b in zip((got[0],) + got[1], (w[0],) + w[1])))
+    report(f"{dn} unbatched", same_forward(got, w))
     bf = fastlstm.LSTM(3, 20, batch_first=True, seed=2, dtype=dtype)
     xb = np.ascontiguousarray(x.transpose(1, 0, 2))
     report(f"{dn} batch_first", same(bf(misaligned(xb))[0], bf(xb)[0]))
@@ -371,7 +379,7 @@ for dtype in (np.float32, np.float64):
     b.weight_hh_l1_reverse = misaligned(values["weight_hh_l1_reverse"])
     ok = all(same(b.state_dict()[k], v) for k, v in values.items())
     r1, r2 = a(x, (h, c)), b(x, (h, c))
-    report(f"{dn} parameters", ok and all(same(p, q) for p, q in zip((r1[0],) + r1[1], (r2[0],) + r2[1])))
+    report(f"{dn} parameters", ok and same_forward(r1, r2))
 """
 
 
@@ -412,8 +420,7 @@ for dtype in (np.float32, np.float64):
             dense = fast(np.ascontiguousarray(x), *(((h.copy(), c.copy()),) if use_hx else (None,)),
                          lengths=None if not use_len else lengths.copy())
             want = ref(np.ascontiguousarray(x), *args, **kwargs)
-            ok = all(same(a, b) for a, b in zip((got[0],) + got[1], (dense[0],) + dense[1]))
-            ok = ok and all(np.allclose(a, b, rtol=0, atol=atol) for a, b in zip((got[0],) + got[1], (want[0],) + want[1]))
+            ok = same_forward(got, dense) and close_forward(got, want, atol)
             # rows that saw the same input and state are equal (the batch axis was broadcast)
             if name in ("x all one element", "x one row", "x one sequence"):
                 ok = ok and all(same(got[0][:, b], got[0][:, 0]) for b in range(4))

@@ -76,6 +76,14 @@ def build(config):
     return fast, ref
 
 
+def time_major_batch(data, min_T=0):
+    """(config, args, fast model) for a drawn time-major configuration and a call with at least 2 rows."""
+    config = data.draw(configs(), label="config")
+    config["batch_first"] = False
+    args = data.draw(calls(config, min_T=min_T, min_B=2), label="call")
+    return config, args, build(config)[0]
+
+
 def run(model, args):
     return model(args["x"], args["hx"], lengths=args["lengths"])
 
@@ -101,10 +109,7 @@ def test_random_configurations_match_reference(data):
 @SETTINGS
 @given(data=st.data())
 def test_lengths_equal_each_sequence_alone(data):
-    config = data.draw(configs(), label="config")
-    config["batch_first"] = False
-    args = data.draw(calls(config, min_T=1, min_B=2), label="call")
-    fast, _ = build(config)
+    config, args, fast = time_major_batch(data, min_T=1)
     if args["lengths"] is None:
         args["lengths"] = np.random.default_rng(args["T"]).integers(1, args["T"] + 1, size=args["B"])
     out, (hn, cn) = got = run(fast, args)
@@ -127,10 +132,7 @@ def test_lengths_equal_each_sequence_alone(data):
 @SETTINGS
 @given(data=st.data())
 def test_batch_first_is_a_transpose(data):
-    config = data.draw(configs(), label="config")
-    config["batch_first"] = False
-    args = data.draw(calls(config, min_B=2), label="call")
-    tb, _ = build(config)
+    config, args, tb = time_major_batch(data)
     bf = fastlstm.LSTM(**dict(config, batch_first=True))
     out, (hn, cn) = run(tb, args)
     out_bf, (hn_bf, cn_bf) = bf(args["x"].transpose(1, 0, 2), args["hx"], lengths=args["lengths"])
@@ -144,10 +146,7 @@ def test_batch_first_is_a_transpose(data):
 @given(data=st.data())
 def test_rows_do_not_depend_on_the_rest_of_the_batch(data):
     """A batch computed whole equals its rows computed in two separate halves."""
-    config = data.draw(configs(), label="config")
-    config["batch_first"] = False
-    args = data.draw(calls(config, min_B=2), label="call")
-    fast, _ = build(config)
+    config, args, fast = time_major_batch(data)
     out, (hn, cn) = run(fast, args)
     split = data.draw(st.integers(1, args["B"] - 1), label="split")
     dtype = config["dtype"]

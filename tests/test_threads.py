@@ -123,12 +123,22 @@ LARGE_CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("config", LARGE_CONFIGS, ids=lambda c: "I{}-H{}-P{}-L{}-bi{}-bf{}-T{}-B{}".format(*c[:8]))
-def test_bitwise_identical_across_thread_counts(config, dtype):
+def config_id(config) -> str:
+    return "I{}-H{}-P{}-L{}-bi{}-bf{}-T{}-B{}".format(*config[:8])
+
+
+def case(config, dtype, data_seed):
+    """(fast, ref, H, P, B, args) for a config row (I, H, P, L, bidirectional, batch_first, T, B, hx, lengths)."""
     I, H, P, L, bi, bf, T, B, hx, lengths = config
     fast, ref = model_pair(I, H, L, seed=H + B, proj_size=P, bidirectional=bi, batch_first=bf, dtype=dtype)
-    args = make_inputs(fast, T, B, rng=np.random.default_rng(H * B), hx=hx, lengths=lengths)
+    args = make_inputs(fast, T, B, rng=np.random.default_rng(data_seed), hx=hx, lengths=lengths)
+    return fast, ref, H, P, B, args
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("config", LARGE_CONFIGS, ids=config_id)
+def test_bitwise_identical_across_thread_counts(config, dtype):
+    fast, ref, H, P, B, args = case(config, dtype, data_seed=config[1] * config[7])
     results = {}
     for n in (1, 2, 3):
         fastlstm.set_num_threads(n)
@@ -151,13 +161,11 @@ SMALL_CONFIGS = [
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("config", SMALL_CONFIGS, ids=lambda c: "I{}-H{}-P{}-L{}-bi{}-bf{}-T{}-B{}".format(*c[:8]))
+@pytest.mark.parametrize("config", SMALL_CONFIGS, ids=config_id)
 def test_small_shapes_on_many_threads(config, dtype):
     """With the crossover at 1, even tiny problems split their blocks over every thread."""
-    I, H, P, L, bi, bf, T, B, hx, lengths = config
     _threads.MIN_WORK_PER_THREAD = 1
-    fast, ref = model_pair(I, H, L, seed=H + B, proj_size=P, bidirectional=bi, batch_first=bf, dtype=dtype)
-    args = make_inputs(fast, T, B, rng=np.random.default_rng(H + P), hx=hx, lengths=lengths)
+    fast, ref, H, P, B, args = case(config, dtype, data_seed=config[1] + config[2])
     want = ref(args["x"], args["hx"], lengths=args["lengths"])
     nblocks = -(-H // block_width(dtype))
     results = {}
