@@ -19,6 +19,9 @@ from cython.parallel cimport parallel
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 cimport numpy as cnp
+import numpy as np
+
+from . import _threads
 
 
 cnp.import_array()
@@ -532,32 +535,91 @@ cdef class ForwardPlan:
         return out, (hn, cn)
 
 
-def stream_step(PackedModel m, cnp.ndarray x, cnp.ndarray out, cnp.ndarray h, cnp.ndarray c,
-                cnp.ndarray lengths, cnp.ndarray workspace, int num_threads):
-    """One time step of every layer, the state updated in place, with the GIL released.
+cdef inline bint _is_plain_array(object a, int typenum, const cnp.npy_intp *dims) noexcept:
+    """a is exactly an ndarray of typenum in native byte order, C-contiguous, aligned, of shape dims (2 axes)."""
+    if not cnp.PyArray_CheckExact(a):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray> a
+    # ISCARRAY_RO: C-contiguous, aligned and not byte-swapped
+    return (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_ISCARRAY_RO(arr)
+            and cnp.PyArray_NDIM(arr) == 2 and arr.shape[0] == dims[0] and arr.shape[1] == dims[1])
 
-    x (B, I) IN READ-ONLY; out (B, D*K) OUT, may overlap x; h (L*D, B, K) and c (L*D, B, H) IN/OUT (each
-    thread reads and then writes only its own units, so in place is safe); lengths (B,) int32 of ones;
-    workspace sized by m.workspace_size(1, B). All C-contiguous in the model's dtype (fastlstm.Stream checks).
+
+cdef class StreamCore:
+    """The native half of fastlstm.Stream, which subclasses it: the state (h, c) and one time step.
+
+    step() recognises the common call in C: x_t, and out if given, exact ndarrays of the model's dtype and the
+    stream's shapes, C-contiguous and aligned (out writable). Any other call goes to the subclass's
+    _step_checked, which converts or raises and then calls _run.
     """
-    cdef int B = x.shape[0]
-    cdef const int *lens = <const int *> cnp.PyArray_DATA(lengths)
-    cdef char *x_lo = <char *> cnp.PyArray_DATA(x)
-    cdef char *out_lo = <char *> cnp.PyArray_DATA(out)
-    cdef bint overlap = x_lo < out_lo + cnp.PyArray_NBYTES(out) and out_lo < x_lo + cnp.PyArray_NBYTES(x)
-    m.step_parity = not m.step_parity
-    cdef bint descending = m.step_parity
-    if m.info.is_double:
-        with nogil:
-            _forward[double](&m.info, <const double *> x_lo, 1, B, False,
-                             <const double *> cnp.PyArray_DATA(h), <const double *> cnp.PyArray_DATA(c), lens,
-                             <double *> out_lo, <double *> cnp.PyArray_DATA(h),
-                             <double *> cnp.PyArray_DATA(c), <double *> cnp.PyArray_DATA(workspace), num_threads,
-                             overlap, descending)
-    else:
-        with nogil:
-            _forward[float](&m.info, <const float *> x_lo, 1, B, False,
-                            <const float *> cnp.PyArray_DATA(h), <const float *> cnp.PyArray_DATA(c), lens,
-                            <float *> out_lo, <float *> cnp.PyArray_DATA(h),
-                            <float *> cnp.PyArray_DATA(c), <float *> cnp.PyArray_DATA(workspace), num_threads,
-                            overlap, descending)
+    cdef readonly object _model
+    cdef readonly cnp.ndarray _h, _c
+    cdef cnp.ndarray _lengths, _workspace
+    cdef PackedModel _packed
+    cdef readonly int _threads
+    cdef int _typenum
+    cdef cnp.npy_intp _x_dims[2]
+    cdef cnp.npy_intp _out_dims[2]
+
+    def __init__(self, model, batch_size, int threads):
+        """State for ``batch_size`` rows of ``model`` (zeros), stepped on at most ``threads`` threads. A batch too
+        large for memory fails in the allocation (MemoryError or ValueError), before any C int holds it."""
+        dtype = np.dtype(model.dtype)
+        self._model, self._threads, self._typenum = model, threads, dtype.num
+        self._h = np.zeros((model.num_layers, batch_size, model.out_size), dtype)
+        self._c = np.zeros((model.num_layers, batch_size, model.hidden_size), dtype)
+        self._lengths = np.ones(batch_size, np.int32)
+        self._x_dims[0], self._x_dims[1] = batch_size, model.input_size
+        self._out_dims[0], self._out_dims[1] = batch_size, model.out_size
+
+    def step(self, x_t, out=None):
+        """Advance one time step: x_t (B, I) -> y_t (B, H_out), whatever batch_first is.
+
+        With ``out`` (C-contiguous, (B, H_out), the model's dtype, writable) the result is written there and
+        ``out`` itself is returned; nothing is allocated.
+        """
+        if _is_plain_array(x_t, self._typenum, self._x_dims) and (
+                out is None or (_is_plain_array(out, self._typenum, self._out_dims)
+                                and cnp.PyArray_ISWRITEABLE(<cnp.ndarray> out))):
+            if out is None:
+                out = cnp.PyArray_EMPTY(2, self._out_dims, self._typenum, 0)
+            self._advance(x_t, out)
+            return out
+        return self._step_checked(x_t, out)
+
+    def _run(self, cnp.ndarray x, cnp.ndarray out):
+        """One step of checked arrays: x (B, I) and out (B, H_out), C-contiguous in the model's dtype."""
+        self._advance(x, out)
+
+    cdef void _advance(self, cnp.ndarray x, cnp.ndarray out) except *:
+        """One time step of every layer, the state updated in place, with the GIL released. out may overlap x.
+
+        h (L, B, K) and c (L, B, H) are read and written in place: each thread reads and then writes only its
+        own units. The workspace follows the model's packed weights (its parameters may have been reassigned).
+        """
+        cdef PackedModel m = self._model._packed
+        if m is not self._packed:
+            from ._packing import _aligned_empty
+            self._workspace = _aligned_empty((m.workspace_size(1, self._x_dims[0]),), self._model.dtype)
+            self._packed = m
+        cdef int threads = 1 if _threads._forked_child else self._threads
+        cdef int B = self._x_dims[0]
+        cdef const int *lens = <const int *> cnp.PyArray_DATA(self._lengths)
+        cdef char *x_lo = <char *> cnp.PyArray_DATA(x)
+        cdef char *out_lo = <char *> cnp.PyArray_DATA(out)
+        cdef bint overlap = x_lo < out_lo + cnp.PyArray_NBYTES(out) and out_lo < x_lo + cnp.PyArray_NBYTES(x)
+        cdef void *h = cnp.PyArray_DATA(self._h)
+        cdef void *c = cnp.PyArray_DATA(self._c)
+        cdef void *ws = cnp.PyArray_DATA(self._workspace)
+        m.step_parity = not m.step_parity
+        cdef bint descending = m.step_parity
+        if m.info.is_double:
+            with nogil:
+                _forward[double](&m.info, <const double *> x_lo, 1, B, False, <const double *> h, <const double *> c,
+                                 lens, <double *> out_lo, <double *> h, <double *> c, <double *> ws, threads, overlap,
+                                 descending)
+        else:
+            with nogil:
+                _forward[float](&m.info, <const float *> x_lo, 1, B, False, <const float *> h, <const float *> c,
+                                lens, <float *> out_lo, <float *> h, <float *> c, <float *> ws, threads, overlap,
+                                descending)

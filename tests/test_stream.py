@@ -125,6 +125,59 @@ def test_stream_follows_parameter_assignment():
     np.testing.assert_array_equal(stream.step(x), model(x[None])[0][0])
 
 
+class _Subclass(np.ndarray):
+    pass
+
+
+def _misaligned(a):
+    """a's values in an array whose data starts one byte past an aligned address (C-contiguous, unaligned)."""
+    buf = np.zeros(a.nbytes + 1, np.uint8)
+    view = np.frombuffer(buf.data, a.dtype, a.size, offset=1).reshape(a.shape)
+    view[...] = a
+    return view
+
+
+STEP_INPUTS = {
+    "byte-swapped": lambda x: x.astype(x.dtype.newbyteorder()),
+    "strided": lambda x: np.repeat(x, 2, axis=1)[:, ::2],
+    "fortran": lambda x: np.asfortranarray(x),
+    "unaligned": _misaligned,
+    "float64": lambda x: x.astype(np.float64),
+    "list": lambda x: x.tolist(),
+    "subclass": lambda x: x.view(_Subclass),
+}
+
+
+@pytest.mark.parametrize("kind", STEP_INPUTS)
+@pytest.mark.parametrize("with_out", [False, True])
+def test_every_kind_of_step_input_gives_the_same_bits(kind, with_out):
+    # step() runs plain arrays of the model's dtype and shapes without leaving C and hands every other input
+    # to the checked path: both must give the bits of the plain call
+    rng = np.random.default_rng(4)
+    model = fastlstm.LSTM(5, 7, 2, seed=2)
+    plain, other = model.stream(3), model.stream(3)
+    for _ in range(4):
+        x = rng.standard_normal((3, 5)).astype(np.float32)
+        expected = plain.step(x).copy()
+        out = np.full((3, 7), np.nan, np.float32) if with_out else None
+        got = other.step(STEP_INPUTS[kind](x), out=out)
+        assert np.array_equal(got, expected)
+        assert got is out or not with_out
+    for a, b in zip(plain.state, other.state):
+        assert np.array_equal(a, b)
+
+
+def test_bad_out_with_a_plain_input():
+    stream = fastlstm.LSTM(3, 4).stream(2)
+    x = np.ones((2, 3), np.float32)
+    frozen = np.empty((2, 4), np.float32)
+    frozen.flags.writeable = False
+    swapped = np.empty((2, 4), np.dtype(np.float32).newbyteorder())
+    for bad in (np.empty((2, 5), np.float32), np.empty((4, 2), np.float32).T, frozen, swapped, [[0.0] * 4] * 2):
+        with pytest.raises(ValueError, match="out must be"):
+            stream.step(x, out=bad)
+
+
 @pytest.mark.parametrize("direction", ["bidirectional", "reverse"])
 def test_only_forward_models_stream(direction):
     model = fastlstm.LSTM(3, 4, direction=direction)
