@@ -120,15 +120,14 @@ class LSTM(LSTMBase):
     # ---- forward ------------------------------------------------------------------------------
 
     def __call__(self, x: Any, hx: Optional[Any] = None, *, lengths: Any = None):
-        # The common call, an array of the model's dtype in C order without hx or lengths, in one native call
-        # once a call of the same shape has been checked: its plan (zero states, lengths, shapes) is cached then.
-        if hx is None and lengths is None and type(x) is np.ndarray and x.dtype == self.dtype and x.flags.c_contiguous:
+        # The common call (an array of the model's dtype in C order, hx None or a pair of such arrays, no lengths)
+        # in one native call once a call of the same shape has been checked and its plan cached.
+        if lengths is None and type(x) is np.ndarray:
             plan = self._constants.get(("plan", x.shape))
-            if plan is not None and plan.packed is self._packed:
-                LD, H, K, DK = self._state_sizes
-                threads = _threads.effective_threads(H, K, plan.B, self.num_directions, steps=plan.T,
-                                                     input_size=self.input_size)
-                return plan.run(x, self._workspaces, _MAX_POOLED_WORKSPACES, threads)
+            if plan is not None:
+                result = plan.run(self, x, hx)
+                if result is not None:
+                    return result
         return super().__call__(x, hx, lengths=lengths)
 
     __call__.__doc__ = LSTMBase.__call__.__doc__
@@ -165,11 +164,14 @@ class LSTM(LSTMBase):
                 _kernels.forward(packed, x, batch_first, h0, c0, lengths, out, hn, cn, ws, threads)
             finally:
                 self._release_workspace(ws)
-            if call.h0 is None and call.lengths is None and call.batched and x is call.x:  # the plan of __call__
+            if call.lengths is None and call.batched and x is call.x:  # the plan of __call__ for this shape
                 plan = self._constants.get(("plan", x.shape))
                 if plan is None or plan.packed is not packed:
-                    self._cache(("plan", x.shape), _kernels.ForwardPlan(packed, batch_first, T, B, h0, c0, lengths,
-                                                                        out.shape))
+                    zeros = self._cached(("state", B), lambda: (np.zeros((LD, B, K), dtype),
+                                                                np.zeros((LD, B, H), dtype)))
+                    thread_args = (H, K, B, self.num_directions, T, self.input_size)
+                    self._cache(("plan", x.shape), _kernels.ForwardPlan(packed, batch_first, x.shape, *zeros, lengths,
+                                                                        out.shape, thread_args, _MAX_POOLED_WORKSPACES))
         if not call.batched:
             return out.reshape(T, DK), (hn.reshape(LD, K), cn.reshape(LD, H))
         return out, (hn, cn)

@@ -489,60 +489,94 @@ cpdef forward(PackedModel m, cnp.ndarray x, bint batch_first, cnp.ndarray h0, cn
         _calls_in_flight -= 1
 
 
+cdef inline bint _is_plain_array(object a, int typenum, int ndim, const cnp.npy_intp *dims) noexcept:
+    """a is exactly an ndarray of typenum in native byte order, C-contiguous, aligned, of shape dims (ndim axes)."""
+    if not cnp.PyArray_CheckExact(a):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray> a
+    cdef int i
+    # ISCARRAY_RO: C-contiguous, aligned and not byte-swapped
+    if not (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_ISCARRAY_RO(arr) and cnp.PyArray_NDIM(arr) == ndim):
+        return False
+    for i in range(ndim):
+        if arr.shape[i] != dims[i]:
+            return False
+    return True
+
+
 cdef class ForwardPlan:
     """The parts of a forward call that depend only on the input's shape: zero initial states, full lengths,
-    output shapes, workspace size. fastlstm.LSTM caches one per shape; run() then does the common call
-    (no hx, no lengths) in one step from Python.
+    output shapes, workspace size, thread count. fastlstm.LSTM caches one per shape; run() then does the common
+    call (an input of the model's dtype in C order, hx None or a pair of such arrays, no lengths) in one step
+    from Python.
     """
     cdef readonly PackedModel packed
     cdef cnp.ndarray h0, c0, lengths
+    cdef cnp.npy_intp x_dims[3]
     cdef cnp.npy_intp out_dims[3]
     cdef cnp.npy_intp h_dims[3]
     cdef cnp.npy_intp c_dims[3]
     cdef int typenum
     cdef bint batch_first
     cdef long workspace_size
+    cdef int max_pooled
     cdef readonly int T, B
+    cdef tuple thread_args        # the arguments of _threads.effective_threads for this shape
+    cdef int threads              # its answer when the settings it depends on were these two:
+    cdef object threads_override  # _threads._override (set_num_threads)
+    cdef object threads_forked    # _threads._forked_child
 
-    def __cinit__(self, PackedModel packed, bint batch_first, int T, int B, cnp.ndarray h0, cnp.ndarray c0,
-                  cnp.ndarray lengths, tuple out_shape):
-        """h0 (L*D, B, K), c0 (L*D, B, H) zeros; lengths (B,) int32 all T; out_shape the output's (3 axes)."""
+    def __cinit__(self, PackedModel packed, bint batch_first, tuple x_shape, cnp.ndarray h0, cnp.ndarray c0,
+                  cnp.ndarray lengths, tuple out_shape, tuple thread_args, int max_pooled):
+        """x_shape the input's (3 axes); h0 (L*D, B, K), c0 (L*D, B, H) zeros; lengths (B,) int32 all T;
+        out_shape the output's (3 axes); thread_args (H, H_out, B, D, T, I) as effective_threads takes them;
+        max_pooled: how many workspaces the model keeps."""
         cdef int i
-        self.packed, self.batch_first, self.T, self.B = packed, batch_first, T, B
+        self.packed, self.batch_first = packed, batch_first
+        self.T, self.B = (x_shape[1], x_shape[0]) if batch_first else (x_shape[0], x_shape[1])
         self.h0, self.c0, self.lengths = h0, c0, lengths
         self.typenum = cnp.PyArray_TYPE(h0)
         for i in range(3):
-            self.out_dims[i], self.h_dims[i], self.c_dims[i] = out_shape[i], h0.shape[i], c0.shape[i]
-        self.workspace_size = packed.workspace_size(T, B)
+            self.x_dims[i], self.out_dims[i] = x_shape[i], out_shape[i]
+            self.h_dims[i], self.c_dims[i] = h0.shape[i], c0.shape[i]
+        self.workspace_size = packed.workspace_size(self.T, self.B)
+        self.thread_args, self.max_pooled = thread_args, max_pooled
+        self.threads_override = self.threads_forked = self     # (never an actual setting: computed at first run)
 
-    def run(self, cnp.ndarray x, list workspaces, int max_pooled, int num_threads):
-        """forward() of x (C-contiguous, the model's dtype, this plan's shape) into new arrays; a workspace is
-        taken from ``workspaces`` (or made) and put back if fewer than ``max_pooled`` are there.
-        Returns (out, (h_n, c_n))."""
+    def run(self, model, x, hx):
+        """forward() of x with hx (None, or a tuple or list of two arrays) into new arrays, if this is a call the
+        plan can run: x and hx as the class docstring says, of this plan's shapes, and the model's weights still
+        the plan's. Returns (out, (h_n, c_n)), or None for any other call (the caller then takes the checked
+        path). A workspace is taken from the model's pool (or made) and put back if the pool has room."""
+        if not _is_plain_array(x, self.typenum, 3, self.x_dims) or model._packed is not self.packed:
+            return None
+        cdef object h0 = self.h0, c0 = self.c0
+        if hx is not None:
+            if not ((type(hx) is tuple or type(hx) is list) and len(hx) == 2):
+                return None
+            h0, c0 = hx[0], hx[1]
+            if not (_is_plain_array(h0, self.typenum, 3, self.h_dims)
+                    and _is_plain_array(c0, self.typenum, 3, self.c_dims)):
+                return None
+        override, forked = _threads._override, _threads._forked_child
+        if override is not self.threads_override or forked is not self.threads_forked:
+            H, K, B, D, T, I = self.thread_args
+            self.threads = _threads.effective_threads(H, K, B, D, steps=T, input_size=I)
+            self.threads_override, self.threads_forked = override, forked
         cdef cnp.ndarray out = cnp.PyArray_EMPTY(3, self.out_dims, self.typenum, 0)
         cdef cnp.ndarray hn = cnp.PyArray_EMPTY(3, self.h_dims, self.typenum, 0)
         cdef cnp.ndarray cn = cnp.PyArray_EMPTY(3, self.c_dims, self.typenum, 0)
+        cdef list workspaces = model._workspaces
         cdef cnp.ndarray workspace = workspaces.pop() if workspaces else None
         if workspace is None or cnp.PyArray_SIZE(workspace) < self.workspace_size:
             from ._packing import _aligned_empty
             workspace = _aligned_empty((self.workspace_size,), x.dtype)
         try:
-            forward(self.packed, x, self.batch_first, self.h0, self.c0, self.lengths, out, hn, cn, workspace,
-                    num_threads)
+            forward(self.packed, x, self.batch_first, h0, c0, self.lengths, out, hn, cn, workspace, self.threads)
         finally:
-            if len(workspaces) < max_pooled:
+            if len(workspaces) < self.max_pooled:
                 workspaces.append(workspace)
         return out, (hn, cn)
-
-
-cdef inline bint _is_plain_array(object a, int typenum, const cnp.npy_intp *dims) noexcept:
-    """a is exactly an ndarray of typenum in native byte order, C-contiguous, aligned, of shape dims (2 axes)."""
-    if not cnp.PyArray_CheckExact(a):
-        return False
-    cdef cnp.ndarray arr = <cnp.ndarray> a
-    # ISCARRAY_RO: C-contiguous, aligned and not byte-swapped
-    return (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_ISCARRAY_RO(arr)
-            and cnp.PyArray_NDIM(arr) == 2 and arr.shape[0] == dims[0] and arr.shape[1] == dims[1])
 
 
 cdef class StreamCore:
@@ -578,8 +612,8 @@ cdef class StreamCore:
         With ``out`` (C-contiguous, (B, H_out), the model's dtype, writable) the result is written there and
         ``out`` itself is returned; nothing is allocated.
         """
-        if _is_plain_array(x_t, self._typenum, self._x_dims) and (
-                out is None or (_is_plain_array(out, self._typenum, self._out_dims)
+        if _is_plain_array(x_t, self._typenum, 2, self._x_dims) and (
+                out is None or (_is_plain_array(out, self._typenum, 2, self._out_dims)
                                 and cnp.PyArray_ISWRITEABLE(<cnp.ndarray> out))):
             if out is None:
                 out = cnp.PyArray_EMPTY(2, self._out_dims, self._typenum, 0)

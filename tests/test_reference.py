@@ -359,7 +359,7 @@ def test_repeated_call_of_one_shape(dtype, batch_first):
     ref.load_state_dict(state)
     for attempt in ("first", "second"):  # the first call makes the new plan, the second takes it
         assert_forward_close(fast(x), ref(x), dtype, what=f"{attempt} call after load_state_dict")
-    # the same shape in another dtype, in Fortran order, with hx or lengths: the full path, same numbers
+    # the same shape in another dtype, in Fortran order or with lengths (the full path), with hx: same numbers
     for variant in (x.astype(np.float32 if dtype == np.float64 else np.float64), np.asfortranarray(x)):
         assert_forward_close(fast(variant), ref(variant), dtype, what=f"{variant.dtype} {variant.flags.c_contiguous}")
     B = x.shape[0] if batch_first else x.shape[1]
@@ -368,6 +368,80 @@ def test_repeated_call_of_one_shape(dtype, batch_first):
     assert_forward_close(fast(x, lengths=[7, 2, 5]), ref(x, lengths=[7, 2, 5]), dtype, what="with lengths")
     with pytest.raises(ValueError, match="input_size"):
         fast(np.zeros(x.shape[:2] + (6,), dtype))
+
+
+HX_VARIANTS = {
+    "list": lambda h: h,  # (the pair itself becomes a list below)
+    "read-only": lambda h: _read_only(h.copy()),
+    "other dtype": lambda h: h.astype(np.float64 if h.dtype == np.float32 else np.float32),
+    "strided": lambda h: np.repeat(h, 2, axis=2)[:, :, ::2],
+    "byte-swapped": lambda h: h.astype(h.dtype.newbyteorder()),
+    "nested lists": lambda h: h.tolist(),
+}
+
+
+def _read_only(a):
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_repeated_call_with_hx(dtype):
+    """Calls with hx take the cached plan too when hx is a pair of arrays of the model's dtype in C order: the
+    torch habit of stepping with ``lstm(x_t[None], hx)`` gives the bits of one call over the sequence, and every
+    other kind of hx gives the bits of the same values converted first."""
+    fast, ref = model_pair(4, 21, 2, seed=6, proj_size=5, dtype=dtype)
+    rng = _rng("plan hx", dtype)
+    T, B = 6, 3
+    x = rng.standard_normal((T, B, 4)).astype(dtype)
+    hx = (rng.standard_normal((2, B, 5)).astype(dtype), rng.standard_normal((2, B, 21)).astype(dtype))
+    whole = fast(x, hx)
+    assert_forward_close(whole, ref(x, hx), dtype)
+    outputs, state = [], hx
+    for t in range(T):  # the first step is checked and leaves the plan of shape (1, B, 4); the others take it
+        out, state = fast(x[t:t + 1], state)
+        outputs.append(out)
+    assert ("plan", (1, B, 4)) in fast._constants
+    assert_forward_bitwise((np.concatenate(outputs), state), whole, what="steps with hx")
+    step = (x[:1], hx)
+    first = fast(*step)
+    for kind, convert in HX_VARIANTS.items():
+        h0, c0 = convert(hx[0]), convert(hx[1])
+        pair = [h0, c0] if kind == "list" else (h0, c0)
+        converted = tuple(np.asarray(h, dtype) for h in (h0, c0))
+        assert_forward_bitwise(fast(x[:1], pair), fast(x[:1], converted), what=kind)
+    assert_forward_bitwise(fast(*step), first, what="after the variants")
+    with pytest.raises(ValueError, match=r"Expected hidden\[0\] size"):
+        fast(x[:1], (hx[0][:, :2], hx[1]))
+    with pytest.raises(ValueError, match=r"Expected hidden\[1\] size"):
+        fast(x[:1], (hx[0], hx[1][..., :20]))
+    with pytest.raises(TypeError, match="hx must be a tuple"):
+        fast(x[:1], (hx[0], hx[1], hx[1]))
+    with pytest.raises(TypeError, match="hx must be a tuple"):
+        fast(x[:1], hx[0])
+
+
+def test_plan_follows_the_thread_settings(monkeypatch):
+    """A plan keeps its thread count until set_num_threads changes the setting (or the process forks)."""
+    from fastlstm import _threads
+
+    monkeypatch.setattr(_threads, "_override", _threads._override)
+    asked = []
+    real = _threads.effective_threads
+    monkeypatch.setattr(_threads, "effective_threads", lambda *a, **k: asked.append(a) or real(*a, **k))
+    model = fastlstm.LSTM(3, 40, seed=0)
+    x = np.ones((5, 2, 3), np.float32)
+    expected = model(x)  # checked: asks once, and leaves the plan
+    for _ in range(3):
+        assert_forward_bitwise(model(x), expected)
+    assert len(asked) == 2, "the plan asks at its first run only"
+    fastlstm.set_num_threads(1)
+    assert_forward_bitwise(model(x), expected)
+    assert_forward_bitwise(model(x), expected)
+    assert len(asked) == 3, "a new setting is asked about once"
+    monkeypatch.setattr(_threads, "_forked_child", True)
+    assert_forward_bitwise(model(x), expected)
+    assert len(asked) == 4
 
 
 # ---- NaN and inf --------------------------------------------------------------------------------
