@@ -2,16 +2,17 @@
 
     python benchmarks/crossover.py
 
-Two tables: forwards over T=100 steps set fastlstm._threads.MIN_WORK_PER_THREAD (work = 4 * H * H_out * B
+Three tables: forwards over T=100 steps set fastlstm._threads.MIN_WORK_PER_THREAD (work = 4 * H * H_out * B
 multiply-adds of the recurrent product per step: below it, the per-step barrier costs more than the second
 thread saves); single streaming steps set MIN_STEP_WORK_PER_THREAD (work = 4 * H * (I + H_out) * B: a step
-also pays for starting the team). Medians of interleaved rounds.
+also pays for starting the team); forwards of a batch on 2 threads, split by units or by rows of the batch,
+set ROW_SPLIT_MAX_HIDDEN in src/_kernels.pyx. Medians of interleaved rounds.
 """
 import numpy as np
 
 import fastlstm
 from fastlstm._bench import time_interleaved
-from fastlstm import _threads
+from fastlstm import _kernels, _threads
 
 
 def main():
@@ -48,6 +49,24 @@ def main():
             )
             work = 4 * H * 2 * H * B
             print(f"{H:>5} {B:>3} {work:>9} {t['one'] * 1e6:>12.2f} {t['two'] * 1e6:>13.2f} {t['one'] / t['two']:>9.2f}")
+    print()
+    print("T = 100, I = 32, 2 threads: units or rows of the batch per thread")
+    print(f"{'H':>5} {'B':>3} {'units ms':>9} {'rows ms':>9} {'rows speed-up':>14}")
+    fastlstm.set_num_threads(2)
+    for H in (16, 32, 48, 64, 96, 128, 256):
+        for B in (8, 32):
+            model = fastlstm.LSTM(32, H, seed=0)
+            x = rng.standard_normal((100, B, 32)).astype(np.float32)
+
+            def split(mode):
+                _kernels.set_row_split(mode)
+                model(x)
+
+            try:
+                t = time_interleaved({"units": lambda: split(0), "rows": lambda: split(1)}, seconds=0.3, min_rounds=20)
+            finally:
+                _kernels.set_row_split(-1)
+            print(f"{H:>5} {B:>3} {t['units'] * 1e3:>9.3f} {t['rows'] * 1e3:>9.3f} {t['units'] / t['rows']:>14.2f}")
 
 
 if __name__ == "__main__":

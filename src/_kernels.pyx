@@ -7,6 +7,8 @@ then runs the steps (a single step projects each block right before the block's 
 each step the threads of a direction wait for one another (each publishes its count of finished steps), so
 h_t is complete before anyone reads it; the whole team meets at a barrier per layer, and mid-step with a
 projection.
+A one-direction LSTM of few units with a batch splits whole tiles of rows of the batch instead (_row_split_wins):
+each thread runs all units of its rows through every layer, and no thread waits for another.
 The micro-kernels live in cell_kernels.h. Every element is computed by one thread in a fixed order, so
 results do not depend on the thread count. Python (fastlstm/_lstm.py) validates every argument first.
 
@@ -31,6 +33,7 @@ cdef extern from "cell_kernels.h" nogil:
     int lstm_cpu_isa_level()
     const char *lstm_isa_name()
     int lstm_vector_bytes()
+    int lstm_tile_rows()
     int lstm_openmp_enabled()
     int lstm_thread_id()
     int lstm_team_size()
@@ -77,6 +80,12 @@ cdef enum:
     GX_CHUNK_BYTES = 1024 * 1024
     # Workspace sections start on 64-byte boundaries (in elements of the smallest dtype: 16 floats).
     ALIGN_ELEMS = 16
+    # The largest team that splits the rows of the batch (one tile of rows per thread at least).
+    MAX_ROW_TEAM = 64
+    # Hidden sizes up to which a one-direction forward splits rows rather than units when the batch allows it.
+    # benchmarks/crossover.py, third table (2 threads, T = 100, B = 8 and 32, float32, AVX-512): rows were
+    # 1.04-1.73x as fast at H = 16-48, 0.92-1.01x at 64 and 0.87-1.08x from 96 up.
+    ROW_SPLIT_MAX_HIDDEN = 48
 
 
 def select_isa(int max_level=-1):
@@ -202,13 +211,42 @@ cdef Sections _plan_workspace(const ModelInfo *m, long T, long B) noexcept nogil
     s.seq0 = s.slot * m.num_directions
     s.seq1 = _aligned(s.seq0 + (seq if m.num_layers >= 2 else 0))
     s.flags = _aligned(s.seq1 + (seq if m.num_layers >= 3 else 0))
-    s.total = _aligned(s.flags + _max_threads(m) * sizeof(lstm_step_flag) // (8 if m.is_double else 4))
+    s.total = _aligned(s.flags + max(_max_threads(m), min(B, MAX_ROW_TEAM)) * sizeof(lstm_step_flag)
+                       // (8 if m.is_double else 4))
     return s
 
 
 cdef inline int _max_threads(const ModelInfo *m) noexcept nogil:
-    """The largest team a forward starts: one block of units per thread at least."""
+    """The largest team a forward splitting units starts: one block of units per thread at least."""
     return m.num_blocks * m.num_directions
+
+
+# -1: split rows where _row_split_wins says so; 0 / 1: never / wherever the batch has two tiles of rows
+cdef int _row_split_mode = -1
+
+
+def set_row_split(int mode):
+    """Force the team's split (benchmarks/crossover.py): 1 rows, 0 units, -1 back to the measured rule."""
+    global _row_split_mode
+    if mode not in (-1, 0, 1):
+        raise ValueError(f"set_row_split: mode must be -1, 0 or 1, got {mode}")
+    _row_split_mode = mode
+
+
+def splits_rows(PackedModel m, int B):
+    """Whether a forward of m over B rows on two or more threads splits the rows of the batch among them."""
+    cdef int tiles = (B + lstm_tile_rows() - 1) // lstm_tile_rows()
+    return tiles >= 2 and _row_split_wins(&m.info, B, lstm_tile_rows())
+
+
+cdef inline bint _row_split_wins(const ModelInfo *m, long B, int tile_rows) noexcept nogil:
+    """Whether the team splits the rows of the batch rather than the units (see _thread_forward): for a
+    one-direction LSTM of few units, whose short steps cannot hide the exchange of h between the threads of a
+    unit split, when the batch holds two full tiles of rows (fewer would leave one thread a partial tile).
+    A bidirectional layer already runs its directions on different threads without waiting."""
+    if _row_split_mode >= 0:
+        return _row_split_mode == 1
+    return m.num_directions == 1 and m.hidden_size <= ROW_SPLIT_MAX_HIDDEN and B >= 2 * tile_rows
 
 
 cdef inline long _aligned(long n) noexcept nogil:
@@ -218,6 +256,8 @@ cdef inline long _aligned(long n) noexcept nogil:
 cdef struct Run:
     # shapes
     int T, B, H, Hp, K, ldh, P, V, num_blocks, num_proj_blocks, narrow_block, input_forget, chunk
+    int ldb                   # rows of the batch in the arrays and buffers; B counts the rows this run computes
+    int row_split             # each thread runs whole tiles of rows of the batch (see _thread_forward)
     int input_aliases_output  # x and out overlap (a stream fed its own output): wait until x is read
     int descending            # T = 1: run the blocks in descending order (alternated by the caller per step)
     double clip
@@ -229,7 +269,7 @@ cdef struct Run:
     void *h                  # (2, B, ldh) double-buffered
     void *c                  # (B, Hp)
     void *hc                 # (B, Hp) or NULL
-    lstm_team_barrier *barrier  # met by the whole team (a no-op outside a parallel region)
+    lstm_team_barrier *barrier  # met by the whole team (a no-op outside a parallel region, or when NULL)
     lstm_step_flag *step_flags  # (team size,): steps finished by each thread, one cache line each
 
 
@@ -243,7 +283,7 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
     """One thread's share of one layer in one direction: blocks [j0, j1) (and projection blocks [q0, q1)),
     using the buffers of direction slot ``slot``. Thread tid works with threads [first, first + count) on
     this direction; steps_done counts the steps it has finished in this forward (the count it publishes)."""
-    cdef int T = run.T, B = run.B, K = run.K, H = run.H, Hp = run.Hp, ldh = run.ldh, V = run.V
+    cdef int T = run.T, B = run.B, ldb = run.ldb, K = run.K, H = run.H, Hp = run.Hp, ldh = run.ldh, V = run.V
     cdef long G = 4 * Hp, offset = slot * run.slot_stride
     cdef floating *h_buf = <floating *> run.h + offset
     cdef floating *c = <floating *> run.c + offset
@@ -279,16 +319,16 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
         if not fused:                            # (fused: each block's projection comes with its step)
             if floating is float:
                 input_blocks_f32(<const float *> w.w_ih, <const float *> w.bias, x + t_lo * x_ts, x_ts, x_bs, gx,
-                                 B * G, G, run.lengths, t_lo, t_hi - t_lo, B, w.input_size, j0, j1, run.narrow_block)
+                                 ldb * G, G, run.lengths, t_lo, t_hi - t_lo, B, w.input_size, j0, j1, run.narrow_block)
             else:
                 input_blocks_f64(<const double *> w.w_ih, <const double *> w.bias, x + t_lo * x_ts, x_ts, x_bs, gx,
-                                 B * G, G, run.lengths, t_lo, t_hi - t_lo, B, w.input_size, j0, j1, run.narrow_block)
+                                 ldb * G, G, run.lengths, t_lo, t_hi - t_lo, B, w.input_size, j0, j1, run.narrow_block)
         if run.input_aliases_output:
             lstm_barrier_wait(run.barrier)       # every thread has read x before any writes out
         for s in range(t_hi - t_lo):
             t = t_hi - 1 - s if reverse else t_lo + s
-            h_prev = h_buf + (step % 2) * B * ldh
-            h_next = h_buf + ((step + 1) % 2) * B * ldh
+            h_prev = h_buf + (step % 2) * ldb * ldh
+            h_next = h_buf + ((step + 1) % 2) * ldb * ldh
             if floating is float:
                 if fused:
                     step_blocks_f32(<const float *> w.w_ih, <const float *> w.bias, x + t * x_ts, x_bs,
@@ -297,7 +337,7 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
                                     hc if run.P > 0 else h_next, Hp if run.P > 0 else ldh, run.lengths, B, K, j0, j1,
                                     run.narrow_block, run.descending)
                 else:
-                    cell_blocks_f32(<const float *> w.w_hh, gx + (t - t_lo) * B * G, G, <const float *> w.peep,
+                    cell_blocks_f32(<const float *> w.w_hh, gx + (t - t_lo) * ldb * G, G, <const float *> w.peep,
                                     <float> run.clip, run.input_forget, h_prev, ldh, c, Hp,
                                     hc if run.P > 0 else h_next, Hp if run.P > 0 else ldh, run.lengths, t, B, K,
                                     j0, j1, run.narrow_block)
@@ -309,7 +349,7 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
                                     hc if run.P > 0 else h_next, Hp if run.P > 0 else ldh, run.lengths, B, K, j0, j1,
                                     run.narrow_block, run.descending)
                 else:
-                    cell_blocks_f64(<const double *> w.w_hh, gx + (t - t_lo) * B * G, G, <const double *> w.peep,
+                    cell_blocks_f64(<const double *> w.w_hh, gx + (t - t_lo) * ldb * G, G, <const double *> w.peep,
                                     run.clip, run.input_forget, h_prev, ldh, c, Hp,
                                     hc if run.P > 0 else h_next, Hp if run.P > 0 else ldh, run.lengths, t, B, K,
                                     j0, j1, run.narrow_block)
@@ -337,7 +377,7 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
                     for u in range(u0, u1):
                         out_row[u] = 0
             lstm_step_wait(run.step_flags, tid, first, count, steps_done[0])
-    src = h_buf + (step % 2) * B * ldh
+    src = h_buf + (step % 2) * ldb * ldh
     for b in range(B):
         for u in range(u0, u1):
             hn[b * K + u] = src[b * ldh + u]
@@ -353,12 +393,31 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
     A bidirectional model on two or more threads runs its directions at the same time: the first half of
     the team takes the forward direction, the rest the reverse one, each with its own buffers. Both halves
     pass the same number of (team-wide) barriers per layer, so the barriers still line up.
+    With run.row_split each thread instead takes a range of rows of the batch, all of their units in every
+    layer and direction, in its rows of the shared buffers: no thread reads another's rows, so none waits.
     """
     cdef int tid = lstm_thread_id(), nt = lstm_team_size()
     cdef int L = m.num_layers, D = m.num_directions, K = m.out_size, H = m.hidden_size
-    cdef bint split = D == 2 and nt >= 2
+    cdef long T = run.T, B = run.ldb, DK = D * K, idx, I, b0 = 0
+    cdef bint rows_alone = run.row_split and nt >= 2
+    cdef bint split = D == 2 and nt >= 2 and not rows_alone
     cdef int d_first = 0, d_last = D - 1, sub_tid = tid, sub_nt = nt
-    if split:
+    cdef Run rows
+    cdef long bt = lstm_tile_rows(), tiles = (B + bt - 1) // bt
+    if rows_alone:          # rows [b0, b0 + rows.B) of the batch, all units and directions, without waiting
+        # whole register tiles of rows, as cell_blocks groups them for the whole batch: the same bits
+        b0 = tiles * tid // nt * bt
+        rows = run[0]
+        rows.B = min(B, tiles * (tid + 1) // nt * bt) - b0
+        rows.lengths = run.lengths + b0
+        rows.gx = <floating *> run.gx + b0 * 4 * run.Hp
+        rows.h = <floating *> run.h + b0 * run.ldh
+        rows.c = <floating *> run.c + b0 * run.Hp
+        rows.hc = (<floating *> run.hc + b0 * run.Hp) if run.hc != NULL else NULL
+        rows.barrier = NULL
+        run = &rows
+        sub_tid, sub_nt = 0, 1
+    elif split:
         if tid < nt // 2:
             d_last = 0
             sub_nt = nt // 2
@@ -368,23 +427,23 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
             sub_nt = nt - nt // 2
     cdef int j0 = m.num_blocks * sub_tid // sub_nt, j1 = m.num_blocks * (sub_tid + 1) // sub_nt
     cdef int q0 = m.num_proj_blocks * sub_tid // sub_nt, q1 = m.num_proj_blocks * (sub_tid + 1) // sub_nt
-    cdef long T = run.T, B = run.B, DK = D * K, idx, I
     cdef int layer, d, steps_done = 0
+    cdef long x_ts, x_bs, out_ts = DK if batch_first else B * DK, out_bs = T * DK if batch_first else DK
     cdef bint reverse
     cdef const floating *inp = x
     cdef floating *dst
     cdef unsigned int saved_mode = lstm_ftz_enter()
     for layer in range(L):
         I = m.dirs[layer * D].input_size
+        x_ts, x_bs = (I, T * I) if batch_first else (B * I, I)
         dst = out if layer == L - 1 else (seq0 if layer % 2 == 0 else seq1)
         for d in range(d_first, d_last + 1):
             idx = layer * D + d
             reverse = d == 1 or m.reverse_only != 0
-            _direction(run, d if split else 0, &m.dirs[idx], reverse,
-                       inp, I if batch_first else B * I, T * I if batch_first else I,
-                       h0 + idx * B * K, c0 + idx * B * H,
-                       dst + d * K, DK if batch_first else B * DK, T * DK if batch_first else DK,
-                       hn + idx * B * K, cn + idx * B * H, j0, j1, q0, q1,
+            _direction(run, d if split else 0, &m.dirs[idx], reverse, inp + b0 * x_bs, x_ts, x_bs,
+                       h0 + (idx * B + b0) * K, c0 + (idx * B + b0) * H,
+                       dst + d * K + b0 * out_bs, out_ts, out_bs,
+                       hn + (idx * B + b0) * K, cn + (idx * B + b0) * H, j0, j1, q0, q1,
                        tid, tid - sub_tid, sub_nt, &steps_done)
         inp = dst
     lstm_ftz_leave(saved_mode)
@@ -402,7 +461,7 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     lstm_barrier_init(&barrier)
     run.barrier = &barrier
     run.T = T
-    run.B = B
+    run.B = run.ldb = B
     run.H = m.hidden_size
     run.V = m.block
     run.Hp = m.num_blocks * m.block
@@ -423,7 +482,9 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     run.h = ws + sec.h
     run.c = ws + sec.c
     run.hc = ws + sec.hc if m.proj_size > 0 else NULL
-    num_threads = max(1, min(num_threads, _max_threads(m)))
+    cdef int tiles = (B + lstm_tile_rows() - 1) // lstm_tile_rows()
+    run.row_split = tiles >= 2 and _row_split_wins(m, B, lstm_tile_rows()) and not input_aliases_output
+    num_threads = max(1, min(num_threads, min(tiles, MAX_ROW_TEAM) if run.row_split else _max_threads(m)))
     run.step_flags = <lstm_step_flag *> (ws + sec.flags)
     memset(run.step_flags, 0, num_threads * sizeof(lstm_step_flag))
     if num_threads == 1:     # no team to start: outside a parallel region the barriers are no-ops
@@ -590,7 +651,7 @@ cdef class StreamCore:
     cdef readonly cnp.ndarray _h, _c
     cdef cnp.ndarray _lengths, _workspace
     cdef PackedModel _packed
-    cdef readonly int _threads
+    cdef public int _threads
     cdef int _typenum
     cdef cnp.npy_intp _x_dims[2]
     cdef cnp.npy_intp _out_dims[2]

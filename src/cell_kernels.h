@@ -28,8 +28,13 @@
 
 /* ---- instantiations ---------------------------------------------------------------------------- */
 
+/* batch rows per register tile of the gate kernel, per instruction set (BT in cell_impl.h) */
+#define BT_SSE2 2
+#define BT_AVX2 2
+#define BT_AVX512 4
+
 #define VBYTES 16
-#define BT 2
+#define BT BT_SSE2
 #define ATTR
 #define REAL float
 #define IREAL int32_t
@@ -51,7 +56,7 @@
 
 #ifdef FASTLSTM_X86
 #define VBYTES 32
-#define BT 2
+#define BT BT_AVX2
 #define ATTR __attribute__((target("avx2,fma")))
 #define REAL float
 #define IREAL int32_t
@@ -72,7 +77,7 @@
 #undef ATTR
 
 #define VBYTES 64
-#define BT 4
+#define BT BT_AVX512
 #define ATTR __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")))
 #define REAL float
 #define IREAL int32_t
@@ -117,6 +122,7 @@ typedef void (*proj_blocks_f64_t)(const double *, const double *, long, double *
 static struct {
     const char *name;
     int vector_bytes;
+    int tile_rows;      /* BT: batch rows per register tile of cell_blocks */
     cell_blocks_f32_t cell_f32;
     cell_blocks_f64_t cell_f64;
     input_blocks_f32_t input_f32;
@@ -125,7 +131,7 @@ static struct {
     proj_blocks_f64_t proj_f64;
     step_blocks_f32_t step_f32;
     step_blocks_f64_t step_f64;
-} lstm_isa = {"sse2", 16, cell_blocks_f32_base, cell_blocks_f64_base, input_blocks_f32_base, input_blocks_f64_base,
+} lstm_isa = {"sse2", 16, BT_SSE2, cell_blocks_f32_base, cell_blocks_f64_base, input_blocks_f32_base, input_blocks_f64_base,
              proj_blocks_f32_base, proj_blocks_f64_base, step_blocks_f32_base, step_blocks_f64_base};
 
 /* What the CPU supports: 2 = AVX-512, 1 = AVX2+FMA, 0 = baseline. */
@@ -146,7 +152,7 @@ static int lstm_select_isa(int max_level) {
     if (max_level >= 0 && level > max_level) level = max_level;
 #ifdef FASTLSTM_X86
     if (level == 2) {
-        lstm_isa.name = "avx512"; lstm_isa.vector_bytes = 64;
+        lstm_isa.name = "avx512"; lstm_isa.vector_bytes = 64; lstm_isa.tile_rows = BT_AVX512;
         lstm_isa.cell_f32 = cell_blocks_f32_avx512; lstm_isa.cell_f64 = cell_blocks_f64_avx512;
         lstm_isa.input_f32 = input_blocks_f32_avx512; lstm_isa.input_f64 = input_blocks_f64_avx512;
         lstm_isa.proj_f32 = proj_blocks_f32_avx512; lstm_isa.proj_f64 = proj_blocks_f64_avx512;
@@ -154,7 +160,7 @@ static int lstm_select_isa(int max_level) {
         return 2;
     }
     if (level == 1) {
-        lstm_isa.name = "avx2"; lstm_isa.vector_bytes = 32;
+        lstm_isa.name = "avx2"; lstm_isa.vector_bytes = 32; lstm_isa.tile_rows = BT_AVX2;
         lstm_isa.cell_f32 = cell_blocks_f32_avx2; lstm_isa.cell_f64 = cell_blocks_f64_avx2;
         lstm_isa.input_f32 = input_blocks_f32_avx2; lstm_isa.input_f64 = input_blocks_f64_avx2;
         lstm_isa.proj_f32 = proj_blocks_f32_avx2; lstm_isa.proj_f64 = proj_blocks_f64_avx2;
@@ -162,7 +168,7 @@ static int lstm_select_isa(int max_level) {
         return 1;
     }
 #endif
-    lstm_isa.name = "sse2"; lstm_isa.vector_bytes = 16;
+    lstm_isa.name = "sse2"; lstm_isa.vector_bytes = 16; lstm_isa.tile_rows = BT_SSE2;
     lstm_isa.cell_f32 = cell_blocks_f32_base; lstm_isa.cell_f64 = cell_blocks_f64_base;
     lstm_isa.input_f32 = input_blocks_f32_base; lstm_isa.input_f64 = input_blocks_f64_base;
     lstm_isa.proj_f32 = proj_blocks_f32_base; lstm_isa.proj_f64 = proj_blocks_f64_base;
@@ -172,6 +178,7 @@ static int lstm_select_isa(int max_level) {
 
 static inline const char *lstm_isa_name(void) { return lstm_isa.name; }
 static inline int lstm_vector_bytes(void) { return lstm_isa.vector_bytes; }
+static inline int lstm_tile_rows(void) { return lstm_isa.tile_rows; }
 
 static inline void cell_blocks_f32(const float *w, const float *gx, long ldg, const float *peep, float clip,
                                    int input_forget, const float *h, long ldh, float *c, long ldc, float *hout, long ldo,
@@ -261,7 +268,7 @@ static inline void lstm_wait_a_while(long spins) {
    thread to arrive resets the count and bumps the generation (release); the others spin on the generation
    (acquire), so every write before the barrier is visible after it. After ~50 us of spinning a waiter
    yields its CPU at each check, so a team member that was descheduled (more threads than free cores) gets
-   to run. */
+   to run. A NULL barrier is not met: the thread works alone (a row split, see _kernels.pyx). */
 typedef struct {
     int arrived;
     char pad_arrived[64 - sizeof(int)];
@@ -276,7 +283,7 @@ static inline void lstm_barrier_init(lstm_team_barrier *bar) {
 static inline void lstm_barrier_wait(lstm_team_barrier *bar) {
 #ifdef _OPENMP
     const int team = omp_get_num_threads();
-    if (team <= 1) return;
+    if (team <= 1 || bar == NULL) return;
     const int gen = __atomic_load_n(&bar->generation, __ATOMIC_ACQUIRE);
     if (__atomic_add_fetch(&bar->arrived, 1, __ATOMIC_ACQ_REL) == team) {
         __atomic_store_n(&bar->arrived, 0, __ATOMIC_RELAXED);

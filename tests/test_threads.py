@@ -178,6 +178,42 @@ def test_small_shapes_on_many_threads(config, dtype):
         assert_forward_bitwise(got, results[1], what=f"{n} threads vs 1")
 
 
+ROW_SPLIT_CONFIGS = [
+    # I, H, P, L, bidirectional, batch_first, T, B, hx, lengths: one direction, H <= 48, two tiles of rows at least
+    (3, 16, 0, 1, False, False, 9, 8, True, True),
+    (5, 40, 0, 2, False, True, 6, 13, True, True),
+    (4, 33, 7, 2, False, False, 5, 9, False, True),
+    (2, 48, 0, 3, False, False, 4, 33, True, False),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("config", ROW_SPLIT_CONFIGS, ids=config_id)
+def test_row_split_gives_the_bits_of_the_unit_split(config, dtype):
+    """Few units and a batch: the team splits whole tiles of rows instead of units (_kernels.splits_rows). Any
+    thread count, either split, forward calls and streaming steps: the same bits."""
+    _threads.MIN_WORK_PER_THREAD = _threads.MIN_STEP_WORK_PER_THREAD = 1
+    fast, ref, H, P, B, args = case(config, dtype, data_seed=config[1] * config[7])
+    assert fastlstm._kernels.splits_rows(fast._packed, B), "the measured rule must pick rows for this config"
+    call = lambda: fast(args["x"], args["hx"], lengths=args["lengths"])  # noqa: E731
+    fastlstm.set_num_threads(1)
+    want = call()
+    assert_forward_close(want, ref(args["x"], args["hx"], lengths=args["lengths"]), dtype)
+    try:
+        for mode in (-1, 0, 1):
+            fastlstm._kernels.set_row_split(mode)
+            for n in (2, 3, 4):
+                fastlstm.set_num_threads(n)
+                assert_forward_bitwise(call(), want, what=f"split mode {mode}, {n} threads")
+    finally:
+        fastlstm._kernels.set_row_split(-1)
+    if args["lengths"] is None and not fast.batch_first:  # streaming steps, on 2 threads: the bits of a forward
+        fastlstm.set_num_threads(2)
+        stream = fast.stream(B, args["hx"])
+        steps = np.stack([stream.step(x_t) for x_t in args["x"]])
+        assert_forward_bitwise((steps, stream.state), want, what="streaming steps")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 def test_batch_of_one_on_many_threads(bidirectional, dtype):
