@@ -140,6 +140,7 @@ class LSTM(LSTMBase):
         x = call.x
         if not (x.dtype == dtype and x.flags.c_contiguous):
             x = np.ascontiguousarray(x, dtype=dtype)
+        plain = x is call.x  # a call that ForwardPlan.run can take, given its hx and lengths
         if not call.batched:
             x = x.reshape(T, 1, self.input_size)
         if call.h0 is None:
@@ -164,17 +165,28 @@ class LSTM(LSTMBase):
                 _kernels.forward(packed, x, batch_first, h0, c0, lengths, out, hn, cn, ws, threads)
             finally:
                 self._release_workspace(ws)
-            if call.lengths is None and call.batched and x is call.x:  # the plan of __call__ for this shape
-                plan = self._constants.get(("plan", x.shape))
-                if plan is None or plan.packed is not packed:
-                    zeros = self._cached(("state", B), lambda: (np.zeros((LD, B, K), dtype),
-                                                                np.zeros((LD, B, H), dtype)))
-                    thread_args = (H, K, B, self.num_directions, T, self.input_size)
-                    self._cache(("plan", x.shape), _kernels.ForwardPlan(packed, batch_first, x.shape, *zeros, lengths,
-                                                                        out.shape, thread_args, _MAX_POOLED_WORKSPACES))
+            if call.lengths is None and plain:  # the plan of __call__ for this shape
+                self._make_plan(call, out.shape, lengths)
         if not call.batched:
             return out.reshape(T, DK), (hn.reshape(LD, K), cn.reshape(LD, H))
         return out, (hn, cn)
+
+    def _make_plan(self, call: ValidatedCall, out_shape: tuple, lengths: np.ndarray) -> None:
+        """Cache the ForwardPlan of call's shape (batched or not) unless one for the current weights exists."""
+        key = ("plan", call.x.shape)
+        plan = self._constants.get(key)
+        if plan is not None and plan.packed is self._packed:
+            return
+        LD, H, K, DK = self._state_sizes
+        B, T, dtype = call.B, call.T, self.dtype
+        zeros = self._cached(("state", B), lambda: (np.zeros((LD, B, K), dtype), np.zeros((LD, B, H), dtype)))
+        if call.batched:
+            shapes = (call.x.shape, out_shape, (LD, B, K), (LD, B, H))
+        else:
+            shapes = (call.x.shape, (T, DK), (LD, K), (LD, H))
+        thread_args = (H, K, B, self.num_directions, T, self.input_size)
+        self._cache(key, _kernels.ForwardPlan(self._packed, self.batch_first and call.batched, *shapes, *zeros,
+                                              lengths, thread_args, _MAX_POOLED_WORKSPACES))
 
     # ---- streaming ----------------------------------------------------------------------------
 

@@ -233,20 +233,24 @@ def set_row_split(int mode):
     _row_split_mode = mode
 
 
-def splits_rows(PackedModel m, int B):
+def splits_rows(PackedModel m, long B):
     """Whether a forward of m over B rows on two or more threads splits the rows of the batch among them."""
-    cdef int tiles = (B + lstm_tile_rows() - 1) // lstm_tile_rows()
-    return tiles >= 2 and _row_split_wins(&m.info, B, lstm_tile_rows())
+    return _row_split_wins(&m.info, B)
 
 
-cdef inline bint _row_split_wins(const ModelInfo *m, long B, int tile_rows) noexcept nogil:
+cdef inline long _row_tiles(long B) noexcept nogil:
+    """Register tiles of rows in a batch of B rows, as cell_blocks groups them."""
+    return (B + lstm_tile_rows() - 1) // lstm_tile_rows()
+
+
+cdef inline bint _row_split_wins(const ModelInfo *m, long B) noexcept nogil:
     """Whether the team splits the rows of the batch rather than the units (see _thread_forward): for a
     one-direction LSTM of few units, whose short steps cannot hide the exchange of h between the threads of a
     unit split, when the batch holds two full tiles of rows (fewer would leave one thread a partial tile).
     A bidirectional layer already runs its directions on different threads without waiting."""
     if _row_split_mode >= 0:
-        return _row_split_mode == 1
-    return m.num_directions == 1 and m.hidden_size <= ROW_SPLIT_MAX_HIDDEN and B >= 2 * tile_rows
+        return _row_split_mode == 1 and _row_tiles(B) >= 2
+    return m.num_directions == 1 and m.hidden_size <= ROW_SPLIT_MAX_HIDDEN and B >= 2 * lstm_tile_rows()
 
 
 cdef inline long _aligned(long n) noexcept nogil:
@@ -403,7 +407,7 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
     cdef bint split = D == 2 and nt >= 2 and not rows_alone
     cdef int d_first = 0, d_last = D - 1, sub_tid = tid, sub_nt = nt
     cdef Run rows
-    cdef long bt = lstm_tile_rows(), tiles = (B + bt - 1) // bt
+    cdef long bt = lstm_tile_rows(), tiles = _row_tiles(B)
     if rows_alone:          # rows [b0, b0 + rows.B) of the batch, all units and directions, without waiting
         # whole register tiles of rows, as cell_blocks groups them for the whole batch: the same bits
         b0 = tiles * tid // nt * bt
@@ -482,9 +486,8 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     run.h = ws + sec.h
     run.c = ws + sec.c
     run.hc = ws + sec.hc if m.proj_size > 0 else NULL
-    cdef int tiles = (B + lstm_tile_rows() - 1) // lstm_tile_rows()
-    run.row_split = tiles >= 2 and _row_split_wins(m, B, lstm_tile_rows()) and not input_aliases_output
-    num_threads = max(1, min(num_threads, min(tiles, MAX_ROW_TEAM) if run.row_split else _max_threads(m)))
+    run.row_split = _row_split_wins(m, B) and not input_aliases_output
+    num_threads = max(1, min(num_threads, min(_row_tiles(B), MAX_ROW_TEAM) if run.row_split else _max_threads(m)))
     run.step_flags = <lstm_step_flag *> (ws + sec.flags)
     memset(run.step_flags, 0, num_threads * sizeof(lstm_step_flag))
     if num_threads == 1:     # no team to start: outside a parallel region the barriers are no-ops
@@ -521,9 +524,16 @@ cpdef forward(PackedModel m, cnp.ndarray x, bint batch_first, cnp.ndarray h0, cn
 
     All arrays must have the model's dtype and be C-contiguous; fastlstm.LSTM checks this.
     """
+    _forward_arrays(m, x, x.shape[1] if batch_first else x.shape[0], x.shape[0] if batch_first else x.shape[1],
+                    batch_first, h0, c0, lengths, out, hn, cn, workspace, num_threads)
+
+
+cdef void _forward_arrays(PackedModel m, cnp.ndarray x, int T, int B, bint batch_first, cnp.ndarray h0,
+                          cnp.ndarray c0, cnp.ndarray lengths, cnp.ndarray out, cnp.ndarray hn, cnp.ndarray cn,
+                          cnp.ndarray workspace, int num_threads) except *:
+    """forward() with T and B given: x is (T, B, I) or (B, T, I) in memory, whatever its shape (an unbatched
+    (T, I) is (T, 1, I)); h0, c0, hn, cn likewise (L*D, B, K) and (L*D, B, H) in memory."""
     global _calls_in_flight
-    cdef int T = x.shape[1] if batch_first else x.shape[0]
-    cdef int B = x.shape[0] if batch_first else x.shape[1]
     cdef const int *lens = <const int *> cnp.PyArray_DATA(lengths)
     cdef bint descending = False
     if T == 1:                  # alternate the order of the blocks from one single-step call to the next
@@ -568,11 +578,12 @@ cdef inline bint _is_plain_array(object a, int typenum, int ndim, const cnp.npy_
 cdef class ForwardPlan:
     """The parts of a forward call that depend only on the input's shape: zero initial states, full lengths,
     output shapes, workspace size, thread count. fastlstm.LSTM caches one per shape; run() then does the common
-    call (an input of the model's dtype in C order, hx None or a pair of such arrays, no lengths) in one step
-    from Python.
+    call (an input of the model's dtype in C order, batched or not, hx None or a pair of such arrays, no
+    lengths) in one step from Python.
     """
     cdef readonly PackedModel packed
     cdef cnp.ndarray h0, c0, lengths
+    cdef int ndim                 # 3 for a batched call, 2 for an unbatched one (x, out, hx and h_n, c_n alike)
     cdef cnp.npy_intp x_dims[3]
     cdef cnp.npy_intp out_dims[3]
     cdef cnp.npy_intp h_dims[3]
@@ -587,19 +598,23 @@ cdef class ForwardPlan:
     cdef object threads_override  # _threads._override (set_num_threads)
     cdef object threads_forked    # _threads._forked_child
 
-    def __cinit__(self, PackedModel packed, bint batch_first, tuple x_shape, cnp.ndarray h0, cnp.ndarray c0,
-                  cnp.ndarray lengths, tuple out_shape, tuple thread_args, int max_pooled):
-        """x_shape the input's (3 axes); h0 (L*D, B, K), c0 (L*D, B, H) zeros; lengths (B,) int32 all T;
-        out_shape the output's (3 axes); thread_args (H, H_out, B, D, T, I) as effective_threads takes them;
-        max_pooled: how many workspaces the model keeps."""
+    def __cinit__(self, PackedModel packed, bint batch_first, tuple x_shape, tuple out_shape, tuple h_shape,
+                  tuple c_shape, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray lengths, tuple thread_args,
+                  int max_pooled):
+        """The call's shapes: x_shape, out_shape, h_shape (of hx[0] and h_n), c_shape, all with 3 axes or all
+        with 2 (unbatched); h0 and c0 zeros of h_shape and c_shape; lengths (B,) int32 all T; thread_args
+        (H, H_out, B, D, T, I) as effective_threads takes them; max_pooled: how many workspaces the model keeps."""
         cdef int i
-        self.packed, self.batch_first = packed, batch_first
-        self.T, self.B = (x_shape[1], x_shape[0]) if batch_first else (x_shape[0], x_shape[1])
+        self.packed, self.batch_first, self.ndim = packed, batch_first, len(x_shape)
+        if self.ndim == 3:
+            self.T, self.B = (x_shape[1], x_shape[0]) if batch_first else (x_shape[0], x_shape[1])
+        else:
+            self.T, self.B = x_shape[0], 1
         self.h0, self.c0, self.lengths = h0, c0, lengths
         self.typenum = cnp.PyArray_TYPE(h0)
-        for i in range(3):
+        for i in range(self.ndim):
             self.x_dims[i], self.out_dims[i] = x_shape[i], out_shape[i]
-            self.h_dims[i], self.c_dims[i] = h0.shape[i], c0.shape[i]
+            self.h_dims[i], self.c_dims[i] = h_shape[i], c_shape[i]
         self.workspace_size = packed.workspace_size(self.T, self.B)
         self.thread_args, self.max_pooled = thread_args, max_pooled
         self.threads_override = self.threads_forked = self     # (never an actual setting: computed at first run)
@@ -609,31 +624,33 @@ cdef class ForwardPlan:
         plan can run: x and hx as the class docstring says, of this plan's shapes, and the model's weights still
         the plan's. Returns (out, (h_n, c_n)), or None for any other call (the caller then takes the checked
         path). A workspace is taken from the model's pool (or made) and put back if the pool has room."""
-        if not _is_plain_array(x, self.typenum, 3, self.x_dims) or model._packed is not self.packed:
+        cdef int nd = self.ndim
+        if not _is_plain_array(x, self.typenum, nd, self.x_dims) or model._packed is not self.packed:
             return None
         cdef object h0 = self.h0, c0 = self.c0
         if hx is not None:
             if not ((type(hx) is tuple or type(hx) is list) and len(hx) == 2):
                 return None
             h0, c0 = hx[0], hx[1]
-            if not (_is_plain_array(h0, self.typenum, 3, self.h_dims)
-                    and _is_plain_array(c0, self.typenum, 3, self.c_dims)):
+            if not (_is_plain_array(h0, self.typenum, nd, self.h_dims)
+                    and _is_plain_array(c0, self.typenum, nd, self.c_dims)):
                 return None
         override, forked = _threads._override, _threads._forked_child
         if override is not self.threads_override or forked is not self.threads_forked:
             H, K, B, D, T, I = self.thread_args
             self.threads = _threads.effective_threads(H, K, B, D, steps=T, input_size=I)
             self.threads_override, self.threads_forked = override, forked
-        cdef cnp.ndarray out = cnp.PyArray_EMPTY(3, self.out_dims, self.typenum, 0)
-        cdef cnp.ndarray hn = cnp.PyArray_EMPTY(3, self.h_dims, self.typenum, 0)
-        cdef cnp.ndarray cn = cnp.PyArray_EMPTY(3, self.c_dims, self.typenum, 0)
+        cdef cnp.ndarray out = cnp.PyArray_EMPTY(nd, self.out_dims, self.typenum, 0)
+        cdef cnp.ndarray hn = cnp.PyArray_EMPTY(nd, self.h_dims, self.typenum, 0)
+        cdef cnp.ndarray cn = cnp.PyArray_EMPTY(nd, self.c_dims, self.typenum, 0)
         cdef list workspaces = model._workspaces
         cdef cnp.ndarray workspace = workspaces.pop() if workspaces else None
         if workspace is None or cnp.PyArray_SIZE(workspace) < self.workspace_size:
             from ._packing import _aligned_empty
             workspace = _aligned_empty((self.workspace_size,), x.dtype)
         try:
-            forward(self.packed, x, self.batch_first, h0, c0, self.lengths, out, hn, cn, workspace, self.threads)
+            _forward_arrays(self.packed, x, self.T, self.B, self.batch_first, h0, c0, self.lengths, out, hn, cn,
+                            workspace, self.threads)
         finally:
             if len(workspaces) < self.max_pooled:
                 workspaces.append(workspace)

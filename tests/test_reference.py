@@ -374,7 +374,7 @@ HX_VARIANTS = {
     "list": lambda h: h,  # (the pair itself becomes a list below)
     "read-only": lambda h: _read_only(h.copy()),
     "other dtype": lambda h: h.astype(np.float64 if h.dtype == np.float32 else np.float32),
-    "strided": lambda h: np.repeat(h, 2, axis=2)[:, :, ::2],
+    "strided": lambda h: np.repeat(h, 2, axis=-1)[..., ::2],
     "byte-swapped": lambda h: h.astype(h.dtype.newbyteorder()),
     "nested lists": lambda h: h.tolist(),
 }
@@ -385,23 +385,25 @@ def _read_only(a):
     return a
 
 
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "unbatched"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-def test_repeated_call_with_hx(dtype):
-    """Calls with hx take the cached plan too when hx is a pair of arrays of the model's dtype in C order: the
-    torch habit of stepping with ``lstm(x_t[None], hx)`` gives the bits of one call over the sequence, and every
-    other kind of hx gives the bits of the same values converted first."""
+def test_repeated_call_with_hx(dtype, batched):
+    """Calls with hx take the cached plan too when hx is a pair of arrays of the model's dtype in C order, batched
+    or not: the torch habit of stepping with ``lstm(x_t[None], hx)`` gives the bits of one call over the
+    sequence, and every other kind of hx gives the bits of the same values converted first."""
     fast, ref = model_pair(4, 21, 2, seed=6, proj_size=5, dtype=dtype)
-    rng = _rng("plan hx", dtype)
-    T, B = 6, 3
-    x = rng.standard_normal((T, B, 4)).astype(dtype)
-    hx = (rng.standard_normal((2, B, 5)).astype(dtype), rng.standard_normal((2, B, 21)).astype(dtype))
+    rng = _rng("plan hx", dtype, batched)
+    T, B = 6, 3 if batched else 1
+    rows = (B,) if batched else ()
+    x = rng.standard_normal((T, *rows, 4)).astype(dtype)
+    hx = (rng.standard_normal((2, *rows, 5)).astype(dtype), rng.standard_normal((2, *rows, 21)).astype(dtype))
     whole = fast(x, hx)
     assert_forward_close(whole, ref(x, hx), dtype)
     outputs, state = [], hx
     for t in range(T):  # the first step is checked and leaves the plan of shape (1, B, 4); the others take it
         out, state = fast(x[t:t + 1], state)
         outputs.append(out)
-    assert ("plan", (1, B, 4)) in fast._constants
+    assert ("plan", (1, *rows, 4)) in fast._constants
     assert_forward_bitwise((np.concatenate(outputs), state), whole, what="steps with hx")
     step = (x[:1], hx)
     first = fast(*step)
@@ -412,7 +414,7 @@ def test_repeated_call_with_hx(dtype):
         assert_forward_bitwise(fast(x[:1], pair), fast(x[:1], converted), what=kind)
     assert_forward_bitwise(fast(*step), first, what="after the variants")
     with pytest.raises(ValueError, match=r"Expected hidden\[0\] size"):
-        fast(x[:1], (hx[0][:, :2], hx[1]))
+        fast(x[:1], (hx[0][..., :2], hx[1]))
     with pytest.raises(ValueError, match=r"Expected hidden\[1\] size"):
         fast(x[:1], (hx[0], hx[1][..., :20]))
     with pytest.raises(TypeError, match="hx must be a tuple"):
