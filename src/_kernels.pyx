@@ -83,8 +83,8 @@ cdef enum:
     # The largest team that splits the rows of the batch (one tile of rows per thread at least).
     MAX_ROW_TEAM = 64
     # Hidden sizes up to which a one-direction forward splits rows rather than units when the batch allows it.
-    # benchmarks/crossover.py, third table (2 threads, T = 100, B = 8 and 32, float32, AVX-512): rows were
-    # 1.04-1.73x as fast at H = 16-48, 0.92-1.01x at 64 and 0.87-1.08x from 96 up.
+    # benchmarks/crossover.py, third table (2 threads, T = 100, B = 8 and 32, float32, AVX-512), two runs: rows
+    # were 0.97-1.73x as fast at H = 16-48 (11 of 12 above 1.04), 0.92-1.24x at 64 and 0.87-1.08x from 96 up.
     ROW_SPLIT_MAX_HIDDEN = 48
 
 
