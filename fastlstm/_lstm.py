@@ -120,12 +120,12 @@ class LSTM(LSTMBase):
     # ---- forward ------------------------------------------------------------------------------
 
     def __call__(self, x: Any, hx: Optional[Any] = None, *, lengths: Any = None):
-        # The common call (an array of the model's dtype in C order, hx None or a pair of such arrays, no lengths)
-        # in one native call once a call of the same shape has been checked and its plan cached.
-        if lengths is None and type(x) is np.ndarray:
+        # The common call (an array, hx None or a pair of arrays, lengths None or B valid integers; see
+        # ForwardPlan) in one native call once a call of the same shape has been checked and its plan cached.
+        if type(x) is np.ndarray:
             plan = self._constants.get(("plan", x.shape))
             if plan is not None:
-                result = plan.run(self, x, hx)
+                result = plan.run(self, x, hx, lengths)
                 if result is not None:
                     return result
         return super().__call__(x, hx, lengths=lengths)
@@ -140,7 +140,6 @@ class LSTM(LSTMBase):
         x = call.x
         if not (x.dtype == dtype and x.flags.c_contiguous):
             x = np.ascontiguousarray(x, dtype=dtype)
-        plain = x is call.x  # a call that ForwardPlan.run can take, given its hx and lengths
         if not call.batched:
             x = x.reshape(T, 1, self.input_size)
         if call.h0 is None:
@@ -165,13 +164,12 @@ class LSTM(LSTMBase):
                 _kernels.forward(packed, x, batch_first, h0, c0, lengths, out, hn, cn, ws, threads)
             finally:
                 self._release_workspace(ws)
-            if call.lengths is None and plain:  # the plan of __call__ for this shape
-                self._make_plan(call, out.shape, lengths)
+            self._make_plan(call, out.shape)  # for the next call of this shape
         if not call.batched:
             return out.reshape(T, DK), (hn.reshape(LD, K), cn.reshape(LD, H))
         return out, (hn, cn)
 
-    def _make_plan(self, call: ValidatedCall, out_shape: tuple, lengths: np.ndarray) -> None:
+    def _make_plan(self, call: ValidatedCall, out_shape: tuple) -> None:
         """Cache the ForwardPlan of call's shape (batched or not) unless one for the current weights exists."""
         key = ("plan", call.x.shape)
         plan = self._constants.get(key)
@@ -180,6 +178,7 @@ class LSTM(LSTMBase):
         LD, H, K, DK = self._state_sizes
         B, T, dtype = call.B, call.T, self.dtype
         zeros = self._cached(("state", B), lambda: (np.zeros((LD, B, K), dtype), np.zeros((LD, B, H), dtype)))
+        lengths = self._cached(("lengths", B, T), lambda: np.full(B, T, np.int32))
         if call.batched:
             shapes = (call.x.shape, out_shape, (LD, B, K), (LD, B, H))
         else:

@@ -525,16 +525,15 @@ cpdef forward(PackedModel m, cnp.ndarray x, bint batch_first, cnp.ndarray h0, cn
     All arrays must have the model's dtype and be C-contiguous; fastlstm.LSTM checks this.
     """
     _forward_arrays(m, x, x.shape[1] if batch_first else x.shape[0], x.shape[0] if batch_first else x.shape[1],
-                    batch_first, h0, c0, lengths, out, hn, cn, workspace, num_threads)
+                    batch_first, h0, c0, <const int *> cnp.PyArray_DATA(lengths), out, hn, cn, workspace, num_threads)
 
 
 cdef void _forward_arrays(PackedModel m, cnp.ndarray x, int T, int B, bint batch_first, cnp.ndarray h0,
-                          cnp.ndarray c0, cnp.ndarray lengths, cnp.ndarray out, cnp.ndarray hn, cnp.ndarray cn,
+                          cnp.ndarray c0, const int *lens, cnp.ndarray out, cnp.ndarray hn, cnp.ndarray cn,
                           cnp.ndarray workspace, int num_threads) except *:
     """forward() with T and B given: x is (T, B, I) or (B, T, I) in memory, whatever its shape (an unbatched
-    (T, I) is (T, 1, I)); h0, c0, hn, cn likewise (L*D, B, K) and (L*D, B, H) in memory."""
+    (T, I) is (T, 1, I)); h0, c0, hn, cn likewise (L*D, B, K) and (L*D, B, H) in memory; lens (B,)."""
     global _calls_in_flight
-    cdef const int *lens = <const int *> cnp.PyArray_DATA(lengths)
     cdef bint descending = False
     if T == 1:                  # alternate the order of the blocks from one single-step call to the next
         m.step_parity = not m.step_parity
@@ -575,11 +574,59 @@ cdef inline bint _is_plain_array(object a, int typenum, int ndim, const cnp.npy_
     return True
 
 
+cdef object _plain_or_converted(object a, int typenum, int ndim, const cnp.npy_intp *dims):
+    """a if it is a plain array (_is_plain_array); for any other exact ndarray of integers or floats of this
+    shape, its values converted to typenum in a new C-contiguous array (as np.ascontiguousarray(a, dtype) does);
+    None for anything else."""
+    if _is_plain_array(a, typenum, ndim, dims):
+        return a
+    if not cnp.PyArray_CheckExact(a):
+        return None
+    cdef cnp.ndarray arr = <cnp.ndarray> a
+    cdef int i
+    if cnp.PyArray_NDIM(arr) != ndim or arr.descr.kind not in b"iuf":
+        return None
+    for i in range(ndim):
+        if arr.shape[i] != dims[i]:
+            return None
+    return cnp.PyArray_FROMANY(arr, typenum, ndim, ndim, cnp.NPY_ARRAY_CARRAY | cnp.NPY_ARRAY_FORCECAST)
+
+
+cdef bint _read_lengths(object lengths, long B, long T, int *buf) except -1:
+    """lengths into buf (B,) if they are B integers in [1, T]: an exact ndarray of int32 or int64, C-contiguous
+    in native byte order, or a list or tuple of ints. False for anything else, or a value out of range (the
+    checked path then converts or raises)."""
+    cdef long i, v
+    cdef cnp.ndarray arr
+    cdef int typenum
+    if cnp.PyArray_CheckExact(lengths):
+        arr = <cnp.ndarray> lengths
+        typenum = cnp.PyArray_TYPE(arr)
+        if not (cnp.PyArray_NDIM(arr) == 1 and arr.shape[0] == B and cnp.PyArray_ISCARRAY_RO(arr)
+                and (typenum == cnp.NPY_INT32 or typenum == cnp.NPY_INT64)):
+            return False
+        for i in range(B):
+            v = (<const int *> cnp.PyArray_DATA(arr))[i] if typenum == cnp.NPY_INT32 else \
+                (<const long long *> cnp.PyArray_DATA(arr))[i]
+            if v < 1 or v > T:
+                return False
+            buf[i] = <int> v
+        return True
+    if (type(lengths) is list or type(lengths) is tuple) and len(lengths) == B:
+        for i in range(B):
+            item = lengths[i]
+            if type(item) is not int or not 1 <= item <= T:
+                return False
+            buf[i] = <int> item
+        return True
+    return False
+
+
 cdef class ForwardPlan:
     """The parts of a forward call that depend only on the input's shape: zero initial states, full lengths,
-    output shapes, workspace size, thread count. fastlstm.LSTM caches one per shape; run() then does the common
-    call (an input of the model's dtype in C order, batched or not, hx None or a pair of such arrays, no
-    lengths) in one step from Python.
+    output shapes, workspace size, thread count. fastlstm.LSTM caches one per input shape; run() then does the
+    common call in one step from Python: an exact ndarray of numbers of that shape (batched or not), hx None
+    or a pair of such arrays, lengths None or B integers in [1, T] (batched calls).
     """
     cdef readonly PackedModel packed
     cdef cnp.ndarray h0, c0, lengths
@@ -619,21 +666,39 @@ cdef class ForwardPlan:
         self.thread_args, self.max_pooled = thread_args, max_pooled
         self.threads_override = self.threads_forked = self     # (never an actual setting: computed at first run)
 
-    def run(self, model, x, hx):
-        """forward() of x with hx (None, or a tuple or list of two arrays) into new arrays, if this is a call the
-        plan can run: x and hx as the class docstring says, of this plan's shapes, and the model's weights still
-        the plan's. Returns (out, (h_n, c_n)), or None for any other call (the caller then takes the checked
+    def run(self, model, x, hx, lengths):
+        """forward() of x with hx (None, or a tuple or list of two arrays) and lengths into new arrays, if this
+        is a call the plan can run: x, hx and lengths as the class docstring says, of this plan's shapes, and the
+        model's weights still the plan's. Inputs of another dtype or layout are converted as the checked path
+        converts them. Returns (out, (h_n, c_n)), or None for any other call (the caller then takes the checked
         path). A workspace is taken from the model's pool (or made) and put back if the pool has room."""
         cdef int nd = self.ndim
-        if not _is_plain_array(x, self.typenum, nd, self.x_dims) or model._packed is not self.packed:
+        if model._packed is not self.packed:
+            return None
+        x = _plain_or_converted(x, self.typenum, nd, self.x_dims)
+        if x is None:
             return None
         cdef object h0 = self.h0, c0 = self.c0
         if hx is not None:
             if not ((type(hx) is tuple or type(hx) is list) and len(hx) == 2):
                 return None
-            h0, c0 = hx[0], hx[1]
-            if not (_is_plain_array(h0, self.typenum, nd, self.h_dims)
-                    and _is_plain_array(c0, self.typenum, nd, self.c_dims)):
+            h0 = _plain_or_converted(hx[0], self.typenum, nd, self.h_dims)
+            c0 = _plain_or_converted(hx[1], self.typenum, nd, self.c_dims)
+            if h0 is None or c0 is None:
+                return None
+        cdef int lens_on_stack[64]
+        cdef const int *lens = <const int *> cnp.PyArray_DATA(self.lengths)
+        cdef cnp.ndarray lens_array
+        cdef cnp.npy_intp B = self.B
+        if lengths is not None:
+            if nd != 3:
+                return None
+            if B <= 64:
+                lens = lens_on_stack
+            else:
+                lens_array = cnp.PyArray_EMPTY(1, &B, cnp.NPY_INT32, 0)
+                lens = <const int *> cnp.PyArray_DATA(lens_array)
+            if not _read_lengths(lengths, B, self.T, <int *> lens):
                 return None
         override, forked = _threads._override, _threads._forked_child
         if override is not self.threads_override or forked is not self.threads_forked:
@@ -649,8 +714,8 @@ cdef class ForwardPlan:
             from ._packing import _aligned_empty
             workspace = _aligned_empty((self.workspace_size,), x.dtype)
         try:
-            _forward_arrays(self.packed, x, self.T, self.B, self.batch_first, h0, c0, self.lengths, out, hn, cn,
-                            workspace, self.threads)
+            _forward_arrays(self.packed, x, self.T, self.B, self.batch_first, h0, c0, lens, out, hn, cn, workspace,
+                            self.threads)
         finally:
             if len(workspaces) < self.max_pooled:
                 workspaces.append(workspace)

@@ -5,6 +5,8 @@ instruction set the CPU has (FASTLSTM_ISA is read at import time, so each ISA ru
 """
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -343,7 +345,7 @@ def test_results_are_new_arrays_and_inputs_untouched(unbatched, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 def test_repeated_call_of_one_shape(dtype, batch_first):
     """The second call of a shape takes the cached plan (fastlstm.LSTM.__call__): new arrays with the same bits,
-    the weights of the moment, and every other kind of call still checked and served in full."""
+    the weights of the moment, and other kinds of call served in full."""
     fast, ref = model_pair(5, 19, 2, seed=4, bidirectional=True, batch_first=batch_first, dtype=dtype)
     rng = _rng("plan", dtype, batch_first)
     x = rng.standard_normal((3, 7, 5) if batch_first else (7, 3, 5)).astype(dtype)
@@ -359,7 +361,7 @@ def test_repeated_call_of_one_shape(dtype, batch_first):
     ref.load_state_dict(state)
     for attempt in ("first", "second"):  # the first call makes the new plan, the second takes it
         assert_forward_close(fast(x), ref(x), dtype, what=f"{attempt} call after load_state_dict")
-    # the same shape in another dtype, in Fortran order or with lengths (the full path), with hx: same numbers
+    # the same shape in another dtype, in Fortran order, with hx or with lengths: the same numbers
     for variant in (x.astype(np.float32 if dtype == np.float64 else np.float64), np.asfortranarray(x)):
         assert_forward_close(fast(variant), ref(variant), dtype, what=f"{variant.dtype} {variant.flags.c_contiguous}")
     B = x.shape[0] if batch_first else x.shape[1]
@@ -421,6 +423,67 @@ def test_repeated_call_with_hx(dtype, batched):
         fast(x[:1], (hx[0], hx[1], hx[1]))
     with pytest.raises(TypeError, match="hx must be a tuple"):
         fast(x[:1], hx[0])
+
+
+LENGTHS_KINDS = {
+    "int32": lambda v: np.array(v, np.int32),
+    "int64": lambda v: np.array(v, np.int64),
+    "list": list,
+    "tuple": tuple,
+    "int16 (checked path)": lambda v: np.array(v, np.int16),
+    "list of numpy ints (checked path)": lambda v: [np.int64(a) for a in v],
+}
+X_KINDS = {
+    "float64": lambda x: x.astype(np.float64),
+    "float32": lambda x: x.astype(np.float32),
+    "int": lambda x: (x * 4).astype(np.int64),
+    "fortran": np.asfortranarray,
+    "byte-swapped": lambda x: x.astype(x.dtype.newbyteorder()),
+    "strided": lambda x: np.repeat(x, 2, axis=-1)[..., ::2],
+}
+
+
+@pytest.mark.parametrize("B", [5, 70], ids=["B5", "B70"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_repeated_call_with_lengths_and_converted_inputs(dtype, B):
+    """The cached plan also takes lengths (int32/int64 arrays, lists or tuples of ints; on the stack up to 64
+    rows, in an array beyond) and inputs of another dtype or layout, converted as the checked path converts
+    them: every kind gives the bits of the checked call, and every bad value still raises the checked path's
+    error."""
+    fast, ref = model_pair(3, 12, 2, seed=8, dtype=dtype)
+
+    def checked(*args, **kwargs):
+        """The call on a copy of the model, whose first call of a shape takes the checked path."""
+        return pickle.loads(pickle.dumps(fast))(*args, **kwargs)
+
+    rng = _rng("plan lengths", dtype, B)
+    T = 6
+    x = rng.standard_normal((T, B, 3)).astype(dtype)
+    values = [int(v) for v in rng.integers(1, T + 1, B)]
+    first = fast(x, lengths=np.array(values))  # checked: leaves the plan of x's shape
+    assert ("plan", x.shape) in fast._constants
+    assert_forward_close(first, ref(x, lengths=values), dtype)
+    for kind, make in LENGTHS_KINDS.items():
+        assert_forward_bitwise(fast(x, lengths=make(values)), first, what=f"lengths as {kind}")
+    hx = fast(x)[1]
+    for kind, convert in X_KINDS.items():
+        assert_forward_bitwise(fast(convert(x), hx), checked(convert(x), hx), what=f"x as {kind}")
+        hx_kind = tuple(convert(h) for h in hx)
+        assert_forward_bitwise(fast(x, hx_kind, lengths=values), checked(x, hx_kind, lengths=values),
+                               what=f"hx as {kind}")
+    bad = [0] + values[1:]
+    with pytest.raises(ValueError, match="lengths: expected 1 <= lengths"):
+        fast(x, lengths=np.array(bad))
+    with pytest.raises(ValueError, match="lengths: expected 1 <= lengths"):
+        fast(x, lengths=[T + 1] + values[1:])
+    with pytest.raises(ValueError, match=r"lengths: expected shape \(%d,\)" % B):
+        fast(x, lengths=values[1:])
+    with pytest.raises(TypeError, match="lengths must be integers"):
+        fast(x, lengths=np.ones(B, bool))
+    with pytest.raises(TypeError, match="lengths must be integers"):
+        fast(x, lengths=[1.5] * B)
+    with pytest.raises(TypeError, match="input must hold integers or floats"):
+        fast(x.astype(np.complex64))
 
 
 def test_plan_follows_the_thread_settings(monkeypatch):
