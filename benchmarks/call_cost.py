@@ -40,7 +40,7 @@ def main(rounds: int = 15, number: int = 2000):
         "lstm(x, hx), unbatched": lambda: model(x_unbatched, hx_unbatched),
         "lstm(x, hx, lengths=lengths)": lambda: model(x, hx, lengths=lengths),
         "lstm(x.astype(float64), hx) (converted)": lambda: model(x.astype(np.float64), hx),
-        "lstm(x, hx, lengths=[1]) (list: checked path)": lambda: model(x, hx, lengths=[np.int64(1)]),
+        "lstm(x, hx, lengths=[np.int64(1)]) (checked)": lambda: model(x, hx, lengths=[np.int64(1)]),
     }
     samples = {name: [] for name in runners}
     for _ in range(rounds):
