@@ -772,7 +772,7 @@ cdef class StreamCore:
         """One time step of every layer, the state updated in place, with the GIL released. out may overlap x.
 
         h (L, B, K) and c (L, B, H) are read and written in place: each thread reads and then writes only its
-        own units. The workspace follows the model's packed weights (its parameters may have been reassigned).
+        own units (or rows, see _thread_forward). The workspace follows the model's packed weights (its parameters may have been reassigned).
         """
         cdef PackedModel m = self._model._packed
         if m is not self._packed:
