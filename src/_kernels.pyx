@@ -594,8 +594,8 @@ cdef object _plain_or_converted(object a, int typenum, int ndim, const cnp.npy_i
 
 cdef bint _read_lengths(object lengths, long B, long T, int *buf) except -1:
     """lengths into buf (B,) if they are B integers in [1, T]: an exact ndarray of int32 or int64, C-contiguous
-    in native byte order, or a list or tuple of ints. False for anything else, or a value out of range (the
-    checked path then converts or raises)."""
+    in native byte order, or a list or tuple of ints or NumPy integers. False for anything else, or a value out
+    of range (the checked path then converts or raises)."""
     cdef long i, v
     cdef cnp.ndarray arr
     cdef int typenum
@@ -615,7 +615,7 @@ cdef bint _read_lengths(object lengths, long B, long T, int *buf) except -1:
     if (type(lengths) is list or type(lengths) is tuple) and len(lengths) == B:
         for i in range(B):
             item = lengths[i]
-            if type(item) is not int or not 1 <= item <= T:
+            if not (type(item) is int or isinstance(item, np.integer)) or not 1 <= item <= T:
                 return False
             buf[i] = <int> item
         return True

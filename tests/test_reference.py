@@ -431,7 +431,8 @@ LENGTHS_KINDS = {
     "list": list,
     "tuple": tuple,
     "int16 (checked path)": lambda v: np.array(v, np.int16),
-    "list of numpy ints (checked path)": lambda v: [np.int64(a) for a in v],
+    "list of numpy ints": lambda v: [np.int64(a) for a in v],
+    "list of bools and ints (checked path)": lambda v: [True if a == 1 else a for a in v],
 }
 X_KINDS = {
     "float64": lambda x: x.astype(np.float64),
