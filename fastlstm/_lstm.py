@@ -121,9 +121,12 @@ class LSTM(LSTMBase):
 
     def __call__(self, x: Any, hx: Optional[Any] = None, *, lengths: Any = None):
         # The common call (an array, hx None or a pair of arrays, lengths None or B valid integers; see
-        # ForwardPlan) in one native call once a call of the same shape has been checked and its plan cached.
+        # ForwardPlan) in one native call once a call of the same batch and input size has been checked and its
+        # plan cached.
         if type(x) is np.ndarray:
-            plan = self._constants.get(("plan", x.shape))
+            shape = x.shape  # the key without the time axis, as _plan_key makes it (inline: no call)
+            plan = self._constants.get(("plan", shape[0], shape[2]) if self.batch_first and len(shape) == 3
+                                       else ("plan",) + shape[1:])
             if plan is not None:
                 result = plan.run(self, x, hx, lengths)
                 if result is not None:
@@ -170,22 +173,21 @@ class LSTM(LSTMBase):
         return out, (hn, cn)
 
     def _make_plan(self, call: ValidatedCall, out_shape: tuple) -> None:
-        """Cache the ForwardPlan of call's shape (batched or not) unless one for the current weights exists."""
-        key = ("plan", call.x.shape)
+        """Cache the ForwardPlan of call's layout and batch (all T) unless one for the current weights exists."""
+        key = _plan_key(call.x.shape, self.batch_first)
         plan = self._constants.get(key)
         if plan is not None and plan.packed is self._packed:
             return
         LD, H, K, DK = self._state_sizes
         B, T, dtype = call.B, call.T, self.dtype
         zeros = self._cached(("state", B), lambda: (np.zeros((LD, B, K), dtype), np.zeros((LD, B, H), dtype)))
-        lengths = self._cached(("lengths", B, T), lambda: np.full(B, T, np.int32))
         if call.batched:
             shapes = (call.x.shape, out_shape, (LD, B, K), (LD, B, H))
         else:
             shapes = (call.x.shape, (T, DK), (LD, K), (LD, H))
-        thread_args = (H, K, B, self.num_directions, T, self.input_size)
-        self._cache(key, _kernels.ForwardPlan(self._packed, self.batch_first and call.batched, *shapes, *zeros,
-                                              lengths, thread_args, _MAX_POOLED_WORKSPACES))
+        thread_args = (H, K, B, self.num_directions, self.input_size)
+        self._cache(key, _kernels.ForwardPlan(self._packed, self.batch_first, *shapes, *zeros, thread_args,
+                                              _MAX_POOLED_WORKSPACES))
 
     # ---- streaming ----------------------------------------------------------------------------
 
@@ -201,6 +203,12 @@ class LSTM(LSTMBase):
 
     def __reduce__(self):
         return (_rebuild, (type(self), self._config(), self.state_dict()))
+
+
+def _plan_key(shape: tuple, batch_first: bool) -> tuple:
+    """The key of the cached ForwardPlan for an input of this shape: the shape without its time axis (axis 1 of
+    a batch-first batch, else axis 0)."""
+    return ("plan", shape[0], shape[2]) if batch_first and len(shape) == 3 else ("plan",) + shape[1:]
 
 
 def _rebuild(cls, config, state):

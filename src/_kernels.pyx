@@ -623,59 +623,70 @@ cdef bint _read_lengths(object lengths, long B, long T, int *buf) except -1:
 
 
 cdef class ForwardPlan:
-    """The parts of a forward call that depend only on the input's shape: zero initial states, full lengths,
-    output shapes, workspace size, thread count. fastlstm.LSTM caches one per input shape; run() then does the
-    common call in one step from Python: an exact ndarray of numbers of that shape (batched or not), hx None
-    or a pair of such arrays, lengths None or B integers in [1, T] (batched calls).
+    """The parts of a forward call that depend only on its layout and batch, not on T: zero initial states,
+    the shapes of hx and h_n, thread counts. fastlstm.LSTM caches one per input shape without its time axis;
+    run() then does the common call in one step from Python: an exact ndarray of numbers with this plan's
+    batch and input size and T >= 1 steps (batched or not), hx None or a pair of such arrays, lengths None or
+    B integers in [1, T] (batched calls).
     """
     cdef readonly PackedModel packed
-    cdef cnp.ndarray h0, c0, lengths
+    cdef cnp.ndarray h0, c0
     cdef int ndim                 # 3 for a batched call, 2 for an unbatched one (x, out, hx and h_n, c_n alike)
-    cdef cnp.npy_intp x_dims[3]
+    cdef int time_axis            # x's and out's axis of time steps
+    cdef cnp.npy_intp x_dims[3]   # x's shape, with the time axis filled in by each call
     cdef cnp.npy_intp out_dims[3]
     cdef cnp.npy_intp h_dims[3]
     cdef cnp.npy_intp c_dims[3]
     cdef int typenum
     cdef bint batch_first
-    cdef long workspace_size
     cdef int max_pooled
-    cdef readonly int T, B
-    cdef tuple thread_args        # the arguments of _threads.effective_threads for this shape
-    cdef int threads              # its answer when the settings it depends on were these two:
-    cdef object threads_override  # _threads._override (set_num_threads)
-    cdef object threads_forked    # _threads._forked_child
+    cdef readonly int B
+    cdef long long max_steps_rows        # T * B above this is too large, as the checked path says (2^62 / max(I, 4H))
+    cdef long workspace_T, workspace_size  # the workspace size of the last T run
+    cdef tuple thread_args               # (H, H_out, B, D, I) for _threads.effective_threads
+    cdef int threads_one, threads_many   # its answers for T = 1 and T > 1, when the settings were these two:
+    cdef object threads_override         # _threads._override (set_num_threads)
+    cdef object threads_forked           # _threads._forked_child
 
     def __cinit__(self, PackedModel packed, bint batch_first, tuple x_shape, tuple out_shape, tuple h_shape,
-                  tuple c_shape, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray lengths, tuple thread_args,
-                  int max_pooled):
-        """The call's shapes: x_shape, out_shape, h_shape (of hx[0] and h_n), c_shape, all with 3 axes or all
-        with 2 (unbatched); h0 and c0 zeros of h_shape and c_shape; lengths (B,) int32 all T; thread_args
-        (H, H_out, B, D, T, I) as effective_threads takes them; max_pooled: how many workspaces the model keeps."""
+                  tuple c_shape, cnp.ndarray h0, cnp.ndarray c0, tuple thread_args, int max_pooled):
+        """The shapes of one call (x_shape, out_shape, h_shape of hx[0] and h_n, c_shape), all with 3 axes or
+        all with 2 (unbatched); batch_first: x's layout when batched; h0 and c0 zeros of h_shape and c_shape;
+        thread_args (H, H_out, B, D, I) as effective_threads takes them; max_pooled: how many workspaces the
+        model keeps."""
         cdef int i
-        self.packed, self.batch_first, self.ndim = packed, batch_first, len(x_shape)
-        if self.ndim == 3:
-            self.T, self.B = (x_shape[1], x_shape[0]) if batch_first else (x_shape[0], x_shape[1])
-        else:
-            self.T, self.B = x_shape[0], 1
-        self.h0, self.c0, self.lengths = h0, c0, lengths
+        self.packed, self.ndim = packed, len(x_shape)
+        self.batch_first = batch_first and self.ndim == 3
+        self.time_axis = 1 if self.batch_first else 0
+        self.B = (x_shape[0] if self.batch_first else x_shape[1]) if self.ndim == 3 else 1
+        self.h0, self.c0 = h0, c0
         self.typenum = cnp.PyArray_TYPE(h0)
         for i in range(self.ndim):
             self.x_dims[i], self.out_dims[i] = x_shape[i], out_shape[i]
             self.h_dims[i], self.c_dims[i] = h_shape[i], c_shape[i]
-        self.workspace_size = packed.workspace_size(self.T, self.B)
+        self.max_steps_rows = (<long long> 1 << 62) // max(packed.info.dirs[0].input_size, 4 * packed.info.hidden_size)
+        self.workspace_T = self.workspace_size = 0
         self.thread_args, self.max_pooled = thread_args, max_pooled
         self.threads_override = self.threads_forked = self     # (never an actual setting: computed at first run)
 
     def run(self, model, x, hx, lengths):
         """forward() of x with hx (None, or a tuple or list of two arrays) and lengths into new arrays, if this
-        is a call the plan can run: x, hx and lengths as the class docstring says, of this plan's shapes, and the
-        model's weights still the plan's. Inputs of another dtype or layout are converted as the checked path
-        converts them. Returns (out, (h_n, c_n)), or None for any other call (the caller then takes the checked
-        path). A workspace is taken from the model's pool (or made) and put back if the pool has room."""
-        cdef int nd = self.ndim
-        if model._packed is not self.packed:
+        is a call the plan can run: x, hx and lengths as the class docstring says, and the model's weights still
+        the plan's. Inputs of another dtype or layout are converted as the checked path converts them. Returns
+        (out, (h_n, c_n)), or None for any other call (the caller then takes the checked path). A workspace is
+        taken from the model's pool (or made) and put back if the pool has room."""
+        cdef int nd = self.ndim, i
+        if not cnp.PyArray_Check(x) or cnp.PyArray_NDIM(<cnp.ndarray> x) != nd or model._packed is not self.packed:
             return None
-        x = _plain_or_converted(x, self.typenum, nd, self.x_dims)
+        cdef cnp.npy_intp T = (<cnp.ndarray> x).shape[self.time_axis]
+        if T < 1 or T > 2147483647 or T * self.B > self.max_steps_rows:
+            return None
+        cdef cnp.npy_intp x_dims[3]
+        cdef cnp.npy_intp out_dims[3]
+        for i in range(nd):
+            x_dims[i], out_dims[i] = self.x_dims[i], self.out_dims[i]
+        x_dims[self.time_axis] = out_dims[self.time_axis] = T
+        x = _plain_or_converted(x, self.typenum, nd, x_dims)
         if x is None:
             return None
         cdef object h0 = self.h0, c0 = self.c0
@@ -687,35 +698,36 @@ cdef class ForwardPlan:
             if h0 is None or c0 is None:
                 return None
         cdef int lens_on_stack[64]
-        cdef const int *lens = <const int *> cnp.PyArray_DATA(self.lengths)
+        cdef int *lens = lens_on_stack
         cdef cnp.ndarray lens_array
         cdef cnp.npy_intp B = self.B
-        if lengths is not None:
-            if nd != 3:
-                return None
-            if B <= 64:
-                lens = lens_on_stack
-            else:
-                lens_array = cnp.PyArray_EMPTY(1, &B, cnp.NPY_INT32, 0)
-                lens = <const int *> cnp.PyArray_DATA(lens_array)
-            if not _read_lengths(lengths, B, self.T, <int *> lens):
-                return None
+        if B > 64:
+            lens_array = cnp.PyArray_EMPTY(1, &B, cnp.NPY_INT32, 0)
+            lens = <int *> cnp.PyArray_DATA(lens_array)
+        if lengths is None:
+            for i in range(B):
+                lens[i] = <int> T
+        elif nd != 3 or not _read_lengths(lengths, B, T, lens):
+            return None
         override, forked = _threads._override, _threads._forked_child
         if override is not self.threads_override or forked is not self.threads_forked:
-            H, K, B, D, T, I = self.thread_args
-            self.threads = _threads.effective_threads(H, K, B, D, steps=T, input_size=I)
+            H, K, B_, D, I = self.thread_args
+            self.threads_one = _threads.effective_threads(H, K, B_, D, steps=1, input_size=I)
+            self.threads_many = _threads.effective_threads(H, K, B_, D, steps=2, input_size=I)
             self.threads_override, self.threads_forked = override, forked
-        cdef cnp.ndarray out = cnp.PyArray_EMPTY(nd, self.out_dims, self.typenum, 0)
+        cdef cnp.ndarray out = cnp.PyArray_EMPTY(nd, out_dims, self.typenum, 0)
         cdef cnp.ndarray hn = cnp.PyArray_EMPTY(nd, self.h_dims, self.typenum, 0)
         cdef cnp.ndarray cn = cnp.PyArray_EMPTY(nd, self.c_dims, self.typenum, 0)
+        if T != self.workspace_T:
+            self.workspace_T, self.workspace_size = T, _plan_workspace(&self.packed.info, T, B).total
         cdef list workspaces = model._workspaces
         cdef cnp.ndarray workspace = workspaces.pop() if workspaces else None
         if workspace is None or cnp.PyArray_SIZE(workspace) < self.workspace_size:
             from ._packing import _aligned_empty
             workspace = _aligned_empty((self.workspace_size,), x.dtype)
         try:
-            _forward_arrays(self.packed, x, self.T, self.B, self.batch_first, h0, c0, lens, out, hn, cn, workspace,
-                            self.threads)
+            _forward_arrays(self.packed, x, T, B, self.batch_first, h0, c0, lens, out, hn, cn, workspace,
+                            self.threads_one if T == 1 else self.threads_many)
         finally:
             if len(workspaces) < self.max_pooled:
                 workspaces.append(workspace)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import fastlstm
+from fastlstm._lstm import _plan_key
 from conftest import (
     assert_bitwise_equal,
     assert_close,
@@ -350,7 +351,7 @@ def test_repeated_call_of_one_shape(dtype, batch_first):
     rng = _rng("plan", dtype, batch_first)
     x = rng.standard_normal((3, 7, 5) if batch_first else (7, 3, 5)).astype(dtype)
     first = fast(x)
-    assert ("plan", x.shape) in fast._constants, "the first call of a shape must leave its plan"
+    assert _plan_key(x.shape, batch_first) in fast._constants, "the first call of a shape must leave its plan"
     second = fast(x)
     assert_forward_bitwise(second, first, what="second call of the shape")
     assert all(a is not b for a, b in zip((first[0], *first[1]), (second[0], *second[1])))
@@ -405,7 +406,7 @@ def test_repeated_call_with_hx(dtype, batched):
     for t in range(T):  # the first step is checked and leaves the plan of shape (1, B, 4); the others take it
         out, state = fast(x[t:t + 1], state)
         outputs.append(out)
-    assert ("plan", (1, *rows, 4)) in fast._constants
+    assert _plan_key((1, *rows, 4), False) in fast._constants
     assert_forward_bitwise((np.concatenate(outputs), state), whole, what="steps with hx")
     step = (x[:1], hx)
     first = fast(*step)
@@ -462,7 +463,7 @@ def test_repeated_call_with_lengths_and_converted_inputs(dtype, B):
     x = rng.standard_normal((T, B, 3)).astype(dtype)
     values = [int(v) for v in rng.integers(1, T + 1, B)]
     first = fast(x, lengths=np.array(values))  # checked: leaves the plan of x's shape
-    assert ("plan", x.shape) in fast._constants
+    assert _plan_key(x.shape, False) in fast._constants
     assert_forward_close(first, ref(x, lengths=values), dtype)
     for kind, make in LENGTHS_KINDS.items():
         assert_forward_bitwise(fast(x, lengths=make(values)), first, what=f"lengths as {kind}")
@@ -487,8 +488,41 @@ def test_repeated_call_with_lengths_and_converted_inputs(dtype, B):
         fast(x.astype(np.complex64))
 
 
+@pytest.mark.parametrize("layout", ["time-major", "batch-first", "unbatched"])
+def test_calls_of_any_length_share_one_plan(layout):
+    """A plan is kept per batch and input size, not per T: calls of other lengths (T = 1 too, with its own
+    thread rule) take it and give the bits of the checked call; T = 0 still takes the checked path."""
+    batch_first = layout == "batch-first"
+    fast = fastlstm.LSTM(3, 20, 2, seed=9, batch_first=batch_first, proj_size=6)
+    rng = _rng("plan T", layout)
+    B = 5
+
+    def make(T):
+        if layout == "unbatched":
+            return rng.standard_normal((T, 3)).astype(np.float32)
+        return rng.standard_normal((B, T, 3) if batch_first else (T, B, 3)).astype(np.float32)
+
+    fast(make(4))
+    keys = [k for k in fast._constants if k[0] == "plan"]
+    assert len(keys) == 1
+    for T in (1, 9, 2, 1, 30):
+        x = make(T)
+        checked = pickle.loads(pickle.dumps(fast))  # a copy: its first call of a shape is checked
+        plain = fast(x)
+        assert_forward_bitwise(plain, checked(x), what=f"T={T}")
+        lengths = None if layout == "unbatched" else [T] + [max(1, T - b) for b in range(1, B)]
+        hx = plain[1]
+        want = pickle.loads(pickle.dumps(fast))(x, hx, lengths=lengths)
+        assert_forward_bitwise(fast(x, hx, lengths=lengths), want, what=f"T={T} with hx and lengths")
+    assert [k for k in fast._constants if k[0] == "plan"] == keys, "one plan serves every T"
+    empty = make(0)
+    out, (h_n, c_n) = fast(empty)
+    assert out.shape == empty.shape[:-1] + (6,) and not h_n.any() and not c_n.any()
+
+
 def test_plan_follows_the_thread_settings(monkeypatch):
-    """A plan keeps its thread count until set_num_threads changes the setting (or the process forks)."""
+    """A plan keeps its thread counts (for T = 1 and T > 1) until set_num_threads changes the setting (or the
+    process forks)."""
     from fastlstm import _threads
 
     monkeypatch.setattr(_threads, "_override", _threads._override)
@@ -500,14 +534,14 @@ def test_plan_follows_the_thread_settings(monkeypatch):
     expected = model(x)  # checked: asks once, and leaves the plan
     for _ in range(3):
         assert_forward_bitwise(model(x), expected)
-    assert len(asked) == 2, "the plan asks at its first run only"
+    assert len(asked) == 3, "the plan asks (for T = 1 and T > 1) at its first run only"
     fastlstm.set_num_threads(1)
     assert_forward_bitwise(model(x), expected)
     assert_forward_bitwise(model(x), expected)
-    assert len(asked) == 3, "a new setting is asked about once"
+    assert len(asked) == 5, "a new setting is asked about once"
     monkeypatch.setattr(_threads, "_forked_child", True)
     assert_forward_bitwise(model(x), expected)
-    assert len(asked) == 4
+    assert len(asked) == 7
 
 
 # ---- NaN and inf --------------------------------------------------------------------------------
