@@ -720,11 +720,13 @@ cdef class ForwardPlan:
         cdef cnp.ndarray cn = cnp.PyArray_EMPTY(nd, self.c_dims, self.typenum, 0)
         if T != self.workspace_T:
             self.workspace_T, self.workspace_size = T, _plan_workspace(&self.packed.info, T, B).total
+        # (a local copy: another Python thread may run this plan with another T while the import below runs)
+        cdef long workspace_size = self.workspace_size
         cdef list workspaces = model._workspaces
         cdef cnp.ndarray workspace = workspaces.pop() if workspaces else None
-        if workspace is None or cnp.PyArray_SIZE(workspace) < self.workspace_size:
+        if workspace is None or cnp.PyArray_SIZE(workspace) < workspace_size:
             from ._packing import _aligned_empty
-            workspace = _aligned_empty((self.workspace_size,), x.dtype)
+            workspace = _aligned_empty((workspace_size,), x.dtype)
         try:
             _forward_arrays(self.packed, x, T, B, self.batch_first, h0, c0, lens, out, hn, cn, workspace,
                             self.threads_one if T == 1 else self.threads_many)
