@@ -713,7 +713,7 @@ cdef class ForwardPlan:
         if override is not self.threads_override or forked is not self.threads_forked:
             H, K, B_, D, I = self.thread_args
             self.threads_one = _threads.effective_threads(H, K, B_, D, steps=1, input_size=I)
-            self.threads_many = _threads.effective_threads(H, K, B_, D, steps=2, input_size=I)
+            self.threads_many = _threads.effective_threads(H, K, B_, D, input_size=I)  # any T > 1
             self.threads_override, self.threads_forked = override, forked
         cdef cnp.ndarray out = cnp.PyArray_EMPTY(nd, out_dims, self.typenum, 0)
         cdef cnp.ndarray hn = cnp.PyArray_EMPTY(nd, self.h_dims, self.typenum, 0)
