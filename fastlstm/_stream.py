@@ -10,7 +10,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from . import _kernels, _threads
-from ._base import _as_numeric_array, _check_hx_pair
+from ._base import _INT_MAX, _as_numeric_array, _check_hx_pair
 
 
 class Stream(_kernels.StreamCore):
@@ -26,6 +26,8 @@ class Stream(_kernels.StreamCore):
             raise ValueError(f"stream: only forward LSTMs can stream, this one is {model.direction!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"stream: batch_size must be a positive integer, got {batch_size!r}")
+        if batch_size > _INT_MAX:  # the kernels count rows in a C int
+            raise ValueError(f"stream: batch_size must be at most {_INT_MAX}, got {batch_size}")
         self.batch_size = B = int(batch_size)
         super().__init__(model, B, _threads.stream_threads(model.hidden_size, model.out_size, model.input_size, B))
         self.reset(hx)

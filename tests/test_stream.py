@@ -201,5 +201,7 @@ def test_step_errors():
         stream.step(np.ones((2, 3)), out=frozen)
     with pytest.raises(ValueError, match="batch_size"):
         model.stream(0)
+    with pytest.raises(ValueError, match="batch_size must be at most 2147483647"):
+        model.stream(2**31)  # before any allocation: the kernels count rows in a C int
     with pytest.raises(ValueError, match=r"Expected hidden\[0\] size"):
         stream.reset((np.zeros((1, 3, 4)), np.zeros((1, 2, 4))))
