@@ -2,7 +2,8 @@
 
 Python does the checking (fastlstm._base), the conversion of inputs to the model's dtype and layout, and the
 bookkeeping of workspaces; one call into fastlstm._kernels then runs every layer and direction with the GIL
-released.
+released. After a first checked call, calls with the same batch and input size go to a cached
+_kernels.ForwardPlan, which checks and converts them in C the same way (or hands them back to Python).
 """
 from __future__ import annotations
 
@@ -125,7 +126,7 @@ class LSTM(LSTMBase):
         # plan cached.
         if type(x) is np.ndarray:
             shape = x.shape  # the key without the time axis, as _plan_key makes it (inline: no call)
-            plan = self._constants.get(("plan", shape[0], shape[2]) if self.batch_first and len(shape) == 3
+            plan = self._constants.get(("plan-bf", shape[0], shape[2]) if self.batch_first and len(shape) == 3
                                        else ("plan",) + shape[1:])
             if plan is not None:
                 result = plan.run(self, x, hx, lengths)
@@ -207,8 +208,8 @@ class LSTM(LSTMBase):
 
 def _plan_key(shape: tuple, batch_first: bool) -> tuple:
     """The key of the cached ForwardPlan for an input of this shape: the shape without its time axis (axis 1 of
-    a batch-first batch, else axis 0)."""
-    return ("plan", shape[0], shape[2]) if batch_first and len(shape) == 3 else ("plan",) + shape[1:]
+    a batch-first batch, else axis 0), and the layout (a model's batch_first may be changed between calls)."""
+    return ("plan-bf", shape[0], shape[2]) if batch_first and len(shape) == 3 else ("plan",) + shape[1:]
 
 
 def _rebuild(cls, config, state):

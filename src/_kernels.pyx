@@ -10,7 +10,8 @@ projection.
 A one-direction LSTM of few units with a batch splits whole tiles of rows of the batch instead (_row_split_wins):
 each thread runs all units of its rows through every layer, and no thread waits for another.
 The micro-kernels live in cell_kernels.h. Every element is computed by one thread in a fixed order, so
-results do not depend on the thread count. Python (fastlstm/_lstm.py) validates every argument first.
+results do not depend on the thread count. Python (fastlstm/_lstm.py) validates every argument of a first
+call; ForwardPlan and StreamCore check repeated calls in C the same way, and hand anything else back.
 
 The input projection is not a BLAS call: measured here (2-core AMD EPYC, float32), scipy's OpenBLAS sgemm
 reached ~114 GFLOP/s per core while the packed micro-kernel reaches ~200, and OpenBLAS's spinning worker
@@ -594,8 +595,8 @@ cdef object _plain_or_converted(object a, int typenum, int ndim, const cnp.npy_i
 
 cdef bint _read_lengths(object lengths, long B, long T, int *buf) except -1:
     """lengths into buf (B,) if they are B integers in [1, T]: an exact ndarray of int32 or int64, C-contiguous
-    in native byte order, or a list or tuple of ints or NumPy integers. False for anything else, or a value out
-    of range (the checked path then converts or raises)."""
+    in native byte order, or a list or tuple of ints or signed NumPy integers. False for anything else, or a
+    value out of range (the checked path then converts or raises)."""
     cdef long i, v
     cdef cnp.ndarray arr
     cdef int typenum
@@ -615,7 +616,9 @@ cdef bint _read_lengths(object lengths, long B, long T, int *buf) except -1:
     if (type(lengths) is list or type(lengths) is tuple) and len(lengths) == B:
         for i in range(B):
             item = lengths[i]
-            if not (type(item) is int or isinstance(item, np.integer)) or not 1 <= item <= T:
+            # Python ints and signed NumPy integers: np.asarray gives an integer array of any mix of them (a
+            # NumPy unsigned integer among signed ones would make it float64, which the checked path rejects)
+            if not (type(item) is int or isinstance(item, np.signedinteger)) or not 1 <= item <= T:
                 return False
             buf[i] = <int> item
         return True
@@ -801,7 +804,8 @@ cdef class StreamCore:
         cdef bint overlap = x_lo < out_lo + cnp.PyArray_NBYTES(out) and out_lo < x_lo + cnp.PyArray_NBYTES(x)
         cdef void *h = cnp.PyArray_DATA(self._h)
         cdef void *c = cnp.PyArray_DATA(self._c)
-        cdef void *ws = cnp.PyArray_DATA(self._workspace)
+        cdef cnp.ndarray workspace = self._workspace     # held here: another thread may replace the attribute
+        cdef void *ws = cnp.PyArray_DATA(workspace)
         m.step_parity = not m.step_parity
         cdef bint descending = m.step_parity
         if m.info.is_double:
