@@ -112,6 +112,11 @@ class LSTM(LSTMBase):
             self._cache(key, value)
         return value
 
+    def _zero_states(self, B: int) -> tuple:
+        """Cached read-only zero (h_0, c_0) for B rows, shaped (L*D, B, H_out) and (L*D, B, H)."""
+        LD, H, K, _ = self._state_sizes
+        return self._cached(("state", B), lambda: (np.zeros((LD, B, K), self.dtype), np.zeros((LD, B, H), self.dtype)))
+
     def _cache(self, key: tuple, value: Any) -> None:
         with self._lock:
             if len(self._constants) >= _MAX_CACHED_CONSTANTS:
@@ -147,7 +152,7 @@ class LSTM(LSTMBase):
         if not call.batched:
             x = x.reshape(T, 1, self.input_size)
         if call.h0 is None:
-            h0, c0 = self._cached(("state", B), lambda: (np.zeros((LD, B, K), dtype), np.zeros((LD, B, H), dtype)))
+            h0, c0 = self._zero_states(B)
         else:
             h0 = np.ascontiguousarray(call.h0, dtype).reshape(LD, B, K)
             c0 = np.ascontiguousarray(call.c0, dtype).reshape(LD, B, H)
@@ -180,15 +185,14 @@ class LSTM(LSTMBase):
         if plan is not None and plan.packed is self._packed:
             return
         LD, H, K, DK = self._state_sizes
-        B, T, dtype = call.B, call.T, self.dtype
-        zeros = self._cached(("state", B), lambda: (np.zeros((LD, B, K), dtype), np.zeros((LD, B, H), dtype)))
+        B, T = call.B, call.T
         if call.batched:
             shapes = (call.x.shape, out_shape, (LD, B, K), (LD, B, H))
         else:
             shapes = (call.x.shape, (T, DK), (LD, K), (LD, H))
         thread_args = (H, K, B, self.num_directions, self.input_size)
-        self._cache(key, _kernels.ForwardPlan(self._packed, self.batch_first, *shapes, *zeros, thread_args,
-                                              _MAX_POOLED_WORKSPACES))
+        self._cache(key, _kernels.ForwardPlan(self._packed, self.batch_first, *shapes, *self._zero_states(B),
+                                              thread_args, _MAX_POOLED_WORKSPACES))
 
     # ---- streaming ----------------------------------------------------------------------------
 

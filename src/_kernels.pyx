@@ -498,6 +498,26 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
             _thread_forward(m, &run, x, batch_first, h0, c0, out, hn, cn, ws + sec.seq0, ws + sec.seq1)
 
 
+cdef void _forward_any(const ModelInfo *m, const void *x, int T, int B, bint batch_first, const void *h0,
+                      const void *c0, const int *lengths, void *out, void *hn, void *cn, void *ws, int num_threads,
+                      bint input_aliases_output, bint descending) noexcept nogil:
+    """_forward in the model's dtype, on untyped pointers to arrays of that dtype."""
+    if m.is_double:
+        _forward[double](m, <const double *> x, T, B, batch_first, <const double *> h0, <const double *> c0,
+                         lengths, <double *> out, <double *> hn, <double *> cn, <double *> ws, num_threads,
+                         input_aliases_output, descending)
+    else:
+        _forward[float](m, <const float *> x, T, B, batch_first, <const float *> h0, <const float *> c0,
+                        lengths, <float *> out, <float *> hn, <float *> cn, <float *> ws, num_threads,
+                        input_aliases_output, descending)
+
+
+cdef inline bint _next_step_order(PackedModel m) noexcept:
+    """Whether this single-step call runs its blocks in descending order: flips from one call to the next."""
+    m.step_parity = not m.step_parity
+    return m.step_parity
+
+
 # forward() calls running now, from all Python threads (changed only with the GIL held)
 cdef int _calls_in_flight = 0
 
@@ -535,29 +555,27 @@ cdef void _forward_arrays(PackedModel m, cnp.ndarray x, int T, int B, bint batch
     """forward() with T and B given: x is (T, B, I) or (B, T, I) in memory, whatever its shape (an unbatched
     (T, I) is (T, 1, I)); h0, c0, hn, cn likewise (L*D, B, K) and (L*D, B, H) in memory; lens (B,)."""
     global _calls_in_flight
-    cdef bint descending = False
-    if T == 1:                  # alternate the order of the blocks from one single-step call to the next
-        m.step_parity = not m.step_parity
-        descending = m.step_parity
+    cdef bint descending = _next_step_order(m) if T == 1 else False
     _calls_in_flight += 1
     num_threads = max(1, num_threads // _calls_in_flight)
     try:
-        if m.info.is_double:
-            with nogil:
-                _forward[double](&m.info, <const double *> cnp.PyArray_DATA(x), T, B, batch_first,
-                                 <const double *> cnp.PyArray_DATA(h0), <const double *> cnp.PyArray_DATA(c0), lens,
-                                 <double *> cnp.PyArray_DATA(out), <double *> cnp.PyArray_DATA(hn),
-                                 <double *> cnp.PyArray_DATA(cn), <double *> cnp.PyArray_DATA(workspace), num_threads,
-                                 False, descending)
-        else:
-            with nogil:
-                _forward[float](&m.info, <const float *> cnp.PyArray_DATA(x), T, B, batch_first,
-                                <const float *> cnp.PyArray_DATA(h0), <const float *> cnp.PyArray_DATA(c0), lens,
-                                <float *> cnp.PyArray_DATA(out), <float *> cnp.PyArray_DATA(hn),
-                                <float *> cnp.PyArray_DATA(cn), <float *> cnp.PyArray_DATA(workspace), num_threads,
-                                False, descending)
+        with nogil:
+            _forward_any(&m.info, cnp.PyArray_DATA(x), T, B, batch_first, cnp.PyArray_DATA(h0), cnp.PyArray_DATA(c0),
+                         lens, cnp.PyArray_DATA(out), cnp.PyArray_DATA(hn), cnp.PyArray_DATA(cn),
+                         cnp.PyArray_DATA(workspace), num_threads, False, descending)
     finally:
         _calls_in_flight -= 1
+
+
+cdef inline bint _has_shape(cnp.ndarray arr, int ndim, const cnp.npy_intp *dims) noexcept:
+    """arr has ndim axes of sizes dims."""
+    cdef int i
+    if cnp.PyArray_NDIM(arr) != ndim:
+        return False
+    for i in range(ndim):
+        if arr.shape[i] != dims[i]:
+            return False
+    return True
 
 
 cdef inline bint _is_plain_array(object a, int typenum, int ndim, const cnp.npy_intp *dims) noexcept:
@@ -565,14 +583,8 @@ cdef inline bint _is_plain_array(object a, int typenum, int ndim, const cnp.npy_
     if not cnp.PyArray_CheckExact(a):
         return False
     cdef cnp.ndarray arr = <cnp.ndarray> a
-    cdef int i
     # ISCARRAY_RO: C-contiguous, aligned and not byte-swapped
-    if not (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_ISCARRAY_RO(arr) and cnp.PyArray_NDIM(arr) == ndim):
-        return False
-    for i in range(ndim):
-        if arr.shape[i] != dims[i]:
-            return False
-    return True
+    return cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_ISCARRAY_RO(arr) and _has_shape(arr, ndim, dims)
 
 
 cdef object _plain_or_converted(object a, int typenum, int ndim, const cnp.npy_intp *dims):
@@ -584,12 +596,8 @@ cdef object _plain_or_converted(object a, int typenum, int ndim, const cnp.npy_i
     if not cnp.PyArray_CheckExact(a):
         return None
     cdef cnp.ndarray arr = <cnp.ndarray> a
-    cdef int i
-    if cnp.PyArray_NDIM(arr) != ndim or arr.descr.kind not in b"iuf":
+    if arr.descr.kind not in b"iuf" or not _has_shape(arr, ndim, dims):
         return None
-    for i in range(ndim):
-        if arr.shape[i] != dims[i]:
-            return None
     return cnp.PyArray_FROMANY(arr, typenum, ndim, ndim, cnp.NPY_ARRAY_CARRAY | cnp.NPY_ARRAY_FORCECAST)
 
 
@@ -645,7 +653,6 @@ cdef class ForwardPlan:
     cdef int max_pooled
     cdef readonly int B
     cdef long long max_steps_rows        # T * B above this is too large, as the checked path says (2^62 / max(I, 4H))
-    cdef long workspace_T, workspace_size  # the workspace size of the last T run
     cdef tuple thread_args               # (H, H_out, B, D, I) for _threads.effective_threads
     cdef int threads_one, threads_many   # its answers for T = 1 and T > 1, when the settings were these two:
     cdef object threads_override         # _threads._override (set_num_threads)
@@ -668,7 +675,6 @@ cdef class ForwardPlan:
             self.x_dims[i], self.out_dims[i] = x_shape[i], out_shape[i]
             self.h_dims[i], self.c_dims[i] = h_shape[i], c_shape[i]
         self.max_steps_rows = (<long long> 1 << 62) // max(packed.info.dirs[0].input_size, 4 * packed.info.hidden_size)
-        self.workspace_T = self.workspace_size = 0
         self.thread_args, self.max_pooled = thread_args, max_pooled
         self.threads_override = self.threads_forked = self     # (never an actual setting: computed at first run)
 
@@ -721,10 +727,7 @@ cdef class ForwardPlan:
         cdef cnp.ndarray out = cnp.PyArray_EMPTY(nd, out_dims, self.typenum, 0)
         cdef cnp.ndarray hn = cnp.PyArray_EMPTY(nd, self.h_dims, self.typenum, 0)
         cdef cnp.ndarray cn = cnp.PyArray_EMPTY(nd, self.c_dims, self.typenum, 0)
-        if T != self.workspace_T:
-            self.workspace_T, self.workspace_size = T, _plan_workspace(&self.packed.info, T, B).total
-        # (a local copy: another Python thread may run this plan with another T while the import below runs)
-        cdef long workspace_size = self.workspace_size
+        cdef long workspace_size = _plan_workspace(&self.packed.info, T, B).total
         cdef list workspaces = model._workspaces
         cdef cnp.ndarray workspace = workspaces.pop() if workspaces else None
         if workspace is None or cnp.PyArray_SIZE(workspace) < workspace_size:
@@ -789,7 +792,8 @@ cdef class StreamCore:
         """One time step of every layer, the state updated in place, with the GIL released. out may overlap x.
 
         h (L, B, K) and c (L, B, H) are read and written in place: each thread reads and then writes only its
-        own units (or rows, see _thread_forward). The workspace follows the model's packed weights (its parameters may have been reassigned).
+        own units (or rows, see _thread_forward). The workspace follows the model's packed weights (its
+        parameters may have been reassigned).
         """
         cdef PackedModel m = self._model._packed
         if m is not self._packed:
@@ -806,15 +810,6 @@ cdef class StreamCore:
         cdef void *c = cnp.PyArray_DATA(self._c)
         cdef cnp.ndarray workspace = self._workspace     # held here: another thread may replace the attribute
         cdef void *ws = cnp.PyArray_DATA(workspace)
-        m.step_parity = not m.step_parity
-        cdef bint descending = m.step_parity
-        if m.info.is_double:
-            with nogil:
-                _forward[double](&m.info, <const double *> x_lo, 1, B, False, <const double *> h, <const double *> c,
-                                 lens, <double *> out_lo, <double *> h, <double *> c, <double *> ws, threads, overlap,
-                                 descending)
-        else:
-            with nogil:
-                _forward[float](&m.info, <const float *> x_lo, 1, B, False, <const float *> h, <const float *> c,
-                                lens, <float *> out_lo, <float *> h, <float *> c, <float *> ws, threads, overlap,
-                                descending)
+        cdef bint descending = _next_step_order(m)
+        with nogil:
+            _forward_any(&m.info, x_lo, 1, B, False, h, c, lens, out_lo, h, c, ws, threads, overlap, descending)
