@@ -11,11 +11,11 @@ import importlib.util
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from . import _peers, _threads
+from . import _kernels, _peers, _threads
 from ._lstm import LSTM
 from .reference import LSTM as ReferenceLSTM
 
@@ -37,14 +37,22 @@ class Shape:
             return f"step, B={self.B}, I={self.I}, H={self.H}{extra}"
         return f"T={self.T}, B={self.B}, I={self.I}, H={self.H}{extra}"
 
-    def weight_bytes(self) -> float:
-        """float32 bytes of W_ih and W_hh that one forward must read at least once per step (B small)."""
+    def step_weight_bytes(self) -> float:
+        """float32 bytes of weights one time step reads: W_hh of every direction of a layer (the layers run one
+        after another, W_ih in a batched product per chunk of steps); a streaming step reads W_ih and W_hh of
+        every layer."""
         D = 2 if self.bidirectional else 1
+        if not self.streaming:
+            return float(D * 4 * self.H * self.H * 4)
         total, I = 0, self.I
         for _ in range(self.layers):
-            total += D * 4 * 4 * self.H * ((I if self.streaming else 0) + self.H)
+            total += D * 4 * self.H * (I + self.H) * 4
             I = D * self.H
-        return float(total) * self.T
+        return float(total)
+
+    def weight_bytes(self) -> float:
+        """float32 bytes of weights one forward reads at least (each step reads them again when B is small)."""
+        return self.step_weight_bytes() * self.T * (1 if self.streaming else self.layers)
 
     def flops(self) -> float:
         """Multiply-adds x 2 of the gate products of one forward (activations not counted)."""
@@ -76,6 +84,7 @@ class Row:
     gflop: float
     weight_gb: float
     batch: int
+    read_gbps: float  # this machine reading a buffer of one step's weights (step_weight_bytes), same threads
     median_ms: Dict[str, float] = field(default_factory=dict)
     max_abs_diff: Dict[str, float] = field(default_factory=dict)
 
@@ -132,7 +141,8 @@ def bench_shape(shape: Shape, threads: int, seconds: float, with_reference: bool
         runners["torch"] = _peers.torch_runner(model, threads)
     if installed("onnxruntime") and installed("onnx"):
         runners["onnxruntime"] = _peers.ort_runner(model, threads)
-    row = Row(shape.name, shape.flops() / 1e9, shape.weight_bytes() / 1e9, shape.B)
+    row = Row(shape.name, shape.flops() / 1e9, shape.weight_bytes() / 1e9, shape.B,
+              measure_read_gbps(shape.step_weight_bytes(), threads))
     ours = runners["fastlstm"](x)
     for name, run in runners.items():
         if name != "fastlstm":
@@ -154,7 +164,8 @@ def bench_step(shape: Shape, threads: int, seconds: float) -> Row:
         steppers["torch"] = _peers.torch_step_runner(model, threads)
     if installed("onnxruntime") and installed("onnx"):
         steppers["onnxruntime"] = _peers.ort_step_runner(model, threads)
-    row = Row(shape.name, shape.flops() / 1e9, shape.weight_bytes() / 1e9, shape.B)
+    row = Row(shape.name, shape.flops() / 1e9, shape.weight_bytes() / 1e9, shape.B,
+              measure_read_gbps(shape.step_weight_bytes(), threads))
     # agreement over a few steps from the zero state; all steppers then keep running from there
     ours = np.stack([steppers["fastlstm"](x) for x in xs])
     for name, step in steppers.items():
@@ -167,27 +178,58 @@ def bench_step(shape: Shape, threads: int, seconds: float) -> Row:
     return row
 
 
+def measure_fma_gflops(threads: int) -> float:
+    """This machine's arithmetic ceiling: GFLOP/s of independent float32 vector FMAs on `threads` threads with
+    the kernels' instruction set (_kernels.probe_fma). No matrix product, ours or a BLAS's, can beat it."""
+    rounds = 100_000  # ~0.2 ms per call at 250 GFLOP/s per core
+    flops = _kernels.probe_fma(rounds, threads)[1]
+    return flops / time_interleaved({"fma": lambda: _kernels.probe_fma(rounds, threads)}, 0.3, 5)["fma"] / 1e9
+
+
+def measure_read_gbps(nbytes: float, threads: int) -> float:
+    """GB/s of `threads` threads reading a float32 buffer of about nbytes over and over, each its own share
+    (_kernels.probe_read), the way the steps of a forward read their slices of the weights: from L1, L2 or L3
+    according to the size."""
+    granule = _kernels.probe_read_granule()
+    n = max(granule, int(nbytes) // 4 // granule * granule)
+    buf = np.empty(n + 16, np.float32)  # 64-byte aligned view of it
+    start = (-buf.ctypes.data % 64) // 4
+    data = buf[start : start + n]
+    data.fill(1.0)
+    passes = max(1, int(8e6 // (4 * n)))  # >= ~8 MB per call, so that the call itself is noise
+    read = _kernels.probe_read(data, passes, threads)[1]
+    return read / time_interleaved({"read": lambda: _kernels.probe_read(data, passes, threads)}, 0.3, 5)["read"] / 1e9
+
+
 def measure_sgemm_gflops() -> float:
-    """This machine's sgemm GFLOP/s: NumPy's BLAS on a large square float32 product (the ceiling of the
-    batched rows). The batch-1 rows are bound by reading the weights instead; no NumPy probe reaches the L3
-    bandwidth, so those rows report weights GB/s (DESIGN.md's roofline: ~195 GB/s from L3 on 2 cores)."""
+    """NumPy's BLAS on a large square float32 product, for comparison (printed, not a limit: on the project's
+    machine it reached less than half the FMA peak)."""
     n = 1536
     a = np.ones((n, n), np.float32)
     return 2 * n**3 / time_interleaved({"gemm": lambda: a @ a}, seconds=0.3, min_rounds=5)["gemm"] / 1e9
 
 
-def format_table(rows: List[Row], sgemm_gflops: Optional[float] = None) -> str:
+def limit_fraction(row: Row, fma_gflops: float) -> Tuple[float, str]:
+    """How close a row came to this machine's limit, and which limit binds: the roofline time of its work is
+    the larger of its FLOPs at the FMA peak and its weight bytes at the read bandwidth of one step's weights."""
+    fma_ms = row.gflop / fma_gflops * 1e3
+    read_ms = row.weight_gb / row.read_gbps * 1e3
+    bound_ms, bound = (fma_ms, "FMA") if fma_ms >= read_ms else (read_ms, "read")
+    return bound_ms / row.median_ms["fastlstm"], bound
+
+
+def format_table(rows: List[Row], fma_gflops: Optional[float] = None) -> str:
     peers = ["onnxruntime", "torch", "reference"]
     present = [p for p in peers if any(p in r.median_ms for r in rows)]
-    head = ["shape", "fastlstm ms", "GFLOP/s", "weights GB/s"] + (["% of sgemm"] if sgemm_gflops else [])
+    head = ["shape", "fastlstm ms", "GFLOP/s", "weights GB/s"] + (["% of limit"] if fma_gflops else [])
     head += [f"{p} ms" for p in present] + [f"x vs {p}" for p in present]
     lines = [head]
     for r in rows:
         ours = r.median_ms["fastlstm"]
-        gflops, gbs = r.gflop / ours * 1e3, r.weight_gb / ours * 1e3
-        cells = [r.shape, f"{ours:.4f}", f"{gflops:.1f}", f"{gbs:.0f}"]
-        if sgemm_gflops:  # batch >= 8 is bound by arithmetic; smaller batches by reading the weights
-            cells.append(f"{100 * gflops / sgemm_gflops:.0f}%" if r.batch >= 8 else "-")
+        cells = [r.shape, f"{ours:.4f}", f"{r.gflop / ours * 1e3:.1f}", f"{r.weight_gb / ours * 1e3:.0f}"]
+        if fma_gflops:
+            fraction, bound = limit_fraction(r, fma_gflops)
+            cells.append(f"{100 * fraction:.0f}% {bound}")
         cells += [f"{r.median_ms[p]:.4f}" if p in r.median_ms else "-" for p in present]
         cells += [f"{r.median_ms[p] / ours:.2f}" if p in r.median_ms else "-" for p in present]
         lines.append(cells)
@@ -239,15 +281,18 @@ def run(
     print(f"fastlstm bench: float32, {n} thread(s), medians of interleaved rounds")
     if missing:
         print(f"(not installed, not compared: {', '.join(missing)})")
+    fma = measure_fma_gflops(n)
     sgemm = measure_sgemm_gflops()
-    print(f"measured sgemm: {sgemm:.0f} GFLOP/s (NumPy's BLAS, {n} threads' worth of cores)")
+    print(f"measured FMA peak: {fma:.0f} GFLOP/s ({n} threads, {_kernels.isa_name()}); NumPy's sgemm: {sgemm:.0f}")
     rows = []
     for shape in shapes:
         with_reference = shape.T * shape.B * shape.H <= 100 * 4 * 256
         rows.append(bench_shape(shape, n, seconds, with_reference))
         print(f"  {shape.name}: done", flush=True)
     print()
-    print(format_table(rows, sgemm))
+    print(format_table(rows, fma))
+    print("% of limit: the row's time at this machine's limit over its time. The limit is its FLOPs at the FMA")
+    print("peak or its weight bytes at the speed of reading a buffer of one step's weights, whichever is slower.")
     print()
     print("max |fastlstm - peer| of the outputs:")
     worst = 0.0
@@ -257,7 +302,7 @@ def run(
         worst = max([worst] + list(r.max_abs_diff.values()))
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({"threads": n, "sgemm_gflops": sgemm, "rows": [asdict(r) for r in rows]}, f, indent=2)
+            json.dump({"threads": n, "fma_gflops": fma, "sgemm_gflops": sgemm, "rows": [asdict(r) for r in rows]}, f, indent=2)
     if plot_path:
         plot(rows, plot_path)
         print(f"plot written to {plot_path}")

@@ -38,6 +38,10 @@ cdef extern from "cell_kernels.h" nogil:
     int lstm_openmp_enabled()
     int lstm_thread_id()
     int lstm_team_size()
+    float lstm_probe_fma(long rounds)
+    float lstm_probe_read(const float *p, long n)
+    int lstm_probe_chains()
+    int lstm_probe_read_sums()
     ctypedef struct lstm_team_barrier:
         pass
     void lstm_barrier_init(lstm_team_barrier *bar)
@@ -115,6 +119,85 @@ def vector_bytes():
 def openmp_enabled():
     """Whether this build was compiled with OpenMP."""
     return bool(lstm_openmp_enabled())
+
+
+# ---- probes of this machine's limits for `python -m fastlstm bench` (not used by a forward) ----------
+
+cdef void _probe_fma_thread(long rounds, float *first, int *team) noexcept nogil:
+    """One thread's share of probe_fma: its FMA chains; thread 0 also reports its sum and the team size."""
+    cdef float value = lstm_probe_fma(rounds)
+    if lstm_thread_id() == 0:
+        first[0] = value
+        team[0] = lstm_team_size()
+
+
+def probe_fma(long rounds, int num_threads):
+    """Run the FMA-throughput probe (probe_fma in cell_impl.h) on a team of up to num_threads threads, without
+    the GIL: each thread does `rounds` rounds of independent float32 vector FMAs on the selected instruction set.
+
+    Returns (lanes_sum, flops): thread 0's sum of its lanes (chain i's lanes end at i / 2**rounds + 2 -
+    2**(1 - rounds)) and the floating-point operations of the whole team (2 per lane of every FMA).
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    cdef float first = 0
+    cdef int team = 1
+    with nogil:
+        if num_threads == 1:
+            first = lstm_probe_fma(rounds)
+        else:
+            with parallel(num_threads=num_threads):
+                _probe_fma_thread(rounds, &first, &team)
+    lanes = lstm_vector_bytes() // 4
+    return float(first), 2.0 * rounds * lstm_probe_chains() * lanes * team
+
+
+def probe_read_granule():
+    """probe_read reads buffers in units of this many float32 elements (its running sums of the widest vector)."""
+    return lstm_probe_read_sums() * 16
+
+
+cdef void _probe_read_thread(const float *data, long units, long passes, float *sums) noexcept nogil:
+    """One thread's share of probe_read: its contiguous range of units (of probe_read_granule() elements),
+    read `passes` times; the sum of its last pass goes to sums[thread]."""
+    cdef int tid = lstm_thread_id(), team = lstm_team_size()
+    cdef long g = lstm_probe_read_sums() * 16, u0 = units * tid // team, u1 = units * (tid + 1) // team, p
+    cdef float value = 0
+    for p in range(passes):
+        value = lstm_probe_read(data + u0 * g, (u1 - u0) * g)
+    sums[tid] = value
+
+
+def probe_read(cnp.ndarray buf, long passes, int num_threads):
+    """Run the read-bandwidth probe (probe_read in cell_impl.h) without the GIL: each thread of a team of up to
+    num_threads sums its own contiguous share of buf `passes` times, as a forward streams its slice of the
+    weights every step.
+
+    buf : ndarray (n,) float32, C-contiguous, n a multiple of probe_read_granule() (64-byte aligned to measure)
+    Returns (total, bytes): the sum of buf over the team's last passes and the bytes the team read.
+    """
+    cdef long g = probe_read_granule()
+    if not isinstance(buf, np.ndarray) or buf.dtype != np.float32 or buf.ndim != 1 or not buf.flags.c_contiguous:
+        raise TypeError("buf must be a 1-D C-contiguous float32 ndarray")
+    if buf.shape[0] == 0 or buf.shape[0] % g:
+        raise ValueError(f"buf must hold a positive multiple of {g} elements, got {buf.shape[0]}")
+    if passes < 1:
+        raise ValueError(f"passes must be >= 1, got {passes}")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    cdef cnp.ndarray sums = np.zeros(num_threads, np.float32)
+    cdef const float *data = <const float *> cnp.PyArray_DATA(buf)
+    cdef float *sums_data = <float *> cnp.PyArray_DATA(sums)
+    cdef long units = buf.shape[0] // g
+    with nogil:
+        if num_threads == 1:
+            _probe_read_thread(data, units, passes, sums_data)
+        else:
+            with parallel(num_threads=num_threads):
+                _probe_read_thread(data, units, passes, sums_data)
+    return float(sums.sum(dtype=np.float64)), 4.0 * buf.shape[0] * passes
 
 
 cdef struct DirWeights:

@@ -7,6 +7,7 @@
  *   VBYTES  vector width in bytes (64, 32, 16); one block of hidden units is VBYTES/sizeof(REAL) wide
  *   BT      batch rows per register tile of the gate kernel
  *   ATTR    function attributes selecting the instruction set (target("...")) or nothing
+ * and WITH_PROBES for the float instantiations only, which also get the bench's probes of the machine.
  *
  * Vectors are GCC vector extensions, so one source serves every instruction set: the compiler maps a
  * 64-byte vector to one zmm, two ymm or four xmm registers. No -ffast-math anywhere: NaN propagates.
@@ -424,6 +425,37 @@ ATTR static void FN(proj_blocks)(
         }
     }
 }
+
+#ifdef WITH_PROBES
+/* ---- probes of the machine's limits for `python -m fastlstm bench` (not part of a forward) ------- */
+
+/* FMA throughput: rounds x PROBE_CHAINS independent vector FMAs acc = acc * 0.5 + 1, enough chains to keep
+   every FMA unit busy through the FMA latency. Chain i starts at i, so after r rounds each of its lanes holds
+   i / 2^r + 2 - 2^(1 - r); returns the sum of all lanes, so that no work can be dropped. (rounds) -> scalar */
+ATTR static REAL FN(probe_fma)(long rounds) {
+    const VEC half = FN(vset1)((REAL)0.5), one = FN(vset1)((REAL)1.0);
+    VEC acc[PROBE_CHAINS];
+    for (int i = 0; i < PROBE_CHAINS; i++) acc[i] = FN(vset1)((REAL)i);
+    for (long r = 0; r < rounds; r++)
+        for (int i = 0; i < PROBE_CHAINS; i++) acc[i] = acc[i] * half + one;
+    REAL sum = 0;
+    for (int i = 0; i < PROBE_CHAINS; i++)
+        for (int l = 0; l < VL; l++) sum += acc[i][l];
+    return sum;
+}
+
+/* Read bandwidth: the sum of p[0:n], read as vectors into PROBE_READ_SUMS running sums, the way the gate
+   kernels stream their weights. p aligned to VBYTES, n a multiple of PROBE_READ_SUMS * VL. (n,) -> scalar */
+ATTR static REAL FN(probe_read)(const REAL *p, long n) {
+    VEC sums[PROBE_READ_SUMS] = {{0}};
+    for (long i = 0; i < n; i += PROBE_READ_SUMS * VL)
+        for (int j = 0; j < PROBE_READ_SUMS; j++) sums[j] += FN(vload)(p + i + j * VL);
+    REAL sum = 0;
+    for (int j = 0; j < PROBE_READ_SUMS; j++)
+        for (int l = 0; l < VL; l++) sum += sums[j][l];
+    return sum;
+}
+#endif
 
 #undef FN
 #undef VL

@@ -23,6 +23,11 @@
    the 2-core test machine) */
 #define LSTM_BARRIER_SPINS 2000
 
+/* the probes of cell_impl.h: independent FMA chains (12 covers 2 FMA units x 4 cycles of latency with room),
+   and running sums of the read probe (covers 2 loads per cycle x 3 cycles of add latency) */
+#define PROBE_CHAINS 12
+#define PROBE_READ_SUMS 8
+
 #define CAT3_(a, b, c) a##b##c
 #define CAT3(a, b, c) CAT3_(a, b, c)
 
@@ -37,10 +42,12 @@
 #define BT BT_SSE2
 #define ATTR
 #define REAL float
+#define WITH_PROBES
 #define IREAL int32_t
 #define SFX f32_base
 #include "cell_impl.h"
 #undef REAL
+#undef WITH_PROBES
 #undef IREAL
 #undef SFX
 #define REAL double
@@ -59,10 +66,12 @@
 #define BT BT_AVX2
 #define ATTR __attribute__((target("avx2,fma")))
 #define REAL float
+#define WITH_PROBES
 #define IREAL int32_t
 #define SFX f32_avx2
 #include "cell_impl.h"
 #undef REAL
+#undef WITH_PROBES
 #undef IREAL
 #undef SFX
 #define REAL double
@@ -80,10 +89,12 @@
 #define BT BT_AVX512
 #define ATTR __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")))
 #define REAL float
+#define WITH_PROBES
 #define IREAL int32_t
 #define SFX f32_avx512
 #include "cell_impl.h"
 #undef REAL
+#undef WITH_PROBES
 #undef IREAL
 #undef SFX
 #define REAL double
@@ -117,6 +128,8 @@ typedef void (*step_blocks_f64_t)(const double *, const double *, const double *
                                   const double *, const double *, double, int, const double *, long, double *, long,
                                   double *, long, const int *, int, int, int, int, int, int);
 typedef void (*proj_blocks_f32_t)(const float *, const float *, long, float *, long, const int *, int, int, int, int, int);
+typedef float (*probe_fma_f32_t)(long);
+typedef float (*probe_read_f32_t)(const float *, long);
 typedef void (*proj_blocks_f64_t)(const double *, const double *, long, double *, long, const int *, int, int, int, int, int);
 
 static struct {
@@ -131,8 +144,11 @@ static struct {
     proj_blocks_f64_t proj_f64;
     step_blocks_f32_t step_f32;
     step_blocks_f64_t step_f64;
+    probe_fma_f32_t probe_fma_f32;
+    probe_read_f32_t probe_read_f32;
 } lstm_isa = {"sse2", 16, BT_SSE2, cell_blocks_f32_base, cell_blocks_f64_base, input_blocks_f32_base, input_blocks_f64_base,
-             proj_blocks_f32_base, proj_blocks_f64_base, step_blocks_f32_base, step_blocks_f64_base};
+             proj_blocks_f32_base, proj_blocks_f64_base, step_blocks_f32_base, step_blocks_f64_base,
+             probe_fma_f32_base, probe_read_f32_base};
 
 /* What the CPU supports: 2 = AVX-512, 1 = AVX2+FMA, 0 = baseline. */
 static int lstm_cpu_isa_level(void) {
@@ -157,6 +173,7 @@ static int lstm_select_isa(int max_level) {
         lstm_isa.input_f32 = input_blocks_f32_avx512; lstm_isa.input_f64 = input_blocks_f64_avx512;
         lstm_isa.proj_f32 = proj_blocks_f32_avx512; lstm_isa.proj_f64 = proj_blocks_f64_avx512;
         lstm_isa.step_f32 = step_blocks_f32_avx512; lstm_isa.step_f64 = step_blocks_f64_avx512;
+        lstm_isa.probe_fma_f32 = probe_fma_f32_avx512; lstm_isa.probe_read_f32 = probe_read_f32_avx512;
         return 2;
     }
     if (level == 1) {
@@ -165,6 +182,7 @@ static int lstm_select_isa(int max_level) {
         lstm_isa.input_f32 = input_blocks_f32_avx2; lstm_isa.input_f64 = input_blocks_f64_avx2;
         lstm_isa.proj_f32 = proj_blocks_f32_avx2; lstm_isa.proj_f64 = proj_blocks_f64_avx2;
         lstm_isa.step_f32 = step_blocks_f32_avx2; lstm_isa.step_f64 = step_blocks_f64_avx2;
+        lstm_isa.probe_fma_f32 = probe_fma_f32_avx2; lstm_isa.probe_read_f32 = probe_read_f32_avx2;
         return 1;
     }
 #endif
@@ -173,12 +191,19 @@ static int lstm_select_isa(int max_level) {
     lstm_isa.input_f32 = input_blocks_f32_base; lstm_isa.input_f64 = input_blocks_f64_base;
     lstm_isa.proj_f32 = proj_blocks_f32_base; lstm_isa.proj_f64 = proj_blocks_f64_base;
     lstm_isa.step_f32 = step_blocks_f32_base; lstm_isa.step_f64 = step_blocks_f64_base;
+    lstm_isa.probe_fma_f32 = probe_fma_f32_base; lstm_isa.probe_read_f32 = probe_read_f32_base;
     return 0;
 }
 
 static inline const char *lstm_isa_name(void) { return lstm_isa.name; }
 static inline int lstm_vector_bytes(void) { return lstm_isa.vector_bytes; }
 static inline int lstm_tile_rows(void) { return lstm_isa.tile_rows; }
+
+/* the bench's probes (cell_impl.h) in float32 with the selected instruction set */
+static inline float lstm_probe_fma(long rounds) { return lstm_isa.probe_fma_f32(rounds); }
+static inline float lstm_probe_read(const float *p, long n) { return lstm_isa.probe_read_f32(p, n); }
+static inline int lstm_probe_chains(void) { return PROBE_CHAINS; }
+static inline int lstm_probe_read_sums(void) { return PROBE_READ_SUMS; }
 
 static inline void cell_blocks_f32(const float *w, const float *gx, long ldg, const float *peep, float clip,
                                    int input_forget, const float *h, long ldh, float *c, long ldc, float *hout, long ldo,

@@ -1,0 +1,101 @@
+"""The parts of ``python -m fastlstm bench`` that are not timing: the probes of the machine's limits compute
+what they claim on every instruction set, the bytes and FLOPs of a shape match the model's parameters, and
+the fraction of the limit follows from the numbers it is given."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastlstm
+from fastlstm import _bench, _kernels
+
+LEVELS = [("avx512", 2), ("avx2", 1), ("sse2", 0)]
+
+
+@pytest.fixture(params=LEVELS, ids=[name for name, _ in LEVELS])
+def isa(request):
+    """Each instruction set this CPU has selected in turn (the probes hold no packed weights), then the one
+    selected at import restored."""
+    name, level = request.param
+    if _kernels.cpu_isa_level() < level:
+        pytest.skip(f"this CPU lacks {name}")
+    before = dict(LEVELS)[_kernels.isa_name()]
+    _kernels.select_isa(level)
+    yield name
+    _kernels.select_isa(before)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_probe_fma_computes_its_chains(isa, threads):
+    lanes = _kernels.vector_bytes() // 4
+    chains = _kernels.probe_fma(1, 1)[1] / (2 * lanes)
+    assert chains == int(chains) and chains >= 8, "enough independent chains to cover the FMA latency"
+    for rounds in (1, 2, 3, 7):
+        # chain i after r rounds of acc * 0.5 + 1, from i: i / 2^r + 2 - 2^(1 - r), exact in float32 here
+        want = lanes * sum(i / 2**rounds + 2 - 2 ** (1 - rounds) for i in range(int(chains)))
+        got, flops = _kernels.probe_fma(rounds, threads)
+        assert got == want, f"{isa}: rounds {rounds}: lanes sum {got}, want {want}"
+        team = threads if fastlstm.openmp_enabled() else 1
+        assert flops == 2 * rounds * chains * lanes * team
+    got, _ = _kernels.probe_fma(200, threads)  # converged: every lane is 2
+    assert got == 2 * chains * lanes
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_probe_read_sums_the_whole_buffer(isa, threads):
+    granule = _kernels.probe_read_granule()
+    for units in (1, 2, 5, 64):
+        data = (np.arange(units * granule) % 7).astype(np.float32)  # small integers: every sum is exact
+        for offset in (0, 1):  # an unaligned buffer is read correctly too (only more slowly)
+            buf = np.empty(units * granule + 1, np.float32)[offset : offset + units * granule]
+            buf[:] = data
+            total, read = _kernels.probe_read(buf, 3, threads)
+            assert total == float(data.sum(dtype=np.float64)), f"{isa}: {units} units, offset {offset}"
+            assert read == 3 * 4 * data.size
+
+
+def test_probe_errors_name_the_argument():
+    granule = _kernels.probe_read_granule()
+    with pytest.raises(ValueError, match="rounds"):
+        _kernels.probe_fma(0, 1)
+    with pytest.raises(ValueError, match="num_threads"):
+        _kernels.probe_fma(1, 0)
+    with pytest.raises(TypeError, match="float32"):
+        _kernels.probe_read(np.zeros(granule), 1, 1)
+    with pytest.raises(TypeError, match="1-D"):
+        _kernels.probe_read(np.zeros((2, granule), np.float32), 1, 1)
+    with pytest.raises(TypeError, match="C-contiguous"):
+        _kernels.probe_read(np.zeros(2 * granule, np.float32)[::2], 1, 1)
+    with pytest.raises(ValueError, match=f"multiple of {granule}"):
+        _kernels.probe_read(np.zeros(granule + 1, np.float32), 1, 1)
+    with pytest.raises(ValueError, match=f"multiple of {granule}"):
+        _kernels.probe_read(np.zeros(0, np.float32), 1, 1)
+    with pytest.raises(ValueError, match="passes"):
+        _kernels.probe_read(np.zeros(granule, np.float32), 0, 1)
+    with pytest.raises(ValueError, match="num_threads"):
+        _kernels.probe_read(np.zeros(granule, np.float32), 1, 0)
+
+
+@pytest.mark.parametrize("shape", _bench.SHAPES, ids=lambda s: s.name.replace(" ", ""))
+def test_shape_bytes_and_flops_match_the_model(shape):
+    model = fastlstm.LSTM(shape.I, shape.H, shape.layers, bidirectional=shape.bidirectional)
+    params = model.state_dict()
+    w_hh = [v for k, v in params.items() if k.startswith("weight_hh")]
+    w_ih = [v for k, v in params.items() if k.startswith("weight_ih")]
+    if shape.streaming:
+        assert shape.step_weight_bytes() == 4 * sum(w.size for w in w_hh + w_ih)
+    else:  # one layer's W_hh per step, every direction; all layers have the same hidden size
+        assert shape.step_weight_bytes() * shape.layers == 4 * sum(w.size for w in w_hh)
+    per_step_rows = sum(w.size for w in w_hh + w_ih)  # multiply-adds per row and step, all layers
+    assert shape.flops() == 2 * shape.T * shape.B * per_step_rows
+
+
+def test_limit_fraction_takes_the_slower_limit():
+    row = _bench.Row("s", gflop=2.0, weight_gb=3.0, batch=1, read_gbps=100.0, median_ms={"fastlstm": 40.0})
+    # FLOPs at 200 GFLOP/s: 10 ms; bytes at 100 GB/s: 30 ms, the slower: 30 / 40
+    assert _bench.limit_fraction(row, 200.0) == (30.0 / 40.0, "read")
+    # at 50 GFLOP/s the FLOPs take 40 ms: the whole time
+    assert _bench.limit_fraction(row, 50.0) == (1.0, "FMA")
+    table = _bench.format_table([row], 50.0)
+    assert "% of limit" in table.splitlines()[0] and "100% FMA" in table.splitlines()[2]
+    assert "% of limit" not in _bench.format_table([row])
