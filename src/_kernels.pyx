@@ -39,7 +39,7 @@ cdef extern from "cell_kernels.h" nogil:
     int lstm_thread_id()
     int lstm_team_size()
     float lstm_probe_fma(long rounds)
-    float lstm_probe_read(const float *p, long n)
+    float lstm_probe_read(const float *p, long n, int descending)
     int lstm_probe_chains()
     int lstm_probe_read_sums()
     ctypedef struct lstm_team_barrier:
@@ -161,19 +161,20 @@ def probe_read_granule():
 
 cdef void _probe_read_thread(const float *data, long units, long passes, float *sums) noexcept nogil:
     """One thread's share of probe_read: its contiguous range of units (of probe_read_granule() elements),
-    read `passes` times; the sum of its last pass goes to sums[thread]."""
+    read `passes` times, backwards every other pass; the sum of its last pass goes to sums[thread]."""
     cdef int tid = lstm_thread_id(), team = lstm_team_size()
     cdef long g = lstm_probe_read_sums() * 16, u0 = units * tid // team, u1 = units * (tid + 1) // team, p
     cdef float value = 0
     for p in range(passes):
-        value = lstm_probe_read(data + u0 * g, (u1 - u0) * g)
+        value = lstm_probe_read(data + u0 * g, (u1 - u0) * g, p & 1)
     sums[tid] = value
 
 
 def probe_read(cnp.ndarray buf, long passes, int num_threads):
     """Run the read-bandwidth probe (probe_read in cell_impl.h) without the GIL: each thread of a team of up to
     num_threads sums its own contiguous share of buf `passes` times, as a forward streams its slice of the
-    weights every step.
+    weights every step: forwards, then backwards, and so on (the steps alternate their block order, so that
+    what one step read last is still cached when the next starts).
 
     buf : ndarray (n,) float32, C-contiguous, n a multiple of probe_read_granule() (64-byte aligned to measure)
     Returns (total, bytes): the sum of buf over the team's last passes and the bytes the team read.

@@ -445,11 +445,15 @@ ATTR static REAL FN(probe_fma)(long rounds) {
 }
 
 /* Read bandwidth: the sum of p[0:n], read as vectors into PROBE_READ_SUMS running sums, the way the gate
-   kernels stream their weights. p aligned to VBYTES, n a multiple of PROBE_READ_SUMS * VL. (n,) -> scalar */
-ATTR static REAL FN(probe_read)(const REAL *p, long n) {
+   kernels stream their weights; from the end backwards when descending (cell_blocks alternates its order
+   from step to step). p aligned to VBYTES, n a multiple of PROBE_READ_SUMS * VL. (n,) -> scalar */
+ATTR static REAL FN(probe_read)(const REAL *p, long n, int descending) {
+    const long step = PROBE_READ_SUMS * VL;
     VEC sums[PROBE_READ_SUMS] = {{0}};
-    for (long i = 0; i < n; i += PROBE_READ_SUMS * VL)
-        for (int j = 0; j < PROBE_READ_SUMS; j++) sums[j] += FN(vload)(p + i + j * VL);
+    for (long i = 0; i < n; i += step) {
+        const REAL *q = p + (descending ? n - step - i : i);
+        for (int j = 0; j < PROBE_READ_SUMS; j++) sums[j] += FN(vload)(q + j * VL);
+    }
     REAL sum = 0;
     for (int j = 0; j < PROBE_READ_SUMS; j++)
         for (int l = 0; l < VL; l++) sum += sums[j][l];

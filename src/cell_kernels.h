@@ -129,7 +129,7 @@ typedef void (*step_blocks_f64_t)(const double *, const double *, const double *
                                   double *, long, const int *, int, int, int, int, int, int);
 typedef void (*proj_blocks_f32_t)(const float *, const float *, long, float *, long, const int *, int, int, int, int, int);
 typedef float (*probe_fma_f32_t)(long);
-typedef float (*probe_read_f32_t)(const float *, long);
+typedef float (*probe_read_f32_t)(const float *, long, int);
 typedef void (*proj_blocks_f64_t)(const double *, const double *, long, double *, long, const int *, int, int, int, int, int);
 
 static struct {
@@ -201,7 +201,9 @@ static inline int lstm_tile_rows(void) { return lstm_isa.tile_rows; }
 
 /* the bench's probes (cell_impl.h) in float32 with the selected instruction set */
 static inline float lstm_probe_fma(long rounds) { return lstm_isa.probe_fma_f32(rounds); }
-static inline float lstm_probe_read(const float *p, long n) { return lstm_isa.probe_read_f32(p, n); }
+static inline float lstm_probe_read(const float *p, long n, int descending) {
+    return lstm_isa.probe_read_f32(p, n, descending);
+}
 static inline int lstm_probe_chains(void) { return PROBE_CHAINS; }
 static inline int lstm_probe_read_sums(void) { return PROBE_READ_SUMS; }
 

@@ -49,9 +49,10 @@ def test_probe_read_sums_the_whole_buffer(isa, threads):
         for offset in (0, 1):  # an unaligned buffer is read correctly too (only more slowly)
             buf = np.empty(units * granule + 1, np.float32)[offset : offset + units * granule]
             buf[:] = data
-            total, read = _kernels.probe_read(buf, 3, threads)
-            assert total == float(data.sum(dtype=np.float64)), f"{isa}: {units} units, offset {offset}"
-            assert read == 3 * 4 * data.size
+            for passes in (1, 2, 3):  # the sum of the last pass: forwards, backwards, forwards
+                total, read = _kernels.probe_read(buf, passes, threads)
+                assert total == float(data.sum(dtype=np.float64)), f"{isa}: {units} units, offset {offset}"
+                assert read == passes * 4 * data.size
 
 
 def test_probe_errors_name_the_argument():
