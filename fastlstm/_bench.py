@@ -196,7 +196,9 @@ def measure_read_gbps(nbytes: float, threads: int) -> float:
     start = (-buf.ctypes.data % 64) // 4
     data = buf[start : start + n]
     data.fill(1.0)
-    passes = max(1, int(8e6 // (4 * n)))  # >= ~8 MB per call, so that the call itself is noise
+    # >= ~32 MB per call (fewer measured up to 30% less on 4 MB: the call and its first pass weigh); an even
+    # count, so that every call (forwards first) starts where the one before ended (backwards)
+    passes = 2 * max(1, int(16e6 // (4 * n)))
     read = _kernels.probe_read(data, passes, threads)[1]
     return read / time_interleaved({"read": lambda: _kernels.probe_read(data, passes, threads)}, 0.3, 5)["read"] / 1e9
 
