@@ -159,11 +159,11 @@ def probe_read_granule():
     return lstm_probe_read_sums() * 16
 
 
-cdef void _probe_read_thread(const float *data, long units, long passes, float *sums) noexcept nogil:
-    """One thread's share of probe_read: its contiguous range of units (of probe_read_granule() elements),
+cdef void _probe_read_thread(const float *data, long g, long units, long passes, float *sums) noexcept nogil:
+    """One thread's share of probe_read: its contiguous range of units (of g = probe_read_granule() elements),
     read `passes` times, backwards every other pass; the sum of its last pass goes to sums[thread]."""
     cdef int tid = lstm_thread_id(), team = lstm_team_size()
-    cdef long g = lstm_probe_read_sums() * 16, u0 = units * tid // team, u1 = units * (tid + 1) // team, p
+    cdef long u0 = units * tid // team, u1 = units * (tid + 1) // team, p
     cdef float value = 0
     for p in range(passes):
         value = lstm_probe_read(data + u0 * g, (u1 - u0) * g, p & 1)
@@ -194,10 +194,10 @@ def probe_read(cnp.ndarray buf, long passes, int num_threads):
     cdef long units = buf.shape[0] // g
     with nogil:
         if num_threads == 1:
-            _probe_read_thread(data, units, passes, sums_data)
+            _probe_read_thread(data, g, units, passes, sums_data)
         else:
             with parallel(num_threads=num_threads):
-                _probe_read_thread(data, units, passes, sums_data)
+                _probe_read_thread(data, g, units, passes, sums_data)
     return float(sums.sum(dtype=np.float64)), 4.0 * buf.shape[0] * passes
 
 

@@ -128,9 +128,9 @@ typedef void (*step_blocks_f64_t)(const double *, const double *, const double *
                                   const double *, const double *, double, int, const double *, long, double *, long,
                                   double *, long, const int *, int, int, int, int, int, int);
 typedef void (*proj_blocks_f32_t)(const float *, const float *, long, float *, long, const int *, int, int, int, int, int);
+typedef void (*proj_blocks_f64_t)(const double *, const double *, long, double *, long, const int *, int, int, int, int, int);
 typedef float (*probe_fma_f32_t)(long);
 typedef float (*probe_read_f32_t)(const float *, long, int);
-typedef void (*proj_blocks_f64_t)(const double *, const double *, long, double *, long, const int *, int, int, int, int, int);
 
 static struct {
     const char *name;
