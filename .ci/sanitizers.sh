@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
 work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT     # its venvs and builds take gigabytes: do not leave them behind
 tests=("$@")
 [ $# -eq 0 ] && tests=(-q -x tests/test_reference.py tests/test_api.py tests/test_threads.py -k "not subprocess")
 
