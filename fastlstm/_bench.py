@@ -85,6 +85,8 @@ class Row:
     weight_gb: float
     batch: int
     read_gbps: float  # this machine reading a buffer of one step's weights (step_weight_bytes), same threads
+    handoffs: int = 0  # time steps handed from thread to thread on the critical path (_kernels.step_handoffs)
+    handoff_us: float = 0.0  # this machine handing one step between those threads (measure_handoff_us)
     median_ms: Dict[str, float] = field(default_factory=dict)
     max_abs_diff: Dict[str, float] = field(default_factory=dict)
 
@@ -141,8 +143,7 @@ def bench_shape(shape: Shape, threads: int, seconds: float, with_reference: bool
         runners["torch"] = _peers.torch_runner(model, threads)
     if installed("onnxruntime") and installed("onnx"):
         runners["onnxruntime"] = _peers.ort_runner(model, threads)
-    row = Row(shape.name, shape.flops() / 1e9, shape.weight_bytes() / 1e9, shape.B,
-              measure_read_gbps(shape.step_weight_bytes(), threads))
+    row = new_row(shape, model, threads)
     ours = runners["fastlstm"](x)
     for name, run in runners.items():
         if name != "fastlstm":
@@ -164,8 +165,7 @@ def bench_step(shape: Shape, threads: int, seconds: float) -> Row:
         steppers["torch"] = _peers.torch_step_runner(model, threads)
     if installed("onnxruntime") and installed("onnx"):
         steppers["onnxruntime"] = _peers.ort_step_runner(model, threads)
-    row = Row(shape.name, shape.flops() / 1e9, shape.weight_bytes() / 1e9, shape.B,
-              measure_read_gbps(shape.step_weight_bytes(), threads))
+    row = new_row(shape, model, threads)
     # agreement over a few steps from the zero state; all steppers then keep running from there
     ours = np.stack([steppers["fastlstm"](x) for x in xs])
     for name, step in steppers.items():
@@ -175,6 +175,22 @@ def bench_step(shape: Shape, threads: int, seconds: float) -> Row:
     x0 = xs[0]
     medians = time_interleaved({n: (lambda s=s: s(x0)) for n, s in steppers.items()}, seconds, min_rounds=50)
     row.median_ms = {name: 1e3 * t for name, t in medians.items()}
+    return row
+
+
+def new_row(shape: Shape, model: LSTM, threads: int) -> Row:
+    """The row of a shape before its timings: its work, and this machine's limits for it on up to `threads`
+    threads (the team fastlstm starts for it, fewer for small work)."""
+    D = 2 if shape.bidirectional else 1
+    if shape.streaming:
+        team = _threads.stream_threads(shape.H, shape.H, shape.I, shape.B)
+    else:
+        team = _threads.effective_threads(shape.H, shape.H, shape.B, D, steps=shape.T, input_size=shape.I)
+    handoffs, handing = _kernels.step_handoffs(model._packed, shape.T, shape.B, min(team, threads))
+    row = Row(shape.name, shape.flops() / 1e9, shape.weight_bytes() / 1e9, shape.B,
+              measure_read_gbps(shape.step_weight_bytes(), threads), handoffs)
+    if handoffs:
+        row.handoff_us = measure_handoff_us(handing)
     return row
 
 
@@ -203,6 +219,16 @@ def measure_read_gbps(nbytes: float, threads: int) -> float:
     return 4.0 * n * passes / seconds / 1e9
 
 
+def measure_handoff_us(threads: int) -> float:
+    """Microseconds for `threads` threads to hand one empty time step to each other, as a forward's threads
+    end every step (_kernels.probe_handoff): each writes one cache line of h, publishes its step, waits for the
+    others' and reads their lines. The latency of a hand-off, not its bandwidth: a forward moving more of h
+    between cores may overlap that with its work, but no step can start before the previous one has arrived."""
+    steps = 2000
+    seconds = time_interleaved({"handoff": lambda: _kernels.probe_handoff(steps, 16 * threads, threads)}, 0.3, 5)
+    return 1e6 * seconds["handoff"] / steps
+
+
 def measure_sgemm_gflops() -> float:
     """NumPy's BLAS on a large square float32 product, for comparison (printed, not a limit: on the project's
     machine it reached less than half the FMA peak)."""
@@ -212,11 +238,16 @@ def measure_sgemm_gflops() -> float:
 
 
 def limit_fraction(row: Row, fma_gflops: float) -> Tuple[float, str]:
-    """How close a row came to this machine's limit, and which limit binds: the roofline time of its work is
-    the larger of its FLOPs at the FMA peak and its weight bytes at the read bandwidth of one step's weights."""
+    """How close a row came to this machine's limit, and which limits bind: the roofline time of its work is
+    the larger of its FLOPs at the FMA peak and its weight bytes at the read bandwidth of one step's weights;
+    when its threads hand every step to each other, the hand-offs come on top (no step's work can start
+    before the previous step's h has arrived)."""
     fma_ms = row.gflop / fma_gflops * 1e3
     read_ms = row.weight_gb / row.read_gbps * 1e3
     bound_ms, bound = (fma_ms, "FMA") if fma_ms >= read_ms else (read_ms, "read")
+    if row.handoffs:
+        bound_ms += row.handoffs * row.handoff_us * 1e-3
+        bound += "+handoff"
     return bound_ms / row.median_ms["fastlstm"], bound
 
 
@@ -294,7 +325,8 @@ def run(
     print()
     print(format_table(rows, fma))
     print("% of limit: the row's time at this machine's limit over its time. The limit is its FLOPs at the FMA")
-    print("peak or its weight bytes at the speed of reading a buffer of one step's weights, whichever is slower.")
+    print("peak or its weight bytes at the speed of reading a buffer of one step's weights, whichever is slower,")
+    print("plus, where the threads hand every step to each other, the measured cost of each hand-off.")
     print()
     print("max |fastlstm - peer| of the outputs:")
     worst = 0.0

@@ -40,6 +40,8 @@ cdef extern from "cell_kernels.h" nogil:
     int lstm_team_size()
     float lstm_probe_fma(long rounds)
     float lstm_probe_read(const float *p, long n, int descending)
+    void lstm_probe_fill(float *p, long n, float value)
+    long lstm_probe_mismatches(const float *p, long n, float value)
     int lstm_probe_chains()
     int lstm_probe_read_sums()
     ctypedef struct lstm_team_barrier:
@@ -201,6 +203,64 @@ def probe_read(cnp.ndarray buf, long passes, int num_threads):
     return float(sums.sum(dtype=np.float64)), 4.0 * buf.shape[0] * passes
 
 
+cdef void _probe_handoff_thread(float *buf, long n, long steps, lstm_step_flag *flags, long *stale,
+                                int *team_size) noexcept nogil:
+    """One thread's share of probe_handoff: at step s it writes s into its range of cache lines of buf's half
+    s % 2, publishes the step, waits for the others' and reads the rest of that half, which they wrote,
+    counting the values that are not s into stale[thread]; thread 0 also reports the team size."""
+    cdef int tid = lstm_thread_id(), team = lstm_team_size()
+    cdef long lines = n // 16, e0 = lines * tid // team * 16, e1 = lines * (tid + 1) // team * 16, s, wrong = 0
+    cdef float *half
+    for s in range(1, steps + 1):
+        half = buf + (s % 2) * n
+        lstm_probe_fill(half + e0, e1 - e0, s)
+        lstm_step_publish(flags, tid, s)
+        lstm_step_wait(flags, tid, 0, team, s)
+        wrong += lstm_probe_mismatches(half, e0, s) + lstm_probe_mismatches(half + e1, n - e1, s)
+    stale[tid] = wrong
+    if tid == 0:
+        team_size[0] = team
+
+
+cdef inline size_t _to_next_64(const void *p) noexcept nogil:
+    """Bytes from p to the next 64-byte boundary (0 when p is on one)."""
+    return (64 - <size_t> p % 64) % 64
+
+
+def probe_handoff(long steps, long n, int num_threads):
+    """Run the hand-off probe without the GIL: a team of up to num_threads threads passes `steps` empty time steps
+    to each other the way the threads of a direction end every step of a forward: each writes its share of an
+    h of n float32 values (n a multiple of 16, whole cache lines; two buffers, used in turn), publishes its step
+    count (lstm_step_publish), waits for the others' (lstm_step_wait) and reads their shares. Its time per step
+    is what a step costs beyond its work.
+
+    Returns (stale, reads, team): how many of the values read were not the step's (0 when every thread saw
+    every other's writes of every step), how many were read (n * (team - 1) * steps) and the team size.
+    """
+    if steps < 1 or steps >= 1 << 24:  # step counts are stored exactly in float32
+        raise ValueError(f"steps must be in [1, 2**24), got {steps}")
+    if n < 1 or n % 16:
+        raise ValueError(f"n must be a positive multiple of 16, got {n}")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    cdef cnp.ndarray raw = np.zeros(2 * n + 16, np.float32)          # two halves, 64-byte aligned
+    cdef cnp.ndarray raw_flags = np.zeros((num_threads + 1) * 64, np.uint8)
+    cdef cnp.ndarray stale = np.zeros(num_threads, np.int64)
+    cdef char *buf_bytes = <char *> cnp.PyArray_DATA(raw)
+    cdef char *flag_bytes = <char *> cnp.PyArray_DATA(raw_flags)
+    cdef float *buf = <float *> (buf_bytes + _to_next_64(buf_bytes))
+    cdef lstm_step_flag *flags = <lstm_step_flag *> (flag_bytes + _to_next_64(flag_bytes))
+    cdef long *stale_data = <long *> cnp.PyArray_DATA(stale)
+    cdef int team = 1
+    with nogil:
+        if num_threads == 1:
+            _probe_handoff_thread(buf, n, steps, flags, stale_data, &team)
+        else:
+            with parallel(num_threads=num_threads):
+                _probe_handoff_thread(buf, n, steps, flags, stale_data, &team)
+    return int(stale.sum()), n * (team - 1) * steps, team
+
+
 cdef struct DirWeights:
     const void *w_ih     # (NB, I_k, 4, V)
     const void *w_hh     # (NB, K, 4, V)
@@ -336,6 +396,24 @@ cdef inline bint _row_split_wins(const ModelInfo *m, long B) noexcept nogil:
     if _row_split_mode >= 0:
         return _row_split_mode == 1 and _row_tiles(B) >= 2
     return m.num_directions == 1 and m.hidden_size <= ROW_SPLIT_MAX_HIDDEN and B >= 2 * lstm_tile_rows()
+
+
+cdef inline int _team_size(const ModelInfo *m, long B, int num_threads, bint row_split) noexcept nogil:
+    """The team a forward over B rows starts with up to num_threads threads."""
+    return max(1, min(num_threads, min(_row_tiles(B), MAX_ROW_TEAM) if row_split else _max_threads(m)))
+
+
+def step_handoffs(PackedModel m, long T, long B, int num_threads):
+    """How a forward of m over T steps and B rows on up to num_threads threads hands its time steps from thread
+    to thread (lstm_step_wait) on its critical path. Returns (handoffs, team): once per step and layer among
+    the `team` threads of a direction when its units are split among two or more; (0, 1) when each thread runs
+    alone (a team of one, the batch's rows split, or a bidirectional layer's directions on one thread each)."""
+    cdef bint row_split = _row_split_wins(&m.info, B)
+    cdef int nt = _team_size(&m.info, B, num_threads, row_split)
+    cdef int widest = nt - nt // 2 if m.info.num_directions == 2 else nt    # the larger sub-team
+    if row_split or widest < 2:
+        return 0, 1
+    return T * m.info.num_layers, widest
 
 
 cdef inline long _aligned(long n) noexcept nogil:
@@ -572,7 +650,7 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     run.c = ws + sec.c
     run.hc = ws + sec.hc if m.proj_size > 0 else NULL
     run.row_split = _row_split_wins(m, B) and not input_aliases_output
-    num_threads = max(1, min(num_threads, min(_row_tiles(B), MAX_ROW_TEAM) if run.row_split else _max_threads(m)))
+    num_threads = _team_size(m, B, num_threads, run.row_split)
     run.step_flags = <lstm_step_flag *> (ws + sec.flags)
     memset(run.step_flags, 0, num_threads * sizeof(lstm_step_flag))
     if num_threads == 1:     # no team to start: outside a parallel region the barriers are no-ops

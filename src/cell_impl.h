@@ -459,6 +459,21 @@ ATTR static REAL FN(probe_read)(const REAL *p, long n, int descending) {
         for (int l = 0; l < VL; l++) sum += sums[j][l];
     return sum;
 }
+
+/* The hand-off probe's writes and reads of h, in vectors as the cell kernels store and load it: p[0:n] = value;
+   and how many of p[0:n] differ from value. p aligned to VBYTES, n a multiple of VL. (n,) -> (n,), scalar */
+ATTR static void FN(probe_fill)(REAL *p, long n, REAL value) {
+    const VEC v = FN(vset1)(value);
+    for (long i = 0; i < n; i += VL) FN(vstore)(p + i, v);
+}
+ATTR static long FN(probe_mismatches)(const REAL *p, long n, REAL value) {
+    const VEC v = FN(vset1)(value);
+    IVEC count = {0};
+    for (long i = 0; i < n; i += VL) count -= FN(vload)(p + i) != v;   /* a true lane is -1 */
+    long total = 0;
+    for (int l = 0; l < VL; l++) total += count[l];
+    return total;
+}
 #endif
 
 #undef FN

@@ -131,6 +131,8 @@ typedef void (*proj_blocks_f32_t)(const float *, const float *, long, float *, l
 typedef void (*proj_blocks_f64_t)(const double *, const double *, long, double *, long, const int *, int, int, int, int, int);
 typedef float (*probe_fma_f32_t)(long);
 typedef float (*probe_read_f32_t)(const float *, long, int);
+typedef void (*probe_fill_f32_t)(float *, long, float);
+typedef long (*probe_mismatches_f32_t)(const float *, long, float);
 
 static struct {
     const char *name;
@@ -146,9 +148,11 @@ static struct {
     step_blocks_f64_t step_f64;
     probe_fma_f32_t probe_fma_f32;
     probe_read_f32_t probe_read_f32;
+    probe_fill_f32_t probe_fill_f32;
+    probe_mismatches_f32_t probe_mismatches_f32;
 } lstm_isa = {"sse2", 16, BT_SSE2, cell_blocks_f32_base, cell_blocks_f64_base, input_blocks_f32_base, input_blocks_f64_base,
              proj_blocks_f32_base, proj_blocks_f64_base, step_blocks_f32_base, step_blocks_f64_base,
-             probe_fma_f32_base, probe_read_f32_base};
+             probe_fma_f32_base, probe_read_f32_base, probe_fill_f32_base, probe_mismatches_f32_base};
 
 /* What the CPU supports: 2 = AVX-512, 1 = AVX2+FMA, 0 = baseline. */
 static int lstm_cpu_isa_level(void) {
@@ -174,6 +178,7 @@ static int lstm_select_isa(int max_level) {
         lstm_isa.proj_f32 = proj_blocks_f32_avx512; lstm_isa.proj_f64 = proj_blocks_f64_avx512;
         lstm_isa.step_f32 = step_blocks_f32_avx512; lstm_isa.step_f64 = step_blocks_f64_avx512;
         lstm_isa.probe_fma_f32 = probe_fma_f32_avx512; lstm_isa.probe_read_f32 = probe_read_f32_avx512;
+        lstm_isa.probe_fill_f32 = probe_fill_f32_avx512; lstm_isa.probe_mismatches_f32 = probe_mismatches_f32_avx512;
         return 2;
     }
     if (level == 1) {
@@ -183,6 +188,7 @@ static int lstm_select_isa(int max_level) {
         lstm_isa.proj_f32 = proj_blocks_f32_avx2; lstm_isa.proj_f64 = proj_blocks_f64_avx2;
         lstm_isa.step_f32 = step_blocks_f32_avx2; lstm_isa.step_f64 = step_blocks_f64_avx2;
         lstm_isa.probe_fma_f32 = probe_fma_f32_avx2; lstm_isa.probe_read_f32 = probe_read_f32_avx2;
+        lstm_isa.probe_fill_f32 = probe_fill_f32_avx2; lstm_isa.probe_mismatches_f32 = probe_mismatches_f32_avx2;
         return 1;
     }
 #endif
@@ -192,6 +198,7 @@ static int lstm_select_isa(int max_level) {
     lstm_isa.proj_f32 = proj_blocks_f32_base; lstm_isa.proj_f64 = proj_blocks_f64_base;
     lstm_isa.step_f32 = step_blocks_f32_base; lstm_isa.step_f64 = step_blocks_f64_base;
     lstm_isa.probe_fma_f32 = probe_fma_f32_base; lstm_isa.probe_read_f32 = probe_read_f32_base;
+    lstm_isa.probe_fill_f32 = probe_fill_f32_base; lstm_isa.probe_mismatches_f32 = probe_mismatches_f32_base;
     return 0;
 }
 
@@ -203,6 +210,10 @@ static inline int lstm_tile_rows(void) { return lstm_isa.tile_rows; }
 static inline float lstm_probe_fma(long rounds) { return lstm_isa.probe_fma_f32(rounds); }
 static inline float lstm_probe_read(const float *p, long n, int descending) {
     return lstm_isa.probe_read_f32(p, n, descending);
+}
+static inline void lstm_probe_fill(float *p, long n, float value) { lstm_isa.probe_fill_f32(p, n, value); }
+static inline long lstm_probe_mismatches(const float *p, long n, float value) {
+    return lstm_isa.probe_mismatches_f32(p, n, value);
 }
 static inline int lstm_probe_chains(void) { return PROBE_CHAINS; }
 static inline int lstm_probe_read_sums(void) { return PROBE_READ_SUMS; }

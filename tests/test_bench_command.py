@@ -55,6 +55,33 @@ def test_probe_read_sums_the_whole_buffer(isa, threads):
                 assert read == passes * 4 * data.size
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_probe_handoff_sees_every_step_of_the_others(isa, threads):
+    for n in (16, 48, 160):  # fewer lines than threads leaves a thread none of its own
+        for steps in (1, 2, 7, 100):
+            stale, reads, team = _kernels.probe_handoff(steps, n, threads)
+            assert team == (threads if fastlstm.openmp_enabled() else 1)
+            assert stale == 0, f"{isa}: n {n}, {steps} steps: {stale} values read were not the step's"
+            assert reads == n * (team - 1) * steps
+
+
+def test_step_handoffs_follow_the_team_split():
+    """Steps are handed between threads only when a direction's units are split among two or more of them."""
+    small = fastlstm.LSTM(32, 70, 2)._packed      # 5 blocks of units (AVX-512) or more
+    assert _kernels.step_handoffs(small, 100, 1, 1) == (0, 1)
+    assert _kernels.step_handoffs(small, 100, 1, 2) == (200, 2)
+    assert _kernels.step_handoffs(small, 1, 1, 2) == (2, 2)          # a streaming step: once per layer
+    one_block = fastlstm.LSTM(8, 4)._packed         # one block of units: a team of one
+    assert _kernels.step_handoffs(one_block, 100, 1, 2) == (0, 1)
+    rows = fastlstm.LSTM(8, 32)._packed             # few units, many rows: the rows are split
+    assert _kernels.splits_rows(rows, 64)
+    assert _kernels.step_handoffs(rows, 100, 64, 2) == (0, 1)
+    bidir = fastlstm.LSTM(32, 256, bidirectional=True)._packed
+    assert _kernels.step_handoffs(bidir, 100, 1, 2) == (0, 1)        # a direction per thread
+    assert _kernels.step_handoffs(bidir, 100, 1, 3) == (100, 2)      # the reverse direction on two threads
+    assert _kernels.step_handoffs(bidir, 100, 1, 4) == (100, 2)
+
+
 def test_probe_errors_name_the_argument():
     granule = _kernels.probe_read_granule()
     with pytest.raises(ValueError, match="rounds"):
@@ -75,6 +102,13 @@ def test_probe_errors_name_the_argument():
         _kernels.probe_read(np.zeros(granule, np.float32), 0, 1)
     with pytest.raises(ValueError, match="num_threads"):
         _kernels.probe_read(np.zeros(granule, np.float32), 1, 0)
+    with pytest.raises(ValueError, match="steps"):
+        _kernels.probe_handoff(0, 16, 2)
+    for n in (0, 15, 24):
+        with pytest.raises(ValueError, match="multiple of 16"):
+            _kernels.probe_handoff(1, n, 2)
+    with pytest.raises(ValueError, match="num_threads"):
+        _kernels.probe_handoff(1, 16, 0)
 
 
 @pytest.mark.parametrize("shape", _bench.SHAPES, ids=lambda s: s.name.replace(" ", ""))
@@ -100,3 +134,11 @@ def test_limit_fraction_takes_the_slower_limit():
     table = _bench.format_table([row], 50.0)
     assert "% of limit" in table.splitlines()[0] and "100% FMA" in table.splitlines()[2]
     assert "% of limit" not in _bench.format_table([row])
+
+
+def test_limit_fraction_adds_the_handoffs():
+    row = _bench.Row("s", gflop=2.0, weight_gb=3.0, batch=1, read_gbps=100.0, handoffs=100, handoff_us=50.0,
+                     median_ms={"fastlstm": 40.0})
+    # 30 ms of reads, then 100 hand-offs of 50 us: 35 ms
+    assert _bench.limit_fraction(row, 200.0) == (35.0 / 40.0, "read+handoff")
+    assert "88% read+handoff" in _bench.format_table([row], 200.0).splitlines()[2]
