@@ -84,9 +84,9 @@ class Row:
     gflop: float
     weight_gb: float
     batch: int
-    read_gbps: float  # this machine reading a buffer of one step's weights (step_weight_bytes), same threads
+    read_gbps: float = 0.0  # this machine reading a buffer of one step's weights (read_probe), same threads
     handoffs: int = 0  # time steps handed from thread to thread on the critical path (_kernels.step_handoffs)
-    handoff_us: float = 0.0  # this machine handing one step between those threads (measure_handoff_us)
+    handoff_us: float = 0.0  # this machine handing one step between those threads (handoff_probe)
     median_ms: Dict[str, float] = field(default_factory=dict)
     max_abs_diff: Dict[str, float] = field(default_factory=dict)
 
@@ -143,13 +143,13 @@ def bench_shape(shape: Shape, threads: int, seconds: float, with_reference: bool
         runners["torch"] = _peers.torch_runner(model, threads)
     if installed("onnxruntime") and installed("onnx"):
         runners["onnxruntime"] = _peers.ort_runner(model, threads)
-    row = new_row(shape, model, threads)
+    row, probes = new_row(shape, model, threads)
     ours = runners["fastlstm"](x)
     for name, run in runners.items():
         if name != "fastlstm":
             row.max_abs_diff[name] = float(np.max(np.abs(run(x) - ours), initial=0.0))
-    medians = time_interleaved({n: (lambda r=r: r(x)) for n, r in runners.items()}, seconds, min_rounds=5)
-    row.median_ms = {name: 1e3 * t for name, t in medians.items()}
+    calls = {n: (lambda r=r: r(x)) for n, r in runners.items()}
+    finish_row(row, time_interleaved({**calls, **probes.calls}, seconds, min_rounds=5), probes)
     return row
 
 
@@ -165,7 +165,7 @@ def bench_step(shape: Shape, threads: int, seconds: float) -> Row:
         steppers["torch"] = _peers.torch_step_runner(model, threads)
     if installed("onnxruntime") and installed("onnx"):
         steppers["onnxruntime"] = _peers.ort_step_runner(model, threads)
-    row = new_row(shape, model, threads)
+    row, probes = new_row(shape, model, threads)
     # agreement over a few steps from the zero state; all steppers then keep running from there
     ours = np.stack([steppers["fastlstm"](x) for x in xs])
     for name, step in steppers.items():
@@ -173,25 +173,45 @@ def bench_step(shape: Shape, threads: int, seconds: float) -> Row:
             row.max_abs_diff[name] = float(np.max(np.abs(np.stack([step(x) for x in xs]) - ours)))
     steppers["fastlstm"] = lambda a: stream.step(a, out=out)
     x0 = xs[0]
-    medians = time_interleaved({n: (lambda s=s: s(x0)) for n, s in steppers.items()}, seconds, min_rounds=50)
-    row.median_ms = {name: 1e3 * t for name, t in medians.items()}
+    calls = {n: (lambda s=s: s(x0)) for n, s in steppers.items()}
+    finish_row(row, time_interleaved({**calls, **probes.calls}, seconds, min_rounds=50), probes)
     return row
 
 
-def new_row(shape: Shape, model: LSTM, threads: int) -> Row:
-    """The row of a shape before its timings: its work, and this machine's limits for it on up to `threads`
-    threads (the team fastlstm starts for it, fewer for small work)."""
-    D = 2 if shape.bidirectional else 1
+@dataclass
+class LimitProbes:
+    """Calls of the native probes that measure a row's limits, timed in the same interleaved rounds as the
+    implementations (so that the slow and fast phases of a shared machine weigh on both alike), and what one
+    call of each does."""
+    calls: Dict[str, Callable[[], object]]
+    read_bytes: float  # bytes one call of calls["read probe"] reads
+    handoff_steps: int  # steps one call of calls["handoff probe"] hands over (absent when the row has none)
+
+
+def new_row(shape: Shape, model: LSTM, threads: int) -> Tuple[Row, LimitProbes]:
+    """The row of a shape before its timings, and the probes of its limits: reading one step's weights on
+    `threads` threads, and handing a step between the threads fastlstm starts for it, if they meet every step
+    (fewer threads for small work, see _threads)."""
+    H, K, D = model.hidden_size, model.out_size, model.num_directions
     if shape.streaming:
-        team = _threads.stream_threads(shape.H, shape.H, shape.I, shape.B)
+        team = _threads.stream_threads(H, K, shape.I, shape.B)
     else:
-        team = _threads.effective_threads(shape.H, shape.H, shape.B, D, steps=shape.T, input_size=shape.I)
-    handoffs, handing = _kernels.step_handoffs(model._packed, shape.T, shape.B, min(team, threads))
-    row = Row(shape.name, shape.flops() / 1e9, shape.weight_bytes() / 1e9, shape.B,
-              measure_read_gbps(shape.step_weight_bytes(), threads), handoffs)
+        team = _threads.effective_threads(H, K, shape.B, D, steps=shape.T, input_size=shape.I)
+    handoffs, handing = _kernels.step_handoffs(model._packed, shape.T, shape.B, team)
+    row = Row(shape.name, shape.flops() / 1e9, shape.weight_bytes() / 1e9, shape.B, handoffs=handoffs)
+    read_call, read_bytes = read_probe(shape.step_weight_bytes(), threads)
+    probes = LimitProbes({"read probe": read_call}, read_bytes, HANDOFF_PROBE_STEPS)
     if handoffs:
-        row.handoff_us = measure_handoff_us(handing)
-    return row
+        probes.calls["handoff probe"] = handoff_probe(handing)
+    return row, probes
+
+
+def finish_row(row: Row, medians: Dict[str, float], probes: LimitProbes) -> None:
+    """Fill the row from the median seconds per call of its implementations and its probes."""
+    row.median_ms = {name: 1e3 * t for name, t in medians.items() if name not in probes.calls}
+    row.read_gbps = probes.read_bytes / medians["read probe"] / 1e9
+    if "handoff probe" in probes.calls:
+        row.handoff_us = 1e6 * medians["handoff probe"] / probes.handoff_steps
 
 
 def measure_fma_gflops(threads: int) -> float:
@@ -202,10 +222,10 @@ def measure_fma_gflops(threads: int) -> float:
     return flops / time_interleaved({"fma": lambda: _kernels.probe_fma(rounds, threads)}, 0.3, 5)["fma"] / 1e9
 
 
-def measure_read_gbps(nbytes: float, threads: int) -> float:
-    """GB/s of `threads` threads reading a float32 buffer of about nbytes over and over, each its own share
+def read_probe(nbytes: float, threads: int) -> Tuple[Callable[[], object], float]:
+    """A call of `threads` threads reading a float32 buffer of about nbytes over and over, each its own share
     (_kernels.probe_read), the way the steps of a forward read their slices of the weights: from L1, L2 or L3
-    according to the size."""
+    according to the size; and the bytes it reads."""
     granule = _kernels.probe_read_granule()
     n = max(granule, int(nbytes) // 4 // granule * granule)
     buf = np.empty(n + 16, np.float32)  # 64-byte aligned view of it
@@ -215,18 +235,20 @@ def measure_read_gbps(nbytes: float, threads: int) -> float:
     # >= ~32 MB per call (fewer measured up to 30% less on 4 MB: the call and its first pass weigh); an even
     # count, so that every call (forwards first) starts where the one before ended (backwards)
     passes = 2 * max(1, int(16e6 // (4 * n)))
-    seconds = time_interleaved({"read": lambda: _kernels.probe_read(data, passes, threads)}, 0.3, 5)["read"]
-    return 4.0 * n * passes / seconds / 1e9
+    return (lambda: _kernels.probe_read(data, passes, threads)), 4.0 * n * passes
 
 
-def measure_handoff_us(threads: int) -> float:
-    """Microseconds for `threads` threads to hand one empty time step to each other, as a forward's threads
-    end every step (_kernels.probe_handoff): each writes one cache line of h, publishes its step, waits for the
-    others' and reads their lines. The latency of a hand-off, not its bandwidth: a forward moving more of h
-    between cores may overlap that with its work, but no step can start before the previous one has arrived."""
-    steps = 2000
-    seconds = time_interleaved({"handoff": lambda: _kernels.probe_handoff(steps, 16 * threads, threads)}, 0.3, 5)
-    return 1e6 * seconds["handoff"] / steps
+# Steps per call of the hand-off probe: ~0.1-0.6 ms on the 2-core test machine.
+HANDOFF_PROBE_STEPS = 2000
+
+
+def handoff_probe(threads: int) -> Callable[[], object]:
+    """A call of `threads` threads handing HANDOFF_PROBE_STEPS empty time steps to each other, as a forward's
+    threads end every step (_kernels.probe_handoff): each writes one cache line of h, publishes its step,
+    waits for the others' and reads their lines. It times the latency of a hand-off, not its bandwidth: a
+    forward moving more of h between cores may overlap that with its work, but no step can start before the
+    previous one has arrived."""
+    return lambda: _kernels.probe_handoff(HANDOFF_PROBE_STEPS, 16 * threads, threads)
 
 
 def measure_sgemm_gflops() -> float:

@@ -142,3 +142,23 @@ def test_limit_fraction_adds_the_handoffs():
     # 30 ms of reads, then 100 hand-offs of 50 us: 35 ms
     assert _bench.limit_fraction(row, 200.0) == (35.0 / 40.0, "read+handoff")
     assert "88% read+handoff" in _bench.format_table([row], 200.0).splitlines()[2]
+
+
+def test_finish_row_separates_the_probes_from_the_implementations():
+    shape = _bench.Shape(10, 1, 32, 70)
+    model = fastlstm.LSTM(shape.I, shape.H, seed=0)
+    row, probes = _bench.new_row(shape, model, threads=2)
+    want_handoffs, _ = _kernels.step_handoffs(model._packed, shape.T, shape.B,
+                                              fastlstm._threads.effective_threads(70, 70, 1, steps=10, input_size=32))
+    assert row.handoffs == want_handoffs
+    assert ("handoff probe" in probes.calls) == (want_handoffs > 0)
+    for call in probes.calls.values():
+        call()  # the probes run
+    medians = {"fastlstm": 2e-3, "torch": 5e-3, "read probe": 1e-3, "handoff probe": 4e-4}
+    if not want_handoffs:
+        del medians["handoff probe"]
+    _bench.finish_row(row, medians, probes)
+    assert row.median_ms == {"fastlstm": 2.0, "torch": 5.0}
+    assert row.read_gbps == probes.read_bytes / 1e-3 / 1e9
+    assert row.handoff_us == (4e-4 * 1e6 / probes.handoff_steps if want_handoffs else 0.0)
+
