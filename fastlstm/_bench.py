@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _kernels, _peers, _threads
 from ._lstm import LSTM
+from ._packing import _aligned_empty
 from .reference import LSTM as ReferenceLSTM
 
 
@@ -228,9 +229,7 @@ def read_probe(nbytes: float, threads: int) -> Tuple[Callable[[], object], float
     according to the size; and the bytes it reads."""
     granule = _kernels.probe_read_granule()
     n = max(granule, int(nbytes) // 4 // granule * granule)
-    buf = np.empty(n + 16, np.float32)  # 64-byte aligned view of it
-    start = (-buf.ctypes.data % 64) // 4
-    data = buf[start : start + n]
+    data = _aligned_empty((n,), np.float32)
     data.fill(1.0)
     # >= ~32 MB per call (fewer measured up to 30% less on 4 MB: the call and its first pass weigh); an even
     # count, so that every call (forwards first) starts where the one before ended (backwards)

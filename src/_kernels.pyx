@@ -222,11 +222,6 @@ cdef void _probe_handoff_thread(float *buf, long n, long steps, lstm_step_flag *
         team_size[0] = team
 
 
-cdef inline size_t _to_next_64(const void *p) noexcept nogil:
-    """Bytes from p to the next 64-byte boundary (0 when p is on one)."""
-    return (64 - <size_t> p % 64) % 64
-
-
 def probe_handoff(long steps, long n, int num_threads):
     """Run the hand-off probe without the GIL: a team of up to num_threads threads passes `steps` empty time steps
     to each other the way the threads of a direction end every step of a forward: each writes its share of an
@@ -243,13 +238,12 @@ def probe_handoff(long steps, long n, int num_threads):
         raise ValueError(f"n must be a positive multiple of 16, got {n}")
     if num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-    cdef cnp.ndarray raw = np.zeros(2 * n + 16, np.float32)          # two halves, 64-byte aligned
-    cdef cnp.ndarray raw_flags = np.zeros((num_threads + 1) * 64, np.uint8)
+    from ._packing import _aligned_empty
+    cdef cnp.ndarray halves = _aligned_empty((2 * n,), np.float32)
+    cdef cnp.ndarray flag_lines = _aligned_empty((num_threads * sizeof(lstm_step_flag),), np.uint8)
     cdef cnp.ndarray stale = np.zeros(num_threads, np.int64)
-    cdef char *buf_bytes = <char *> cnp.PyArray_DATA(raw)
-    cdef char *flag_bytes = <char *> cnp.PyArray_DATA(raw_flags)
-    cdef float *buf = <float *> (buf_bytes + _to_next_64(buf_bytes))
-    cdef lstm_step_flag *flags = <lstm_step_flag *> (flag_bytes + _to_next_64(flag_bytes))
+    cdef float *buf = <float *> cnp.PyArray_DATA(halves)
+    cdef lstm_step_flag *flags = <lstm_step_flag *> cnp.PyArray_DATA(flag_lines)
     cdef long *stale_data = <long *> cnp.PyArray_DATA(stale)
     cdef int team = 1
     with nogil:
