@@ -19,7 +19,7 @@ from typing import Callable, Dict
 import numpy as np
 
 import fastlstm
-from fastlstm import _bench, _peers
+from fastlstm import _bench
 
 SHAPES = [(128, 128), (256, 512)]  # (input_size, hidden_size) of the bench's streaming rows, B=1
 BLOCK_PAUSE_S = 0.2
@@ -43,12 +43,8 @@ def step_calls(input_size: int, hidden_size: int, threads: int) -> Dict[str, Cal
     x_t = np.random.default_rng(0).standard_normal((1, input_size)).astype(np.float32)
     stream, out = model.stream(1), np.empty((1, hidden_size), np.float32)
     calls: Dict[str, Callable[[], object]] = {"fastlstm": lambda: stream.step(x_t, out=out)}
-    if _bench.installed("torch"):
-        torch_step = _peers.torch_step_runner(model, threads)
-        calls["torch"] = lambda: torch_step(x_t)
-    if _bench.installed("onnxruntime") and _bench.installed("onnx"):
-        ort_step = _peers.ort_step_runner(model, threads)
-        calls["onnxruntime"] = lambda: ort_step(x_t)
+    for name, peer_step in _bench.peer_steppers(model, threads).items():
+        calls[name] = lambda s=peer_step: s(x_t)
     return calls
 
 

@@ -162,10 +162,7 @@ def bench_step(shape: Shape, threads: int, seconds: float) -> Row:
     stream = model.stream(shape.B)
     out = np.empty((shape.B, model.out_size), np.float32)
     steppers: Dict[str, Callable[[np.ndarray], np.ndarray]] = {"fastlstm": lambda a: stream.step(a, out=out).copy()}
-    if installed("torch"):
-        steppers["torch"] = _peers.torch_step_runner(model, threads)
-    if installed("onnxruntime") and installed("onnx"):
-        steppers["onnxruntime"] = _peers.ort_step_runner(model, threads)
+    steppers.update(peer_steppers(model, threads))
     row, probes = new_row(shape, model, threads)
     # agreement over a few steps from the zero state; all steppers then keep running from there
     ours = np.stack([steppers["fastlstm"](x) for x in xs])
@@ -177,6 +174,17 @@ def bench_step(shape: Shape, threads: int, seconds: float) -> Row:
     calls = {n: (lambda s=s: s(x0)) for n, s in steppers.items()}
     finish_row(row, time_interleaved({**calls, **probes.calls}, seconds, min_rounds=50), probes)
     return row
+
+
+def peer_steppers(model: LSTM, threads: int) -> Dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """One streaming step of `model` in each installed peer, as users run them: torch nn.LSTM on T=1 with hx,
+    onnxruntime with the state as graph inputs and outputs. Each takes x_t (B, I) and carries its own state."""
+    steppers: Dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    if installed("torch"):
+        steppers["torch"] = _peers.torch_step_runner(model, threads)
+    if installed("onnxruntime") and installed("onnx"):
+        steppers["onnxruntime"] = _peers.ort_step_runner(model, threads)
+    return steppers
 
 
 @dataclass
