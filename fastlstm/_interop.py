@@ -240,7 +240,7 @@ def save(model: Any, path: Union[str, os.PathLike]) -> None:
     """Write config and weights to ``path`` exactly (no suffix added): an .npz archive without pickles."""
     header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": model._config()}
     arrays = {"__header__": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
-    arrays.update(model.state_dict())
+    arrays.update(model._stored_arrays())
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 
@@ -267,5 +267,5 @@ def load(cls, path: Union[str, os.PathLike]):
         )
     config: Dict[str, Any] = dict(header["config"])
     model = cls(**config)
-    model.load_state_dict(arrays)
+    model._load_stored_arrays(arrays)
     return model

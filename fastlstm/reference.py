@@ -7,6 +7,10 @@
 and the ONNX extras: peepholes add p_i * c_{t-1} and p_f * c_{t-1} to the i and f pre-activations and
 p_o * c_t to o's; clip clips every pre-activation to [-clip, clip]; input_forget sets f = 1 - i.
 
+A quantized model (``quantize("bf16" | "int8")``) computes with its stored weights (bf16 values, or int8 q times
+its row scale, in float64) and rounds x, h and the projection's input at every step by the rules of
+fastlstm._quant, in float64 otherwise: the oracle of the reduced-precision kernels.
+
 It shares parameter handling and validation with fastlstm.LSTM (fastlstm._base) but none of its compute:
 no kernels, no packing, no BLAS calls of ours. It is slow on purpose; it is what every path is tested
 against.
@@ -17,6 +21,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from . import _quant
 from ._base import LSTMBase, ValidatedCall
 
 __all__ = ["LSTM"]
@@ -61,7 +66,12 @@ class LSTM(LSTMBase):
         return cast(output), (cast(hn), cast(cn))
 
     def _weights(self, layer: int, sfx: str):
-        p = lambda name: np.asarray(getattr(self, f"{name}_l{layer}{sfx}"), dtype=np.float64)  # noqa: E731
+        def p(name: str) -> np.ndarray:
+            key = f"{name}_l{layer}{sfx}"
+            if key in self._qparams:  # the stored values, exactly
+                return _quant.dequantize(*self._qparams[key], dtype=np.float64)
+            return np.asarray(getattr(self, key), dtype=np.float64)
+
         H = self.hidden_size
         w_ih, w_hh = p("weight_ih"), p("weight_hh")
         b = p("bias_ih") + p("bias_hh") if self.bias else np.zeros(self._cell.num_gates * H)
@@ -77,13 +87,18 @@ class LSTM(LSTMBase):
         H = self.hidden_size
         w_ih, w_hh, b, w_hr, w_ph = self._weights(layer, sfx)
         clip = self.clip if self.clip is not None else np.inf
+        fmt = self._format
+
+        def rounded(v: np.ndarray, fixed: bool) -> np.ndarray:  # the values the kernels use for activations v
+            return v if fmt is None else _quant.round_rows(v, fmt, fixed)
+
         out = np.zeros((T, B, self.out_size))
         h, c = h0.copy(), c0.copy()
         steps = range(T - 1, -1, -1) if reverse else range(T)
         for t in steps:
             with np.errstate(all="ignore"):  # NaN and inf inputs propagate silently, like the kernels
                 active = t < lengths  # (B,)
-                gates = x[t] @ w_ih.T + h @ w_hh.T + b
+                gates = rounded(x[t], False) @ w_ih.T + rounded(h, w_hr is None) @ w_hh.T + b
                 pre_i, pre_f = gates[:, 0:H], gates[:, H : 2 * H]
                 pre_g, pre_o = gates[:, 2 * H : 3 * H], gates[:, 3 * H : 4 * H]
                 if w_ph is not None:
@@ -98,7 +113,7 @@ class LSTM(LSTMBase):
                 o = _sigmoid(np.clip(pre_o, -clip, clip))
                 h_new = o * np.tanh(c_new)
                 if w_hr is not None:
-                    h_new = h_new @ w_hr.T
+                    h_new = rounded(h_new, True) @ w_hr.T
                 c = np.where(active[:, None], c_new, c)
                 h = np.where(active[:, None], h_new, h)
                 out[t] = np.where(active[:, None], h_new, 0.0)

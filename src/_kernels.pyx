@@ -94,6 +94,8 @@ cdef extern from "cell_kernels.h" nogil:
         LSTM_CELL_LSTM
         LSTM_FORMAT_F32
         LSTM_FORMAT_F64
+        LSTM_FORMAT_BF16
+        LSTM_FORMAT_INT8
 
 cdef enum:
     # Budget for one chunk of the input projection (T_chunk * B * 4 * Hp elements), in bytes: small
@@ -125,11 +127,12 @@ def feature_names():
 
 
 CELL_KINDS = {"lstm": LSTM_CELL_LSTM}
-FORMATS = {"float32": LSTM_FORMAT_F32, "float64": LSTM_FORMAT_F64}
+FORMATS = {"float32": LSTM_FORMAT_F32, "float64": LSTM_FORMAT_F64, "bf16": LSTM_FORMAT_BF16, "int8": LSTM_FORMAT_INT8}
 
 
 def kernel_table(str cell, str weight_format, unsigned features):
-    """The kernels a model of this cell kind ("lstm") and weight format ("float32", "float64") is packed for on a
+    """The kernels a model of this cell kind ("lstm") and weight format ("float32", "float64", "bf16", "int8") is
+    packed for on a
     CPU with these features: (name, vector_bytes, tile_rows), or None when no kernels exist for them."""
     if cell not in CELL_KINDS:
         raise ValueError(f"cell must be one of {sorted(CELL_KINDS)}, got {cell!r}")
@@ -167,7 +170,8 @@ cdef class PackedModel:
                   int hidden_size, int proj_size, bint narrow_last, double clip, bint input_forget,
                   bint reverse_only, tuple arrays):
         """The packed weights `arrays` (one (w_ih, w_hh, bias, peep or None, w_hr or None) per layer-direction, as
-        fastlstm._packing packs them for kernel_table(cell, weight_format, features)) of a model of this shape;
+        fastlstm._packing packs them for kernel_table(cell, weight_format, features); bf16 and int8 entries end with
+        the layer's input size) of a model of this shape;
         its kernels are chosen here from the same three keys and kept: later changes to the feature cap do not
         affect this model."""
         info = kernel_table(cell, weight_format, features)
@@ -201,7 +205,7 @@ cdef class PackedModel:
             w.bias = cnp.PyArray_DATA(entry[2])
             w.peep = NULL if entry[3] is None else cnp.PyArray_DATA(entry[3])
             w.w_hr = NULL if entry[4] is None else cnp.PyArray_DATA(entry[4])
-            w.input_size = entry[0].shape[1]  # (NB, I, 4, V)
+            w.input_size = entry[5] if len(entry) > 5 else entry[0].shape[1]  # float formats: (NB, I, 4, V)
             w.hidden_size = hidden_size
             w.out_size = self.info.out_size
             w.narrow = self.info.narrow_block

@@ -8,7 +8,8 @@
  *   LANES   VBYTES / sizeof(REAL), as a number the preprocessor can test
  *   BT      batch rows per register tile of the gate kernel
  *   ATTR    function attributes selecting the instruction set (target("...")) or nothing
- *   TABLE_NAME  the name of the kernel table this instantiation defines ("lstm/f32/avx512", ...)
+ *   TABLE_NAME  the name of the kernel table this instantiation defines ("lstm/f32/avx512", ...); left undefined
+ *               by quant_impl.h, which uses only the float helpers (no table)
  * It defines the kernels of LSTM_KERNEL_KINDS (kernel_api.h) and the table FN(lstm_table) holding them.
  *
  * Vectors are GCC vector extensions (GCC and clang), so one source serves every instruction set: the compiler
@@ -445,8 +446,10 @@ ATTR static void FN(proj_blocks)(const lstm_layer *layer, const lstm_rows *rows,
 }
 
 /* the kernel table of this instantiation (kernel_api.h) */
+#ifdef TABLE_NAME
 static const lstm_kernel_table FN(lstm_table) = {TABLE_NAME, VBYTES, BT, FN(input_blocks), FN(cell_blocks),
                                                  FN(step_blocks), FN(proj_blocks)};
+#endif
 
 #undef FN
 #undef VL

@@ -1,0 +1,501 @@
+/* quant_impl.h: the LSTM kernels for reduced-precision weights (bf16 or int8) on one instruction set.
+ *
+ * Included by cell_kernels.h once per (format, instruction set), with these macros defined:
+ *   QINT8        1: int8 weights (per-row scales, int32 dot products); 0: bf16 weights (float32 dot products)
+ *   QNATIVE      1: the format's dot-product instruction (vpdpbusd with AVX512-VNNI, vdpbf16ps with
+ *                AVX512-BF16; VBYTES 64); 0: the portable widening fallback (same int8 bits, bf16 within rounding)
+ *   SFX, VBYTES, LANES, ATTR, QBT (batch rows per register tile), QTABLE_NAME ("lstm/int8/avx512vnni", ...)
+ * It defines the kernels of LSTM_KERNEL_KINDS (kernel_api.h) and the table FN(lstm_table).
+ * The float math (activations, cell update) is cell_impl.h's, instantiated here for float; cell_kernels.h
+ * includes this file with floating-point contraction off, so the same float operations run on every
+ * instruction set and the int8 kernels give the same bits everywhere.
+ *
+ * Numerics (mirrored by fastlstm/_quant.py, the oracle's rules):
+ *   bf16  weights rounded to bf16 when packed; x and h rounded float32 -> bf16 (nearest even) at run time;
+ *         products summed in float32, over pairs of k, in two interleaved partial sums (even and odd pairs)
+ *         added at the end, whatever the number of rows in a tile.
+ *   int8  weights q = rint(w / s_n), s_n = max|W[n, :]| / 127 per output row n; a row v of x (or of h with a
+ *         projection) is quantized with its own scale s = max|v| / 127 (q = rint(v * (127 / max|v|))); h
+ *         without a projection (|h| <= 1) and the projection's input with the fixed s = 1/127. Exact int32 dot
+ *         products, then pre = init + (float)dot * (s_n * s). A row holding NaN or inf gets s = NaN (its
+ *         results become NaN, never another row's).
+ *
+ * Packed layouts (fastlstm/_packing.py, V = VBYTES / 4 units per block, blocks never narrow):
+ *   bf16  w_ih (NB, I2, 4, V, 2), w_hh (NB, K2, 4, V, 2), w_hr (NP, H2, V, 2) uint16: w[j, kk, g, v, e] =
+ *         W[g*H + j*V + v, 2*kk + e], K2 = ceil(K / 2), zero padded.
+ *   int8  each block starts with a header: scales (ng, V) float32 and corrections (ng, V) int32 = -128 * the row
+ *         sums of q (vpdpbusd multiplies unsigned bytes: h is stored as q + 128); then (K4, ng, V, 4) int8:
+ *         w[j, kk, g, v, e] = q[g*H + j*V + v, 4*kk + e], K4 = ceil(K / 4), zero padded; ng = 4 (w_ih, w_hh) or
+ *         1 (w_hr).
+ *   bias, peep, gx as for float32 (cell_impl.h).
+ */
+
+#define REAL float
+#define IREAL int32_t
+#include "cell_impl.h"
+#undef REAL
+#undef IREAL
+
+#define FN(name) CAT3(name, _, SFX)
+#define VL (VBYTES / 4)
+#define VEC FN(vec)
+#define IVEC FN(ivec)
+#define UVEC FN(uvec)
+
+typedef uint32_t UVEC __attribute__((vector_size(VBYTES), aligned(4)));
+
+#if QINT8
+#define QK 4                        /* k per weight group */
+typedef uint8_t FN(qel);            /* a quantized activation: q + Q8_OFFSET as a byte */
+#if QNATIVE
+#define Q8_OFFSET 128               /* vpdpbusd: unsigned activations, corrected by the row sums */
+#else
+#define Q8_OFFSET 0                 /* the widening fallback multiplies signed bytes */
+#endif
+#else
+#define QK 2
+typedef uint16_t FN(qel);           /* a bf16 activation */
+#endif
+#define QEL FN(qel)
+
+/* q rows (nr, np) stride ldq from rows x (nr, n) stride ldx, np = n rounded up to QK (padded with zeros);
+   int8: the dequantization factor of each row in scale[r] (fixed: 1/127, else max|row| / 127). */
+ATTR static inline void FN(quant_rows)(const float *x, long ldx, int nr, int n, int fixed, QEL *q, long ldq,
+                                       float *scale)
+{
+    const int np = (n + QK - 1) / QK * QK;
+    for (int r = 0; r < nr; r++) {
+        const float *xr = x + r * ldx;
+        QEL *qr = q + r * ldq;
+        int k = 0;
+#if QINT8
+        const IVEC abs_mask = (IVEC)FN(vset1)(0) + 0x7fffffff;
+        VEC vmax = FN(vset1)(0);
+        IVEC bad = (IVEC)vmax;
+        const VEC big = FN(vset1)(FLT_MAX);
+        for (; k + VL <= n; k += VL) {
+            VEC a = (VEC)((IVEC)FN(vload)(xr + k) & abs_mask);
+            vmax = FN(vselect)(a > vmax, a, vmax);
+            bad |= ~(a <= big);      /* NaN or inf */
+        }
+        float amax = 0.0f;
+        int any_bad = 0;
+        for (int i = 0; i < VL; i++) {
+            amax = vmax[i] > amax ? vmax[i] : amax;
+            any_bad |= bad[i] != 0;
+        }
+        for (; k < n; k++) {
+            float a = fabsf(xr[k]);
+            amax = a > amax ? a : amax;
+            any_bad |= !(a <= FLT_MAX);
+        }
+        if (any_bad) {
+            scale[r] = NAN;
+            memset(qr, Q8_OFFSET, (size_t)np);
+            continue;
+        }
+        float inv, s;
+        if (fixed) {
+            inv = 127.0f;
+            s = 1.0f / 127.0f;
+        } else if (amax == 0.0f) {
+            inv = s = 0.0f;
+        } else {
+            inv = 127.0f / amax;
+            s = amax / 127.0f;
+        }
+        scale[r] = s;
+        const float magic = 12582912.0f;    /* 1.5 * 2^23: (f + magic) - magic rounds to the nearest even integer */
+        typedef uint8_t FN(bytes) __attribute__((vector_size(VL)));
+        for (k = 0; k + VL <= n; k += VL) {
+            VEC f = FN(vclamp)(FN(vload)(xr + k) * inv, -127.0f, 127.0f);
+            f = (f + magic) - magic;
+            IVEC qi = __builtin_convertvector(f, IVEC) + Q8_OFFSET;
+            FN(bytes) qb = __builtin_convertvector(qi, FN(bytes));
+            memcpy(qr + k, &qb, VL);
+        }
+        for (; k < n; k++) {
+            float f = xr[k] * inv;
+            f = f > 127.0f ? 127.0f : f < -127.0f ? -127.0f : f;
+            f = (f + magic) - magic;
+            qr[k] = (uint8_t)((int)f + Q8_OFFSET);
+        }
+        for (; k < np; k++) qr[k] = Q8_OFFSET;
+#else
+        (void)fixed;
+        (void)scale;
+        typedef uint16_t FN(halves) __attribute__((vector_size(VBYTES / 2)));
+        for (; k + VL <= n; k += VL) {
+            UVEC u;
+            memcpy(&u, xr + k, VBYTES);
+            UVEC rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;   /* nearest even */
+            UVEC quiet = (u >> 16) | 0x40u;                          /* NaN stays a (quiet) NaN */
+            UVEC is_nan = (UVEC)((u & 0x7fffffffu) > 0x7f800000u);
+            UVEC b = (is_nan & quiet) | (~is_nan & rounded);
+            FN(halves) h = __builtin_convertvector(b, FN(halves));
+            memcpy(qr + k, &h, VBYTES / 2);
+        }
+        for (; k < n; k++) {
+            uint32_t u;
+            memcpy(&u, xr + k, 4);
+            qr[k] = (u & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((u >> 16) | 0x40u)
+                                                    : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+        }
+        for (; k < np; k++) qr[k] = 0;
+#endif
+    }
+}
+
+#if QINT8
+/* pre[r][g] = init[r][g] + (float)(q_r . w[:, g]) * (s_w[g] * rscale[r]) (init NULL: no addend) for nr rows and
+   ng gate vectors of one packed block `blk` (header and (K4, ng, V, 4) weights, see the top); q rows (nr, 4*K4)
+   stride ldq; init rows (nr, ng*V) stride ldi. */
+ATTR static inline __attribute__((always_inline)) void FN(qdot)(
+    const char *restrict blk, int K4, const QEL *restrict q, long ldq, const float *rscale,
+    const float *restrict init, long ldi, VEC pre[QBT][4], const int nr, const int ng)
+{
+    const float *sw = (const float *)blk;
+    const int8_t *w = (const int8_t *)(blk + 2 * ng * VBYTES);
+    IVEC tot[QBT][4];
+#if QNATIVE
+    const int32_t *corr = (const int32_t *)(blk + ng * VBYTES);
+    /* int32 sums are exact: split one row's chain in two to hide the instruction's latency */
+    const int SPLIT = nr == 1 ? 2 : 1;
+    __m512i acc[2][QBT][4];
+    for (int r = 0; r < nr; r++)
+        for (int g = 0; g < ng; g++) {
+            acc[0][r][g] = _mm512_loadu_si512(corr + g * VL);
+            acc[1][r][g] = _mm512_setzero_si512();
+        }
+    int kk = 0;
+    for (; kk + SPLIT <= K4; kk += SPLIT)
+        for (int s = 0; s < SPLIT; s++) {
+            const int8_t *wk = w + (long)(kk + s) * ng * VBYTES;
+            __m512i wv[4];
+            for (int g = 0; g < ng; g++) wv[g] = _mm512_load_si512(wk + g * VBYTES);
+            for (int r = 0; r < nr; r++) {
+                int32_t word;
+                memcpy(&word, q + r * ldq + 4 * (kk + s), 4);
+                __m512i hb = _mm512_set1_epi32(word);
+                for (int g = 0; g < ng; g++) acc[s][r][g] = _mm512_dpbusd_epi32(acc[s][r][g], hb, wv[g]);
+            }
+        }
+    for (; kk < K4; kk++) {
+        const int8_t *wk = w + (long)kk * ng * VBYTES;
+        for (int r = 0; r < nr; r++) {
+            int32_t word;
+            memcpy(&word, q + r * ldq + 4 * kk, 4);
+            __m512i hb = _mm512_set1_epi32(word);
+            for (int g = 0; g < ng; g++)
+                acc[0][r][g] = _mm512_dpbusd_epi32(acc[0][r][g], hb, _mm512_load_si512(wk + g * VBYTES));
+        }
+    }
+    for (int r = 0; r < nr; r++)
+        for (int g = 0; g < ng; g++) tot[r][g] = (IVEC)_mm512_add_epi32(acc[0][r][g], acc[1][r][g]);
+#else
+    /* widen bytes to int16 and multiply-add pairs (pmaddwd): lanes hold (unit, k pair) partial sums, the two
+       pairs of a unit added at the end */
+    typedef int8_t FN(i8half) __attribute__((vector_size(VBYTES / 2), aligned(1)));
+    typedef int16_t FN(i16vec) __attribute__((vector_size(VBYTES)));
+    typedef int64_t FN(i64vec) __attribute__((vector_size(VBYTES)));
+    for (int r = 0; r < nr; r++) {
+        IVEC lo[4], hi[4];
+        for (int g = 0; g < ng; g++) lo[g] = hi[g] = (IVEC)FN(vset1)(0);
+        const int8_t *qr = (const int8_t *)(q + r * ldq);
+        for (int kk = 0; kk < K4; kk++) {
+            int16_t h4[4] = {qr[4 * kk], qr[4 * kk + 1], qr[4 * kk + 2], qr[4 * kk + 3]};
+            int64_t word;
+            memcpy(&word, h4, 8);
+            FN(i16vec) hp = (FN(i16vec))((FN(i64vec)){0} + word);
+            const int8_t *wk = w + (long)kk * ng * VBYTES;
+            for (int g = 0; g < ng; g++) {
+                FN(i8half) w_lo, w_hi;
+                memcpy(&w_lo, wk + g * VBYTES, VBYTES / 2);
+                memcpy(&w_hi, wk + g * VBYTES + VBYTES / 2, VBYTES / 2);
+                FN(i16vec) a = __builtin_convertvector(w_lo, FN(i16vec)), b = __builtin_convertvector(w_hi, FN(i16vec));
+#if defined(FASTLSTM_X86) && VBYTES == 16
+                lo[g] += (IVEC)_mm_madd_epi16((__m128i)a, (__m128i)hp);
+                hi[g] += (IVEC)_mm_madd_epi16((__m128i)b, (__m128i)hp);
+#elif defined(FASTLSTM_X86) && VBYTES == 32
+                lo[g] += (IVEC)_mm256_madd_epi16((__m256i)a, (__m256i)hp);
+                hi[g] += (IVEC)_mm256_madd_epi16((__m256i)b, (__m256i)hp);
+#else
+                for (int i = 0; i < VL; i++) {
+                    lo[g][i] += a[2 * i] * hp[2 * i] + a[2 * i + 1] * hp[2 * i + 1];
+                    hi[g][i] += b[2 * i] * hp[2 * i] + b[2 * i + 1] * hp[2 * i + 1];
+                }
+#endif
+            }
+        }
+        for (int g = 0; g < ng; g++) {
+            IVEC t = lo[g];
+            for (int i = 0; i < VL / 2; i++) {
+                t[i] = lo[g][2 * i] + lo[g][2 * i + 1];
+                t[VL / 2 + i] = hi[g][2 * i] + hi[g][2 * i + 1];
+            }
+            tot[r][g] = t;
+        }
+    }
+#endif
+    for (int r = 0; r < nr; r++)
+        for (int g = 0; g < ng; g++) {
+            VEC f = FN(vload)(sw + g * VL) * rscale[r];
+            VEC p = __builtin_convertvector(tot[r][g], VEC) * f;
+            pre[r][g] = init ? FN(vload)(init + r * ldi + g * VL) + p : p;
+        }
+}
+
+#else
+/* pre[r][g] = init[r][g] + sum_k w[k, g] q_r[k] (init NULL: from zero) for nr rows and ng gate vectors of one
+   packed block w (K2, ng, V, 2) bf16; q rows (nr, 2*K2) bf16 stride ldq; init rows (nr, ng*V) stride ldi.
+   Two partial sums, over even and odd pairs of k, added at the end: the same order for any nr. rscale unused. */
+ATTR static inline __attribute__((always_inline)) void FN(qdot)(
+    const char *restrict blk, int K2, const QEL *restrict q, long ldq, const float *rscale,
+    const float *restrict init, long ldi, VEC pre[QBT][4], const int nr, const int ng)
+{
+    (void)rscale;
+    const uint16_t *w = (const uint16_t *)blk;
+    VEC acc[2][QBT][4];
+    for (int r = 0; r < nr; r++)
+        for (int g = 0; g < ng; g++) {
+            acc[0][r][g] = init ? FN(vload)(init + r * ldi + g * VL) : FN(vset1)(0);
+            acc[1][r][g] = FN(vset1)(0);
+        }
+    /* one pair of k into partial sum s (a constant in every expansion) */
+#if QNATIVE
+#define BF16_PAIR(kk, s)                                                                                        \
+    do {                                                                                                        \
+        const uint16_t *wk = w + (long)(kk) * ng * VL * 2;                                                      \
+        __m512bh wv[4];                                                                                         \
+        for (int g = 0; g < ng; g++) wv[g] = (__m512bh)_mm512_load_si512(wk + g * VL * 2);                      \
+        for (int r = 0; r < nr; r++) {                                                                          \
+            int32_t pair;                                                                                       \
+            memcpy(&pair, q + r * ldq + 2 * (kk), 4);                                                           \
+            __m512bh hb = (__m512bh)_mm512_set1_epi32(pair);                                                    \
+            for (int g = 0; g < ng; g++) acc[s][r][g] = (VEC)_mm512_dpbf16_ps((__m512)acc[s][r][g], wv[g], hb); \
+        }                                                                                                       \
+    } while (0)
+#else
+    /* vdpbf16ps's arithmetic: the products are exact in float32; the odd k is added first */
+#define BF16_PAIR(kk, s)                                                                                        \
+    do {                                                                                                        \
+        const uint16_t *wk = w + (long)(kk) * ng * VL * 2;                                                      \
+        UVEC wv[4];                                                                                             \
+        for (int g = 0; g < ng; g++) memcpy(&wv[g], wk + g * VL * 2, VBYTES);                                   \
+        for (int r = 0; r < nr; r++) {                                                                          \
+            uint32_t pair;                                                                                      \
+            memcpy(&pair, q + r * ldq + 2 * (kk), 4);                                                           \
+            uint32_t even_bits = pair << 16, odd_bits = pair & 0xffff0000u;                                     \
+            float he, ho;                                                                                       \
+            memcpy(&he, &even_bits, 4);                                                                         \
+            memcpy(&ho, &odd_bits, 4);                                                                          \
+            for (int g = 0; g < ng; g++) {                                                                      \
+                VEC we = (VEC)(wv[g] << 16), wo = (VEC)(wv[g] & 0xffff0000u);                                   \
+                acc[s][r][g] = acc[s][r][g] + wo * ho;                                                          \
+                acc[s][r][g] = acc[s][r][g] + we * he;                                                          \
+            }                                                                                                   \
+        }                                                                                                       \
+    } while (0)
+#endif
+    int kk = 0;
+    for (; kk + 2 <= K2; kk += 2) {
+        BF16_PAIR(kk, 0);
+        BF16_PAIR(kk + 1, 1);
+    }
+    if (kk < K2) BF16_PAIR(kk, 0);
+#undef BF16_PAIR
+    for (int r = 0; r < nr; r++)
+        for (int g = 0; g < ng; g++) pre[r][g] = acc[0][r][g] + acc[1][r][g];
+}
+#endif
+
+/* weight groups of a K-long dot product, and the bytes of one packed block of ng gate vectors */
+static inline int FN(groups)(int K) { return (K + QK - 1) / QK; }
+static inline long FN(block_bytes)(int K, int ng) {
+    return (long)FN(groups)(K) * ng * VBYTES + (QINT8 ? 2 * ng * VBYTES : 0);
+}
+
+/* qdot for nr <= QBT rows (switching to a compile-time row count); QNG gate vectors */
+#if QBT >= 4
+#define QDOT_CASES_34(...) case 4: FN(qdot)(__VA_ARGS__, 4, QNG); break; case 3: FN(qdot)(__VA_ARGS__, 3, QNG); break;
+#elif QBT == 3
+#define QDOT_CASES_34(...) case 3: FN(qdot)(__VA_ARGS__, 3, QNG); break;
+#else
+#define QDOT_CASES_34(...)
+#endif
+#define QDOT_ROWS(nr, ...)                                                                                     \
+    switch (nr) {                                                                                               \
+        QDOT_CASES_34(__VA_ARGS__)                                                                              \
+        case 2: FN(qdot)(__VA_ARGS__, 2, QNG); break;                                                           \
+        default: FN(qdot)(__VA_ARGS__, 1, QNG); break;                                                          \
+    }
+
+/* gx rows of blocks [j0, j1) from quantized x rows: gx[r] + j*4V = bias + W_ih x_r */
+ATTR static void FN(qinput_tile)(const lstm_layer *layer, const QEL *xq, long ldq, const float *xs, int nr,
+                                 float *const *gr, int j0, int j1)
+{
+    const int n_in = layer->input_size;
+    const long wb = FN(block_bytes)(n_in, 4);
+    VEC pre[QBT][4];
+    for (int j = j0; j < j1; j++) {
+        const char *wj = (const char *)layer->w_ih + j * wb;
+        const float *bj = (const float *)layer->bias + (long)j * 4 * VL;
+#define QNG 4
+        QDOT_ROWS(nr, wj, FN(groups)(n_in), xq, ldq, xs, bj, 0, pre)
+#undef QNG
+        for (int r = 0; r < nr; r++)
+            for (int g = 0; g < 4; g++) FN(vstore)(gr[r] + (long)j * 4 * VL + g * VL, pre[r][g]);
+    }
+}
+
+/* Input projection (the `input` kernel kind): as cell_impl.h's input_blocks, each row of x quantized once. */
+ATTR static void FN(qinput_blocks)(const lstm_layer *layer, const lstm_rows *rows, const lstm_chunk *chunk, int t0,
+                                   int nsteps, lstm_blocks blocks)
+{
+    const float *x = (const float *)chunk->x;
+    float *gx = (float *)chunk->gx;
+    const int n_in = layer->input_size, B = rows->count;
+    const long ldq = (long)FN(groups)(n_in) * QK;
+    QEL xq[QBT * ldq];
+    float xs[QBT];
+    float *gr[QBT];
+    int nr = 0;
+    for (int s = 0; s < nsteps; s++)
+        for (int b = 0; b < B; b++) {
+            if (t0 + s >= rows->lengths[b]) continue;
+            FN(quant_rows)(x + s * chunk->x_ts + b * chunk->x_bs, 0, 1, n_in, 0, xq + nr * ldq, ldq, xs + nr);
+            gr[nr] = gx + s * chunk->g_ts + b * chunk->g_bs;
+            if (++nr == QBT) {
+                FN(qinput_tile)(layer, xq, ldq, xs, nr, gr, blocks.first, blocks.end);
+                nr = 0;
+            }
+        }
+    if (nr) FN(qinput_tile)(layer, xq, ldq, xs, nr, gr, blocks.first, blocks.end);
+}
+
+/* gate sums and cell update of block j for nr rows from quantized h rows; rows with active[r] == 0 untouched */
+ATTR static inline void FN(qcell_block)(const lstm_layer *layer, int j, const QEL *hq, long ldq, const float *hs,
+                                        int nr, const float *g0, long ldg, float *c0, long ldc, float *o0, long ldo,
+                                        const unsigned char *active)
+{
+    const int K = layer->out_size;
+    const char *wj = (const char *)layer->w_hh + j * FN(block_bytes)(K, 4);
+    const float *pj = layer->peep ? (const float *)layer->peep + (long)j * 3 * VL : 0;
+    VEC pre[QBT][4];
+#define QNG 4
+    QDOT_ROWS(nr, wj, FN(groups)(K), hq, ldq, hs, g0 + (long)j * 4 * VL, ldg, pre)
+#undef QNG
+    for (int r = 0; r < nr; r++)
+        if (active[r])
+            FN(cell_update)(pre[r], pj, (float)layer->clip, layer->input_forget, c0 + r * ldc + (long)j * VL,
+                            o0 + r * ldo + (long)j * VL, 4);
+}
+
+/* h rows of the state quantized: with a projection by their own scales, else with the fixed 1/127 */
+#define QUANT_H(h0, nr, hq, ldq, hs) \
+    FN(quant_rows)(h0, state->ldh, nr, layer->out_size, layer->w_hr == 0, hq, ldq, hs)
+
+/* One time step of blocks [first, end) for every row (the `cell` kernel kind), as cell_impl.h's cell_blocks:
+   each tile of rows quantizes its h once, then runs the blocks, alternating their order from step to step. */
+ATTR static void FN(qcell_blocks)(const lstm_layer *layer, const lstm_rows *rows, const void *gx_any, long ldg,
+                                  const lstm_state *state, int t, lstm_blocks blocks)
+{
+    const float *gx = (const float *)gx_any, *h = (const float *)state->h;
+    float *c = (float *)state->c, *hout = (float *)state->hout;
+    const int B = rows->count, j0 = blocks.first, j1 = blocks.end, descending = t & 1;
+    const long ldq = (long)FN(groups)(layer->out_size) * QK;
+    QEL hq[QBT * ldq];
+    float hs[QBT];
+    unsigned char active[QBT];
+    for (int b0 = 0; b0 < B; b0 += QBT) {
+        int nr = B - b0 < QBT ? B - b0 : QBT, any = 0;
+        for (int r = 0; r < nr; r++) any |= active[r] = t < rows->lengths[b0 + r];
+        if (!any) continue;
+        QUANT_H(h + b0 * state->ldh, nr, hq, ldq, hs);
+        for (int jj = j0; jj < j1; jj++) {
+            const int j = descending ? j1 - 1 - (jj - j0) : jj;
+            FN(qcell_block)(layer, j, hq, ldq, hs, nr, gx + b0 * ldg, ldg, c + b0 * state->ldc, state->ldc,
+                            hout + b0 * state->ldo, state->ldo, active);
+        }
+    }
+}
+
+/* One time step (T = 1, the `step` kernel kind), as cell_impl.h's step_blocks: per tile of rows, x and h
+   quantized once, then for each block its input projection (into the gx scratch) and its cell update. The same
+   operations as the input and cell kernels, so the same bits. */
+ATTR static void FN(qstep_blocks)(const lstm_layer *layer, const lstm_rows *rows, const lstm_chunk *chunk,
+                                  const lstm_state *state, lstm_blocks blocks, int descending)
+{
+    const float *x = (const float *)chunk->x, *h = (const float *)state->h;
+    float *gx = (float *)chunk->gx, *c = (float *)state->c, *hout = (float *)state->hout;
+    const int B = rows->count, n_in = layer->input_size, j0 = blocks.first, j1 = blocks.end;
+    const long ldx = (long)FN(groups)(n_in) * QK, ldq = (long)FN(groups)(layer->out_size) * QK, ldg = chunk->g_bs;
+    QEL xq[QBT * ldx], hq[QBT * ldq];
+    float xs[QBT], hs[QBT];
+    float *gr[QBT];
+    unsigned char active[QBT];
+    for (int b0 = 0; b0 < B; b0 += QBT) {
+        int nr = B - b0 < QBT ? B - b0 : QBT;
+        for (int r = 0; r < nr; r++) {
+            active[r] = 0 < rows->lengths[b0 + r];
+            FN(quant_rows)(x + (b0 + r) * chunk->x_bs, 0, 1, n_in, 0, xq + r * ldx, ldx, xs + r);
+            gr[r] = gx + (b0 + r) * ldg;
+        }
+        QUANT_H(h + b0 * state->ldh, nr, hq, ldq, hs);
+        for (int jj = j0; jj < j1; jj++) {
+            const int j = descending ? j1 - 1 - (jj - j0) : jj;
+            FN(qinput_tile)(layer, xq, ldx, xs, nr, gr, j, j + 1);
+            FN(qcell_block)(layer, j, hq, ldq, hs, nr, gx + b0 * ldg, ldg, c + b0 * state->ldc, state->ldc,
+                            hout + b0 * state->ldo, state->ldo, active);
+        }
+    }
+}
+#undef QUANT_H
+
+/* Projection blocks [first, end) (the `proj` kernel kind): hout[b] + q*V = W_hr hc[b] for the rows with
+   t < lengths[b]; hc (|hc| <= 1) quantized with the fixed scale. */
+ATTR static void FN(qproj_blocks)(const lstm_layer *layer, const lstm_rows *rows, const void *hc_any, long ldc,
+                                  void *hout_any, long ldo, int t, lstm_blocks blocks)
+{
+    const float *hc = (const float *)hc_any;
+    float *hout = (float *)hout_any;
+    const int H = layer->hidden_size, B = rows->count;
+    const long ldq = (long)FN(groups)(H) * QK, wb = FN(block_bytes)(H, 1);
+    QEL hq[QBT * ldq];
+    float hs[QBT];
+    int idx[QBT];
+    VEC pre[QBT][4];
+    int nr = 0;
+    for (int b = 0; b <= B; b++) {
+        if (b < B) {
+            if (t >= rows->lengths[b]) continue;
+            FN(quant_rows)(hc + b * ldc, 0, 1, H, 1, hq + nr * ldq, ldq, hs + nr);
+            idx[nr++] = b;
+            if (nr < QBT) continue;
+        }
+        if (!nr) break;
+        for (int q = blocks.first; q < blocks.end; q++) {
+            const char *wq = (const char *)layer->w_hr + q * wb;
+#define QNG 1
+            QDOT_ROWS(nr, wq, FN(groups)(H), hq, ldq, hs, 0, 0, pre)
+#undef QNG
+            for (int r = 0; r < nr; r++) FN(vstore)(hout + idx[r] * ldo + (long)q * VL, pre[r][0]);
+        }
+        nr = 0;
+    }
+}
+#undef QDOT_ROWS
+#undef QDOT_CASES_34
+
+/* the kernel table of this instantiation (kernel_api.h) */
+static const lstm_kernel_table FN(lstm_table) = {QTABLE_NAME, VBYTES, QBT, FN(qinput_blocks), FN(qcell_blocks),
+                                                  FN(qstep_blocks), FN(qproj_blocks)};
+
+#undef QK
+#undef QEL
+#undef Q8_OFFSET
+#undef FN
+#undef VL
+#undef VEC
+#undef IVEC
+#undef UVEC
