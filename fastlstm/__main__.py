@@ -23,7 +23,7 @@ def info() -> None:
     print("kernels per model kind:")
     for cell in _kernels.CELL_KINDS:
         for weight_format in _kernels.FORMATS:
-            print(f"  {cell} {weight_format}: {_cpu.kernels_for(cell, np.dtype(weight_format))[0]}")
+            print(f"  {cell} {weight_format}: {_cpu.kernels_for(cell, weight_format)[0]}")
     print("BLAS: none used (the input projection runs on fastlstm's packed micro-kernel)")
     print(f"threads: {_threads.get_num_threads()} (physical cores here: {_threads.physical_cores()})")
 

@@ -154,6 +154,11 @@ def from_onnx(cls, model: Any, node: Any = None):
     import onnx
     from onnx import helper
 
+    from . import _interop_quant
+
+    model, quantized = _interop_quant.load_quantized(cls, model, node)  # onnxruntime's int8 DynamicQuantizeLSTM
+    if quantized is not None:
+        return quantized
     if isinstance(model, (str, os.PathLike)):
         model = onnx.load(os.fspath(model))
     if not isinstance(model, onnx.ModelProto):

@@ -87,7 +87,7 @@ class LSTM(LSTMBase):
     def _pack_quantized(self, features: int) -> None:
         """Pack a bf16 or int8 model's stored weights for its kernels (src/quant_impl.h)."""
         cell = self._cell
-        V = _kernels.kernel_table(cell.name, self._format, features)[1] // 4
+        V = _cpu.kernels_for(cell.name, self._format, features)[1] // 4
         arrays = []
         for layer in range(self.num_layers):
             for sfx in self._suffixes():
