@@ -7,9 +7,8 @@ Nothing here computes an LSTM.
 - bf16: float32 -> bfloat16 by rounding to the nearest even (NaN stays NaN); weights, x and h alike.
 - int8 weights: symmetric, one scale per output row n: s_n = max|W[n, :]| / 127 (float32), q = rint(W / s_n)
   clipped to [-127, 127]; an all-zero row has s_n = 0 and q = 0.
-- int8 activations (at run time, per batch row v, in float32): s = max|v| / 127 and q = rint(v * (127 / max|v|));
-  "fixed" rows (h without a projection, the projection's input: |v| <= 1) use s = 1/127, q = rint(127 v).
-  A row holding NaN or inf gets q = 0 and s = NaN.
+- int8 activations (x, h, the projection's input; at run time, per batch row v, in float32): s = max|v| / 127 and
+  q = rint(v * (127 / max|v|)). A row holding NaN or inf gets q = 0 and s = NaN.
 """
 from __future__ import annotations
 
@@ -61,9 +60,9 @@ def dequantize(q: np.ndarray, scale: Optional[np.ndarray], dtype=np.float32) -> 
     return (q.astype(dtype) * scale.astype(dtype)[:, None]).astype(dtype)
 
 
-def round_rows(v: np.ndarray, weights: str, fixed: bool) -> np.ndarray:
+def round_rows(v: np.ndarray, weights: str) -> np.ndarray:
     """The values the kernels use for activation rows v (..., K) (float64 result): bf16-rounded, or int8
-    dequantized (q * s, see the module docstring; ``fixed``: the 1/127 scale of rows bounded by 1)."""
+    dequantized (q * s, see the module docstring)."""
     v32 = np.asarray(v, dtype=np.float64).astype(np.float32)
     if weights == "bf16":
         return bf16_values(bf16_bits(v32)).astype(np.float64)
@@ -71,13 +70,9 @@ def round_rows(v: np.ndarray, weights: str, fixed: bool) -> np.ndarray:
         bad = ~np.all(np.isfinite(v32), axis=-1)
         amax = np.where(bad, np.float32(0), np.abs(np.where(np.isfinite(v32), v32, 0)).max(axis=-1, initial=0))
         amax = amax.astype(np.float32)
-        if fixed:
-            inv = np.full(amax.shape, 127, np.float32)
-            s = np.full(amax.shape, np.float32(1) / np.float32(127), np.float32)
-        else:
-            zero = amax == 0
-            inv = np.where(zero, np.float32(0), np.float32(127) / np.where(zero, np.float32(1), amax))
-            s = np.where(zero, np.float32(0), amax / np.float32(127)).astype(np.float32)
+        zero = amax == 0
+        inv = np.where(zero, np.float32(0), np.float32(127) / np.where(zero, np.float32(1), amax))
+        s = np.where(zero, np.float32(0), amax / np.float32(127)).astype(np.float32)
         f = np.clip((v32 * inv.astype(np.float32)[..., None]).astype(np.float32), -127, 127)
         q = np.where(bad[..., None], 0, np.rint(np.nan_to_num(f)))
         s = np.where(bad, np.nan, s.astype(np.float64))

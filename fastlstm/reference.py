@@ -89,8 +89,8 @@ class LSTM(LSTMBase):
         clip = self.clip if self.clip is not None else np.inf
         fmt = self._format
 
-        def rounded(v: np.ndarray, fixed: bool) -> np.ndarray:  # the values the kernels use for activations v
-            return v if fmt is None else _quant.round_rows(v, fmt, fixed)
+        def rounded(v: np.ndarray) -> np.ndarray:  # the values the kernels use for activations v
+            return v if fmt is None else _quant.round_rows(v, fmt)
 
         out = np.zeros((T, B, self.out_size))
         h, c = h0.copy(), c0.copy()
@@ -98,7 +98,7 @@ class LSTM(LSTMBase):
         for t in steps:
             with np.errstate(all="ignore"):  # NaN and inf inputs propagate silently, like the kernels
                 active = t < lengths  # (B,)
-                gates = rounded(x[t], False) @ w_ih.T + rounded(h, w_hr is None) @ w_hh.T + b
+                gates = rounded(x[t]) @ w_ih.T + rounded(h) @ w_hh.T + b
                 pre_i, pre_f = gates[:, 0:H], gates[:, H : 2 * H]
                 pre_g, pre_o = gates[:, 2 * H : 3 * H], gates[:, 3 * H : 4 * H]
                 if w_ph is not None:
@@ -113,7 +113,7 @@ class LSTM(LSTMBase):
                 o = _sigmoid(np.clip(pre_o, -clip, clip))
                 h_new = o * np.tanh(c_new)
                 if w_hr is not None:
-                    h_new = rounded(h_new, True) @ w_hr.T
+                    h_new = rounded(h_new) @ w_hr.T
                 c = np.where(active[:, None], c_new, c)
                 h = np.where(active[:, None], h_new, h)
                 out[t] = np.where(active[:, None], h_new, 0.0)

@@ -14,11 +14,13 @@
  *   bf16  weights rounded to bf16 when packed; x and h rounded float32 -> bf16 (nearest even) at run time;
  *         products summed in float32, over pairs of k, in two interleaved partial sums (even and odd pairs)
  *         added at the end, whatever the number of rows in a tile.
- *   int8  weights q = rint(w / s_n), s_n = max|W[n, :]| / 127 per output row n; a row v of x (or of h with a
- *         projection) is quantized with its own scale s = max|v| / 127 (q = rint(v * (127 / max|v|))); h
- *         without a projection (|h| <= 1) and the projection's input with the fixed s = 1/127. Exact int32 dot
- *         products, then pre = init + (float)dot * (s_n * s). A row holding NaN or inf gets s = NaN (its
- *         results become NaN, never another row's).
+ *   int8  weights q = rint(w / s_n), s_n = max|W[n, :]| / 127 per output row n; every row v of x, of h and of
+ *         the projection's input is quantized at run time with its own scale s = max|v| / 127
+ *         (q = rint(v * (127 / max|v|))): per batch row, so a sequence's bits never depend on its batch. (A fixed
+ *         1/127 for h, which |h| <= 1 would allow, was measured less accurate than onnxruntime's per-call scales
+ *         on models whose h stays small; benchmarks/quant_accuracy.py.) Exact int32 dot products, then
+ *         pre = init + (float)dot * (s_n * s). A row holding NaN or inf gets s = NaN (its results become NaN,
+ *         never another row's).
  *
  * Packed layouts (fastlstm/_packing.py, V = VBYTES / 4 units per block, blocks never narrow):
  *   bf16  w_ih (NB, I2, 4, V, 2), w_hh (NB, K2, 4, V, 2), w_hr (NP, H2, V, 2) uint16: w[j, kk, g, v, e] =
@@ -59,8 +61,8 @@ typedef uint16_t FN(qel);           /* a bf16 activation */
 #define QEL FN(qel)
 
 /* q rows (nr, np) stride ldq from rows x (nr, n) stride ldx, np = n rounded up to QK (padded with zeros);
-   int8: the dequantization factor of each row in scale[r] (fixed: 1/127, else max|row| / 127). */
-ATTR static inline void FN(quant_rows)(const float *x, long ldx, int nr, int n, int fixed, QEL *q, long ldq,
+   int8: the dequantization factor of each row in scale[r] (max|row| / 127). */
+ATTR static inline void FN(quant_rows)(const float *x, long ldx, int nr, int n, QEL *q, long ldq,
                                        float *scale)
 {
     const int np = (n + QK - 1) / QK * QK;
@@ -95,10 +97,7 @@ ATTR static inline void FN(quant_rows)(const float *x, long ldx, int nr, int n, 
             continue;
         }
         float inv, s;
-        if (fixed) {
-            inv = 127.0f;
-            s = 1.0f / 127.0f;
-        } else if (amax == 0.0f) {
+        if (amax == 0.0f) {
             inv = s = 0.0f;
         } else {
             inv = 127.0f / amax;
@@ -122,7 +121,6 @@ ATTR static inline void FN(quant_rows)(const float *x, long ldx, int nr, int n, 
         }
         for (; k < np; k++) qr[k] = Q8_OFFSET;
 #else
-        (void)fixed;
         (void)scale;
         typedef uint16_t FN(halves) __attribute__((vector_size(VBYTES / 2)));
         for (; k + VL <= n; k += VL) {
@@ -363,7 +361,7 @@ ATTR static void FN(qinput_blocks)(const lstm_layer *layer, const lstm_rows *row
     for (int s = 0; s < nsteps; s++)
         for (int b = 0; b < B; b++) {
             if (t0 + s >= rows->lengths[b]) continue;
-            FN(quant_rows)(x + s * chunk->x_ts + b * chunk->x_bs, 0, 1, n_in, 0, xq + nr * ldq, ldq, xs + nr);
+            FN(quant_rows)(x + s * chunk->x_ts + b * chunk->x_bs, 0, 1, n_in, xq + nr * ldq, ldq, xs + nr);
             gr[nr] = gx + s * chunk->g_ts + b * chunk->g_bs;
             if (++nr == QBT) {
                 FN(qinput_tile)(layer, xq, ldq, xs, nr, gr, blocks.first, blocks.end);
@@ -391,9 +389,8 @@ ATTR static inline void FN(qcell_block)(const lstm_layer *layer, int j, const QE
                             o0 + r * ldo + (long)j * VL, 4);
 }
 
-/* h rows of the state quantized: with a projection by their own scales, else with the fixed 1/127 */
-#define QUANT_H(h0, nr, hq, ldq, hs) \
-    FN(quant_rows)(h0, state->ldh, nr, layer->out_size, layer->w_hr == 0, hq, ldq, hs)
+/* h rows of the state quantized */
+#define QUANT_H(h0, nr, hq, ldq, hs) FN(quant_rows)(h0, state->ldh, nr, layer->out_size, hq, ldq, hs)
 
 /* One time step of blocks [first, end) for every row (the `cell` kernel kind), as cell_impl.h's cell_blocks:
    each tile of rows quantizes its h once, then runs the blocks, alternating their order from step to step. */
@@ -438,7 +435,7 @@ ATTR static void FN(qstep_blocks)(const lstm_layer *layer, const lstm_rows *rows
         int nr = B - b0 < QBT ? B - b0 : QBT;
         for (int r = 0; r < nr; r++) {
             active[r] = 0 < rows->lengths[b0 + r];
-            FN(quant_rows)(x + (b0 + r) * chunk->x_bs, 0, 1, n_in, 0, xq + r * ldx, ldx, xs + r);
+            FN(quant_rows)(x + (b0 + r) * chunk->x_bs, 0, 1, n_in, xq + r * ldx, ldx, xs + r);
             gr[r] = gx + (b0 + r) * ldg;
         }
         QUANT_H(h + b0 * state->ldh, nr, hq, ldq, hs);
@@ -453,7 +450,7 @@ ATTR static void FN(qstep_blocks)(const lstm_layer *layer, const lstm_rows *rows
 #undef QUANT_H
 
 /* Projection blocks [first, end) (the `proj` kernel kind): hout[b] + q*V = W_hr hc[b] for the rows with
-   t < lengths[b]; hc (|hc| <= 1) quantized with the fixed scale. */
+   t < lengths[b]; each row of hc quantized once. */
 ATTR static void FN(qproj_blocks)(const lstm_layer *layer, const lstm_rows *rows, const void *hc_any, long ldc,
                                   void *hout_any, long ldo, int t, lstm_blocks blocks)
 {
@@ -469,7 +466,7 @@ ATTR static void FN(qproj_blocks)(const lstm_layer *layer, const lstm_rows *rows
     for (int b = 0; b <= B; b++) {
         if (b < B) {
             if (t >= rows->lengths[b]) continue;
-            FN(quant_rows)(hc + b * ldc, 0, 1, H, 1, hq + nr * ldq, ldq, hs + nr);
+            FN(quant_rows)(hc + b * ldc, 0, 1, H, hq + nr * ldq, ldq, hs + nr);
             idx[nr++] = b;
             if (nr < QBT) continue;
         }
