@@ -169,13 +169,15 @@ ATTR static inline __attribute__((always_inline)) void FN(qdot)(
     for (; kk + SPLIT <= K4; kk += SPLIT)
         for (int s = 0; s < SPLIT; s++) {
             const int8_t *wk = w + (long)(kk + s) * ng * VBYTES;
-            __m512i wv[4];
-            for (int g = 0; g < ng; g++) wv[g] = _mm512_load_si512(wk + g * VBYTES);
+            __m512i hb[QBT];
             for (int r = 0; r < nr; r++) {
                 int32_t word;
                 memcpy(&word, q + r * ldq + 4 * (kk + s), 4);
-                __m512i hb = _mm512_set1_epi32(word);
-                for (int g = 0; g < ng; g++) acc[s][r][g] = _mm512_dpbusd_epi32(acc[s][r][g], hb, wv[g]);
+                hb[r] = _mm512_set1_epi32(word);
+            }
+            for (int g = 0; g < ng; g++) {    /* each weight vector loaded once, used by every row */
+                __m512i wv = _mm512_load_si512(wk + g * VBYTES);
+                for (int r = 0; r < nr; r++) acc[s][r][g] = _mm512_dpbusd_epi32(acc[s][r][g], hb[r], wv);
             }
         }
     for (; kk < K4; kk++) {
@@ -264,13 +266,15 @@ ATTR static inline __attribute__((always_inline)) void FN(qdot)(
 #define BF16_PAIR(kk, s)                                                                                        \
     do {                                                                                                        \
         const uint16_t *wk = w + (long)(kk) * ng * VL * 2;                                                      \
-        __m512bh wv[4];                                                                                         \
-        for (int g = 0; g < ng; g++) wv[g] = (__m512bh)_mm512_load_si512(wk + g * VL * 2);                      \
+        __m512bh hb[QBT];                                                                                       \
         for (int r = 0; r < nr; r++) {                                                                          \
             int32_t pair;                                                                                       \
             memcpy(&pair, q + r * ldq + 2 * (kk), 4);                                                           \
-            __m512bh hb = (__m512bh)_mm512_set1_epi32(pair);                                                    \
-            for (int g = 0; g < ng; g++) acc[s][r][g] = (VEC)_mm512_dpbf16_ps((__m512)acc[s][r][g], wv[g], hb); \
+            hb[r] = (__m512bh)_mm512_set1_epi32(pair);                                                          \
+        }                                                                                                       \
+        for (int g = 0; g < ng; g++) {     /* each weight vector loaded once, used by every row */             \
+            __m512bh wv = (__m512bh)_mm512_load_si512(wk + g * VL * 2);                                         \
+            for (int r = 0; r < nr; r++) acc[s][r][g] = (VEC)_mm512_dpbf16_ps((__m512)acc[s][r][g], wv, hb[r]); \
         }                                                                                                       \
     } while (0)
 #else
@@ -328,21 +332,31 @@ static inline long FN(block_bytes)(int K, int ng) {
         default: FN(qdot)(__VA_ARGS__, 1, QNG); break;                                                          \
     }
 
-/* gx rows of blocks [j0, j1) from quantized x rows: gx[r] + j*4V = bias + W_ih x_r */
-ATTR static void FN(qinput_tile)(const lstm_layer *layer, const QEL *xq, long ldq, const float *xs, int nr,
-                                 float *const *gr, int j0, int j1)
+/* Rows are quantized once per call, a group of rows at a time (at most QGROUP_BYTES of quantized rows, on the
+   stack), and each block of weights then serves every tile of the group while it is in L1. */
+#define QGROUP_BYTES 65536
+#define QGROUP_MAX 256
+static inline int FN(group_rows)(long row_elems) {
+    long n = QGROUP_BYTES / (row_elems * (long)sizeof(QEL)) / QBT * QBT;
+    return n < QBT ? QBT : n > QGROUP_MAX ? QGROUP_MAX : (int)n;
+}
+
+/* gx rows of block j for the group's rows: gx_r + j*4V = bias + W_ih x_r; quantized x rows (n, ldq), row
+   pointers gr (n) */
+ATTR static void FN(qinput_block)(const lstm_layer *layer, int j, const QEL *xq, long ldq, const float *xs, int n,
+                                  float *const *gr)
 {
     const int n_in = layer->input_size;
-    const long wb = FN(block_bytes)(n_in, 4);
+    const char *wj = (const char *)layer->w_ih + j * FN(block_bytes)(n_in, 4);
+    const float *bj = (const float *)layer->bias + (long)j * 4 * VL;
     VEC pre[QBT][4];
-    for (int j = j0; j < j1; j++) {
-        const char *wj = (const char *)layer->w_ih + j * wb;
-        const float *bj = (const float *)layer->bias + (long)j * 4 * VL;
+    for (int r0 = 0; r0 < n; r0 += QBT) {
+        const int nr = n - r0 < QBT ? n - r0 : QBT;
 #define QNG 4
-        QDOT_ROWS(nr, wj, FN(groups)(n_in), xq, ldq, xs, bj, 0, pre)
+        QDOT_ROWS(nr, wj, FN(groups)(n_in), xq + r0 * ldq, ldq, xs + r0, bj, 0, pre)
 #undef QNG
         for (int r = 0; r < nr; r++)
-            for (int g = 0; g < 4; g++) FN(vstore)(gr[r] + (long)j * 4 * VL + g * VL, pre[r][g]);
+            for (int g = 0; g < 4; g++) FN(vstore)(gr[r0 + r] + (long)j * 4 * VL + g * VL, pre[r][g]);
     }
 }
 
@@ -354,46 +368,52 @@ ATTR static void FN(qinput_blocks)(const lstm_layer *layer, const lstm_rows *row
     float *gx = (float *)chunk->gx;
     const int n_in = layer->input_size, B = rows->count;
     const long ldq = (long)FN(groups)(n_in) * QK;
-    QEL xq[QBT * ldq];
-    float xs[QBT];
-    float *gr[QBT];
-    int nr = 0;
+    const int G = FN(group_rows)(ldq);
+    QEL xq[G * ldq];
+    float xs[G];
+    float *gr[G];
+    int n = 0;
     for (int s = 0; s < nsteps; s++)
         for (int b = 0; b < B; b++) {
             if (t0 + s >= rows->lengths[b]) continue;
-            FN(quant_rows)(x + s * chunk->x_ts + b * chunk->x_bs, 0, 1, n_in, xq + nr * ldq, ldq, xs + nr);
-            gr[nr] = gx + s * chunk->g_ts + b * chunk->g_bs;
-            if (++nr == QBT) {
-                FN(qinput_tile)(layer, xq, ldq, xs, nr, gr, blocks.first, blocks.end);
-                nr = 0;
+            FN(quant_rows)(x + s * chunk->x_ts + b * chunk->x_bs, 0, 1, n_in, xq + n * ldq, ldq, xs + n);
+            gr[n++] = gx + s * chunk->g_ts + b * chunk->g_bs;
+            if (n == G) {
+                for (int j = blocks.first; j < blocks.end; j++) FN(qinput_block)(layer, j, xq, ldq, xs, n, gr);
+                n = 0;
             }
         }
-    if (nr) FN(qinput_tile)(layer, xq, ldq, xs, nr, gr, blocks.first, blocks.end);
+    if (n)
+        for (int j = blocks.first; j < blocks.end; j++) FN(qinput_block)(layer, j, xq, ldq, xs, n, gr);
 }
 
-/* gate sums and cell update of block j for nr rows from quantized h rows; rows with active[r] == 0 untouched */
-ATTR static inline void FN(qcell_block)(const lstm_layer *layer, int j, const QEL *hq, long ldq, const float *hs,
-                                        int nr, const float *g0, long ldg, float *c0, long ldc, float *o0, long ldo,
-                                        const unsigned char *active)
+/* gate sums and cell update of block j for n rows (tiles of QBT) from quantized h rows; rows with active[r] == 0
+   untouched */
+ATTR static void FN(qcell_block)(const lstm_layer *layer, int j, const QEL *hq, long ldq, const float *hs, int n,
+                                 const float *g0, long ldg, float *c0, long ldc, float *o0, long ldo,
+                                 const unsigned char *active)
 {
     const int K = layer->out_size;
     const char *wj = (const char *)layer->w_hh + j * FN(block_bytes)(K, 4);
     const float *pj = layer->peep ? (const float *)layer->peep + (long)j * 3 * VL : 0;
     VEC pre[QBT][4];
+    for (int r0 = 0; r0 < n; r0 += QBT) {
+        const int nr = n - r0 < QBT ? n - r0 : QBT;
+        int any = 0;
+        for (int r = 0; r < nr; r++) any |= active[r0 + r];
+        if (!any) continue;
 #define QNG 4
-    QDOT_ROWS(nr, wj, FN(groups)(K), hq, ldq, hs, g0 + (long)j * 4 * VL, ldg, pre)
+        QDOT_ROWS(nr, wj, FN(groups)(K), hq + r0 * ldq, ldq, hs + r0, g0 + r0 * ldg + (long)j * 4 * VL, ldg, pre)
 #undef QNG
-    for (int r = 0; r < nr; r++)
-        if (active[r])
-            FN(cell_update)(pre[r], pj, (float)layer->clip, layer->input_forget, c0 + r * ldc + (long)j * VL,
-                            o0 + r * ldo + (long)j * VL, 4);
+        for (int r = 0; r < nr; r++)
+            if (active[r0 + r])
+                FN(cell_update)(pre[r], pj, (float)layer->clip, layer->input_forget,
+                                c0 + (r0 + r) * ldc + (long)j * VL, o0 + (r0 + r) * ldo + (long)j * VL, 4);
+    }
 }
 
-/* h rows of the state quantized */
-#define QUANT_H(h0, nr, hq, ldq, hs) FN(quant_rows)(h0, state->ldh, nr, layer->out_size, hq, ldq, hs)
-
 /* One time step of blocks [first, end) for every row (the `cell` kernel kind), as cell_impl.h's cell_blocks:
-   each tile of rows quantizes its h once, then runs the blocks, alternating their order from step to step. */
+   each group of rows quantizes its h once, then runs the blocks, alternating their order from step to step. */
 ATTR static void FN(qcell_blocks)(const lstm_layer *layer, const lstm_rows *rows, const void *gx_any, long ldg,
                                   const lstm_state *state, int t, lstm_blocks blocks)
 {
@@ -401,23 +421,25 @@ ATTR static void FN(qcell_blocks)(const lstm_layer *layer, const lstm_rows *rows
     float *c = (float *)state->c, *hout = (float *)state->hout;
     const int B = rows->count, j0 = blocks.first, j1 = blocks.end, descending = t & 1;
     const long ldq = (long)FN(groups)(layer->out_size) * QK;
-    QEL hq[QBT * ldq];
-    float hs[QBT];
-    unsigned char active[QBT];
-    for (int b0 = 0; b0 < B; b0 += QBT) {
-        int nr = B - b0 < QBT ? B - b0 : QBT, any = 0;
-        for (int r = 0; r < nr; r++) any |= active[r] = t < rows->lengths[b0 + r];
+    const int G = FN(group_rows)(ldq);
+    QEL hq[G * ldq];
+    float hs[G];
+    unsigned char active[G];
+    for (int b0 = 0; b0 < B; b0 += G) {
+        const int n = B - b0 < G ? B - b0 : G;
+        int any = 0;
+        for (int r = 0; r < n; r++) any |= active[r] = t < rows->lengths[b0 + r];
         if (!any) continue;
-        QUANT_H(h + b0 * state->ldh, nr, hq, ldq, hs);
+        FN(quant_rows)(h + b0 * state->ldh, state->ldh, n, layer->out_size, hq, ldq, hs);
         for (int jj = j0; jj < j1; jj++) {
             const int j = descending ? j1 - 1 - (jj - j0) : jj;
-            FN(qcell_block)(layer, j, hq, ldq, hs, nr, gx + b0 * ldg, ldg, c + b0 * state->ldc, state->ldc,
+            FN(qcell_block)(layer, j, hq, ldq, hs, n, gx + b0 * ldg, ldg, c + b0 * state->ldc, state->ldc,
                             hout + b0 * state->ldo, state->ldo, active);
         }
     }
 }
 
-/* One time step (T = 1, the `step` kernel kind), as cell_impl.h's step_blocks: per tile of rows, x and h
+/* One time step (T = 1, the `step` kernel kind), as cell_impl.h's step_blocks: per group of rows, x and h
    quantized once, then for each block its input projection (into the gx scratch) and its cell update. The same
    operations as the input and cell kernels, so the same bits. */
 ATTR static void FN(qstep_blocks)(const lstm_layer *layer, const lstm_rows *rows, const lstm_chunk *chunk,
@@ -427,27 +449,43 @@ ATTR static void FN(qstep_blocks)(const lstm_layer *layer, const lstm_rows *rows
     float *gx = (float *)chunk->gx, *c = (float *)state->c, *hout = (float *)state->hout;
     const int B = rows->count, n_in = layer->input_size, j0 = blocks.first, j1 = blocks.end;
     const long ldx = (long)FN(groups)(n_in) * QK, ldq = (long)FN(groups)(layer->out_size) * QK, ldg = chunk->g_bs;
-    QEL xq[QBT * ldx], hq[QBT * ldq];
-    float xs[QBT], hs[QBT];
-    float *gr[QBT];
-    unsigned char active[QBT];
-    for (int b0 = 0; b0 < B; b0 += QBT) {
-        int nr = B - b0 < QBT ? B - b0 : QBT;
-        for (int r = 0; r < nr; r++) {
+    const int G = FN(group_rows)(ldx + ldq);
+    QEL xq[G * ldx], hq[G * ldq];
+    float xs[G], hs[G];
+    float *gr[G];
+    unsigned char active[G];
+    for (int b0 = 0; b0 < B; b0 += G) {
+        const int n = B - b0 < G ? B - b0 : G;
+        for (int r = 0; r < n; r++) {
             active[r] = 0 < rows->lengths[b0 + r];
-            FN(quant_rows)(x + (b0 + r) * chunk->x_bs, 0, 1, n_in, xq + r * ldx, ldx, xs + r);
             gr[r] = gx + (b0 + r) * ldg;
         }
-        QUANT_H(h + b0 * state->ldh, nr, hq, ldq, hs);
+        FN(quant_rows)(x + b0 * chunk->x_bs, chunk->x_bs, n, n_in, xq, ldx, xs);
+        FN(quant_rows)(h + b0 * state->ldh, state->ldh, n, layer->out_size, hq, ldq, hs);
         for (int jj = j0; jj < j1; jj++) {
             const int j = descending ? j1 - 1 - (jj - j0) : jj;
-            FN(qinput_tile)(layer, xq, ldx, xs, nr, gr, j, j + 1);
-            FN(qcell_block)(layer, j, hq, ldq, hs, nr, gx + b0 * ldg, ldg, c + b0 * state->ldc, state->ldc,
+            FN(qinput_block)(layer, j, xq, ldx, xs, n, gr);
+            FN(qcell_block)(layer, j, hq, ldq, hs, n, gx + b0 * ldg, ldg, c + b0 * state->ldc, state->ldc,
                             hout + b0 * state->ldo, state->ldo, active);
         }
     }
 }
-#undef QUANT_H
+
+/* projected block q of the group's rows: hout[idx[r]] + q*V = W_hr hc_r from quantized hc rows (n, ldq) */
+ATTR static void FN(qproj_block)(const lstm_layer *layer, int q, const QEL *hq, long ldq, const float *hs, int n,
+                                 const int *idx, float *hout, long ldo)
+{
+    const int H = layer->hidden_size;
+    const char *wq = (const char *)layer->w_hr + q * FN(block_bytes)(H, 1);
+    VEC pre[QBT][4];
+    for (int r0 = 0; r0 < n; r0 += QBT) {
+        const int nr = n - r0 < QBT ? n - r0 : QBT;
+#define QNG 1
+        QDOT_ROWS(nr, wq, FN(groups)(H), hq + r0 * ldq, ldq, hs + r0, 0, 0, pre)
+#undef QNG
+        for (int r = 0; r < nr; r++) FN(vstore)(hout + idx[r0 + r] * ldo + (long)q * VL, pre[r][0]);
+    }
+}
 
 /* Projection blocks [first, end) (the `proj` kernel kind): hout[b] + q*V = W_hr hc[b] for the rows with
    t < lengths[b]; each row of hc quantized once. */
@@ -457,30 +495,26 @@ ATTR static void FN(qproj_blocks)(const lstm_layer *layer, const lstm_rows *rows
     const float *hc = (const float *)hc_any;
     float *hout = (float *)hout_any;
     const int H = layer->hidden_size, B = rows->count;
-    const long ldq = (long)FN(groups)(H) * QK, wb = FN(block_bytes)(H, 1);
-    QEL hq[QBT * ldq];
-    float hs[QBT];
-    int idx[QBT];
-    VEC pre[QBT][4];
-    int nr = 0;
-    for (int b = 0; b <= B; b++) {
-        if (b < B) {
-            if (t >= rows->lengths[b]) continue;
-            FN(quant_rows)(hc + b * ldc, 0, 1, H, hq + nr * ldq, ldq, hs + nr);
-            idx[nr++] = b;
-            if (nr < QBT) continue;
+    const long ldq = (long)FN(groups)(H) * QK;
+    const int G = FN(group_rows)(ldq);
+    QEL hq[G * ldq];
+    float hs[G];
+    int idx[G];
+    int n = 0;
+    for (int b = 0; b < B; b++) {
+        if (t >= rows->lengths[b]) continue;
+        FN(quant_rows)(hc + b * ldc, 0, 1, H, hq + n * ldq, ldq, hs + n);
+        idx[n++] = b;
+        if (n == G) {
+            for (int q = blocks.first; q < blocks.end; q++) FN(qproj_block)(layer, q, hq, ldq, hs, n, idx, hout, ldo);
+            n = 0;
         }
-        if (!nr) break;
-        for (int q = blocks.first; q < blocks.end; q++) {
-            const char *wq = (const char *)layer->w_hr + q * wb;
-#define QNG 1
-            QDOT_ROWS(nr, wq, FN(groups)(H), hq, ldq, hs, 0, 0, pre)
-#undef QNG
-            for (int r = 0; r < nr; r++) FN(vstore)(hout + idx[r] * ldo + (long)q * VL, pre[r][0]);
-        }
-        nr = 0;
     }
+    if (n)
+        for (int q = blocks.first; q < blocks.end; q++) FN(qproj_block)(layer, q, hq, ldq, hs, n, idx, hout, ldo);
 }
+#undef QGROUP_BYTES
+#undef QGROUP_MAX
 #undef QDOT_ROWS
 #undef QDOT_CASES_34
 
