@@ -144,8 +144,8 @@
 #define ATTR
 #define QNATIVE 0
 #define QINT8 0
-#define QBT 2
-#define BT QBT
+#define QBT 1         /* the bf16 fallback's two partial sums per gate fill the 16 vector registers at one row */
+#define BT 4          /* cell_impl.h's tile of rows: of cell_impl.h, quant_impl.h uses only the float helpers */
 #define SFX bf16_base
 #define QTABLE_NAME "lstm/bf16/baseline"
 #include "quant_impl.h"
@@ -171,7 +171,7 @@
 #define LANES 8
 #define ATTR __attribute__((target("avx2,fma")))
 #define QINT8 0
-#define QBT 2
+#define QBT 1
 #define SFX bf16_avx2
 #define QTABLE_NAME "lstm/bf16/avx2"
 #include "quant_impl.h"

@@ -124,8 +124,7 @@ ATTR static inline void FN(quant_rows)(const float *x, long ldx, int nr, int n, 
         (void)scale;
         typedef uint16_t FN(halves) __attribute__((vector_size(VBYTES / 2)));
         for (; k + VL <= n; k += VL) {
-            UVEC u;
-            memcpy(&u, xr + k, VBYTES);
+            UVEC u = (UVEC)FN(vload)(xr + k);
             UVEC rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;   /* nearest even */
             UVEC quiet = (u >> 16) | 0x40u;                          /* NaN stays a (quiet) NaN */
             UVEC is_nan = (UVEC)((u & 0x7fffffffu) > 0x7f800000u);
@@ -209,9 +208,8 @@ ATTR static inline __attribute__((always_inline)) void FN(qdot)(
             FN(i16vec) hp = (FN(i16vec))((FN(i64vec)){0} + word);
             const int8_t *wk = w + (long)kk * ng * VBYTES;
             for (int g = 0; g < ng; g++) {
-                FN(i8half) w_lo, w_hi;
-                memcpy(&w_lo, wk + g * VBYTES, VBYTES / 2);
-                memcpy(&w_hi, wk + g * VBYTES + VBYTES / 2, VBYTES / 2);
+                FN(i8half) w_lo = *(const FN(i8half) *)(wk + g * VBYTES);
+                FN(i8half) w_hi = *(const FN(i8half) *)(wk + g * VBYTES + VBYTES / 2);
                 FN(i16vec) a = __builtin_convertvector(w_lo, FN(i16vec)), b = __builtin_convertvector(w_hi, FN(i16vec));
 #if defined(FASTLSTM_X86) && VBYTES == 16
                 lo[g] += (IVEC)_mm_madd_epi16((__m128i)a, (__m128i)hp);
@@ -283,7 +281,7 @@ ATTR static inline __attribute__((always_inline)) void FN(qdot)(
     do {                                                                                                        \
         const uint16_t *wk = w + (long)(kk) * ng * VL * 2;                                                      \
         UVEC wv[4];                                                                                             \
-        for (int g = 0; g < ng; g++) memcpy(&wv[g], wk + g * VL * 2, VBYTES);                                   \
+        for (int g = 0; g < ng; g++) wv[g] = *(const UVEC *)(wk + g * VL * 2);                                  \
         for (int r = 0; r < nr; r++) {                                                                          \
             uint32_t pair;                                                                                      \
             memcpy(&pair, q + r * ldq + 2 * (kk), 4);                                                           \
@@ -325,10 +323,15 @@ static inline long FN(block_bytes)(int K, int ng) {
 #else
 #define QDOT_CASES_34(...)
 #endif
+#if QBT >= 2
+#define QDOT_CASE_2(...) case 2: FN(qdot)(__VA_ARGS__, 2, QNG); break;
+#else
+#define QDOT_CASE_2(...)
+#endif
 #define QDOT_ROWS(nr, ...)                                                                                     \
     switch (nr) {                                                                                               \
         QDOT_CASES_34(__VA_ARGS__)                                                                              \
-        case 2: FN(qdot)(__VA_ARGS__, 2, QNG); break;                                                           \
+        QDOT_CASE_2(__VA_ARGS__)                                                                                \
         default: FN(qdot)(__VA_ARGS__, 1, QNG); break;                                                          \
     }
 
@@ -517,6 +520,7 @@ ATTR static void FN(qproj_blocks)(const lstm_layer *layer, const lstm_rows *rows
 #undef QGROUP_MAX
 #undef QDOT_ROWS
 #undef QDOT_CASES_34
+#undef QDOT_CASE_2
 
 /* the kernel table of this instantiation (kernel_api.h) */
 static const lstm_kernel_table FN(lstm_table) = {QTABLE_NAME, VBYTES, QBT, FN(qinput_blocks), FN(qcell_blocks),
