@@ -46,6 +46,14 @@
 
 typedef uint32_t UVEC __attribute__((vector_size(VBYTES), aligned(4)));
 
+#if QNATIVE
+/* acc += the dot products of a and b (vpdpbusd: unsigned bytes of h with signed bytes of w, per 4; vdpbf16ps: bf16
+   pairs) in place: written as instructions because GCC 12 copies the accumulators of these intrinsics around
+   every call (two register moves per instruction in the inner loop) */
+#define QDPBUSD(acc, h, w) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(h), "v"(w))
+#define QDPBF16(acc, w, h) __asm__("vdpbf16ps %2, %1, %0" : "+v"(acc) : "v"(h), "v"(w))
+#endif
+
 #if QINT8
 #define QK 4                        /* k per weight group */
 typedef uint8_t FN(qel);            /* a quantized activation: q + Q8_OFFSET as a byte */
@@ -156,41 +164,41 @@ ATTR static inline __attribute__((always_inline)) void FN(qdot)(
     IVEC tot[QBT][4];
 #if QNATIVE
     const int32_t *corr = (const int32_t *)(blk + ng * VBYTES);
-    /* int32 sums are exact: split one row's chain in two to hide the instruction's latency */
-    const int SPLIT = nr == 1 ? 2 : 1;
-    __m512i acc[2][QBT][4];
+    __m512i acc[QBT][4];
     for (int r = 0; r < nr; r++)
-        for (int g = 0; g < ng; g++) {
-            acc[0][r][g] = _mm512_loadu_si512(corr + g * VL);
-            acc[1][r][g] = _mm512_setzero_si512();
-        }
+        for (int g = 0; g < ng; g++) acc[r][g] = _mm512_loadu_si512(corr + g * VL);
     int kk = 0;
-    for (; kk + SPLIT <= K4; kk += SPLIT)
-        for (int s = 0; s < SPLIT; s++) {
-            const int8_t *wk = w + (long)(kk + s) * ng * VBYTES;
-            __m512i hb[QBT];
-            for (int r = 0; r < nr; r++) {
-                int32_t word;
-                memcpy(&word, q + r * ldq + 4 * (kk + s), 4);
-                hb[r] = _mm512_set1_epi32(word);
-            }
-            for (int g = 0; g < ng; g++) {    /* each weight vector loaded once, used by every row */
-                __m512i wv = _mm512_load_si512(wk + g * VBYTES);
-                for (int r = 0; r < nr; r++) acc[s][r][g] = _mm512_dpbusd_epi32(acc[s][r][g], hb[r], wv);
+    if (nr == 1) {
+        /* int32 sums are exact: one row's chain split in two (even and odd groups) hides the latency */
+        __m512i odd[4];
+        for (int g = 0; g < ng; g++) odd[g] = _mm512_setzero_si512();
+        for (; kk + 2 <= K4; kk += 2) {
+            const int8_t *wk = w + (long)kk * ng * VBYTES;
+            int32_t words[2];
+            memcpy(words, q + 4 * kk, 8);
+            __m512i h0 = _mm512_set1_epi32(words[0]), h1 = _mm512_set1_epi32(words[1]);
+            for (int g = 0; g < ng; g++) {
+                QDPBUSD(acc[0][g], h0, *(const __m512i *)(wk + g * VBYTES));
+                QDPBUSD(odd[g], h1, *(const __m512i *)(wk + (ng + g) * VBYTES));
             }
         }
+        for (int g = 0; g < ng; g++) acc[0][g] = _mm512_add_epi32(acc[0][g], odd[g]);
+    }
     for (; kk < K4; kk++) {
         const int8_t *wk = w + (long)kk * ng * VBYTES;
+        __m512i hb[QBT];
         for (int r = 0; r < nr; r++) {
             int32_t word;
             memcpy(&word, q + r * ldq + 4 * kk, 4);
-            __m512i hb = _mm512_set1_epi32(word);
-            for (int g = 0; g < ng; g++)
-                acc[0][r][g] = _mm512_dpbusd_epi32(acc[0][r][g], hb, _mm512_load_si512(wk + g * VBYTES));
+            hb[r] = _mm512_set1_epi32(word);
+        }
+        for (int g = 0; g < ng; g++) {    /* each weight vector loaded once, used by every row */
+            __m512i wv = _mm512_load_si512(wk + g * VBYTES);
+            for (int r = 0; r < nr; r++) QDPBUSD(acc[r][g], hb[r], wv);
         }
     }
     for (int r = 0; r < nr; r++)
-        for (int g = 0; g < ng; g++) tot[r][g] = (IVEC)_mm512_add_epi32(acc[0][r][g], acc[1][r][g]);
+        for (int g = 0; g < ng; g++) tot[r][g] = (IVEC)acc[r][g];
 #else
     /* widen bytes to int16 and multiply-add pairs (pmaddwd): lanes hold (unit, k pair) partial sums, the two
        pairs of a unit added at the end */
@@ -264,15 +272,15 @@ ATTR static inline __attribute__((always_inline)) void FN(qdot)(
 #define BF16_PAIR(kk, s)                                                                                        \
     do {                                                                                                        \
         const uint16_t *wk = w + (long)(kk) * ng * VL * 2;                                                      \
-        __m512bh hb[QBT];                                                                                       \
+        __m512i hb[QBT];                                                                                        \
         for (int r = 0; r < nr; r++) {                                                                          \
             int32_t pair;                                                                                       \
             memcpy(&pair, q + r * ldq + 2 * (kk), 4);                                                           \
-            hb[r] = (__m512bh)_mm512_set1_epi32(pair);                                                          \
+            hb[r] = _mm512_set1_epi32(pair);                                                                    \
         }                                                                                                       \
         for (int g = 0; g < ng; g++) {     /* each weight vector loaded once, used by every row */             \
-            __m512bh wv = (__m512bh)_mm512_load_si512(wk + g * VL * 2);                                         \
-            for (int r = 0; r < nr; r++) acc[s][r][g] = (VEC)_mm512_dpbf16_ps((__m512)acc[s][r][g], wv, hb[r]); \
+            __m512i wv = _mm512_load_si512(wk + g * VL * 2);                                                    \
+            for (int r = 0; r < nr; r++) QDPBF16(acc[s][r][g], wv, hb[r]);                                      \
         }                                                                                                       \
     } while (0)
 #else
@@ -528,6 +536,8 @@ static const lstm_kernel_table FN(lstm_table) = {QTABLE_NAME, VBYTES, QBT, FN(qi
 
 #undef QK
 #undef QEL
+#undef QDPBUSD
+#undef QDPBF16
 #undef Q8_OFFSET
 #undef FN
 #undef VL
