@@ -47,9 +47,9 @@
 typedef uint32_t UVEC __attribute__((vector_size(VBYTES), aligned(4)));
 
 #if QNATIVE
-/* acc += the dot products of a and b (vpdpbusd: unsigned bytes of h with signed bytes of w, per 4; vdpbf16ps: bf16
-   pairs) in place: written as instructions because GCC 12 copies the accumulators of these intrinsics around
-   every call (two register moves per instruction in the inner loop) */
+/* acc += the lane-wise dot products of h and w (vpdpbusd: unsigned bytes of h with signed bytes of w, 4 per lane;
+   vdpbf16ps: 2 bf16 per lane), in place: written as instructions because GCC 12 copies the accumulators around
+   every call of these intrinsics (two register moves per instruction in the inner loop) */
 #define QDPBUSD(acc, h, w) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(h), "v"(w))
 #define QDPBF16(acc, w, h) __asm__("vdpbf16ps %2, %1, %0" : "+v"(acc) : "v"(h), "v"(w))
 #endif
