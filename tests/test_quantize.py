@@ -349,3 +349,35 @@ def test_from_onnx_dynamic_quantize_lstm(tmp_path, per_channel, bidirectional):
             assert_bitwise_equal(value, want, name=name)
     ref = fastlstm.reference.LSTM.from_onnx(model)
     assert_forward_close(q(x), ref(x), np.float32, atol=ATOL["int8"])
+
+
+# ---- the benchmark programs (benchmarks/quant_accuracy.py, quant_speed.py) ----------------------------
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_quant_benchmark_programs_run():
+    """Both programs on a small shape, so that they cannot rot: every runner present, errors of the right size."""
+    import os
+    import sys
+
+    require("onnxruntime")
+    require("openvino")
+    bench_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks")
+    if not os.path.exists(os.path.join(bench_dir, "quant_accuracy.py")):
+        pytest.skip("the benchmarks directory is not beside the tests (installed tests only)")
+    sys.path.insert(0, bench_dir)
+    try:
+        import quant_accuracy
+        import quant_speed
+    finally:
+        sys.path.remove(bench_dir)
+    found, precision = quant_accuracy.errors(20, 2, 16, 32, 1, False, seed=0)
+    assert set(found) == {"fastlstm bf16", "fastlstm int8", "openvino default", "onnxruntime int8"}
+    assert all(1e-5 < err < 5e-2 for err in found.values()), found
+    assert precision in ("bf16", "f32")
+    for T in (0, 5):
+        runners = quant_speed.runners(T, 2, 16, 32, 1, threads=1)
+        times = quant_speed.measure(runners, rounds=1, block_seconds=0.001)
+        assert set(times) == {"fastlstm f32", "fastlstm bf16", "fastlstm int8", "openvino default",
+                              "onnxruntime int8"}
+        assert all(len(t) == 1 and t[0] > 0 for t in times.values())
