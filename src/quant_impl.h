@@ -345,7 +345,7 @@ static inline long FN(block_bytes)(int K, int ng) {
 
 /* Rows are quantized once per call, a group of rows at a time (at most QGROUP_BYTES of quantized rows, on the
    stack), and each block of weights then serves every tile of the group while it is in L1. */
-#define QGROUP_BYTES 65536
+#define QGROUP_BYTES 262144
 #define QGROUP_MAX 256
 static inline int FN(group_rows)(long row_elems) {
     long n = QGROUP_BYTES / (row_elems * (long)sizeof(QEL)) / QBT * QBT;
