@@ -344,7 +344,7 @@ static inline long FN(block_bytes)(int K, int ng) {
     }
 
 /* Rows are quantized once per call, a group of rows at a time (at most QGROUP_BYTES of quantized rows, on the
-   stack), and each block of weights then serves every tile of the group while it is in L1. */
+   stack), and each block of weights then serves every tile of the group while it is in cache. */
 #define QGROUP_BYTES 262144
 #define QGROUP_MAX 256
 static inline int FN(group_rows)(long row_elems) {
