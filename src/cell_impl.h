@@ -98,6 +98,25 @@ ATTR static inline VEC FN(vmax_or_second)(VEC a, VEC b) { return FN(vselect)(a >
 ATTR static inline VEC FN(vmin_or_second)(VEC a, VEC b) { return FN(vselect)(a < b, a, b); }
 #endif
 
+/* a * b + c for the dot products, as one fused multiply-add wherever the instruction set has one, written out so
+   that every path summing an element (a tile of any row count, a pair of blocks) rounds it the same way rather
+   than wherever the compiler chooses to contract a * b + c. (The x86 baseline has no FMA, so nothing can be
+   contracted there.) */
+#if defined(FASTLSTM_X86) && VBYTES == 64
+#define VFMA_(a, b, c) (sizeof(REAL) == 4 ? (VEC)_mm512_fmadd_ps((__m512)(a), (__m512)(b), (__m512)(c)) \
+                                          : (VEC)_mm512_fmadd_pd((__m512d)(a), (__m512d)(b), (__m512d)(c)))
+#elif defined(FASTLSTM_X86) && VBYTES == 32
+#define VFMA_(a, b, c) (sizeof(REAL) == 4 ? (VEC)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)) \
+                                          : (VEC)_mm256_fmadd_pd((__m256d)(a), (__m256d)(b), (__m256d)(c)))
+#elif defined(__aarch64__) && VBYTES == 16
+#define VFMA_(a, b, c) (sizeof(REAL) == 4 ? (VEC)vfmaq_f32((float32x4_t)(c), (float32x4_t)(a), (float32x4_t)(b)) \
+                                          : (VEC)vfmaq_f64((float64x2_t)(c), (float64x2_t)(a), (float64x2_t)(b)))
+#else
+#define VFMA_(a, b, c) ((a) * (b) + (c))
+#endif
+ATTR static inline VEC FN(vfma)(VEC a, VEC b, VEC c) { return VFMA_(a, b, c); }
+#undef VFMA_
+
 /* clamp to [lo, hi] keeping NaN as NaN */
 ATTR static inline VEC FN(vclamp)(VEC x, REAL lo, REAL hi) {
     return FN(vmin_or_second)(FN(vset1)(hi), FN(vmax_or_second)(FN(vset1)(lo), x));
@@ -169,7 +188,7 @@ ATTR static inline __attribute__((always_inline)) void FN(gate_sums)(
         for (int g = 0; g < ng; g++) wv[g] = FN(vload)(wk + g * VL);
         for (int r = 0; r < nr; r++) {
             REAL hk = h[r * ldh + k];
-            for (int g = 0; g < ng; g++) acc[r][g] += wv[g] * hk;
+            for (int g = 0; g < ng; g++) acc[r][g] = FN(vfma)(wv[g], FN(vset1)(hk), acc[r][g]);
         }
     }
     for (int r = 0; r < nr; r++)
@@ -189,8 +208,8 @@ ATTR static inline __attribute__((always_inline)) void FN(gate_sums_pair)(
     for (int k = 0; k < K; k++) {
         const REAL *wk1 = w1 + (long)k * ng1 * VL, *wk2 = w2 + (long)k * ng2 * VL;
         const REAL hk = h[k];
-        for (int g = 0; g < ng1; g++) acc1[g] += FN(vload)(wk1 + g * VL) * hk;
-        for (int g = 0; g < ng2; g++) acc2[g] += FN(vload)(wk2 + g * VL) * hk;
+        for (int g = 0; g < ng1; g++) acc1[g] = FN(vfma)(FN(vload)(wk1 + g * VL), FN(vset1)(hk), acc1[g]);
+        for (int g = 0; g < ng2; g++) acc2[g] = FN(vfma)(FN(vload)(wk2 + g * VL), FN(vset1)(hk), acc2[g]);
     }
     for (int g = 0; g < ng1; g++) pre1[g] = acc1[g];
     for (int g = 0; g < ng2; g++) pre2[g] = acc2[g];
@@ -293,7 +312,7 @@ ATTR static void FN(cell_blocks)(const lstm_layer *layer, const lstm_rows *rows,
                     const REAL *p2 = peep ? peep + (long)j2 * 3 * VL : 0;
                     const REAL *g2 = gx + b0 * ldg + (long)j2 * 4 * VL;
                     REAL *c2 = c + b0 * ldc + (long)j2 * VL, *o2 = hout + b0 * ldo + (long)j2 * VL;
-                    VEC pre1[4], pre2[4];
+                    VEC pre1[4] = {{0}}, pre2[4] = {{0}};   /* (a narrow block leaves two unused) */
 #define PAIR(n1, n2) FN(gate_sums_pair)(wj, w2, g0, g2, h0, pre1, pre2, K, n1, n2)
                     if (ng == 4 && ng2 == 4) PAIR(4, 4);
                     else if (ng == 4) PAIR(4, 2);
@@ -347,7 +366,7 @@ ATTR static inline __attribute__((always_inline)) void FN(input_tile)(
         for (int g = 0; g < ng; g++) wv[g] = FN(vload)(wk + g * VL);
         for (int r = 0; r < nr; r++) {
             REAL xk = xp[r][k];
-            for (int g = 0; g < ng; g++) acc[r][g] += wv[g] * xk;
+            for (int g = 0; g < ng; g++) acc[r][g] = FN(vfma)(wv[g], FN(vset1)(xk), acc[r][g]);
         }
     }
     for (int r = 0; r < nr; r++)
@@ -429,7 +448,7 @@ ATTR static inline __attribute__((always_inline)) void FN(proj_tile)(
     for (int r = 0; r < nr; r++) acc[r] = FN(vset1)(0);
     for (int k = 0; k < Kc; k++) {
         VEC wk = FN(vload)(w + (long)k * VL);
-        for (int r = 0; r < nr; r++) acc[r] += wk * hc[r * ldc + k];
+        for (int r = 0; r < nr; r++) acc[r] = FN(vfma)(wk, FN(vset1)(hc[r * ldc + k]), acc[r]);
     }
     for (int r = 0; r < nr; r++) FN(vstore)(hout + r * ldo, acc[r]);
 }
