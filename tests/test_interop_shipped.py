@@ -23,7 +23,10 @@ import pytest
 import fastlstm
 from conftest import assert_close, require
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword"),
+    pytest.mark.filterwarnings("ignore:`torch.jit.(script|load)` is deprecated:DeprecationWarning"),
+]
 
 F32_TOL = 2e-5
 F64_TOL = 1e-10
@@ -411,3 +414,363 @@ def test_weights_depending_on_runtime_inputs_are_named():
     # a name nothing defines
     with pytest.raises(ValueError, match="'W' is not defined by any node, initializer or graph input"):
         fastlstm.LSTM.from_onnx(model_with([], []))
+
+
+# ==== 3. a chain of LSTM nodes: one stacked model ====================================================
+
+
+def _export(module, x, path, dynamo):
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (x,), str(path), dynamo=dynamo)
+
+
+@pytest.mark.parametrize("batch_first", [False, True], ids=["tbi", "bti"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_stacked_torch_export_loads_as_one_model(exporter, bidirectional, batch_first, tmp_path):
+    """torch.onnx.export writes one LSTM node per layer, joined by Squeeze (legacy, one direction) or
+    Transpose + Reshape; node=None loads them as one stacked LSTM, equal to torch and onnxruntime."""
+    torch = require("torch")
+    onnx = require("onnx")
+    if exporter == "dynamo":
+        try:  # the dynamo exporter needs onnxscript, which the test extras do not install: optional
+            import onnxscript  # noqa: F401
+        except ImportError:
+            pytest.skip("the dynamo exporter of torch.onnx needs onnxscript, which is not installed")
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(I, 5, num_layers=2, bidirectional=bidirectional, batch_first=batch_first).eval()
+    x = torch.randn((B, T, I) if batch_first else (T, B, I))
+    path = tmp_path / "stacked.onnx"
+    _export(module, x, path, exporter == "dynamo")
+    assert sum(n.op_type == "LSTM" for n in onnx.load(str(path)).graph.node) == 2
+    lstm = fastlstm.LSTM.from_onnx(path)
+    assert lstm.num_layers == 2 and lstm.hidden_size == 5
+    assert lstm.direction == ("bidirectional" if bidirectional else "forward")
+    assert lstm.batch_first is False  # the LSTM nodes are time-major; the exporter transposes around them
+    _assert_same_state(lstm.state_dict(), fastlstm.LSTM.from_torch(module).state_dict(), what="vs from_torch")
+    x_tbi = x.transpose(0, 1) if batch_first else x
+    out, (hn, cn) = lstm(x_tbi.numpy())
+    with torch.no_grad():
+        y, (h, c) = module(x)
+    y_tbi = y.transpose(0, 1) if batch_first else y
+    assert_close(out, y_tbi.numpy(), atol=F32_TOL, name="output vs torch")
+    assert_close(hn, h.numpy(), atol=F32_TOL, name="h_n vs torch")
+    assert_close(cn, c.numpy(), atol=F32_TOL, name="c_n vs torch")
+    ort_y, ort_h, ort_c = _ort(onnx.load(str(path)), {onnx.load(str(path)).graph.input[0].name: x.numpy()})
+    ort_y_tbi = ort_y.transpose(1, 0, 2) if batch_first else ort_y
+    assert_close(out, ort_y_tbi, atol=F32_TOL, name="output vs onnxruntime")
+    assert_close(hn, ort_h, atol=F32_TOL, name="h_n vs onnxruntime")
+    # one layer of the chain is still selectable alone
+    layer1 = fastlstm.LSTM.from_onnx(path, node=1)
+    assert layer1.num_layers == 1 and layer1.input_size == 5 * (2 if bidirectional else 1)
+
+
+def _chained(layer_weights, glue, *, opset=17, direction="forward"):
+    """LSTM nodes 'l0', 'l1', ... on X; glue(k, y_name) returns (nodes, initializers, next input name)."""
+    from onnx import helper, numpy_helper
+
+    nodes, inits, x_name = [], [], "X"
+    for k, (W, R, Bias) in enumerate(layer_weights):
+        names = [f"W{k}", f"R{k}"] + ([f"B{k}"] if Bias is not None else [])
+        inits += [numpy_helper.from_array(a, n) for n, a in zip(names, (W, R, Bias))]
+        nodes.append(helper.make_node("LSTM", [x_name] + names, [f"Y{k}"], name=f"l{k}",
+                                      hidden_size=R.shape[-1], direction=direction))
+        if k < len(layer_weights) - 1:
+            more_nodes, more_inits, x_name = glue(k, f"Y{k}")
+            nodes += more_nodes
+            inits += more_inits
+    return _model(nodes, ["X"], [f"Y{len(layer_weights) - 1}"], inits, opset)
+
+
+def _transpose_reshape(k, y):
+    from onnx import helper, numpy_helper
+
+    return ([helper.make_node("Transpose", [y], [f"{y}_t"], perm=[0, 2, 1, 3]),
+             helper.make_node("Reshape", [f"{y}_t", f"shape{k}"], [f"{y}_seq"])],
+            [numpy_helper.from_array(np.array([0, 0, -1]), f"shape{k}")], f"{y}_seq")
+
+
+def test_hand_built_chain_with_partial_bias_matches_onnxruntime():
+    """Three layers, the middle one without B (zeros are the same thing), bidirectional."""
+    require("onnx")
+    rng = _rng("chain3")
+    weights = [_onnx_weights(rng, I, H, 2), _onnx_weights(rng, 2 * H, H, 2), _onnx_weights(rng, 2 * H, H, 2)]
+    weights[1] = (weights[1][0], weights[1][1], None)
+    model = _chained(weights, _transpose_reshape, direction="bidirectional")
+    lstm = fastlstm.LSTM.from_onnx(model)
+    assert (lstm.num_layers, lstm.direction, lstm.bias) == (3, "bidirectional", True)
+    assert not lstm.bias_ih_l1.any() and not lstm.bias_hh_l1_reverse.any()
+    x = _x(rng)
+    (Y,) = _ort(model, {"X": x})
+    assert_close(lstm(x)[0], _y_to_ours(Y), atol=F32_TOL, name="3-layer chain")
+
+
+def test_chains_that_are_not_one_stacked_model_are_explained():
+    require("onnx")
+    from onnx import helper, numpy_helper
+
+    rng = _rng("badchain")
+    bi = [_onnx_weights(rng, I, H, 2), _onnx_weights(rng, 2 * H, H, 2)]
+
+    def reshape_only(k, y):  # (T, 2, B, H) -> (T, B?, ...) without the transpose: mixes directions and rows
+        return ([helper.make_node("Reshape", [y, f"shape{k}"], [f"{y}_seq"], name="flatten")],
+                [numpy_helper.from_array(np.array([0, -1, 2 * H]), f"shape{k}")], f"{y}_seq")
+
+    cases = {
+        "wrong glue": (_chained(bi, reshape_only, direction="bidirectional"),
+                       "do not pass its output on unchanged"),
+        "hidden sizes": (_chained([_onnx_weights(rng, I, H, 1), _onnx_weights(rng, H, H + 1, 1)], _transpose_reshape),
+                         "hidden_size differs: 4 in 'l0', 5 in 'l1'"),
+        "runtime glue": (_chained([_onnx_weights(rng, I, H, 1), _onnx_weights(rng, H, H, 1)],
+                                  lambda k, y: ([helper.make_node("Squeeze", [y, "axes_in"], [f"{y}_s"])], [], f"{y}_s")),
+                         "'axes_in' is not defined"),
+    }
+    for label, (model, reason) in cases.items():
+        with pytest.raises(ValueError) as info:
+            fastlstm.LSTM.from_onnx(model)
+        message = str(info.value)
+        for text in ("feed one another but do not make one stacked LSTM", reason, "0: 'l0' in the main graph"):
+            assert text in message, f"{label}: {text!r} not in: {message}"
+        fastlstm.LSTM.from_onnx(model, node="l1")  # each node still loads alone
+    # one Y feeding two LSTM nodes
+    W, R, Bias = _onnx_weights(rng)
+    W2, R2, B2 = _onnx_weights(rng, H, H)
+    inits = [numpy_helper.from_array(a, n) for n, a in (("W", W), ("R", R), ("B", Bias), ("W2", W2), ("R2", R2))]
+    fork = _model([helper.make_node("LSTM", ["X", "W", "R", "B"], ["Y"], name="a", hidden_size=H),
+                   helper.make_node("Squeeze", ["Y", "ax"], ["Ys"]),
+                   helper.make_node("LSTM", ["Ys", "W2", "R2"], ["Y1"], name="b", hidden_size=H),
+                   helper.make_node("LSTM", ["Ys", "W2", "R2"], ["Y2"], name="c", hidden_size=H)],
+                  ["X"], ["Y1", "Y2"], inits + [numpy_helper.from_array(np.array([1]), "ax")])
+    with pytest.raises(ValueError, match="the output Y of 'a' feeds two LSTM nodes"):
+        fastlstm.LSTM.from_onnx(fork)
+
+
+def test_peer_graph_chain_loads_stacked():
+    """fastlstm's own ONNX export of a stacked model (the bench's onnxruntime peer) loads back whole."""
+    require("onnx")
+    from fastlstm import _peers
+
+    for bidirectional in (False, True):
+        model = fastlstm.LSTM(3, 4, 3, bidirectional=bidirectional, seed=1)
+        proto = _peers.onnx_model(model)
+        loaded = fastlstm.LSTM.from_onnx(proto)
+        assert loaded.num_layers == 3
+        _assert_same_state(loaded.state_dict(), model.state_dict(), what=f"bidirectional={bidirectional}")
+        x = _x(_rng("peer", bidirectional), I_=3)
+        assert_close(loaded(x)[0], _ort(proto, {"X": x})[0], atol=F32_TOL, name="vs onnxruntime")
+
+
+# ==== 4. torch.nn.LSTMCell and Keras' Bidirectional =================================================
+
+
+@pytest.mark.parametrize("scripted", [False, True], ids=["module", "torchscript"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_from_torch_lstm_cell(bias, dtype, scripted):
+    torch = require("torch")
+    torch.manual_seed(1)
+    torch_dtype = getattr(torch, dtype)
+    cell = torch.nn.LSTMCell(I, H, bias=bias).to(torch_dtype).eval()
+    if scripted:
+        cell = torch.jit.script(cell)
+    lstm = fastlstm.LSTM.from_torch(cell)
+    assert (lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias) == (I, H, 1, bias)
+    assert lstm.dtype == np.dtype(dtype) and lstm.direction == "forward" and lstm.batch_first is False
+    x = torch.randn(T, B, I, dtype=torch_dtype)
+    h, c = torch.randn(B, H, dtype=torch_dtype), torch.randn(B, H, dtype=torch_dtype)
+    out, (hn, cn) = lstm(x.numpy(), (h[None].numpy(), c[None].numpy()))
+    steps = []
+    with torch.no_grad():
+        for t in range(T):
+            h, c = cell(x[t], (h, c))
+            steps.append(h)
+    atol = F32_TOL if dtype == "float32" else F64_TOL
+    assert_close(out, torch.stack(steps).numpy(), atol=atol, name="output vs the stepped cell")
+    assert_close(hn[0], h.numpy(), atol=atol, name="h_n")
+    assert_close(cn[0], c.numpy(), atol=atol, name="c_n")
+
+
+def test_from_torch_rejects_other_modules():
+    torch = require("torch")
+    for module in (torch.nn.GRUCell(3, 4), torch.nn.Linear(3, 4), torch.jit.script(torch.nn.GRUCell(3, 4))):
+        with pytest.raises(TypeError, match="torch.nn.LSTM or a torch.nn.LSTMCell"):
+            fastlstm.LSTM.from_torch(module)
+    with pytest.raises(ValueError, match="float16"):
+        fastlstm.LSTM.from_torch(torch.nn.LSTMCell(3, 4).half())
+
+
+def _bidirectional_keras(keras, *, merge_mode="concat", use_bias=True, seed=0):
+    layer = keras.layers.Bidirectional(
+        keras.layers.LSTM(H, return_sequences=True, return_state=True, use_bias=use_bias), merge_mode=merge_mode)
+    layer.build((None, None, I))
+    rng = np.random.default_rng(seed)
+    layer.set_weights([(rng.standard_normal(w.shape) * 0.4).astype(w.dtype) for w in layer.get_weights()])
+    return layer
+
+
+@pytest.mark.parametrize("initial_state", [False, True], ids=["nostate", "state"])
+@pytest.mark.parametrize("use_bias", [True, False], ids=["bias", "nobias"])
+def test_from_keras_bidirectional_concat(use_bias, initial_state):
+    keras = require("keras")
+    layer = _bidirectional_keras(keras, use_bias=use_bias, seed=int(use_bias))
+    lstm = fastlstm.LSTM.from_keras(layer)
+    assert (lstm.direction, lstm.batch_first, lstm.bias, lstm.input_size, lstm.hidden_size) == (
+        "bidirectional", True, use_bias, I, H)
+    rng = _rng("kbi", use_bias, initial_state)
+    x = rng.standard_normal((B, T, I)).astype(np.float32)
+    states = [(rng.standard_normal((B, H)) * 0.5).astype(np.float32) for _ in range(4)] if initial_state else None
+    result = layer(x, initial_state=states) if states else layer(x)
+    y, h_f, c_f, h_b, c_b = (keras.ops.convert_to_numpy(r) for r in result)
+    hx = (np.stack([states[0], states[2]]), np.stack([states[1], states[3]])) if states else None
+    out, (hn, cn) = lstm(x, hx)
+    assert_close(out, y, atol=F32_TOL, name="output vs keras")
+    assert_close(hn, np.stack([h_f, h_b]), atol=F32_TOL, name="h_n vs keras")
+    assert_close(cn, np.stack([c_f, c_b]), atol=F32_TOL, name="c_n vs keras")
+
+
+def test_from_keras_bidirectional_rejects_other_merge_modes_and_layers():
+    keras = require("keras")
+    for mode in ("sum", "mul", "ave", None):
+        layer = _bidirectional_keras(keras, merge_mode=mode)
+        with pytest.raises(ValueError, match=f"merge_mode={mode!r}"):
+            fastlstm.LSTM.from_keras(layer)
+    gru = keras.layers.Bidirectional(keras.layers.GRU(H, return_sequences=True))
+    gru.build((None, None, I))
+    with pytest.raises(TypeError, match="GRU"):
+        fastlstm.LSTM.from_keras(gru)
+    relu = keras.layers.Bidirectional(keras.layers.LSTM(H, activation="relu", return_sequences=True))
+    relu.build((None, None, I))
+    with pytest.raises(ValueError, match="activation='relu'"):
+        fastlstm.LSTM.from_keras(relu)
+
+
+# ==== 5. hints ======================================================================================
+
+
+def test_ragged_input_suggests_padding_and_lengths():
+    lstm = fastlstm.LSTM(I, H, seed=0)
+    ragged = [np.zeros((5, I)), np.zeros((3, I))]
+    with pytest.raises(ValueError, match="pad them to the longest and pass lengths="):
+        lstm(ragged)
+    with pytest.raises(ValueError, match="pad them to the longest and pass lengths="):
+        fastlstm.reference.LSTM(I, H, seed=0)([[[1.0] * I] * 2, [[1.0] * I]])
+    # the padded form works and matches the separate runs
+    padded = np.zeros((2, 5, I), np.float32)
+    rng = _rng("ragged")
+    padded[0], padded[1, :3] = rng.standard_normal((5, I)), rng.standard_normal((3, I))
+    bf = fastlstm.LSTM(I, H, batch_first=True, seed=0)
+    out, _ = bf(padded, lengths=[5, 3])
+    assert_close(out[1, :3], bf(padded[1:2, :3])[0][0], atol=F32_TOL, name="the short sequence, padded")
+    assert not out[1, 3:].any()
+
+
+def test_load_explains_files_that_are_not_fastlstm_files(tmp_path):
+    torch = require("torch")
+    module = torch.nn.LSTM(I, H)
+    checks = {}
+    torch.save(module.state_dict(), tmp_path / "state.pt")
+    torch.save(module, tmp_path / "module.pt")
+    for name in ("state.pt", "module.pt"):
+        with zipfile.ZipFile(tmp_path / name) as zf:
+            assert any(n.endswith("data.pkl") for n in zf.namelist())
+        checks[name] = "a PyTorch checkpoint written by torch.save"
+    torch.save(module.state_dict(), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    checks["legacy.pt"] = "Python pickle"
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as zf:
+        zf.writestr("readme.txt", "hello")
+    checks["other.zip"] = "a zip archive without a fastlstm header; it holds 'readme.txt'"
+    (tmp_path / "model.onnx").write_bytes(_one_lstm(*_onnx_weights(_rng("onnxfile"))).SerializeToString()
+                                          if _has("onnx") else b"\x08\x07\x12\x04test")
+    checks["model.onnx"] = "neither a NumPy .npz archive nor anything fastlstm reads"
+    (tmp_path / "empty.bin").write_bytes(b"")
+    checks["empty.bin"] = "the file is empty"
+    for name, detail in checks.items():
+        with pytest.raises(ValueError) as info:
+            fastlstm.load(tmp_path / name)
+        message = str(info.value)
+        for text in ("is not a fastlstm file", detail, "LSTM.save", "torch.load, then LSTM.from_torch(module)",
+                     "LSTM.from_onnx"):
+            assert text in message, f"{name}: {text!r} not in: {message}"
+    # and what it suggests works for the torch checkpoint
+    state = torch.load(tmp_path / "state.pt")
+    restored = fastlstm.LSTM(I, H)
+    restored.load_state_dict({k: v.numpy() for k, v in state.items()})
+    _assert_same_state(restored.state_dict(), fastlstm.LSTM.from_torch(module).state_dict())
+
+
+def _has(module_name):
+    try:
+        __import__(module_name)
+    except ImportError:
+        return False
+    return True
+
+
+# ==== 6. silero-vad from PyPI (optional) ============================================================
+
+
+@pytest.fixture(scope="module")
+def silero_data():
+    pytest.importorskip("silero_vad", reason="silero-vad is an optional extra (pip install silero-vad)")
+    import silero_vad
+
+    return os.path.join(os.path.dirname(silero_vad.__file__), "data")
+
+
+def test_silero_vad_onnx_models_load(silero_data):
+    """silero_vad.onnx keeps four LSTM nodes in nested If branches (16 kHz and 8 kHz models); each loads by
+    index and has exactly the weights of the LSTMCell in the package's TorchScript model."""
+    torch = require("torch")
+    require("onnx")
+    jit = torch.jit.load(os.path.join(silero_data, "silero_vad.jit"), map_location="cpu")
+    cell_16k = fastlstm.LSTM.from_torch(jit._model.decoder.rnn)
+    cell_8k = fastlstm.LSTM.from_torch(jit._model_8k.decoder.rnn)
+    path = os.path.join(silero_data, "silero_vad.onnx")
+    with pytest.raises(ValueError, match="4 LSTM nodes.*If"):
+        fastlstm.LSTM.from_onnx(path)
+    loaded = [fastlstm.LSTM.from_onnx(path, node=k) for k in range(4)]
+    matches = sorted(
+        "16k" if _same(m, cell_16k) else "8k" if _same(m, cell_8k) else "neither" for m in loaded)
+    assert matches == ["16k", "16k", "8k", "8k"], matches
+    # the OpenVINO variant keeps one LSTM in its main graph, its weights behind Slice/Concat/Unsqueeze
+    openvino = fastlstm.LSTM.from_onnx(os.path.join(silero_data, "silero_vad_openvino_16k.onnx"))
+    assert _same(openvino, cell_16k)
+
+
+def _same(a, b):
+    return all(np.array_equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_silero_vad_lstm_matches_onnxruntime_and_torchscript(silero_data, tmp_path):
+    """The OpenVINO variant's LSTM node, cut out with onnx.utils.extract_model (weight chains included), run
+    by onnxruntime; and the TorchScript LSTMCell stepped: the loaded model gives both's numbers."""
+    torch = require("torch")
+    onnx = require("onnx")
+    import onnx.utils
+
+    src = os.path.join(silero_data, "silero_vad_openvino_16k.onnx")
+    node = next(n for n in onnx.load(src).graph.node if n.op_type == "LSTM")
+    cut = str(tmp_path / "silero_lstm.onnx")
+    onnx.utils.extract_model(src, cut, [node.input[0], node.input[5], node.input[6]], [node.output[0]])
+    extracted = onnx.load(cut)
+    for info in extracted.graph.input:  # the export fixes T = 1 (one frame per call): let T and B vary
+        for dim in info.type.tensor_type.shape.dim:
+            dim.dim_param = "n"
+    del extracted.graph.value_info[:]
+    lstm = fastlstm.LSTM.from_onnx(extracted)
+    rng = _rng("silero")
+    x = rng.standard_normal((5, 2, 128)).astype(np.float32)
+    h0, c0 = ((rng.standard_normal((1, 2, 128)) * 0.5).astype(np.float32) for _ in range(2))
+    (Y,) = _ort(extracted, {node.input[0]: x, node.input[5]: h0, node.input[6]: c0})
+    out, (hn, cn) = lstm(x, (h0, c0))
+    assert_close(out, _y_to_ours(Y), atol=F32_TOL, name="vs onnxruntime")
+    cell = torch.jit.load(os.path.join(silero_data, "silero_vad.jit"), map_location="cpu")._model.decoder.rnn
+    h, c = torch.from_numpy(h0[0]), torch.from_numpy(c0[0])
+    with torch.no_grad():
+        for t in range(5):
+            h, c = cell(torch.from_numpy(x[t]), (h, c))
+    assert_close(hn[0], h.numpy(), atol=F32_TOL, name="h_n vs the TorchScript LSTMCell")
+    assert_close(cn[0], c.numpy(), atol=F32_TOL, name="c_n vs the TorchScript LSTMCell")
