@@ -330,22 +330,25 @@ def _apply(node: Any, args: List[Optional[np.ndarray]]) -> np.ndarray:
                 raise ValueError("Unsqueeze needs axes")
             return np.expand_dims(x, tuple(axes))
         if op == "Reshape":
-            shape = _ints(extra[0]) if extra[0] is not None else list(attrs["shape"])
+            shape: List[int] = _ints(extra[0]) or list(attrs["shape"])  # the attribute: opset 1
             if not attrs.get("allowzero", 0):
                 shape = [x.shape[k] if d == 0 else d for k, d in enumerate(shape)]
             return np.reshape(x, shape)
         if op == "Slice":
-            if "starts" in attrs:  # opset < 10
-                starts, ends = list(attrs["starts"]), list(attrs["ends"])
-                axes, steps = (list(attrs["axes"]) if "axes" in attrs else None), None
+            if "starts" in attrs:  # opset < 10: attributes
+                bounds = [attrs["starts"], attrs["ends"], attrs.get("axes"), None]
+                starts, ends, slice_axes, steps = (_ints(None if v is None else np.asarray(v)) for v in bounds)
             else:
-                starts, ends, axes, steps = (_ints(v) for v in extra[:4])
+                starts, ends, slice_axes, steps = (_ints(v) for v in extra[:4])
             if starts is None or ends is None:
                 raise ValueError("Slice needs starts and ends")
-            axes = axes if axes is not None else list(range(len(starts)))
-            steps = steps if steps is not None else [1] * len(starts)
             index = [slice(None)] * x.ndim
-            for axis, start, end, step in zip(axes, starts, ends, steps):
+            for axis, start, end, step in zip(
+                slice_axes if slice_axes is not None else range(len(starts)),
+                starts,
+                ends,
+                steps if steps is not None else [1] * len(starts),
+            ):
                 index[axis] = _slice(start, end, step, x.shape[axis])
             return x[tuple(index)]
     except (ValueError, IndexError, KeyError, TypeError) as exc:
@@ -456,7 +459,7 @@ def _read_lstm(found: _Found, folder: _Folder) -> _OnnxLSTM:
         raise ValueError(f"from_onnx: the LSTM node {lstm.name!r} has no W or R input")
     if W.ndim != 3 or R.ndim != 3 or W.shape[0] != D or R.shape[0] != D:
         raise ValueError(f"from_onnx: W {W.shape} and R {R.shape} must be (D={D}, 4H, I) and (D, 4H, H)")
-    H = int(attrs.get("hidden_size", R.shape[2]))
+    H = int(attrs.get("hidden_size") or R.shape[2])
     if R.shape[1:] != (4 * H, H) or W.shape[1] != 4 * H:
         raise ValueError(f"from_onnx: hidden_size={H} does not match W {W.shape} and R {R.shape}")
     if B is not None and B.shape != (D, 8 * H):
@@ -526,16 +529,19 @@ def _check_glue(prev: _OnnxLSTM, glue: List[Tuple[Any, _Scope]], folder: _Folder
     the model (exporters with static shapes write Reshapes to those) or else 7 and 3.
     """
     D, H = prev.num_directions, prev.hidden_size
+    value: np.ndarray = np.arange(T * D * B * H, dtype=np.float64)
     if prev.layout == 0:  # Y (T, D, B, H) -> (T, B, D*H)
-        value = np.arange(T * D * B * H, dtype=np.float64).reshape(T, D, B, H)
+        value = value.reshape(T, D, B, H)
         want = value.transpose(0, 2, 1, 3).reshape(T, B, D * H)
     else:  # Y (B, T, D, H) -> (B, T, D*H)
-        value = np.arange(T * D * B * H, dtype=np.float64).reshape(B, T, D, H)
+        value = value.reshape(B, T, D, H)
         want = value.reshape(B, T, D * H)
     steps = " -> ".join(f"{node.op_type} {node.name!r}" for node, _ in reversed(glue)) or "nothing"
     for node, scope in reversed(glue):
         try:
-            value = _apply(node, [value] + [folder.value(scope, i) if i else None for i in node.input[1:]])
+            args: List[Optional[np.ndarray]] = [value]
+            args += [folder.value(scope, i) if i else None for i in node.input[1:]]
+            value = _apply(node, args)
         except (_NotConstant, ValueError) as exc:
             return f"the nodes between {prev.name!r} and the next LSTM ({steps}) cannot be evaluated: {exc}"
     if value.shape != want.shape or not np.array_equal(value, want):
@@ -623,9 +629,8 @@ def from_onnx(cls: Type[_Model], model: Any, node: Any = None) -> _Model:
         head = candidates[order[0]]
         dims = head.scope.static_shape(head.node.input[0])
         t_axis, b_axis = (0, 1) if layers[0].layout == 0 else (1, 0)
-        T = dims[t_axis] if dims and len(dims) == 3 and dims[t_axis] else 7
-        B = dims[b_axis] if dims and len(dims) == 3 and dims[b_axis] else 3
-        why = _stack_problem(layers, [glue[k] for k in order[1:]], folder, T, B)
+        known = dims if dims and len(dims) == 3 else [None, None, None]
+        why = _stack_problem(layers, [glue[k] for k in order[1:]], folder, known[t_axis] or 7, known[b_axis] or 3)
         if not why:
             return _build(cls, layers)
         why = "they feed one another but do not make one stacked LSTM: " + why
@@ -676,7 +681,7 @@ def _build(cls: Type[_Model], layers: List[_OnnxLSTM]) -> _Model:
 def save(model: LSTMBase, path: _Path) -> None:
     """Write config and weights to ``path`` exactly (no suffix added): an .npz archive without pickles."""
     header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": model._config()}
-    arrays = {"__header__": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
+    arrays: Dict[str, Any] = {"__header__": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
     arrays.update(model.state_dict())
     with open(path, "wb") as f:
         np.savez(f, **arrays)
