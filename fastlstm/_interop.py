@@ -32,6 +32,8 @@ _ONNX_DEFAULT_ACTIVATIONS = ("Sigmoid", "Tanh", "Tanh")
 _FOLDED_OPS = ("Identity", "Unsqueeze", "Reshape", "Squeeze", "Transpose", "Concat", "Slice", "Cast")
 # operators an exporter puts between stacked LSTM nodes, from Y (T, D, B, H) to the next X (T, B, D*H)
 _GLUE_OPS = ("Identity", "Transpose", "Reshape", "Squeeze", "Unsqueeze")
+# operators the glue's shape computations use (an export with dynamic shapes reshapes to Shape(Y)-derived sizes)
+_SHAPE_OPS = ("Shape", "Gather", "Add", "Sub", "Mul")
 _ONNX_DOMAINS = ("", "ai.onnx")
 
 
@@ -303,7 +305,8 @@ def _slice(start: int, end: int, step: int, dim: int) -> slice:
 
 
 def _apply(node: Any, args: List[Optional[np.ndarray]]) -> np.ndarray:
-    """One node of _FOLDED_OPS on NumPy values. Axes come from attributes (older opsets) or inputs (newer)."""
+    """One node of _FOLDED_OPS or _SHAPE_OPS on NumPy values. Axes come from attributes (older opsets) or
+    inputs (newer)."""
     from onnx import helper
 
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -322,6 +325,15 @@ def _apply(node: Any, args: List[Optional[np.ndarray]]) -> np.ndarray:
             return x.astype(helper.tensor_dtype_to_np_dtype(attrs["to"]))
         if op == "Concat":
             return np.concatenate([a for a in args if a is not None], axis=int(attrs["axis"]))
+        if op == "Shape":
+            return np.array(x.shape, dtype=np.int64)[attrs.get("start", 0) : attrs.get("end")]
+        if op in ("Gather", "Add", "Sub", "Mul"):
+            other = extra[0]
+            if other is None:
+                raise ValueError("its second input is missing")
+            if op == "Gather":
+                return np.take(x, other, axis=int(attrs.get("axis", 0)))
+            return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}[op](x, other)  # type: ignore[no-any-return]
         if op in ("Unsqueeze", "Squeeze"):
             axes = list(attrs["axes"]) if "axes" in attrs else _ints(extra[0])
             if op == "Squeeze":
@@ -357,10 +369,17 @@ def _apply(node: Any, args: List[Optional[np.ndarray]]) -> np.ndarray:
 
 
 class _Folder:
-    """Values of tensors computed from initializers and Constant nodes alone, evaluated with NumPy."""
+    """Values of tensors computed from initializers and Constant nodes alone, evaluated with NumPy.
 
-    def __init__(self) -> None:
-        self._cache: Dict[Tuple[int, str], np.ndarray] = {}
+    ``ops`` are the operators it evaluates; ``bound`` gives values to tensors, keyed by (id of the scope
+    defining them, name): a probe tensor standing for a runtime value.
+    """
+
+    def __init__(
+        self, ops: Tuple[str, ...] = _FOLDED_OPS, bound: Optional[Dict[Tuple[int, str], np.ndarray]] = None
+    ) -> None:
+        self._ops = ops
+        self._cache: Dict[Tuple[int, str], np.ndarray] = dict(bound or {})
 
     def value(self, scope: _Scope, name: str) -> np.ndarray:
         """The value of ``name`` as seen from ``scope``; _NotConstant if it is not a constant."""
@@ -378,7 +397,7 @@ class _Folder:
             raise _NotConstant(f"{name!r} is not defined by any node, initializer or graph input")
         elif obj.domain in _ONNX_DOMAINS and obj.op_type == "Constant":
             value = _constant_value(obj)
-        elif obj.domain in _ONNX_DOMAINS and obj.op_type in _FOLDED_OPS:
+        elif obj.domain in _ONNX_DOMAINS and obj.op_type in self._ops:
             try:
                 args = [self.value(owner, i) if i else None for i in obj.input]
             except _NotConstant as exc:
@@ -477,83 +496,91 @@ def _read_lstm(found: _Found, folder: _Folder) -> _OnnxLSTM:
 # ---- ONNX: LSTM nodes stacked by an exporter --------------------------------------------------------
 
 
-def _glue_from(found: _Found) -> Optional[Tuple[str, List[Tuple[Any, _Scope]]]]:
-    """Follow found's X back through _GLUE_OPS to the Y output of an LSTM node in the same graph:
-    (that Y's name, the glue nodes from X back to Y), or None when X comes from anything else."""
-    glue: List[Tuple[Any, _Scope]] = []
+class _Link(NamedTuple):
+    """How the Y of one LSTM node reaches the X of the next (``found``) in a stacked export."""
+
+    y_name: str
+    found: _Found
+    steps: str  # the glue nodes, for messages
+
+
+def _glue_from(found: _Found) -> Optional[_Link]:
+    """Follow found's X back through _GLUE_OPS to the Y output of an LSTM node in the same graph, or None
+    when X comes from anything else."""
+    steps: List[str] = []
     name = found.node.input[0] if found.node.input else ""
     while name:
         kind, node, owner = found.scope.lookup(name)
         if kind != "node" or owner is not found.scope or node.domain not in _ONNX_DOMAINS:
             return None
         if node.op_type == "LSTM":
-            return (name, glue) if node.output[0] == name else None
+            return _Link(name, found, " -> ".join(reversed(steps)) or "nothing") if node.output[0] == name else None
         if node.op_type not in _GLUE_OPS:
             return None
-        glue.append((node, owner))
+        steps.append(f"{node.op_type} {node.name!r}")
         name = node.input[0] if node.input else ""
     return None
 
 
-def _stack_order(candidates: List[_Found]) -> Tuple[Optional[List[int]], Dict[int, List[Tuple[Any, _Scope]]], str]:
+def _stack_order(candidates: List[_Found]) -> Tuple[Optional[List[int]], Dict[int, _Link], str]:
     """The order in which LSTM nodes of one graph feed one another (each one's Y, through glue, is the
-    next one's X), with the glue in front of each; or (None, {}, why not)."""
+    next one's X), with the link into each but the first; or (None, {}, why not)."""
     if len({id(f.scope) for f in candidates}) != 1:
         return None, {}, "they are in different graphs"
     by_output = {f.node.output[0]: k for k, f in enumerate(candidates) if f.node.output and f.node.output[0]}
-    feeds: Dict[int, int] = {}  # the node k -> the node feeding it
-    glue: Dict[int, List[Tuple[Any, _Scope]]] = {}
+    links: Dict[int, _Link] = {}  # node k -> how the node feeding it reaches it
     for k, f in enumerate(candidates):
-        traced = _glue_from(f)
-        if traced is not None and traced[0] in by_output:
-            feeds[k], glue[k] = by_output[traced[0]], traced[1]
-    heads = [k for k in range(len(candidates)) if k not in feeds]
+        link = _glue_from(f)
+        if link is not None and link.y_name in by_output:
+            links[k] = link
+    heads = [k for k in range(len(candidates)) if k not in links]
     if len(heads) != 1:
         names = ", ".join(repr(candidates[k].node.name) for k in heads)
         return None, {}, f"{len(heads)} of them ({names}) take their input from something other than an LSTM's Y"
     following: Dict[int, int] = {}
-    for k, source in feeds.items():
+    for k, link in links.items():
+        source = by_output[link.y_name]
         if source in following:
             return None, {}, f"the output Y of {candidates[source].node.name!r} feeds two LSTM nodes"
         following[source] = k
     order = heads
     while order[-1] in following:
         order.append(following[order[-1]])
-    return order, glue, ""
+    return order, links, ""
 
 
-def _check_glue(prev: _OnnxLSTM, glue: List[Tuple[Any, _Scope]], folder: _Folder, T: int, B: int) -> str:
-    """Why the glue nodes do not turn prev's Y into the next layer's input (T, B, D*H), or "" when they do.
+def _check_link(prev: _OnnxLSTM, link: _Link, T: int, B: int) -> str:
+    """Why the nodes between prev and the next LSTM do not turn prev's Y into that LSTM's input (T, B, D*H),
+    or "" when they do.
 
-    Checked by running the glue on a tensor of distinct numbers shaped like Y, for T and B as recorded in
-    the model (exporters with static shapes write Reshapes to those) or else 7 and 3.
+    Checked by evaluating the next LSTM's X from a tensor of distinct numbers standing for Y, for T and B as
+    recorded in the model (exporters with static shapes write Reshapes to those) or else 7 and 3.
     """
     D, H = prev.num_directions, prev.hidden_size
-    value: np.ndarray = np.arange(T * D * B * H, dtype=np.float64)
+    probe: np.ndarray = np.arange(T * D * B * H, dtype=np.float64)
     if prev.layout == 0:  # Y (T, D, B, H) -> (T, B, D*H)
-        value = value.reshape(T, D, B, H)
-        want = value.transpose(0, 2, 1, 3).reshape(T, B, D * H)
+        probe = probe.reshape(T, D, B, H)
+        want = probe.transpose(0, 2, 1, 3).reshape(T, B, D * H)
     else:  # Y (B, T, D, H) -> (B, T, D*H)
-        value = value.reshape(B, T, D, H)
-        want = value.reshape(B, T, D * H)
-    steps = " -> ".join(f"{node.op_type} {node.name!r}" for node, _ in reversed(glue)) or "nothing"
-    for node, scope in reversed(glue):
-        try:
-            args: List[Optional[np.ndarray]] = [value]
-            args += [folder.value(scope, i) if i else None for i in node.input[1:]]
-            value = _apply(node, args)
-        except (_NotConstant, ValueError) as exc:
-            return f"the nodes between {prev.name!r} and the next LSTM ({steps}) cannot be evaluated: {exc}"
+        probe = probe.reshape(B, T, D, H)
+        want = probe.reshape(B, T, D * H)
+    scope = link.found.scope
+    evaluator = _Folder(_FOLDED_OPS + _SHAPE_OPS, {(id(scope), link.y_name): probe})
+    try:
+        value = evaluator.value(scope, link.found.node.input[0])
+    except _NotConstant as exc:
+        return f"the nodes between {prev.name!r} and the next LSTM ({link.steps}) cannot be evaluated: {exc.reason}"
+    except ValueError as exc:
+        return f"the nodes between {prev.name!r} and the next LSTM ({link.steps}) cannot be evaluated: {exc}"
     if value.shape != want.shape or not np.array_equal(value, want):
         return (
-            f"the nodes between {prev.name!r} and the next LSTM ({steps}) do not pass its output on unchanged "
+            f"the nodes between {prev.name!r} and the next LSTM ({link.steps}) do not pass its output on unchanged "
             f"(Y {'(T, D, B, H)' if prev.layout == 0 else '(B, T, D, H)'} to its sequence of D*H features)"
         )
     return ""
 
 
-def _stack_problem(layers: List[_OnnxLSTM], glue: List[List[Tuple[Any, _Scope]]], folder: _Folder,
-                   T: int, B: int) -> str:
+def _stack_problem(layers: List[_OnnxLSTM], links: List[_Link], T: int, B: int) -> str:
     """Why LSTM nodes feeding one another do not make one stacked LSTM, or "" when they do."""
     first = layers[0]
     for layer in layers[1:]:
@@ -566,8 +593,8 @@ def _stack_problem(layers: List[_OnnxLSTM], glue: List[List[Tuple[Any, _Scope]]]
         expected = first.num_directions * first.hidden_size
         if layer.W.shape[2] != expected:
             return f"{layer.name!r} takes {layer.W.shape[2]} input features, the layer before it gives {expected}"
-    for prev, links in zip(layers, glue):
-        why = _check_glue(prev, links, folder, T, B)
+    for prev, link in zip(layers, links):
+        why = _check_link(prev, link, T, B)
         if why:
             return why
     return ""
@@ -623,14 +650,14 @@ def from_onnx(cls: Type[_Model], model: Any, node: Any = None) -> _Model:
     if not candidates:
         raise ValueError("from_onnx: the model has 0 LSTM nodes (none in the main graph or any subgraph)")
     where = "the main graph has" if in_main else "the main graph has none and its subgraphs have"
-    order, glue, why = _stack_order(candidates)
+    order, links, why = _stack_order(candidates)
     if order is not None:
         layers = [_read_lstm(candidates[k], folder) for k in order]
         head = candidates[order[0]]
         dims = head.scope.static_shape(head.node.input[0])
         t_axis, b_axis = (0, 1) if layers[0].layout == 0 else (1, 0)
         known = dims if dims and len(dims) == 3 else [None, None, None]
-        why = _stack_problem(layers, [glue[k] for k in order[1:]], folder, known[t_axis] or 7, known[b_axis] or 3)
+        why = _stack_problem(layers, [links[k] for k in order[1:]], known[t_axis] or 7, known[b_axis] or 3)
         if not why:
             return _build(cls, layers)
         why = "they feed one another but do not make one stacked LSTM: " + why
