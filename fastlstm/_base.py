@@ -66,8 +66,8 @@ def _as_numeric_array(name: str, value: Any) -> np.ndarray:
     except ValueError as exc:  # ragged nested sequences
         hint = ""
         if name == "input":
-            hint = "; to run sequences of different lengths, pad them to the longest and pass lengths="
-        raise ValueError(f"{name} must be a rectangular array of numbers: {exc}{hint}") from exc
+            hint = " To run sequences of different lengths in one call, pad them to the longest and pass lengths=."
+        raise ValueError(f"{name} must be a rectangular array of numbers ({exc}).{hint}") from exc
     if arr.dtype.kind not in "iuf":
         raise TypeError(
             f"{name} must hold integers or floats, got dtype {arr.dtype}"

@@ -664,9 +664,9 @@ def test_from_keras_bidirectional_rejects_other_merge_modes_and_layers():
 def test_ragged_input_suggests_padding_and_lengths():
     lstm = fastlstm.LSTM(I, H, seed=0)
     ragged = [np.zeros((5, I)), np.zeros((3, I))]
-    with pytest.raises(ValueError, match="pad them to the longest and pass lengths="):
+    with pytest.raises(ValueError, match="pad them to the longest and pass lengths=."):
         lstm(ragged)
-    with pytest.raises(ValueError, match="pad them to the longest and pass lengths="):
+    with pytest.raises(ValueError, match="pad them to the longest and pass lengths=."):
         fastlstm.reference.LSTM(I, H, seed=0)([[[1.0] * I] * 2, [[1.0] * I]])
     # the padded form works and matches the separate runs
     padded = np.zeros((2, 5, I), np.float32)
