@@ -66,7 +66,10 @@ def _as_numeric_array(name: str, value: Any) -> np.ndarray:
     try:
         arr = np.asarray(value)
     except ValueError as exc:  # ragged nested sequences
-        raise ValueError(f"{name} must be a rectangular array of numbers: {exc}") from exc
+        hint = ""
+        if name == "input":
+            hint = " To run sequences of different lengths in one call, pad them to the longest and pass lengths=."
+        raise ValueError(f"{name} must be a rectangular array of numbers ({exc}).{hint}") from exc
     if arr.dtype.kind not in "iuf":
         raise TypeError(
             f"{name} must hold integers or floats, got dtype {arr.dtype}"
@@ -290,36 +293,19 @@ class LSTMBase:
 
     @classmethod
     def from_torch(cls, module: Any) -> "LSTMBase":
-        """Build from a ``torch.nn.LSTM``: same configuration, batch_first, dtype and weights.
+        """Build from a ``torch.nn.LSTM`` (same configuration, batch_first, dtype and weights) or a
+        ``torch.nn.LSTMCell`` (a one-layer LSTM).
 
         torch is imported only here. float16/bfloat16 modules: ValueError (convert them first).
         """
-        import torch  # noqa: F401  (only to fail clearly when absent)
+        from . import _interop
 
-        if not isinstance(module, torch.nn.LSTM):
-            raise TypeError(f"from_torch expects a torch.nn.LSTM, got {type(module).__name__}")
-        weight = module.weight_ih_l0
-        dtype = {torch.float32: np.float32, torch.float64: np.float64}.get(weight.dtype)
-        if dtype is None:
-            raise ValueError(f"from_torch: dtype must be torch.float32 or torch.float64, got {weight.dtype}")
-        model = cls(
-            module.input_size,
-            module.hidden_size,
-            module.num_layers,
-            bias=module.bias,
-            batch_first=module.batch_first,
-            bidirectional=module.bidirectional,
-            proj_size=module.proj_size,
-            dtype=dtype,
-        )
-        with torch.no_grad():
-            state = {name: t.detach().cpu().numpy() for name, t in module.state_dict().items()}
-        model.load_state_dict(state)
-        return model
+        return _interop.from_torch(cls, module)
 
     @classmethod
     def from_keras(cls, layer_or_weights: Any) -> "LSTMBase":
-        """Build from a Keras 3 ``LSTM`` layer or its ``get_weights()`` list; returns batch_first=True.
+        """Build from a Keras 3 ``LSTM`` layer, ``Bidirectional(LSTM(...))`` (merge_mode "concat") or an LSTM's
+        ``get_weights()`` list; returns batch_first=True.
 
         kernel (I, 4H), recurrent_kernel (H, 4H), bias (4H,), gate order i, f, c, o. Activations other
         than tanh / sigmoid raise ValueError naming them. keras is not imported.
@@ -332,8 +318,11 @@ class LSTMBase:
     def from_onnx(cls, model: Any, node: Any = None) -> "LSTMBase":
         """Build from an LSTM node of an ONNX model (``onnx.ModelProto`` or a path).
 
-        ``node``: None (the only LSTM node of the main graph), a node name, an index among the LSTM nodes, or
-        a NodeProto. W, R, B, P must be initializers, Constant outputs or Identity of those. Supported:
+        ``node``: a node name, an index among the LSTM nodes (the main graph's first, then those inside If/Loop
+        subgraphs), or a NodeProto; None takes the only LSTM node of the main graph (else the only one inside
+        its subgraphs), or a chain of LSTM nodes feeding one another as one stacked LSTM (a stacked torch
+        export). W, R, B, P must be initializers, Constant outputs, or constant-only chains (Identity,
+        Unsqueeze, Reshape, Squeeze, Transpose, Concat, Slice, Cast) on those. Supported:
         direction (lstm.direction), layout (1 gives batch_first=True), hidden_size, peepholes P, clip,
         input_forget. sequence_lens, initial_h and initial_c are runtime data: pass lengths= and hx=
         (note ONNX's Y is (T, D, B, H); ours is (T, B, D*H)).
