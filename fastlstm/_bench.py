@@ -365,15 +365,26 @@ def ratio(row: Row, peer: str) -> Optional[float]:
     return row.median_ms[peer] / row.median_ms["fastlstm"]
 
 
+def fastest_row(rows: List[Row]) -> Tuple[Row, float]:
+    """The row with the most GFLOP/s, and its GFLOP/s."""
+    best = max(rows, key=lambda r: r.gflop / r.median_ms["fastlstm"])
+    return best, best.gflop / best.median_ms["fastlstm"] * 1e3
+
+
+def peak_plausible(rows: List[Row], fma_gflops: float) -> bool:
+    """Whether the FMA peak probe's result can be a limit: no row ran faster than LIMIT_SLACK times it."""
+    return fastest_row(rows)[1] <= LIMIT_SLACK * fma_gflops
+
+
 def warnings_for(rows: List[Row], fma_gflops: Optional[float]) -> List[str]:
-    """What cannot be right in these measurements, one sentence each (the table shows "?" there)."""
+    """What cannot be right in these measurements, one sentence each (the table shows "?" there, or leaves the
+    % of limit out when the FMA peak itself cannot be right)."""
     found = []
-    if fma_gflops:
-        best = max(rows, key=lambda r: r.gflop / r.median_ms["fastlstm"])
-        achieved = best.gflop / best.median_ms["fastlstm"] * 1e3
-        if achieved > LIMIT_SLACK * fma_gflops:
-            found.append(f"the FMA peak probe measured {fma_gflops:.0f} GFLOP/s, but the row '{best.shape}' reached "
-                         f"{achieved:.0f}: the probe was slowed down (a busy machine?), so the peak is not a limit")
+    if fma_gflops and not peak_plausible(rows, fma_gflops):
+        best, achieved = fastest_row(rows)
+        found.append(f"the FMA peak probe measured {fma_gflops:.0f} GFLOP/s, but the row '{best.shape}' reached "
+                     f"{achieved:.0f}: the probe was slowed down (a busy machine?), so % of limit is not shown")
+        fma_gflops = None
     for r in rows:
         for name in r.median_ms:
             if disturbed(r, name):
@@ -386,7 +397,7 @@ def warnings_for(rows: List[Row], fma_gflops: Optional[float]) -> List[str]:
                 found.append(f"{r.shape}: the row ran at {100 * fraction:.0f}% of its {bound} limit: a probe of "
                              f"the limit was slowed down (read {r.read_gbps:.0f} GB/s"
                              + (f", hand-off {1e3 * r.handoff_us:.0f} ns" if r.handoffs else "")
-                             + "), so % of limit is not shown")
+                             + "), so its % of limit is not shown")
     return found
 
 
@@ -452,8 +463,8 @@ def format_summary(rows: List[Row]) -> List[str]:
             continue
         median = float(np.median(ratios))
         speed = f"{median:.2f}x faster" if median >= 1 else f"{1 / median:.2f}x slower"
-        lines.append(f"{label}: fastlstm {speed} (median of {len(ratios)} shape(s), each {min(ratios):.2f}x to "
-                     f"{max(ratios):.2f}x); {agree}")
+        lines.append(f"{label}: fastlstm {speed} (median of {len(ratios)} shape(s), per shape {min(ratios):.2f}x "
+                     f"to {max(ratios):.2f}x); {agree}")
     return lines
 
 
@@ -464,33 +475,52 @@ def plot_title(threads: int) -> str:
 def plot(rows: List[Row], path: str, threads: int) -> bool:
     """Draw fastlstm's speed-up over each installed peer per row (log scale) to `path`; False (and nothing
     drawn) when no peer has a plausible ratio."""
+    fig = figure(rows, threads)
+    if fig is None:
+        return False
+    fig.savefig(path, dpi=120)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return True
+
+
+def figure(rows: List[Row], threads: int) -> Any:
+    """The matplotlib figure of fastlstm's speed-up over each peer per row, on a log scale, titled with the
+    machine and the thread count; None when no peer has a plausible ratio."""
     peers = [p for p in PEERS if any(ratio(r, p) is not None for r in rows)]
     if not peers:
-        return False
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(10, 0.6 * len(rows) + 2))
     ys = np.arange(len(rows))
     height = 0.8 / len(peers)
     for k, p in enumerate(peers):
         ratios = [ratio(r, p) for r in rows]
-        ax.barh(ys + k * height, [np.nan if x is None else x for x in ratios], height,
-                label=f"vs {p} {version_of(p)}".rstrip())
+        # bars from 1 (same speed): rightwards where fastlstm is faster, leftwards where it is slower
+        widths = [np.nan if x is None else x - 1.0 for x in ratios]
+        bars = ax.barh(ys + k * height, widths, height, left=1.0, label=f"vs {p} {version_of(p)}".rstrip())
+        for bar, x in zip(bars, ratios):
+            if x is not None:
+                ax.annotate(f"{x:.2f}x", (x, bar.get_y() + bar.get_height() / 2), va="center", fontsize=8,
+                            xytext=(3 if x >= 1 else -3, 0), textcoords="offset points", ha="left" if x >= 1 else "right")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_yticks(ys + height * (len(peers) - 1) / 2)
     ax.set_yticklabels([r.shape for r in rows])
     ax.invert_yaxis()
+    ax.margins(x=0.15)
     ax.set_xlabel("peer's time / fastlstm's time (log scale; > 1: fastlstm is faster)")
     ax.set_title(plot_title(threads), fontsize=10)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return fig
 
 
 def check_output_paths(plot_path: Optional[str], json_path: Optional[str]) -> None:
@@ -540,7 +570,7 @@ def run(
         rows.append(bench_shape(shape, n, seconds, with_reference))
         print(f"  measured {shape.name}", flush=True)
     warnings = warnings_for(rows, fma)
-    peak_ok = not any(w.startswith("the FMA peak") for w in warnings)
+    peak_ok = peak_plausible(rows, fma)
     print()
     print("Summary")
     for line in format_summary(rows):
@@ -548,7 +578,8 @@ def run(
     if warnings:
         print(f"  {len(warnings)} warning(s) below: some numbers of this run cannot be right and are shown as '?'")
     print()
-    print("Details (times: median ms of the calls, with the 25th-75th percentile in brackets)")
+    print("Details (times: median ms of the calls, with the 25th-75th percentile in brackets; x vs P: P's median")
+    print("time over fastlstm's)")
     print(format_table(rows, fma if peak_ok else None))
     if peak_ok:
         print(f"% of limit: the row's time at this machine's limit over its time. The limit is its FLOPs at the "
