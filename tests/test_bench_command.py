@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import fastlstm
-from conftest import package_parent, run_python
+from conftest import package_parent, require, run_python
 from fastlstm import _bench, _kernels
 
 LEVELS = [("avx512", 2), ("avx2", 1), ("sse2", 0)]
@@ -254,7 +254,7 @@ def test_a_limit_below_what_a_row_achieved_is_not_shown():
 
 
 def test_plot_is_log_scale_titled_with_machine_and_threads(tmp_path):
-    pytest.importorskip("matplotlib")
+    require("matplotlib")
     import warnings
 
     rows = [_row(fastlstm=1.0, torch=30.0, onnxruntime=0.5), _row(fastlstm=1.0, torch=3.0)]
@@ -318,7 +318,7 @@ def test_bad_output_paths_fail_before_anything_runs(tmp_path, monkeypatch, capsy
 
 
 def test_good_output_paths_pass(tmp_path):
-    pytest.importorskip("matplotlib")
+    require("matplotlib")
     _bench.check_output_paths(str(tmp_path / "a.png"), str(tmp_path / "a.json"))
     _bench.check_output_paths(str(tmp_path / "A.PNG"), None)
 
