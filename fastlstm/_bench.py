@@ -402,8 +402,13 @@ def warnings_for(rows: List[Row], fma_gflops: Optional[float]) -> List[str]:
 
 
 def format_ms(ms: float) -> str:
-    """Milliseconds with 3 significant digits (4 below 0.01 ms, where calls take microseconds)."""
-    return f"{ms:.3g}" if ms >= 0.01 else f"{ms:.4f}"
+    """Milliseconds with 3 significant digits (4 decimals below 0.01 ms, where calls take microseconds; no
+    exponent above 1000 ms)."""
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.3g}" if ms >= 0.01 else f"{ms:.4f}"
+
+
+def _shapes(n: int) -> str:
+    return f"{n} shape{'s' * (n != 1)}"
 
 
 def format_table(rows: List[Row], fma_gflops: Optional[float] = None) -> str:
@@ -454,17 +459,17 @@ def format_summary(rows: List[Row]) -> List[str]:
         if max(diffs) > AGREEMENT:
             agree = f"outputs DISAGREE: max |difference| {max(diffs):.1e} > {AGREEMENT:.0e}"
         if name == "reference":
-            lines.append(f"reference (NumPy float64): {agree} ({len(diffs)} shape(s))")
+            lines.append(f"vs the NumPy reference: {agree} ({_shapes(len(diffs))})")
             continue
         ratios = [x for x in (ratio(r, name) for r in rows) if x is not None]
-        label = f"{name} {version_of(name)}".strip()
+        label = f"vs {name} {version_of(name)}".strip()
         if not ratios:
-            lines.append(f"{label}: no plausible timing (see warnings); {agree}")
+            lines.append(f"{label}: no plausible timing (see the warnings); {agree}")
             continue
         median = float(np.median(ratios))
         speed = f"{median:.2f}x faster" if median >= 1 else f"{1 / median:.2f}x slower"
-        lines.append(f"{label}: fastlstm {speed} (median of {len(ratios)} shape(s), per shape {min(ratios):.2f}x "
-                     f"to {max(ratios):.2f}x); {agree}")
+        lines.append(f"{label}: fastlstm {speed} (median of {_shapes(len(ratios))}: {min(ratios):.2f}x to "
+                     f"{max(ratios):.2f}x); {agree}")
     return lines
 
 
@@ -557,7 +562,7 @@ def run(
     seconds = 0.3 if quick else 2.0
     missing = [p for p in PEERS if not installed(p) or (p == "onnxruntime" and not installed("onnx"))]
     machine = f"{cpu_model()}, {n} thread{'s' * (n != 1)}"
-    print(f"fastlstm {__version__} bench{' --quick' if quick else ''}: float32, {machine}; {len(shapes)} shapes")
+    print(f"fastlstm {__version__} bench{' --quick' if quick else ''}: float32, {machine}; {_shapes(len(shapes))}")
     if missing:
         print(f"not installed, not compared: {', '.join(missing)}")
         if plot_path and len(missing) == len(PEERS):
@@ -576,7 +581,8 @@ def run(
     for line in format_summary(rows):
         print(f"  {line}")
     if warnings:
-        print(f"  {len(warnings)} warning(s) below: some numbers of this run cannot be right and are shown as '?'")
+        print(f"  {len(warnings)} warning{'s' * (len(warnings) != 1)} below: numbers of this run that cannot be "
+              "right are left out (a busy machine?)")
     print()
     print("Details (times: median ms of the calls, with the 25th-75th percentile in brackets; x vs P: P's median")
     print("time over fastlstm's)")

@@ -5,6 +5,7 @@ implausible numbers, the plot) says what its rows say, and bad output paths fail
 the command line's --version and --help."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -205,8 +206,8 @@ def test_summary_gives_the_median_ratio_and_agreement_per_peer():
             _row(fastlstm=2.0, torch=12.0, onnxruntime=1.0)]
     rows[1].max_abs_diff["torch"] = 3e-7
     lines = _bench.format_summary(rows)
-    torch_line = next(line for line in lines if line.startswith("torch"))
-    ort_line = next(line for line in lines if line.startswith("onnxruntime"))
+    torch_line = next(line for line in lines if line.startswith("vs torch"))
+    ort_line = next(line for line in lines if line.startswith("vs onnxruntime"))
     assert "fastlstm 4.00x faster" in torch_line and "2.00x to 6.00x" in torch_line
     assert "agree within 3.0e-07" in torch_line
     assert "1.00x faster" in ort_line and "0.50x to 1.50x" in ort_line
@@ -232,8 +233,8 @@ def test_a_stalled_peer_gets_a_warning_not_a_ratio():
     assert "?" in body and "500" not in body.split("|")[-3]  # the x vs torch cell
     warnings = _bench.warnings_for(rows, None)
     assert len(warnings) == 1 and "torch" in warnings[0] and "250x" in warnings[0]
-    assert "fastlstm 3.00x faster (median of 1 shape(s)" in next(
-        line for line in _bench.format_summary(rows) if line.startswith("torch"))
+    assert "fastlstm 3.00x faster (median of 1 shape:" in next(
+        line for line in _bench.format_summary(rows) if line.startswith("vs torch"))
 
 
 def test_a_limit_below_what_a_row_achieved_is_not_shown():
@@ -334,3 +335,31 @@ def test_version_and_help(tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert "usage: python -m fastlstm" in proc.stdout
         assert "`" not in proc.stdout, "no reStructuredText markup in the help"
+
+
+def test_format_ms():
+    assert [_bench.format_ms(v) for v in (0.00672, 0.0392, 2.184, 46.6, 1163.4)] == [
+        "0.0067", "0.0392", "2.18", "46.6", "1163"]
+
+
+def test_a_run_reports_summary_then_details(tmp_path, monkeypatch, capsys):
+    """A whole run on one small shape (no pauses): the summary comes before the details, and the JSON and the
+    plot are written where asked."""
+    monkeypatch.setattr(_bench, "QUICK_SHAPES", [_bench.Shape(6, 2, 8, 16)])
+    monkeypatch.setattr(_bench, "PAUSE_S", 0.0)
+    json_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
+    monkeypatch.setattr(fastlstm._threads, "_override", fastlstm._threads._override)  # run() sets the threads
+    rows = _bench.run(quick=True, threads=1, json_path=str(json_path),
+                      plot_path=str(plot_path) if _bench.installed("matplotlib") else None)
+    out = capsys.readouterr().out
+    assert out.index("Summary") < out.index("Details") and "1 thread;" in out.splitlines()[0]
+    assert len(rows) == 1 and rows[0].median_ms["fastlstm"] > 0
+    lo, hi = rows[0].spread_ms["fastlstm"]
+    assert lo <= rows[0].median_ms["fastlstm"] <= hi
+    assert "vs the NumPy reference: outputs agree within" in out
+    for peer in _bench.PEERS:
+        assert (f"vs {peer}" in out) == (peer in rows[0].median_ms)
+    data = json.loads(json_path.read_text())
+    assert data["threads"] == 1 and data["cpu"] == _bench.cpu_model() and len(data["rows"]) == 1
+    if _bench.installed("matplotlib"):
+        assert plot_path.exists() == any(p in rows[0].median_ms for p in _bench.PEERS)
