@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from . import __version__, _kernels, _threads, openmp_enabled
+from . import __version__, _cpu, _kernels, _threads, openmp_enabled
 
 DESCRIPTION = """\
 fastlstm runs trained LSTM networks on the CPU with torch.nn.LSTM's semantics, NumPy in and out.
@@ -16,12 +16,18 @@ Run these commands from outside a source checkout (python -m imports the current
 
 
 def info() -> None:
-    """Print the version, the build (OpenMP), the SIMD kernels in use and the thread count."""
-    levels = {2: "avx512", 1: "avx2", 0: "sse2"}
+    """Print the version, the build (OpenMP), the CPU features and the kernels each model kind runs, the threads."""
+    found = _kernels.cpu_features()
     print(f"fastlstm {__version__}")
     print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}")
     print(f"OpenMP: {'yes' if openmp_enabled() else 'no (serial build)'}")
-    print(f"SIMD kernels: {_kernels.isa_name()} (CPU supports up to {levels[_kernels.cpu_isa_level()]})")
+    print(f"CPU features: {' '.join(_cpu.feature_names(found)) or 'baseline only'}")
+    if _cpu.features() != found:
+        print(f"  used (FASTLSTM_ISA): {' '.join(_cpu.feature_names(_cpu.features())) or 'baseline only'}")
+    print("kernels per model kind:")
+    for cell in _kernels.CELL_KINDS:
+        for weight_format in _kernels.FORMATS:
+            print(f"  {cell} {weight_format}: {_cpu.kernels_for(cell, np.dtype(weight_format))[0]}")
     print("BLAS: none used (the input projection runs on fastlstm's packed micro-kernel)")
     print(f"threads: {_threads.get_num_threads()} (physical cores here: {_threads.physical_cores()})")
 
@@ -33,7 +39,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"fastlstm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{info,bench}")
-    sub.add_parser("info", help="what this installation runs: version, build (OpenMP), SIMD kernels, threads")
+    sub.add_parser("info", help="version, build (OpenMP), CPU features, the kernels each model kind runs, threads")
     bench = sub.add_parser(
         "bench",
         help="time fastlstm against the installed peers (torch, onnxruntime) and the NumPy reference",

@@ -16,6 +16,8 @@ from numpy.typing import DTypeLike
 ForwardResult = Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]
 _Model = TypeVar("_Model", bound="LSTMBase")
 
+from ._cells import LSTM_CELL, CellKind
+
 _SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # largest extent a BLAS or kernel int may hold
 _INT_MAX = 2**31 - 1
@@ -92,6 +94,8 @@ class LSTMBase:
     ``_parameters_changed``. The configuration is read-only (see CONFIG_ATTRIBUTES); the parameters are
     read-only arrays that may be replaced as a whole (attribute assignment, load_state_dict).
     """
+
+    _cell: CellKind = LSTM_CELL
 
     # set once by __init__ (through object.__setattr__: __setattr__ refuses them)
     _input_size: int
@@ -244,14 +248,15 @@ class LSTMBase:
     def _param_shapes(self) -> Dict[str, Tuple[int, ...]]:
         """Names and shapes of every parameter, in torch's order."""
         H, P = self.hidden_size, self.proj_size
+        GH = self._cell.num_gates * H
         shapes: Dict[str, Tuple[int, ...]] = {}
         for layer in range(self.num_layers):
             for sfx in self._suffixes():
-                shapes[f"weight_ih_l{layer}{sfx}"] = (4 * H, self._layer_input_size(layer))
-                shapes[f"weight_hh_l{layer}{sfx}"] = (4 * H, self.out_size)
+                shapes[f"weight_ih_l{layer}{sfx}"] = (GH, self._layer_input_size(layer))
+                shapes[f"weight_hh_l{layer}{sfx}"] = (GH, self.out_size)
                 if self.bias:
-                    shapes[f"bias_ih_l{layer}{sfx}"] = (4 * H,)
-                    shapes[f"bias_hh_l{layer}{sfx}"] = (4 * H,)
+                    shapes[f"bias_ih_l{layer}{sfx}"] = (GH,)
+                    shapes[f"bias_hh_l{layer}{sfx}"] = (GH,)
                 if P > 0:
                     shapes[f"weight_hr_l{layer}{sfx}"] = (P, H)
                 if self.peepholes:

@@ -22,14 +22,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from . import __version__, _kernels, _peers, _threads
+from . import __version__, _cpu, _peers, _probes, _threads
 from ._lstm import LSTM
 from ._packing import _aligned_empty
 from .reference import LSTM as ReferenceLSTM
-
-# The native probes of this machine's limits (probe_fma, probe_read_granule, probe_read, probe_handoff) and
-# step_handoffs: the bench's only access to them.
-from . import _kernels as _probes  # noqa: E402,I100
 
 PEERS = ("onnxruntime", "torch")  # compared when installed, in this order
 # A row that ran faster than this multiple of a measured limit shows that the probe was disturbed.
@@ -117,12 +113,17 @@ class Row:
     weight_gb: float
     batch: int
     read_gbps: float = 0.0  # this machine reading a buffer of one step's weights (read_probe), same threads
-    handoffs: int = 0  # time steps handed from thread to thread on the critical path (step_handoffs)
+    handoffs: int = 0  # time steps handed from thread to thread on the critical path (_probes.step_handoffs)
     handoff_us: float = 0.0  # this machine handing one step between those threads (handoff_probe)
     median_ms: Dict[str, float] = field(default_factory=dict)
     spread_ms: Dict[str, Tuple[float, float]] = field(default_factory=dict)  # 25th-75th percentile of the calls
     fastest_round_ms: Dict[str, float] = field(default_factory=dict)  # median call of the fastest round
     max_abs_diff: Dict[str, float] = field(default_factory=dict)
+
+
+def probe_isa() -> str:
+    """The instruction set of the float32 LSTM kernels models are packed for now: the probes run on it."""
+    return _cpu.kernels_for("lstm", np.dtype(np.float32))[0].rsplit("/", 1)[1]
 
 
 def installed(module: str) -> bool:
@@ -296,24 +297,26 @@ def finish_row(row: Row, timings: Dict[str, Timing], probes: LimitProbes) -> Non
 
 def measure_fma_gflops(threads: int) -> float:
     """This machine's arithmetic ceiling: GFLOP/s of independent float32 vector FMAs on `threads` threads with
-    the kernels' instruction set (probe_fma). No matrix product, ours or a BLAS's, can beat it."""
+    the kernels' instruction set (_probes.probe_fma). No matrix product, ours or a BLAS's, can beat it."""
     rounds = 100_000  # ~0.2 ms per call at 250 GFLOP/s per core
-    flops = _probes.probe_fma(rounds, threads)[1]
-    return flops / time_interleaved({"fma": lambda: _probes.probe_fma(rounds, threads)}, 0.3, 5)["fma"] / 1e9
+    isa = probe_isa()
+    flops = _probes.probe_fma(rounds, threads, isa)[1]
+    return flops / time_interleaved({"fma": lambda: _probes.probe_fma(rounds, threads, isa)}, 0.3, 5)["fma"] / 1e9
 
 
 def read_probe(nbytes: float, threads: int) -> Tuple[Callable[[], object], float]:
     """A call of `threads` threads reading a float32 buffer of about nbytes over and over, each its own share
-    (probe_read), the way the steps of a forward read their slices of the weights: from L1, L2 or L3
+    (_probes.probe_read), the way the steps of a forward read their slices of the weights: from L1, L2 or L3
     according to the size; and the bytes it reads."""
     granule = _probes.probe_read_granule()
     n = max(granule, int(nbytes) // 4 // granule * granule)
-    data = _aligned_empty((n,), np.float32)
+    data = _aligned_empty((n,), np.dtype(np.float32))
     data.fill(1.0)
     # >= ~32 MB per call (fewer measured up to 30% less on 4 MB: the call and its first pass weigh); an even
     # count, so that every call (forwards first) starts where the one before ended (backwards)
     passes = 2 * max(1, int(16e6 // (4 * n)))
-    return (lambda: _probes.probe_read(data, passes, threads)), 4.0 * n * passes
+    isa = probe_isa()
+    return (lambda: _probes.probe_read(data, passes, threads, isa)), 4.0 * n * passes
 
 
 # Steps per call of the hand-off probe: ~0.1-0.6 ms on the 2-core test machine.
@@ -322,11 +325,12 @@ HANDOFF_PROBE_STEPS = 2000
 
 def handoff_probe(threads: int) -> Callable[[], object]:
     """A call of `threads` threads handing HANDOFF_PROBE_STEPS empty time steps to each other, as a forward's
-    threads end every step (probe_handoff): each writes one cache line of h, publishes its step, waits for
-    the others' and reads their lines. It times the latency of a hand-off, not its bandwidth: a forward
-    moving more of h between cores may overlap that with its work, but no step can start before the
+    threads end every step (_probes.probe_handoff): each writes one cache line of h, publishes its step,
+    waits for the others' and reads their lines. It times the latency of a hand-off, not its bandwidth: a
+    forward moving more of h between cores may overlap that with its work, but no step can start before the
     previous one has arrived."""
-    return lambda: _probes.probe_handoff(HANDOFF_PROBE_STEPS, 16 * threads, threads)
+    isa = probe_isa()
+    return lambda: _probes.probe_handoff(HANDOFF_PROBE_STEPS, 16 * threads, threads, isa)
 
 
 def measure_sgemm_gflops() -> float:
@@ -589,7 +593,7 @@ def run(
     print(format_table(rows, fma if peak_ok else None))
     if peak_ok:
         print(f"% of limit: the row's time at this machine's limit over its time. The limit is its FLOPs at the "
-              f"FMA peak ({fma:.0f} GFLOP/s measured, {_kernels.isa_name()})")
+              f"FMA peak ({fma:.0f} GFLOP/s measured, {probe_isa()})")
         print("or its weight bytes at the speed of reading a buffer of one step's weights, whichever is slower,")
         print("plus, where the threads hand every step to each other, the measured cost of each hand-off.")
     print(f"NumPy's sgemm, for comparison: {sgemm:.0f} GFLOP/s")
