@@ -516,8 +516,9 @@ def figure(rows: List[Row], threads: int) -> Any:
         bars = ax.barh(ys + k * height, widths, height, left=1.0, label=f"vs {p} {version_of(p)}".rstrip())
         for bar, x in zip(bars, ratios):
             if x is not None:
+                right = x >= 1
                 ax.annotate(f"{x:.2f}x", (x, bar.get_y() + bar.get_height() / 2), va="center", fontsize=8,
-                            xytext=(3 if x >= 1 else -3, 0), textcoords="offset points", ha="left" if x >= 1 else "right")
+                            xytext=(3 if right else -3, 0), textcoords="offset points", ha="left" if right else "right")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
     ax.axvline(1.0, color="black", linewidth=0.8)
