@@ -585,6 +585,8 @@ def run(
     print("Summary")
     for line in format_summary(rows):
         print(f"  {line}")
+    if missing:
+        print(f"  not compared (not installed): {', '.join(missing)}")
     if warnings:
         print(f"  {len(warnings)} warning{'s' * (len(warnings) != 1)} below: numbers of this run that cannot be "
               "right are left out (a busy machine?)")
@@ -617,8 +619,9 @@ def run(
         if plot(rows, plot_path, n):
             print(f"plot written to {plot_path}")
         else:
-            print("no plot written: no installed peer has a plausible timing to compare with "
-                  "(pip install torch onnx onnxruntime)")
+            print("no plot written: no installed peer has a plausible timing to compare with (pip install onnx "
+                  "onnxruntime, and torch's CPU build: pip install torch --index-url "
+                  "https://download.pytorch.org/whl/cpu)")
     worst = max([0.0] + [d for r in rows for d in r.max_abs_diff.values()])
     if worst > AGREEMENT:
         raise SystemExit(f"outputs disagree: max abs difference {worst:.2e} > {AGREEMENT:.0e}")

@@ -261,3 +261,22 @@ def test_a_run_reports_summary_then_details(tmp_path, monkeypatch, capsys):
     assert data["threads"] == 1 and data["cpu"] == _bench.cpu_model() and len(data["rows"]) == 1
     if _bench.installed("matplotlib"):
         assert plot_path.exists() == any(p in rows[0].median_ms for p in _bench.PEERS)
+
+
+def test_a_run_without_peers_says_so_and_draws_nothing(tmp_path, monkeypatch, capsys):
+    import warnings
+
+    real = _bench.installed
+    monkeypatch.setattr(_bench, "installed", lambda m: m not in ("torch", "onnx", "onnxruntime") and real(m))
+    monkeypatch.setattr(_bench, "QUICK_SHAPES", [_bench.Shape(6, 2, 8, 16)])
+    monkeypatch.setattr(_bench, "PAUSE_S", 0.0)
+    monkeypatch.setattr(fastlstm._threads, "_override", fastlstm._threads._override)
+    plot_path = tmp_path / "bench.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _bench.run(quick=True, threads=1, plot_path=str(plot_path) if real("matplotlib") else None)
+    out = capsys.readouterr().out
+    assert "not compared (not installed): onnxruntime, torch" in out
+    assert "vs the NumPy reference: outputs agree within" in out and "vs torch" not in out
+    if real("matplotlib"):
+        assert "no plot written" in out and not plot_path.exists()
