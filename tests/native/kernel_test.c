@@ -304,6 +304,14 @@ static void *typed_copy(const double *src, size_t n, int is_double) {
     return dst;
 }
 
+/* n elements of size es, all NaN (every bit set): the workspace and the outputs start as garbage, as a
+   workspace reused from the model's pool does, so a kernel reading what it did not write shows */
+static void *poisoned(size_t n, size_t es) {
+    void *p = kt_alloc(n, es);
+    memset(p, 0xFF, n * es);
+    return p;
+}
+
 static double typed_get(const void *p, size_t i, int is_double) {
     return is_double ? ((const double *)p)[i] : ((const float *)p)[i];
 }
@@ -388,8 +396,8 @@ static int run_case(int ci, const kt_case *kc, int is_double) {
                           kc->clip, w_ih_k, w_hh_k, bias_k, peep_k, w_hr_k};
         const long Hp = (long)packed.NB * V, ldh = P > 0 ? (long)packed.NP * V : Hp;
         const int chunk = kc->fused ? 1 : kc->chunk;
-        void *gx = kt_alloc((size_t)chunk * B * 4 * Hp, es), *h = kt_alloc((size_t)2 * B * ldh, es);
-        void *c = kt_alloc((size_t)B * Hp, es), *hc = P > 0 ? kt_alloc((size_t)B * Hp, es) : NULL;
+        void *gx = poisoned((size_t)chunk * B * 4 * Hp, es), *h = poisoned((size_t)2 * B * ldh, es);
+        void *c = poisoned((size_t)B * Hp, es), *hc = P > 0 ? poisoned((size_t)B * Hp, es) : NULL;
         void *out_k[2], *hn_k[2], *cn_k[2];
         lstm_step_flag *flags = kt_alloc((size_t)kc->threads, sizeof(lstm_step_flag));
         char label[200];
@@ -399,9 +407,9 @@ static int run_case(int ci, const kt_case *kc, int is_double) {
                  kc->reverse ? " reverse" : "", kc->masked ? " lengths" : "", kc->batch_first ? " batch_first" : "",
                  kc->fused ? " fused" : "", kc->clip, kc->scale);
         for (int pass = 0; pass < 2; pass++) {
-            out_k[pass] = kt_alloc((size_t)T * B * K, es);
-            hn_k[pass] = kt_alloc((size_t)B * K, es);
-            cn_k[pass] = kt_alloc((size_t)B * H, es);
+            out_k[pass] = poisoned((size_t)T * B * K, es);
+            hn_k[pass] = poisoned((size_t)B * K, es);
+            cn_k[pass] = poisoned((size_t)B * H, es);
             kt_run run = {&d, T, B, B, kc->reverse, kc->fused, chunk, lengths, x_k, x_ts, x_bs, h0_k, c0_k,
                           out_k[pass], out_ts, out_bs, hn_k[pass], cn_k[pass], gx, h, c, hc, NULL, flags};
             /* pass 0: one thread; pass 1: a team splitting units (or rows) */
