@@ -3,14 +3,15 @@
  * under qemu-user (.ci/aarch64.sh), clang (.ci/clang.sh).
  *
  * Every case is one LSTM direction run the way src/_kernels.pyx's _direction composes the kernels: the input
- * projection of a chunk of steps (input_blocks), then the cell per step (cell_blocks), or both fused per step
- * (step_blocks, as a stream's steps run), and the projection (proj_blocks) with proj_size > 0; rows past their
- * length carry their state. Teams of OpenMP threads split the blocks of units (with the header's barrier and
- * step flags) or the rows of the batch, as _thread_forward does. Each case runs in float and double on every
- * kernel set this CPU supports, on one thread and on a team, and must match the reference (float64 libm,
- * reference.c) within 1e-5 (float) or 1e-12 (double) relative to max(1, |value|), and the team must match the
- * single thread bit for bit. The first mismatches are printed with their indices. The floating-point mode of
- * the kernels (lstm_ftz_enter / lstm_ftz_leave) must flush denormals and restore the caller's mode.
+ * kernel over a chunk of steps, then the cell kernel per step, or the step kernel (both fused, as a stream's
+ * steps run), and the projection kernel with proj_size > 0; rows past their length carry their state. Teams
+ * of OpenMP threads split the blocks of units (with team.h's barrier and step flags) or the rows of the batch,
+ * as _thread_forward does. Each case runs in float and double with every kernel table this CPU can run, on
+ * one thread and on a team, on weights packed by packing.c, and must match the reference (float64 libm,
+ * reference.c) within 1e-5 (float) or 1e-12 (double) relative to max(1, |value|); the team must match the
+ * single thread bit for bit. The first mismatches are printed with their indices. Also checked: a model gets
+ * the best table (and the baseline without CPU features), and the kernels' floating-point mode
+ * (lstm_ftz_enter / lstm_ftz_leave) flushes subnormals and restores the caller's mode.
  *
  * Exit status: 0 when everything matched, 1 otherwise.
  * Build (as the CI scripts do): cc -O2 -fopenmp -Isrc tests/native/kernel_test.c tests/native/reference.c
@@ -27,73 +28,75 @@
 
 /* ---- adapters: the only code in this file that names a kernel or knows a kernel's arguments ---------- */
 
-/* One direction's packed weights in the kernels' dtype (is_double: double, else float). */
+/* One direction's packed weights, in the element type of its kernel table (is_double: double, else float). */
 typedef struct {
+    const lstm_kernel_table *table;
+    lstm_layer layer;           /* the weights and cell parameters as the kernels read them */
     int is_double;
     int V, NB, NP, narrow;      /* block width, blocks of units and of projected units, last block narrow */
     int I, H, K, P;
-    int input_forget;
-    double clip;
-    const void *w_ih, *w_hh, *bias, *peep, *w_hr;    /* peep, w_hr NULL when absent */
 } kt_dir;
 
-/* The kernel sets this CPU can run (numbered from 0, the baseline); kt_use_kernel_set selects one and returns
-   its name; then kt_vector_bytes() is the width of its packed layout and kt_tile_rows() its rows per tile. */
-static int kt_kernel_sets(void) { return lstm_cpu_isa_level() + 1; }
-static const char *kt_use_kernel_set(int i) {
-    lstm_select_isa(i);
-    return lstm_isa_name();
+/* The LSTM kernel tables of a dtype that this CPU can run, best first (out[0] is the one a model gets); returns
+   how many, at most max. */
+static int kt_tables(int is_double, const lstm_kernel_table **out, int max) {
+    const unsigned features = lstm_cpu_features();
+    const int format = is_double ? LSTM_FORMAT_F64 : LSTM_FORMAT_F32;
+    int n = 0;
+#define KT_TABLE(cell, fmt, needs, sfx)                                                                         \
+    if ((cell) == LSTM_CELL_LSTM && (fmt) == format && ((needs) & ~features) == 0 && n < max)                  \
+        out[n++] = &CAT3(lstm_table, _, sfx);
+    LSTM_INSTANCES(KT_TABLE)
+#undef KT_TABLE
+    return n;
 }
-static int kt_vector_bytes(void) { return lstm_vector_bytes(); }
-static int kt_tile_rows(void) { return lstm_tile_rows(); }
 
-/* input_blocks: gx[s, b] (NB*4V) = bias + W_ih x[s, b] for steps t0 + s, s < nsteps, of rows b < B with
+/* The table a model of this dtype is packed with on this CPU, and with no CPU feature at all (the baseline). */
+static const lstm_kernel_table *kt_selected(int is_double, int baseline) {
+    return lstm_select_kernels(LSTM_CELL_LSTM, is_double ? LSTM_FORMAT_F64 : LSTM_FORMAT_F32,
+                               baseline ? 0u : lstm_cpu_features());
+}
+
+/* the input kernel: gx[s, b] (NB*4V) = bias + W_ih x[s, b] for steps t0 + s, s < nsteps, of rows b < B with
    t0 + s < lengths[b], blocks [j0, j1); x[s, b] at x + s*x_ts + b*x_bs, gx[s, b] at gx + s*g_ts + b*g_bs */
 static void kt_input(const kt_dir *d, const void *x, long x_ts, long x_bs, void *gx, long g_ts, long g_bs,
                      const int *lengths, int t0, int nsteps, int B, int j0, int j1) {
-    const int narrow = d->narrow ? d->NB - 1 : -1;
-    if (d->is_double)
-        input_blocks_f64(d->w_ih, d->bias, x, x_ts, x_bs, gx, g_ts, g_bs, lengths, t0, nsteps, B, d->I, j0, j1, narrow);
-    else
-        input_blocks_f32(d->w_ih, d->bias, x, x_ts, x_bs, gx, g_ts, g_bs, lengths, t0, nsteps, B, d->I, j0, j1, narrow);
+    const lstm_rows rows = {lengths, B};
+    const lstm_chunk chunk = {x, x_ts, x_bs, gx, g_ts, g_bs};
+    const lstm_blocks blocks = {j0, j1};
+    d->table->input(&d->layer, &rows, &chunk, t0, nsteps, blocks);
 }
 
-/* cell_blocks: one step t of blocks [j0, j1) for rows b < B with t < lengths[b]: gx (B, 4Hp) stride ldg,
+/* the cell kernel: one step t of blocks [j0, j1) for rows b < B with t < lengths[b]: gx (B, 4Hp) stride ldg,
    h (B, K) stride ldh read; c (B, Hp) stride ldc updated; hout (B, Hp) stride ldo written */
 static void kt_cell(const kt_dir *d, const void *gx, long ldg, const void *h, long ldh, void *c, long ldc,
                     void *hout, long ldo, const int *lengths, int t, int B, int j0, int j1) {
-    const int narrow = d->narrow ? d->NB - 1 : -1;
-    if (d->is_double)
-        cell_blocks_f64(d->w_hh, gx, ldg, d->peep, d->clip, d->input_forget, h, ldh, c, ldc, hout, ldo, lengths, t,
-                        B, d->K, j0, j1, narrow);
-    else
-        cell_blocks_f32(d->w_hh, gx, ldg, d->peep, (float)d->clip, d->input_forget, h, ldh, c, ldc, hout, ldo,
-                        lengths, t, B, d->K, j0, j1, narrow);
+    const lstm_rows rows = {lengths, B};
+    const lstm_state state = {h, ldh, c, ldc, hout, ldo};
+    const lstm_blocks blocks = {j0, j1};
+    d->table->cell(&d->layer, &rows, gx, ldg, &state, t, blocks);
 }
 
-/* step_blocks: input projection and cell of one step fused per block, rows b < B with 0 < lengths[b]: x rows
-   (B, I) stride x_bs; gx (B, 4Hp) stride ldg scratch; the rest as kt_cell; blocks in descending order when
-   descending */
+/* the step kernel: input projection and cell of one step fused per block, rows b < B with 0 < lengths[b]:
+   x rows (B, I) stride x_bs; gx (B, 4Hp) stride ldg scratch; the rest as kt_cell; blocks in descending order
+   when descending */
 static void kt_step(const kt_dir *d, const void *x, long x_bs, void *gx, long ldg, const void *h, long ldh,
                     void *c, long ldc, void *hout, long ldo, const int *lengths, int B, int j0, int j1,
                     int descending) {
-    const int narrow = d->narrow ? d->NB - 1 : -1;
-    if (d->is_double)
-        step_blocks_f64(d->w_ih, d->bias, x, x_bs, d->I, gx, ldg, d->w_hh, d->peep, d->clip, d->input_forget, h,
-                        ldh, c, ldc, hout, ldo, lengths, B, d->K, j0, j1, narrow, descending);
-    else
-        step_blocks_f32(d->w_ih, d->bias, x, x_bs, d->I, gx, ldg, d->w_hh, d->peep, (float)d->clip,
-                        d->input_forget, h, ldh, c, ldc, hout, ldo, lengths, B, d->K, j0, j1, narrow, descending);
+    const lstm_rows rows = {lengths, B};
+    const lstm_chunk chunk = {x, 0, x_bs, gx, 0, ldg};
+    const lstm_state state = {h, ldh, c, ldc, hout, ldo};
+    const lstm_blocks blocks = {j0, j1};
+    d->table->step(&d->layer, &rows, &chunk, &state, blocks, descending);
 }
 
-/* proj_blocks: hout[b, q*V:(q+1)*V] = W_hr hc[b] for projection blocks [q0, q1), rows b < B with
+/* the projection kernel: hout[b, q*V:(q+1)*V] = W_hr hc[b] for projection blocks [q0, q1), rows b < B with
    t < lengths[b]; hc (B, H) stride ldc, hout stride ldo */
 static void kt_proj(const kt_dir *d, const void *hc, long ldc, void *hout, long ldo, const int *lengths, int t,
                     int B, int q0, int q1) {
-    if (d->is_double)
-        proj_blocks_f64(d->w_hr, hc, ldc, hout, ldo, lengths, t, B, d->H, q0, q1);
-    else
-        proj_blocks_f32(d->w_hr, hc, ldc, hout, ldo, lengths, t, B, d->H, q0, q1);
+    const lstm_rows rows = {lengths, B};
+    const lstm_blocks blocks = {q0, q1};
+    d->table->proj(&d->layer, &rows, hc, ldc, hout, ldo, t, blocks);
 }
 
 /* ---- the composition of _direction, for one thread of a team ----------------------------------------- */
@@ -193,7 +196,7 @@ static void kt_thread(const kt_run *run, int tid, int nt, int row_split) {
     kt_run rows;
     int first = 0, count = nt, sub_tid = tid;
     if (row_split && nt >= 2) {
-        const int bt = kt_tile_rows(), tiles = (run->B + bt - 1) / bt;
+        const int bt = d->table->tile_rows, tiles = (run->B + bt - 1) / bt;
         const int b0 = tiles * tid / nt * bt, b1 = tiles * (tid + 1) / nt * bt;
         rows = *run;
         rows.B = (b1 < run->B ? b1 : run->B) - b0;
@@ -216,7 +219,7 @@ static void kt_thread(const kt_run *run, int tid, int nt, int row_split) {
     }
     const int j0 = d->NB * sub_tid / count, j1 = d->NB * (sub_tid + 1) / count;
     const int q0 = d->NP * sub_tid / count, q1 = d->NP * (sub_tid + 1) / count;
-    const unsigned int saved_mode = lstm_ftz_enter();
+    const unsigned long saved_mode = lstm_ftz_enter();
     kt_direction(run, j0, j1, q0, q1, tid, first, count);
     lstm_ftz_leave(saved_mode);
 }
@@ -343,8 +346,9 @@ static long compare(const char *label, const char *what, const double *got, cons
     return bad;
 }
 
-/* One case in one dtype on every kernel set. Returns the number of failures. */
-static int run_case(int ci, const kt_case *kc, int is_double) {
+/* One case in one dtype with every kernel table this CPU can run. Returns the number of failed runs and adds
+   the number of runs to *runs. */
+static int run_case(int ci, const kt_case *kc, int is_double, int *runs) {
     const int T = kc->T, B = kc->B, I = kc->I, H = kc->H, P = kc->P, K = P > 0 ? P : H;
     const int as_float = !is_double;
     const size_t es = is_double ? sizeof(double) : sizeof(float);
@@ -379,9 +383,11 @@ static int run_case(int ci, const kt_case *kc, int is_double) {
     double *got_cn = malloc(sizeof(double) * B * H);
 
     int failures = 0;
-    for (int set = 0; set < kt_kernel_sets(); set++) {
-        const char *set_name = kt_use_kernel_set(set);
-        const int V = kt_vector_bytes() / (int)es;
+    const lstm_kernel_table *tables[16];
+    const int ntables = kt_tables(is_double, tables, 16);
+    for (int ti = 0; ti < ntables; ti++) {
+        const lstm_kernel_table *table = tables[ti];
+        const int V = table->vector_bytes / (int)es;
         kt_packed packed;
         if (kt_pack(&p, V, &packed) != 0) {
             printf("FAIL: out of memory\n");
@@ -392,8 +398,10 @@ static int run_case(int ci, const kt_case *kc, int is_double) {
         void *bias_k = typed_copy(packed.bias, packed.n_bias, is_double);
         void *peep_k = peep ? typed_copy(packed.peep, packed.n_peep, is_double) : NULL;
         void *w_hr_k = P > 0 ? typed_copy(packed.w_hr, packed.n_w_hr, is_double) : NULL;
-        const kt_dir d = {is_double, V, packed.NB, packed.NP, packed.narrow, I, H, K, P, kc->input_forget,
-                          kc->clip, w_ih_k, w_hh_k, bias_k, peep_k, w_hr_k};
+        const kt_dir d = {table,
+                          {w_ih_k, w_hh_k, bias_k, peep_k, w_hr_k, I, H, K, packed.narrow ? packed.NB - 1 : -1,
+                           kc->clip, kc->input_forget},
+                          is_double, V, packed.NB, packed.NP, packed.narrow, I, H, K, P};
         const long Hp = (long)packed.NB * V, ldh = P > 0 ? (long)packed.NP * V : Hp;
         const int chunk = kc->fused ? 1 : kc->chunk;
         void *gx = poisoned((size_t)chunk * B * 4 * Hp, es), *h = poisoned((size_t)2 * B * ldh, es);
@@ -401,8 +409,8 @@ static int run_case(int ci, const kt_case *kc, int is_double) {
         void *out_k[2], *hn_k[2], *cn_k[2];
         lstm_step_flag *flags = kt_alloc((size_t)kc->threads, sizeof(lstm_step_flag));
         char label[200];
-        snprintf(label, sizeof(label), "%s %s H=%d I=%d P=%d B=%d T=%d%s%s%s%s%s%s%s clip=%g x%g", set_name,
-                 is_double ? "f64" : "f32", H, I, P, B, T, packed.narrow ? " narrow" : "",
+        snprintf(label, sizeof(label), "%s H=%d I=%d P=%d B=%d T=%d%s%s%s%s%s%s%s clip=%g x%g", table->name,
+                 H, I, P, B, T, packed.narrow ? " narrow" : "",
                  kc->peepholes ? " peepholes" : "", kc->input_forget ? " input_forget" : "",
                  kc->reverse ? " reverse" : "", kc->masked ? " lengths" : "", kc->batch_first ? " batch_first" : "",
                  kc->fused ? " fused" : "", kc->clip, kc->scale);
@@ -439,6 +447,7 @@ static int run_case(int ci, const kt_case *kc, int is_double) {
             }
             printf("%s %s: max error %.2g\n", bad ? "FAIL" : "ok  ", run_label, max_err);
             failures += bad > 0;
+            (*runs)++;
         }
         for (int pass = 0; pass < 2; pass++) {
             free(out_k[pass]);
@@ -492,7 +501,7 @@ __attribute__((noinline)) static int subnormals_survive(void) {
 
 static int check_ftz(void) {
     const int before = subnormals_survive();
-    const unsigned int saved = lstm_ftz_enter();
+    const unsigned long saved = lstm_ftz_enter();
     const int inside = subnormals_survive();
     lstm_ftz_leave(saved);
     const int after = subnormals_survive();
@@ -502,17 +511,40 @@ static int check_ftz(void) {
     return !ok;
 }
 
+/* A model gets the best table its CPU runs (the first of kt_tables), and the baseline with no features. */
+static int check_selection(void) {
+    int bad = 0;
+    for (int is_double = 0; is_double < 2; is_double++) {
+        const lstm_kernel_table *tables[16];
+        const int n = kt_tables(is_double, tables, 16);
+        const lstm_kernel_table *best = kt_selected(is_double, 0), *baseline = kt_selected(is_double, 1);
+        if (n == 0 || best != tables[0] || baseline != tables[n - 1]) {
+            printf("FAIL selection (%s): chose %s and, without features, %s\n", is_double ? "f64" : "f32",
+                   best ? best->name : "none", baseline ? baseline->name : "none");
+            bad = 1;
+        } else {
+            printf("ok   selection (%s): %s; without features %s; this CPU runs", is_double ? "f64" : "f32",
+                   best->name, baseline->name);
+            for (int i = 0; i < n; i++) printf(" %s", tables[i]->name);
+            printf("\n");
+        }
+    }
+    return bad;
+}
+
 int main(void) {
-    int failures = 0, checks = 1;
-    printf("kernel sets on this CPU:");
-    for (int set = 0; set < kt_kernel_sets(); set++) printf(" %s", kt_use_kernel_set(set));
-    printf("; OpenMP %s\n", lstm_openmp_enabled() ? "on" : "off");
+    const unsigned features = lstm_cpu_features();
+    int failures = 0, checks = 2, runs = 0;
+    printf("CPU features:");
+    for (int bit = 0; bit < 32; bit++) {
+        const char *name = lstm_feature_name(bit);
+        if (features >> bit & 1) printf(" %s", name ? name : "(unnamed)");
+    }
+    printf("%s; OpenMP %s\n", features ? "" : " none", lstm_openmp_enabled() ? "on" : "off");
+    failures += check_selection();
     failures += check_ftz();
     for (int ci = 0; ci < (int)(sizeof(CASES) / sizeof(CASES[0])); ci++)
-        for (int is_double = 0; is_double < 2; is_double++) {
-            failures += run_case(ci, &CASES[ci], is_double);
-            checks += 2 * kt_kernel_sets();
-        }
-    printf("kernel_test: %d of %d checks failed\n", failures, checks);
+        for (int is_double = 0; is_double < 2; is_double++) failures += run_case(ci, &CASES[ci], is_double, &runs);
+    printf("kernel_test: %d of %d checks failed\n", failures, checks + runs);
     return failures ? 1 : 0;
 }
