@@ -16,7 +16,8 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT     # its venv and builds take hundreds of MB: do not leave them behind
 tests=("$@")
 [ $# -eq 0 ] && tests=(-q tests/test_reference.py tests/test_api.py tests/test_threads.py tests/test_stream.py
-                       tests/test_hostile.py tests/test_properties.py tests/test_concurrency.py)
+                       tests/test_kernel_table.py tests/test_batch_invariance.py tests/test_hostile.py
+                       tests/test_properties.py tests/test_concurrency.py)
 
 missing=()
 for pkg in clang libomp-dev; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
