@@ -8,10 +8,10 @@
  * of OpenMP threads split the blocks of units (with team.h's barrier and step flags) or the rows of the batch,
  * as _thread_forward does. Each case runs in float and double with every kernel table this CPU can run, on
  * one thread and on a team, on weights packed by packing.c, and must match the reference (float64 libm,
- * reference.c) within 1e-5 (float) or 1e-12 (double) relative to max(1, |value|); the team must match the
- * single thread bit for bit. The first mismatches are printed with their indices. Also checked: a model gets
- * the best table (and the baseline without CPU features), and the kernels' floating-point mode
- * (lstm_ftz_enter / lstm_ftz_leave) flushes subnormals and restores the caller's mode.
+ * reference.c) within 1e-5 (float) or 1e-12 (double) relative to max(1, |value|); the team, and each row of the
+ * batch run alone, must match the batch on one thread bit for bit. The first mismatches are printed with their
+ * indices. Also checked: a model gets the best table (and the baseline without CPU features), and the kernels'
+ * floating-point mode (lstm_ftz_enter / lstm_ftz_leave) flushes subnormals and restores the caller's mode.
  *
  * Exit status: 0 when everything matched, 1 otherwise.
  * Build (as the CI scripts do): cc -O2 -fopenmp -Isrc tests/native/kernel_test.c tests/native/reference.c
@@ -406,7 +406,7 @@ static int run_case(int ci, const kt_case *kc, int is_double, int *runs) {
         const int chunk = kc->fused ? 1 : kc->chunk;
         void *gx = poisoned((size_t)chunk * B * 4 * Hp, es), *h = poisoned((size_t)2 * B * ldh, es);
         void *c = poisoned((size_t)B * Hp, es), *hc = P > 0 ? poisoned((size_t)B * Hp, es) : NULL;
-        void *out_k[2], *hn_k[2], *cn_k[2];
+        void *out_k[3], *hn_k[3], *cn_k[3];
         lstm_step_flag *flags = kt_alloc((size_t)kc->threads, sizeof(lstm_step_flag));
         char label[200];
         snprintf(label, sizeof(label), "%s H=%d I=%d P=%d B=%d T=%d%s%s%s%s%s%s%s clip=%g x%g", table->name,
@@ -414,17 +414,26 @@ static int run_case(int ci, const kt_case *kc, int is_double, int *runs) {
                  kc->peepholes ? " peepholes" : "", kc->input_forget ? " input_forget" : "",
                  kc->reverse ? " reverse" : "", kc->masked ? " lengths" : "", kc->batch_first ? " batch_first" : "",
                  kc->fused ? " fused" : "", kc->clip, kc->scale);
-        for (int pass = 0; pass < 2; pass++) {
+        /* pass 0: the batch on one thread; pass 1: on a team splitting units (or rows); pass 2: each row of
+           the batch alone, on one thread */
+        for (int pass = 0; pass < 3; pass++) {
             out_k[pass] = poisoned((size_t)T * B * K, es);
             hn_k[pass] = poisoned((size_t)B * K, es);
             cn_k[pass] = poisoned((size_t)B * H, es);
-            kt_run run = {&d, T, B, B, kc->reverse, kc->fused, chunk, lengths, x_k, x_ts, x_bs, h0_k, c0_k,
-                          out_k[pass], out_ts, out_bs, hn_k[pass], cn_k[pass], gx, h, c, hc, NULL, flags};
-            /* pass 0: one thread; pass 1: a team splitting units (or rows) */
-            const int team = kt_run_team(&run, pass == 0 ? 1 : kc->threads, kc->row_split);
+            if (pass == 2 && B == 1) continue;
+            int team = 1;
+            for (int b = 0; b < (pass == 2 ? B : 1); b++) {
+                const int rows = pass == 2 ? 1 : B;
+                kt_run run = {&d, T, rows, rows, kc->reverse, kc->fused, chunk, lengths + b,
+                              (const char *)x_k + b * x_bs * es, x_ts, x_bs, (const char *)h0_k + (size_t)b * K * es,
+                              (const char *)c0_k + (size_t)b * H * es, (char *)out_k[pass] + b * out_bs * es, out_ts,
+                              out_bs, (char *)hn_k[pass] + (size_t)b * K * es, (char *)cn_k[pass] + (size_t)b * H * es,
+                              gx, h, c, hc, NULL, flags};
+                team = kt_run_team(&run, pass == 1 ? kc->threads : 1, kc->row_split);
+            }
             char run_label[260];
-            snprintf(run_label, sizeof(run_label), "%s, %d thread%s%s", label, team, team > 1 ? "s" : "",
-                     team > 1 && kc->row_split ? " (rows)" : "");
+            snprintf(run_label, sizeof(run_label), "%s, %s%d thread%s%s", label, pass == 2 ? "each row alone, " : "",
+                     team, team > 1 ? "s" : "", team > 1 && kc->row_split ? " (rows)" : "");
             for (int t = 0; t < T; t++)
                 for (int b = 0; b < B; b++)
                     for (int k = 0; k < K; k++)
@@ -439,17 +448,17 @@ static int run_case(int ci, const kt_case *kc, int is_double, int *runs) {
             long bad = compare(run_label, "out", got_out, ref_out, 3, out_dims, out_names, tol, &max_err);
             bad += compare(run_label, "h_n", got_hn, ref_hn, 2, hn_dims, state_names, tol, &max_err);
             bad += compare(run_label, "c_n", got_cn, ref_cn, 2, cn_dims, state_names, tol, &max_err);
-            if (pass == 1 && team > 1 &&
-                (memcmp(out_k[0], out_k[1], (size_t)T * B * K * es) || memcmp(hn_k[0], hn_k[1], (size_t)B * K * es) ||
-                 memcmp(cn_k[0], cn_k[1], (size_t)B * H * es))) {
-                printf("MISMATCH %s: the team's results differ from one thread's\n", run_label);
+            if (pass > 0 && (pass == 2 || team > 1) &&
+                (memcmp(out_k[0], out_k[pass], (size_t)T * B * K * es) ||
+                 memcmp(hn_k[0], hn_k[pass], (size_t)B * K * es) || memcmp(cn_k[0], cn_k[pass], (size_t)B * H * es))) {
+                printf("MISMATCH %s: the results differ from the batch's on one thread (bits)\n", run_label);
                 bad++;
             }
             printf("%s %s: max error %.2g\n", bad ? "FAIL" : "ok  ", run_label, max_err);
             failures += bad > 0;
             (*runs)++;
         }
-        for (int pass = 0; pass < 2; pass++) {
+        for (int pass = 0; pass < 3; pass++) {
             free(out_k[pass]);
             free(hn_k[pass]);
             free(cn_k[pass]);
