@@ -78,7 +78,7 @@ assert fastlstm.openmp_enabled(), "the clang build has no OpenMP"
 print("clang build: openmp_enabled() == True")
 PY
 )
-ldd "$work"/venv/lib/python3*/site-packages/fastlstm/_kernels*.so | grep -E 'libomp|libgomp'
+ldd "$work"/venv/lib/python3*/site-packages/fastlstm/_kernels*.so | grep libomp     # LLVM's runtime, not GNU's
 (cd "$repo" && "$work/venv/bin/pytest" -p no:cacheprovider "${tests[@]}")
 
 echo "== setup.py's OpenMP probe with a clang that refuses -fopenmp, as Apple's does"
