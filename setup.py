@@ -67,7 +67,9 @@ directives = {
     "cdivision": not debug_checks,
     "embedsignature": True,
 }
-compile_args = ["-O3", "-fno-math-errno", "-Wno-unused-function"] + omp_compile
+# -ffp-contract=off: the kernels write out every fused multiply-add (src/cell_impl.h), so that an element rounds
+# the same in every context it is inlined into and a sequence gives the same bits in any batch
+compile_args = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-Wno-unused-function"] + omp_compile
 if debug_checks:
     compile_args += ["-g", "-O1"]
 extra_cflags = os.environ.get("FASTLSTM_EXTRA_CFLAGS", "").split()

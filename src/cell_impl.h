@@ -13,7 +13,8 @@
  *
  * Vectors are GCC vector extensions (GCC and clang), so one source serves every instruction set: the compiler
  * maps a 64-byte vector to one zmm, two ymm or four xmm (or NEON) registers. No -ffast-math anywhere: NaN
- * propagates.
+ * propagates. Built with -ffp-contract=off: every fused multiply-add is written out (vfma), so that an element
+ * rounds the same in every context the compiler inlines it into (a tile of any row count, a pair of blocks).
  *
  * Packed layouts (built by fastlstm/_packing.py, V = VBYTES / sizeof(REAL), Hp = H rounded up to V):
  *   w_hh  (NB, K, 4, V):  w_hh[j, k, g, v] = W_hh[g*H + j*V + v, k]   (gate order i, f, g, o; zero padded)
@@ -134,29 +135,31 @@ ATTR static inline VEC FN(vexp)(VEC x) {
     const int mant_bits = is_f32 ? 23 : 52;
     const IREAL exp_bias = is_f32 ? 127 : 1023;
     x = FN(vclamp)(x, lo, hi);
-    VEC shifted = x * (REAL)1.4426950408889634 + magic;   /* n sits in the low mantissa bits */
+#define S(c) FN(vset1)((REAL)(c))
+    VEC shifted = FN(vfma)(x, S(1.4426950408889634), S(magic));   /* n sits in the low mantissa bits */
     VEC n = shifted - magic;
     IVEC n_int = (IVEC)shifted - (IVEC)FN(vset1)(magic);
-    VEC r = x - n * ln2_hi;
-    r = r - n * ln2_lo;
+    VEC r = FN(vfma)(n, S(-ln2_hi), x);
+    r = FN(vfma)(n, S(-ln2_lo), r);
     /* the polynomial in Estrin's scheme: pairs c_2i + c_2i+1 r, combined with r^2, r^4 (and r^8), a chain of
        3 (5) dependent operations after r instead of Horner's 7 (13) */
     VEC r2 = r * r, r4 = r2 * r2, p;
-    VEC p01 = r + (REAL)1.0, p23 = r * (REAL)(1.0 / 6.0) + (REAL)0.5;
-    VEC p45 = r * (REAL)(1.0 / 120.0) + (REAL)(1.0 / 24.0), p67 = r * (REAL)(1.0 / 5040.0) + (REAL)(1.0 / 720.0);
-    VEC p0_3 = p23 * r2 + p01, p4_7 = p67 * r2 + p45;
+    VEC p01 = r + (REAL)1.0, p23 = FN(vfma)(r, S(1.0 / 6.0), S(0.5));
+    VEC p45 = FN(vfma)(r, S(1.0 / 120.0), S(1.0 / 24.0)), p67 = FN(vfma)(r, S(1.0 / 5040.0), S(1.0 / 720.0));
+    VEC p0_3 = FN(vfma)(p23, r2, p01), p4_7 = FN(vfma)(p67, r2, p45);
     if (is_f32) {
-        p = p4_7 * r4 + p0_3;
+        p = FN(vfma)(p4_7, r4, p0_3);
     } else {
-        VEC p89 = r * (REAL)(1.0 / 362880.0) + (REAL)(1.0 / 40320.0);
-        VEC p10_11 = r * (REAL)(1.0 / 39916800.0) + (REAL)(1.0 / 3628800.0);
-        VEC p12_13 = r * (REAL)(1.0 / 6227020800.0) + (REAL)(1.0 / 479001600.0);
-        VEC p8_11 = p10_11 * r2 + p89;
-        VEC p8_13 = p12_13 * r4 + p8_11;
-        p = (p8_13 * r4 + p4_7) * r4 + p0_3;
+        VEC p89 = FN(vfma)(r, S(1.0 / 362880.0), S(1.0 / 40320.0));
+        VEC p10_11 = FN(vfma)(r, S(1.0 / 39916800.0), S(1.0 / 3628800.0));
+        VEC p12_13 = FN(vfma)(r, S(1.0 / 6227020800.0), S(1.0 / 479001600.0));
+        VEC p8_11 = FN(vfma)(p10_11, r2, p89);
+        VEC p8_13 = FN(vfma)(p12_13, r4, p8_11);
+        p = FN(vfma)(FN(vfma)(p8_13, r4, p4_7), r4, p0_3);
     }
     IVEC scale = (n_int + exp_bias) << mant_bits;
     return p * (VEC)scale;
+#undef S
 }
 
 ATTR static inline VEC FN(vsigmoid)(VEC x) { return (REAL)1.0 / ((REAL)1.0 + FN(vexp)(-x)); }
@@ -226,14 +229,14 @@ ATTR static inline __attribute__((always_inline)) void FN(cell_update)(
         VEC c_prev = FN(vload)(c);
         VEC pre_i = pre[0], pre_f = pre[1], pre_o = pre[3];
         if (peep) {
-            pre_i += FN(vload)(peep) * c_prev;
-            pre_f += FN(vload)(peep + VL) * c_prev;
+            pre_i = FN(vfma)(FN(vload)(peep), c_prev, pre_i);
+            pre_f = FN(vfma)(FN(vload)(peep + VL), c_prev, pre_f);
         }
         VEC gate_i = FN(vsigmoid)(FN(vclip)(pre_i, clip));
         VEC gate_f = input_forget ? (REAL)1.0 - gate_i : FN(vsigmoid)(FN(vclip)(pre_f, clip));
         VEC gate_g = FN(vtanh)(FN(vclip)(pre[2], clip));
-        VEC c_new = gate_f * c_prev + gate_i * gate_g;
-        if (peep) pre_o += FN(vload)(peep + 2 * VL) * c_new;
+        VEC c_new = FN(vfma)(gate_f, c_prev, gate_i * gate_g);
+        if (peep) pre_o = FN(vfma)(FN(vload)(peep + 2 * VL), c_new, pre_o);
         VEC gate_o = FN(vsigmoid)(FN(vclip)(pre_o, clip));
         FN(vstore)(c, c_new);
         FN(vstore)(hout, gate_o * FN(vtanh)(c_new));
@@ -243,15 +246,15 @@ ATTR static inline __attribute__((always_inline)) void FN(cell_update)(
         const IVEC lower = FN(vlower_mask)();
         VEC c_prev = FN(vload_half_dup)(c);
         VEC pre_if = pre[0], pre_go = pre[1];
-        if (peep) pre_if += FN(vload)(peep) * c_prev;
+        if (peep) pre_if = FN(vfma)(FN(vload)(peep), c_prev, pre_if);
         VEC gates_if = FN(vsigmoid)(FN(vclip)(pre_if, clip));
         VEC gate_f = input_forget ? (REAL)1.0 - gates_if : FN(vswap_halves)(gates_if);
         VEC x_go = FN(vclip)(pre_go, clip);
         VEC e = FN(vexp)(FN(vselect)(lower, x_go + x_go, -x_go));
         VEC ratio = FN(vselect)(lower, FN(vset1)((REAL)2.0), FN(vset1)((REAL)1.0)) / ((REAL)1.0 + e);
         VEC gates_go = FN(vselect)(lower, (REAL)1.0 - ratio, ratio);     /* [tanh(g) | sigmoid(o)] */
-        VEC c_new = gate_f * c_prev + gates_if * gates_go;
-        if (peep) gates_go = FN(vsigmoid)(FN(vclip)(pre_go + FN(vload)(peep + VL) * FN(vswap_halves)(c_new), clip));
+        VEC c_new = FN(vfma)(gate_f, c_prev, gates_if * gates_go);
+        if (peep) gates_go = FN(vsigmoid)(FN(vclip)(FN(vfma)(FN(vload)(peep + VL), FN(vswap_halves)(c_new), pre_go), clip));
         FN(vstore_half)(c, c_new);
         FN(vstore_half)(hout, FN(vswap_halves)(gates_go) * FN(vtanh)(c_new));
     }

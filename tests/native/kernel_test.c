@@ -138,7 +138,7 @@ static void kt_direction(const kt_run *r, int j0, int j1, int q0, int q1, int ti
         if (u1 > u0) memcpy(AT(r->h, (long)b * ldh + u0), AT(r->h0, (long)b * K + u0), (u1 - u0) * es);
         if (cu1 > cu0) memcpy(AT(r->c, (long)b * Hp + cu0), AT(r->c0, (long)b * H + cu0), (cu1 - cu0) * es);
     }
-    lstm_barrier_wait(r->barrier);
+    lstm_barrier_wait(r->barrier, NULL, 0);
     for (int ci = 0; ci < (T + r->chunk - 1) / r->chunk; ci++) {
         int t_lo = ci * r->chunk, t_hi = t_lo + r->chunk < T ? t_lo + r->chunk : T;
         if (r->reverse) {
@@ -162,7 +162,7 @@ static void kt_direction(const kt_run *r, int j0, int j1, int q0, int q1, int ti
                         B, j0, j1);
             }
             if (P > 0) {
-                lstm_barrier_wait(r->barrier);
+                lstm_barrier_wait(r->barrier, NULL, 0);
                 kt_proj(d, hout, Hp, h_next, ldh, r->lengths, t, B, q0, q1);
             }
             for (int b = 0; b < B; b++)
@@ -176,7 +176,7 @@ static void kt_direction(const kt_run *r, int j0, int j1, int q0, int q1, int ti
                 if (t < r->lengths[b]) memcpy(row + u0 * es, AT(h_next, b * ldh + u0), (u1 - u0) * es);
                 else memset(row + u0 * es, 0, (u1 - u0) * es);
             }
-            lstm_step_wait(r->flags, tid, first, count, steps);
+            lstm_step_wait(r->flags, tid, first, count, steps, NULL, 0);
         }
     }
     const void *h_last = AT(r->h, (steps % 2) * ldb * ldh);
