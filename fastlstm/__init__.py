@@ -8,6 +8,7 @@
 FASTLSTM_ISA=avx2|baseline caps the CPU features the kernels use (default: the best this CPU has).
 """
 import os as _os
+from typing import Union
 
 try:
     from . import _kernels
@@ -32,11 +33,12 @@ from ._threads import get_num_threads, set_num_threads  # noqa: E402
 __version__ = "0.1.0"
 
 
-def load(path) -> LSTM:
+def load(path: Union[str, "_os.PathLike[str]"]) -> LSTM:
     """Read a model written by ``LSTM.save(path)``; never unpickles (a file holding a pickle: ValueError)."""
     from . import _interop
 
-    return _interop.load(LSTM, path)
+    model: LSTM = _interop.load(LSTM, path)
+    return model
 
 
 def openmp_enabled() -> bool:

@@ -20,21 +20,47 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from . import _quant
-from ._base import LSTMBase, ValidatedCall
+from ._base import ForwardResult, LSTMBase, ValidatedCall
 
 __all__ = ["LSTM"]
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
+    s: np.ndarray = 1.0 / (1.0 + np.exp(-z))
+    return s
 
 
 class LSTM(LSTMBase):
-    """Reference LSTM: same constructor, parameters, loaders and call as fastlstm.LSTM."""
+    """Reference LSTM: same constructor, parameters, loaders and call as fastlstm.LSTM (see its help)."""
 
-    def _forward_validated(self, call: ValidatedCall):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bias: bool = True,
+        batch_first: bool = False,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        dtype: DTypeLike = np.float32,
+        seed: Optional[int] = None,
+        peepholes: bool = False,
+        clip: Optional[float] = None,
+        input_forget: bool = False,
+        direction: Optional[str] = None,
+        weights: Optional[str] = None,
+    ) -> None:
+        super().__init__(
+            input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional,
+            proj_size=proj_size, dtype=dtype, seed=seed, peepholes=peepholes, clip=clip,
+            input_forget=input_forget, direction=direction, weights=weights,
+        )
+
+    def _forward_validated(self, call: ValidatedCall) -> ForwardResult:
         T, B = call.T, call.B
         x = np.asarray(call.x, dtype=np.float64)
         if not call.batched:
@@ -62,10 +88,12 @@ class LSTM(LSTMBase):
             output, hn, cn = output[:, 0, :], hn[:, 0, :], cn[:, 0, :]
         elif self.batch_first:
             output = output.transpose(1, 0, 2)
-        cast = lambda a: np.ascontiguousarray(a, dtype=self.dtype)  # noqa: E731
-        return cast(output), (cast(hn), cast(cn))
+        output, hn, cn = (np.ascontiguousarray(a, dtype=self.dtype) for a in (output, hn, cn))
+        return output, (hn, cn)
 
-    def _weights(self, layer: int, sfx: str):
+    def _weights(
+        self, layer: int, sfx: str
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
         def p(name: str) -> np.ndarray:
             key = f"{name}_l{layer}{sfx}"
             if key in self._qparams:  # the stored values, exactly

@@ -22,8 +22,11 @@
 #include <immintrin.h>
 #define FASTLSTM_X86 1
 #endif
-#if defined(__aarch64__) && defined(__linux__)
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#if defined(__linux__)
 #include <sys/auxv.h>
+#endif
 #endif
 
 #include "kernel_api.h"
@@ -131,14 +134,9 @@
 
 
 /* ---- reduced precision: quant_impl.h per (format, instruction set), each defining lstm_qtable_<SFX> ---------
-   Floating-point contraction is off in these kernels: the same float operations (no fused multiply-adds that
-   the baseline lacks) on every instruction set, so the int8 results are bitwise the same everywhere. */
-#if defined(__clang__)
-#pragma STDC FP_CONTRACT OFF
-#elif defined(__GNUC__)
-#pragma GCC push_options
-#pragma GCC optimize("fp-contract=off")
-#endif
+   Their float math has no fused multiply-adds (CELL_NO_FMA; the build has contraction off): the same float
+   operations on every instruction set, so the int8 results are bitwise the same everywhere. */
+#define CELL_NO_FMA
 #define VBYTES 16
 #define LANES 4
 #define ATTR
@@ -223,11 +221,7 @@
 #endif
 #undef QNATIVE
 #undef BT
-#if defined(__clang__)
-#pragma STDC FP_CONTRACT ON
-#elif defined(__GNUC__)
-#pragma GCC pop_options
-#endif
+#undef CELL_NO_FMA
 
 /* ---- CPU features ------------------------------------------------------------------------------- */
 
