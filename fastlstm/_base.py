@@ -114,6 +114,8 @@ class LSTMBase:
     _clip: Optional[float]
     _input_forget: bool
     _params: Dict[str, np.ndarray]  # by torch's names, read-only arrays; replaced as a whole by _set_parameters
+    _format: Optional[str]  # "bf16" / "int8" for a quantized model (fastlstm._quant), else None
+    _qparams: Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]]  # its weight matrices as stored: (q, scale)
 
     def __init__(
         self,
@@ -327,7 +329,8 @@ class LSTMBase:
                     stored[name] = _quant.quantize_matrix(value, self._format)
         self._install(values, stored)
 
-    def _install(self, values: Dict[str, np.ndarray], stored: Dict[str, Tuple[np.ndarray, Any]]) -> None:
+    def _install(self, values: Dict[str, np.ndarray],
+                 stored: Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]]) -> None:
         """Set parameters from values, the matrices in ``stored`` (q, scale) from those (dequantized)."""
         values = dict(values)
         for name, (q, scale) in stored.items():

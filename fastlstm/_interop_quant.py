@@ -11,9 +11,14 @@ onnxruntime's (per call).
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple, Type, TypeVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ._base import LSTMBase
+
+_Model = TypeVar("_Model", bound="LSTMBase")
 
 OP_TYPE = "DynamicQuantizeLSTM"
 # ONNX orders the gate blocks i, o, f, c; ours (torch's) are i, f, g(=c), o; peepholes i, o, f -> i, f, o
@@ -21,7 +26,7 @@ _GATES = (0, 2, 3, 1)
 _PEEPHOLES = (0, 2, 1)
 
 
-def load_quantized(cls, model: Any, node: Any) -> Tuple[Any, Optional[Any]]:
+def load_quantized(cls: Type[_Model], model: Any, node: Any) -> Tuple[Any, Optional[_Model]]:
     """(the ModelProto, the int8 model) when ``node`` selects a DynamicQuantizeLSTM node: a NodeProto of that
     type, the name of one, or None / an index when the main graph has no LSTM node and such nodes instead;
     (the ModelProto, None) otherwise (the caller then loads an LSTM node). ``model`` is a ModelProto or a path."""
@@ -57,7 +62,7 @@ def load_quantized(cls, model: Any, node: Any) -> Tuple[Any, Optional[Any]]:
     return model, _from_node(cls, graph, chosen)
 
 
-def _constants(graph):
+def _constants(graph: Any) -> Callable[[str], Optional[np.ndarray]]:
     """name -> value of the graph's initializers and Constant outputs (and Identity of those)."""
     from onnx import numpy_helper
 
@@ -66,14 +71,14 @@ def _constants(graph):
 
     def resolve(name: str, depth: int = 0) -> Optional[np.ndarray]:
         if name in values:
-            return numpy_helper.to_array(values[name])
+            return np.asarray(numpy_helper.to_array(values[name]))
         n = producers.get(name)
         if n is None or depth > 16:
             return None
         if n.op_type == "Constant":
             for attr in n.attribute:
                 if attr.name == "value":
-                    return numpy_helper.to_array(attr.t)
+                    return np.asarray(numpy_helper.to_array(attr.t))
             return None
         if n.op_type == "Identity":
             return resolve(n.input[0], depth + 1)
@@ -82,7 +87,7 @@ def _constants(graph):
     return resolve
 
 
-def _from_node(cls, graph, node):
+def _from_node(cls: Type[_Model], graph: Any, node: Any) -> _Model:
     """The int8 model of one DynamicQuantizeLSTM node."""
     from onnx import helper
 
@@ -120,7 +125,7 @@ def _from_node(cls, graph, node):
         raise ValueError(f"from_onnx: {OP_TYPE} weights must be int8 (QInt8), got {W.dtype} and {R.dtype}")
     if W.ndim != 3 or R.ndim != 3 or W.shape[0] != D or R.shape[0] != D:
         raise ValueError(f"from_onnx: W {W.shape} and R {R.shape} must be (D={D}, I, 4H) and (D, H, 4H)")
-    H = int(attrs.get("hidden_size", R.shape[1]))
+    H = int(attrs["hidden_size"]) if "hidden_size" in attrs else R.shape[1]
     if R.shape[1:] != (H, 4 * H) or W.shape[2] != 4 * H:
         raise ValueError(f"from_onnx: hidden_size={H} does not match W {W.shape} and R {R.shape}")
     for zp in (scales[1], scales[3]):

@@ -102,7 +102,7 @@ class LSTM(LSTMBase):
     def _parameters_changed(self) -> None:
         cell, dtype, features = self._cell, np.dtype(self.dtype), _cpu.features()
         if self._format is not None:
-            self._pack_quantized(features)
+            self._pack_quantized(self._format, features)
             return
         V = _cpu.kernels_for(cell.name, dtype, features)[1] // dtype.itemsize
         arrays = []
@@ -136,14 +136,14 @@ class LSTM(LSTMBase):
         )
         self._packed_with(packed)
 
-    def _pack_quantized(self, features: int) -> None:
+    def _pack_quantized(self, weights: str, features: int) -> None:
         """Pack a bf16 or int8 model's stored weights for its kernels (src/quant_impl.h)."""
         cell = self._cell
-        V = _cpu.kernels_for(cell.name, self._format, features)[1] // 4
+        V = _cpu.kernels_for(cell.name, weights, features)[1] // 4
         arrays = []
         for layer in range(self.num_layers):
             for sfx in self._suffixes():
-                name = lambda p: f"{p}_l{layer}{sfx}"  # noqa: E731
+                name: Callable[[str], str] = lambda p: f"{p}_l{layer}{sfx}"  # noqa: E731
                 if self.bias:
                     bias = cell.folded_bias(self._params[name("bias_ih")], self._params[name("bias_hh")])
                 else:
@@ -156,7 +156,7 @@ class LSTM(LSTMBase):
                     )
                 )
         self._packed_with(_kernels.PackedModel(
-            cell.name, self._format, features, self.num_layers, self.num_directions, self.hidden_size,
+            cell.name, weights, features, self.num_layers, self.num_directions, self.hidden_size,
             self.proj_size, False, 0.0 if self.clip is None else self.clip, self.input_forget,
             self.direction == "reverse", tuple(arrays),
         ))

@@ -128,12 +128,12 @@ def _pack_quant_gates(q: np.ndarray, scale: Optional[np.ndarray], rows: np.ndarr
     w[:, :K] = _take_rows(q, rows)
     w = w.reshape(NB, ng, V, Kp // group, group).transpose(0, 3, 1, 2, 4)
     if scale is None:
-        packed = _aligned_empty(w.shape, np.uint16)
+        packed = _aligned_empty(w.shape, np.dtype(np.uint16))
         packed[...] = w
         return packed
     header_scale = _take_rows(scale[:, None], rows).reshape(NB, ng * V).astype(np.float32)
     corr = (-128 * _take_rows(q.astype(np.int32).sum(axis=1)[:, None], rows)).reshape(NB, ng * V).astype(np.int32)
-    packed = _aligned_empty((NB, 8 * ng * V + w[0].size), np.uint8)
+    packed = _aligned_empty((NB, 8 * ng * V + w[0].size), np.dtype(np.uint8))
     packed[:, : 4 * ng * V] = header_scale.view(np.uint8)
     packed[:, 4 * ng * V : 8 * ng * V] = corr.view(np.uint8)
     packed[:, 8 * ng * V :] = w.reshape(NB, -1).view(np.uint8)

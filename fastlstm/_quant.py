@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import numpy as np
+import numpy.typing
 
 FORMATS = ("bf16", "int8")
 # largest dot-product length whose int32 sum cannot overflow (127 * 127 * K < 2^31)
@@ -53,11 +54,12 @@ def quantize_matrix(w: np.ndarray, weights: str) -> Tuple[np.ndarray, Optional[n
     return np.nan_to_num(q).astype(np.int8), scale
 
 
-def dequantize(q: np.ndarray, scale: Optional[np.ndarray], dtype=np.float32) -> np.ndarray:
+def dequantize(q: np.ndarray, scale: Optional[np.ndarray], dtype: "np.typing.DTypeLike" = np.float32) -> np.ndarray:
     """The values a stored matrix stands for: bf16 bits -> their values; int8 -> q * scale per row."""
     if scale is None:
         return bf16_values(q).astype(dtype)
-    return (q.astype(dtype) * scale.astype(dtype)[:, None]).astype(dtype)
+    result: np.ndarray = (q.astype(dtype) * scale.astype(dtype)[:, None]).astype(dtype)
+    return result
 
 
 def round_rows(v: np.ndarray, weights: str) -> np.ndarray:

@@ -97,7 +97,8 @@ class LSTM(LSTMBase):
         def p(name: str) -> np.ndarray:
             key = f"{name}_l{layer}{sfx}"
             if key in self._qparams:  # the stored values, exactly
-                return _quant.dequantize(*self._qparams[key], dtype=np.float64)
+                q, scale = self._qparams[key]
+                return _quant.dequantize(q, scale, np.float64)
             return np.asarray(getattr(self, key), dtype=np.float64)
 
         H = self.hidden_size
