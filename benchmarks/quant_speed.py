@@ -4,8 +4,8 @@
 
 For each shape every runner (fastlstm float32, bf16, int8; OpenVINO at its default precision, bf16 on a CPU
 with AVX512-BF16; onnxruntime int8 from quantize_dynamic, per channel) runs in blocks of calls, the runners
-alternating within each round so that a slow spell of the shared machine hits them all; a block's time is its
-mean per call. Printed: the median block time of each runner, and the medians over the rounds of the ratios
+alternating within each round so that a slow spell of the shared machine hits them all, with a pause before each
+block (the peers' thread pools spin for a while after a call); a block's time is its mean per call. Printed: the median block time of each runner, and the medians over the rounds of the ratios
 peer time / fastlstm time (bf16 vs OpenVINO default, int8 vs onnxruntime int8, int8 vs fastlstm float32).
 Peers that are not installed are left out. Same weights and inputs for all; 2 threads unless told.
 --cpu-time measures the CPU time of the process instead of the wall clock: with --threads 1, what each runner
@@ -34,6 +34,9 @@ SHAPES = [
     ("T=100, B=32, I=256, H=512", 100, 32, 256, 512, 1),
     ("T=50, B=64, I=512, H=1024, 2 layers", 50, 64, 512, 1024, 2),
 ]
+# seconds between two blocks: the thread pools of the runner before (onnxruntime's and OpenVINO's spin after a
+# call) go back to sleep instead of taking the cores from the next block's team
+PAUSE = 0.05
 RATIOS = [("bf16 vs OpenVINO default", "openvino default", "fastlstm bf16"),
           ("int8 vs onnxruntime int8", "onnxruntime int8", "fastlstm int8"),
           ("int8 vs fastlstm f32", "fastlstm f32", "fastlstm int8")]
@@ -90,6 +93,7 @@ def measure(found, rounds, block_seconds, clock=time.perf_counter):
         order = list(found) if r % 2 == 0 else list(reversed(list(found)))
         for name in order:
             fn = found[name]
+            time.sleep(PAUSE)
             t0 = clock()
             for _ in range(reps[name]):
                 fn()
