@@ -238,7 +238,7 @@ def from_onnx(cls, model: Any, node: Any = None):
 
 def save(model: Any, path: Union[str, os.PathLike]) -> None:
     """Write config and weights to ``path`` exactly (no suffix added): an .npz archive without pickles."""
-    header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": model._config()}
+    header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "cell": model._cell.name, "config": model._config()}
     arrays = {"__header__": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
     arrays.update(model.state_dict())
     with open(path, "wb") as f:
@@ -246,7 +246,8 @@ def save(model: Any, path: Union[str, os.PathLike]) -> None:
 
 
 def load(cls, path: Union[str, os.PathLike]):
-    """Read a file written by ``save``. Never unpickles: a file holding a pickle is rejected (ValueError)."""
+    """Read a file written by ``save`` into cls, or into cls[cell] when cls maps the header's cell kind ("lstm"
+    when absent) to a class. Never unpickles: a file holding a pickle is rejected (ValueError)."""
     try:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, EOFError, zipfile.BadZipFile) as exc:
@@ -266,6 +267,11 @@ def load(cls, path: Union[str, os.PathLike]):
             f"{os.fspath(path)!r} has format version {header.get('version')}; this fastlstm reads {FORMAT_VERSION}"
         )
     config: Dict[str, Any] = dict(header["config"])
+    if isinstance(cls, dict):
+        cell = header.get("cell", "lstm")
+        if cell not in cls:
+            raise ValueError(f"{os.fspath(path)!r} holds a {cell!r} model; this fastlstm reads {sorted(cls)}")
+        cls = cls[cell]
     model = cls(**config)
     model.load_state_dict(arrays)
     return model

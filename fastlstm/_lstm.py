@@ -16,7 +16,7 @@ from . import _cpu, _kernels, _packing, _threads
 from ._base import LSTMBase, ValidatedCall
 from ._stream import Stream
 
-__all__ = ["LSTM"]
+__all__ = ["LSTM", "NativeModel"]
 
 # workspaces kept per model for reuse by later calls (one per concurrently running call)
 _MAX_POOLED_WORKSPACES = 8
@@ -24,20 +24,10 @@ _MAX_POOLED_WORKSPACES = 8
 _MAX_CACHED_CONSTANTS = 16
 
 
-class LSTM(LSTMBase):
-    """A stacked, optionally bidirectional and projected LSTM for CPU inference.
-
-    ``fastlstm.LSTM(input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,
-    bidirectional=False, proj_size=0, dtype=np.float32, seed=None, peepholes=False, clip=None,
-    input_forget=False)``
-
-    Beyond torch, the ONNX LSTM's extras: ``peepholes`` adds parameters ``weight_ph_l{k}`` (3, H), rows
-    i, f, o; ``clip`` clips every gate pre-activation to [-clip, clip]; ``input_forget`` sets f = 1 - i.
-
-    Parameters are attributes with torch's names, shapes and gate order (i, f, g, o), e.g.
-    ``weight_ih_l0`` (4H, I). They are read-only arrays: assign a new array to the attribute, or use
-    ``load_state_dict``, to change them (the packed copy the kernels read is rebuilt then).
-    """
+class NativeModel(LSTMBase):
+    """What the fast classes (fastlstm.LSTM, fastlstm.GRU) share: packed weights, workspaces, cached call plans,
+    the forward through the native kernels and streaming. A subclass's cell kind (``_cell``) says whether its
+    state is (h, c) or h alone; a cell other than the LSTM packs its own weights (``_parameters_changed``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         object.__setattr__(self, "_lock", threading.Lock())
@@ -114,10 +104,15 @@ class LSTM(LSTMBase):
             self._cache(key, value)
         return value
 
+    def _c_size(self) -> int:
+        """The last axis of c: hidden_size, or 0 for a cell without a cell state (the kernels get an empty c)."""
+        return self.hidden_size if len(self._cell.state) == 2 else 0
+
     def _zero_states(self, B: int) -> tuple:
-        """Cached read-only zero (h_0, c_0) for B rows, shaped (L*D, B, H_out) and (L*D, B, H)."""
-        LD, H, K, _ = self._state_sizes
-        return self._cached(("state", B), lambda: (np.zeros((LD, B, K), self.dtype), np.zeros((LD, B, H), self.dtype)))
+        """Cached read-only zero (h_0, c_0) for B rows, shaped (L*D, B, H_out) and (L*D, B, H) (c empty for a GRU)."""
+        LD, _, K, _ = self._state_sizes
+        C = self._c_size()
+        return self._cached(("state", B), lambda: (np.zeros((LD, B, K), self.dtype), np.zeros((LD, B, C), self.dtype)))
 
     def _cache(self, key: tuple, value: Any) -> None:
         with self._lock:
@@ -148,6 +143,7 @@ class LSTM(LSTMBase):
         dtype, packed = self.dtype, self._packed
         T, B = call.T, call.B
         LD, H, K, DK = self._state_sizes
+        C, has_c = self._c_size(), len(self._cell.state) == 2
         x = call.x
         if not (x.dtype == dtype and x.flags.c_contiguous):
             x = np.ascontiguousarray(x, dtype=dtype)
@@ -157,14 +153,14 @@ class LSTM(LSTMBase):
             h0, c0 = self._zero_states(B)
         else:
             h0 = np.ascontiguousarray(call.h0, dtype).reshape(LD, B, K)
-            c0 = np.ascontiguousarray(call.c0, dtype).reshape(LD, B, H)
+            c0 = np.ascontiguousarray(call.c0, dtype).reshape(LD, B, H) if has_c else self._zero_states(B)[1]
         batch_first = self.batch_first and call.batched
         out = np.empty((B, T, DK) if batch_first else (T, B, DK), dtype)
         if T == 0 or B == 0:
             hn, cn = h0.copy(), c0.copy()
         else:
             hn = np.empty((LD, B, K), dtype)
-            cn = np.empty((LD, B, H), dtype)
+            cn = np.empty((LD, B, C), dtype)
             if call.lengths is None:
                 lengths = self._cached(("lengths", B, T), lambda: np.full(B, T, np.int32))
             else:
@@ -177,8 +173,8 @@ class LSTM(LSTMBase):
                 self._release_workspace(ws)
             self._make_plan(call, out.shape)  # for the next call of this shape
         if not call.batched:
-            return out.reshape(T, DK), (hn.reshape(LD, K), cn.reshape(LD, H))
-        return out, (hn, cn)
+            out, hn, cn = out.reshape(T, DK), hn.reshape(LD, K), cn.reshape(LD, C)
+        return (out, (hn, cn)) if has_c else (out, hn)
 
     def _make_plan(self, call: ValidatedCall, out_shape: tuple) -> None:
         """Cache the ForwardPlan of call's layout and batch (all T) unless one for the current weights exists."""
@@ -187,11 +183,11 @@ class LSTM(LSTMBase):
         if plan is not None and plan.packed is self._packed:
             return
         LD, H, K, DK = self._state_sizes
-        B, T = call.B, call.T
+        B, T, C = call.B, call.T, self._c_size()
         if call.batched:
-            shapes = (call.x.shape, out_shape, (LD, B, K), (LD, B, H))
+            shapes = (call.x.shape, out_shape, (LD, B, K), (LD, B, C))
         else:
-            shapes = (call.x.shape, (T, DK), (LD, K), (LD, H))
+            shapes = (call.x.shape, (T, DK), (LD, K), (LD, C))
         thread_args = (H, K, B, self.num_directions, self.input_size)
         self._cache(key, _kernels.ForwardPlan(self._packed, self.batch_first, *shapes, *self._zero_states(B),
                                               thread_args, _MAX_POOLED_WORKSPACES))
@@ -210,6 +206,22 @@ class LSTM(LSTMBase):
 
     def __reduce__(self):
         return (_rebuild, (type(self), self._config(), self.state_dict()))
+
+
+class LSTM(NativeModel):
+    """A stacked, optionally bidirectional and projected LSTM for CPU inference.
+
+    ``fastlstm.LSTM(input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,
+    bidirectional=False, proj_size=0, dtype=np.float32, seed=None, peepholes=False, clip=None,
+    input_forget=False)``
+
+    Beyond torch, the ONNX LSTM's extras: ``peepholes`` adds parameters ``weight_ph_l{k}`` (3, H), rows
+    i, f, o; ``clip`` clips every gate pre-activation to [-clip, clip]; ``input_forget`` sets f = 1 - i.
+
+    Parameters are attributes with torch's names, shapes and gate order (i, f, g, o), e.g.
+    ``weight_ih_l0`` (4H, I). They are read-only arrays: assign a new array to the attribute, or use
+    ``load_state_dict``, to change them (the packed copy the kernels read is rebuilt then).
+    """
 
 
 def _plan_key(shape: tuple, batch_first: bool) -> tuple:
