@@ -173,21 +173,50 @@ def _select_gru(model, node):
     raise TypeError(f"from_onnx: node must be None, a name, an index or a NodeProto, got {type(node).__name__}")
 
 
-def from_onnx(cls, model: Any, node: Any = None):
-    """Build from one GRU node of an ONNX model (a ModelProto or a path); see fastlstm.GRU.from_onnx.
+_CHAIN_GLUE = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity")
 
-    ONNX: W (D, 3H, I), R (D, 3H, H), B (D, 6H) = [Wb, Rb], gates z, r, h; linear_before_reset (default 0)
-    decides where Rb_h sits, as our linear_before_reset. Weights must be initializers, Constant outputs or
-    Identity of those (in the node's graph or the main graph).
-    """
-    import onnx
+
+def _gru_chain(graph, nodes):
+    """The GRU nodes of ``graph`` in layer order when each feeds the next through shape-only glue (what
+    torch.onnx.export writes for a stacked nn.GRU: Squeeze, or Transpose and Reshape, of Y; Shape nodes may read
+    the way too), else None."""
+    consumers = {}
+    for n in graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    ids = {id(n) for n in nodes}
+
+    def next_gru(n):
+        tensor = n.output[0] if n.output else ""
+        while tensor:
+            users = [u for u in consumers.get(tensor, []) if u.op_type != "Shape"]   # (torch sizes h_0 by Shape)
+            if len(users) != 1:
+                return None
+            user = users[0]
+            if user.op_type == "GRU" and id(user) in ids and user.input[0] == tensor:
+                return user
+            if user.op_type not in _CHAIN_GLUE:
+                return None
+            tensor = user.output[0]
+        return None
+
+    fed = {id(m) for m in (next_gru(n) for n in nodes) if m is not None}
+    firsts = [n for n in nodes if id(n) not in fed]
+    if len(firsts) != 1:
+        return None
+    chain = [firsts[0]]
+    while len(chain) < len(nodes):
+        following = next_gru(chain[-1])
+        if following is None:
+            return None
+        chain.append(following)
+    return chain
+
+
+def _read_gru_node(gru, resolvers):
+    """(settings, W, R, B) of one ONNX GRU node; settings: direction, layout, clip, linear_before_reset, H."""
     from onnx import helper
 
-    if isinstance(model, (str, os.PathLike)):
-        model = onnx.load(os.fspath(model))
-    if not isinstance(model, onnx.ModelProto):
-        raise TypeError(f"from_onnx expects an onnx.ModelProto or a path, got {type(model).__name__}")
-    gru, graph = _select_gru(model, node)
     attrs = {a.name: helper.get_attribute_value(a) for a in gru.attribute}
     direction = attrs.get("direction", b"forward")
     direction = direction.decode() if isinstance(direction, bytes) else direction
@@ -206,9 +235,6 @@ def from_onnx(cls, model: Any, node: Any = None):
     if layout not in (0, 1):
         raise ValueError(f"from_onnx: layout must be 0 or 1, got {layout}")
     clip = attrs.get("clip")
-    linear_before_reset = bool(attrs.get("linear_before_reset", 0))
-
-    resolvers = [_static_values(graph)] + ([] if graph is model.graph else [_static_values(model.graph)])
     inputs = list(gru.input) + [""] * (6 - len(gru.input))
 
     def weight(position: int, label: str) -> Optional[np.ndarray]:
@@ -236,22 +262,58 @@ def from_onnx(cls, model: Any, node: Any = None):
         raise ValueError(f"from_onnx: B has shape {B.shape}, expected ({D}, {6 * H})")
     if W.dtype not in (np.float32, np.float64):
         raise ValueError(f"from_onnx: weights must be float32 or float64, got {W.dtype}")
-    result = cls(
-        W.shape[2],
-        H,
-        bias=B is not None,
-        batch_first=layout == 1,
-        dtype=W.dtype,
-        clip=None if clip is None else float(clip),
-        linear_before_reset=linear_before_reset,
+    settings = dict(
         direction=direction,
+        batch_first=layout == 1,
+        clip=None if clip is None else float(clip),
+        linear_before_reset=bool(attrs.get("linear_before_reset", 0)),
+        hidden_size=H,
     )
+    return settings, W, R, B
+
+
+def from_onnx(cls, model: Any, node: Any = None):
+    """Build from one GRU node of an ONNX model (a ModelProto or a path), or from a chain of GRU nodes feeding
+    one another (a stacked torch export) when no node is named; see fastlstm.GRU.from_onnx.
+
+    ONNX: W (D, 3H, I), R (D, 3H, H), B (D, 6H) = [Wb, Rb], gates z, r, h; linear_before_reset (default 0)
+    decides where Rb_h sits, as our linear_before_reset. Weights must be initializers, Constant outputs or
+    Identity of those (in the node's graph or the main graph).
+    """
+    import onnx
+
+    if isinstance(model, (str, os.PathLike)):
+        model = onnx.load(os.fspath(model))
+    if not isinstance(model, onnx.ModelProto):
+        raise TypeError(f"from_onnx expects an onnx.ModelProto or a path, got {type(model).__name__}")
+    main = [n for n in model.graph.node if n.op_type == "GRU"]
+    chain = _gru_chain(model.graph, main) if node is None and len(main) > 1 else None
+    if chain is not None:
+        nodes, graph = chain, model.graph
+    else:
+        selected, graph = _select_gru(model, node)
+        nodes = [selected]
+    resolvers = [_static_values(graph)] + ([] if graph is model.graph else [_static_values(model.graph)])
+    layers = [_read_gru_node(n, resolvers) for n in nodes]
+    settings, W0, _, B0 = layers[0]
+    H, D = settings["hidden_size"], W0.shape[0]
+    for k, (other, W, _, B) in enumerate(layers[1:], 1):
+        if other != settings or W.shape[2] != D * H or (B is None) != (B0 is None) or W.dtype != W0.dtype:
+            raise ValueError(
+                f"from_onnx: the chained GRU nodes {[n.name for n in nodes]} differ (layer {k}: {other}, "
+                f"W {W.shape}, bias {B is not None}; layer 0: {settings}, bias {B0 is not None}); pass node="
+            )
+    if settings["batch_first"] and len(layers) > 1:
+        raise ValueError("from_onnx: a chain of GRU nodes with layout=1 is not supported; pass node=")
+    del settings["hidden_size"]
+    result = cls(W0.shape[2], H, len(layers), bias=B0 is not None, dtype=W0.dtype, **settings)
     state = {}
-    for d, sfx in enumerate(["", "_reverse"][:D]):
-        state[f"weight_ih_l0{sfx}"] = _reorder_blocks(W[d], ZRH_TO_TORCH_GATES, H)
-        state[f"weight_hh_l0{sfx}"] = _reorder_blocks(R[d], ZRH_TO_TORCH_GATES, H)
-        if B is not None:
-            state[f"bias_ih_l0{sfx}"] = _reorder_blocks(B[d, : 3 * H], ZRH_TO_TORCH_GATES, H)
-            state[f"bias_hh_l0{sfx}"] = _reorder_blocks(B[d, 3 * H :], ZRH_TO_TORCH_GATES, H)
+    for layer, (_, W, R, B) in enumerate(layers):
+        for d, sfx in enumerate(["", "_reverse"][:D]):
+            state[f"weight_ih_l{layer}{sfx}"] = _reorder_blocks(W[d], ZRH_TO_TORCH_GATES, H)
+            state[f"weight_hh_l{layer}{sfx}"] = _reorder_blocks(R[d], ZRH_TO_TORCH_GATES, H)
+            if B is not None:
+                state[f"bias_ih_l{layer}{sfx}"] = _reorder_blocks(B[d, : 3 * H], ZRH_TO_TORCH_GATES, H)
+                state[f"bias_hh_l{layer}{sfx}"] = _reorder_blocks(B[d, 3 * H :], ZRH_TO_TORCH_GATES, H)
     result.load_state_dict(state)
     return result

@@ -449,17 +449,23 @@ def test_from_onnx_reads_what_torch_exports(tmp_path):
     ort = require("onnxruntime")
     require("onnx")
     torch.manual_seed(1)
-    module = torch.nn.GRU(6, 11, 1, bidirectional=True)
-    x = torch.randn(5, 2, 6)
-    path = tmp_path / "gru.onnx"
-    torch.onnx.export(module, (x,), str(path), dynamo=False, input_names=["x"])
-    gru = fastlstm.GRU.from_onnx(str(path))
-    assert gru.linear_before_reset and gru.bidirectional
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    want = session.run(None, {"x": x.numpy()})
-    out, hn = gru(x.numpy())
-    assert_close(out, want[0], atol=F32_TOL, name="output")
-    assert_close(hn, want[1], atol=F32_TOL, name="h_n")
+    for layers, bidirectional in ((1, True), (3, False), (2, True)):
+        module = torch.nn.GRU(6, 11, layers, bidirectional=bidirectional)
+        x = torch.randn(5, 2, 6)
+        path = tmp_path / f"gru{layers}.onnx"
+        torch.onnx.export(module, (x,), str(path), dynamo=False, input_names=["x"])
+        gru = fastlstm.GRU.from_onnx(str(path))   # a stacked export: a chain of GRU nodes, one model
+        assert gru.linear_before_reset and gru.bidirectional == bidirectional and gru.num_layers == layers
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        want = session.run(None, {"x": x.numpy()})
+        out, hn = gru(x.numpy())
+        assert_close(out, want[0], atol=F32_TOL, name="output")
+        assert_close(hn, want[1], atol=F32_TOL, name="h_n")
+        with torch.no_grad():
+            assert_close(out, module(x)[0].numpy(), atol=F32_TOL, name="output vs torch")
+        if layers > 1:
+            one = fastlstm.GRU.from_onnx(str(path), node=1)    # a named node: that layer alone
+            assert one.num_layers == 1 and one.input_size == 11 * (2 if bidirectional else 1)
 
 
 def test_from_onnx_node_selection_and_errors():
