@@ -12,9 +12,9 @@ The GRU (torch.nn.GRU, gate order r, z, n; linear_before_reset=False is ONNX's d
     r = sigmoid(W_ir x_t + b_ir + W_hr h + b_hr);  z likewise;  h_t = (1 - z) * n + z * h_{t-1}
     n = tanh(W_in x_t + b_in + r * (W_hn h + b_hn))   or   tanh(W_in x_t + b_in + W_hn (r * h) + b_hn)
 
-They share parameter handling and validation with fastlstm.LSTM and fastlstm.GRU (fastlstm._base, _gru) but none of its compute:
-no kernels, no packing, no BLAS calls of ours. It is slow on purpose; it is what every path is tested
-against.
+They share parameter handling and validation with fastlstm.LSTM and fastlstm.GRU (fastlstm._base, _gru) but
+none of their compute: no kernels, no packing, no BLAS calls of ours. They are slow on purpose; they are what
+every path is tested against.
 """
 from __future__ import annotations
 

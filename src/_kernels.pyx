@@ -754,8 +754,8 @@ cdef class ForwardPlan:
         """forward() of x with hx (None, or a tuple or list of two arrays) and lengths into new arrays, if this
         is a call the plan can run: x, hx and lengths as the class docstring says, and the model's weights still
         the plan's. Inputs of another dtype or layout are converted as the checked path converts them. Returns
-        (out, (h_n, c_n)) (a GRU's: (out, h_n)), or None for any other call (the caller then takes the checked path). A workspace is
-        taken from the model's pool (or made) and put back if the pool has room."""
+        (out, (h_n, c_n)) (a GRU's: (out, h_n)), or None for any other call (the caller then takes the checked
+        path). A workspace is taken from the model's pool (or made) and put back if the pool has room."""
         cdef int nd = self.ndim, i
         if not cnp.PyArray_Check(x) or cnp.PyArray_NDIM(<cnp.ndarray> x) != nd or model._packed is not self.packed:
             return None
