@@ -85,7 +85,7 @@ def test_matches_reference(L, direction, lbr, dtype, isa):
     for H, bias, batch_first, B, lengths, hx, clip in [
         (7, True, False, 1, False, False, None),
         (21, False, True, 3, True, True, None),
-        (40, True, False, 5, True, False, 0.7),
+        (40, True, False, 9, True, False, 0.7),     # (one direction, few units, 2+ tiles of rows: rows split)
         (70, True, True, 9, False, True, None),
     ]:
         kw = dict(bias=bias, batch_first=batch_first, dtype=dtype, linear_before_reset=lbr, clip=clip)
@@ -182,13 +182,14 @@ def test_outputs_are_new_arrays_and_inputs_untouched():
 def test_threads_give_the_same_bits(lbr):
     gru = fastlstm.GRU(16, 96, 2, seed=1, linear_before_reset=lbr)
     bi = fastlstm.GRU(16, 48, 1, bidirectional=True, seed=1, linear_before_reset=lbr)
+    small = fastlstm.GRU(16, 24, 1, seed=1, linear_before_reset=lbr)     # splits the rows among the threads
     x = np.random.default_rng(5).standard_normal((6, 9, 16)).astype(np.float32)
     lens = [6, 1, 3, 6, 2, 5, 4, 6, 1]
     results = {}
     try:
         for n in (1, 2, 3, 4):
             fastlstm.set_num_threads(n)
-            results[n] = (gru(x, lengths=lens), bi(x, lengths=lens), gru(x[:1]))
+            results[n] = (gru(x, lengths=lens), bi(x, lengths=lens), gru(x[:1]), small(x, lengths=lens))
     finally:
         fastlstm.set_num_threads(fastlstm._threads.physical_cores())
     for n in (2, 3, 4):
