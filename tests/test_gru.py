@@ -227,6 +227,20 @@ def test_stream_is_bitwise_the_forward(lbr, B):
     assert_bitwise_equal(o1[0], out[0])
 
 
+@pytest.mark.parametrize("lbr", [True, False])
+def test_stream_fed_its_own_output_in_place(lbr):
+    gru = fastlstm.GRU(24, 24, 2, seed=4, linear_before_reset=lbr)
+    ref = fastlstm.reference.GRU(24, 24, 2, linear_before_reset=lbr)
+    ref.load_state_dict(gru.state_dict())
+    y = np.random.default_rng(7).standard_normal((3, 24)).astype(np.float32)
+    s, h = gru.stream(3), None
+    for _ in range(5):
+        want, h = ref(y[None], h)       # (the reference reads y before the step overwrites it)
+        assert s.step(y, out=y) is y    # x_t and out are the same array
+        assert_close(y, want[0], atol=F32_TOL, name="output")
+    assert_close(s.state, h, atol=F32_TOL, name="state")
+
+
 def test_stream_errors():
     with pytest.raises(ValueError, match="only forward GRUs can stream"):
         fastlstm.GRU(3, 4, bidirectional=True).stream()
