@@ -68,29 +68,36 @@ class GRUBase(LSTMBase):
 
     @classmethod
     def from_torch(cls, module: Any) -> "GRUBase":
-        """Build from a ``torch.nn.GRU``: same configuration, batch_first, dtype and weights.
+        """Build from a ``torch.nn.GRU`` (same configuration, batch_first, dtype and weights) or a
+        ``torch.nn.GRUCell`` (a one-layer GRU: call it on (T, B, I) sequences, hx (1, B, H)).
 
         torch is imported only here. float16/bfloat16 modules: ValueError (convert them first).
         """
         import torch
 
-        if not isinstance(module, torch.nn.GRU):
-            raise TypeError(f"from_torch expects a torch.nn.GRU, got {type(module).__name__}")
-        weight = module.weight_ih_l0
+        cell = isinstance(module, torch.nn.GRUCell)
+        if not (cell or isinstance(module, torch.nn.GRU)):
+            raise TypeError(f"from_torch expects a torch.nn.GRU or torch.nn.GRUCell, got {type(module).__name__}")
+        weight = module.weight_ih if cell else module.weight_ih_l0
         dtype = {torch.float32: np.float32, torch.float64: np.float64}.get(weight.dtype)
         if dtype is None:
             raise ValueError(f"from_torch: dtype must be torch.float32 or torch.float64, got {weight.dtype}")
-        model = cls(
-            module.input_size,
-            module.hidden_size,
-            module.num_layers,
-            bias=module.bias,
-            batch_first=module.batch_first,
-            bidirectional=module.bidirectional,
-            dtype=dtype,
-        )
+        if cell:
+            model = cls(module.input_size, module.hidden_size, bias=module.bias, dtype=dtype)
+        else:
+            model = cls(
+                module.input_size,
+                module.hidden_size,
+                module.num_layers,
+                bias=module.bias,
+                batch_first=module.batch_first,
+                bidirectional=module.bidirectional,
+                dtype=dtype,
+            )
         with torch.no_grad():
             state = {name: t.detach().cpu().numpy() for name, t in module.state_dict().items()}
+        if cell:  # weight_ih -> weight_ih_l0, ...
+            state = {f"{name}_l0": value for name, value in state.items()}
         model.load_state_dict(state)
         return model
 

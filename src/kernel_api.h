@@ -61,7 +61,7 @@ typedef struct {
 typedef struct {
     const void *h;  /* (B, K) h_{t-1}, stride ldh */
     long ldh;
-    void *c;        /* (B, Hp) cell state, updated in place, stride ldc */
+    void *c;        /* (B, Hp) cell state, updated in place, stride ldc (a GRU: its r * h, see gru_impl.h) */
     long ldc;
     void *hout;     /* (B, Hp) h_t before any projection, stride ldo */
     long ldo;

@@ -297,6 +297,21 @@ def test_from_torch_matches_torch(L, bidirectional, bias, batch_first, dtype):
     assert_close(hn, u_h.numpy(), atol=atol, name="unbatched h_n")
 
 
+def test_from_torch_takes_a_gru_cell():
+    torch = require("torch")
+    torch.manual_seed(2)
+    cell = torch.nn.GRUCell(6, 9)
+    gru = fastlstm.GRU.from_torch(cell)
+    assert (gru.num_layers, gru.input_size, gru.hidden_size, gru.bias) == (1, 6, 9, True)
+    x = np.random.default_rng(3).standard_normal((4, 2, 6)).astype(np.float32)
+    h = torch.zeros(2, 9)
+    with torch.no_grad():
+        for t in range(4):
+            h = cell(torch.from_numpy(x[t]), h)
+    assert_close(gru(x)[1][0], h.numpy(), atol=F32_TOL, name="h_n")
+    assert not fastlstm.GRU.from_torch(torch.nn.GRUCell(2, 3, bias=False)).bias
+
+
 def test_from_torch_rejects_other_modules():
     torch = require("torch")
     with pytest.raises(TypeError, match="torch.nn.GRU"):
