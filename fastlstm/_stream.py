@@ -5,7 +5,7 @@ calls. A step is one native call for all layers with the GIL released; with ``ou
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Optional
 
 import numpy as np
 
@@ -21,7 +21,7 @@ class Stream(_kernels.StreamCore):
     model's dtype and the stream's shapes, without leaving C; any other call comes to ``_step_checked``.
     """
 
-    def __init__(self, model: Any, batch_size: int = 1, hx: Optional[Tuple[Any, Any]] = None) -> None:
+    def __init__(self, model: Any, batch_size: int = 1, hx: Optional[Any] = None) -> None:
         if model.direction != "forward":
             raise ValueError(
                 f"stream: only forward {model._cell.name.upper()}s can stream, this one is {model.direction!r}"
