@@ -364,8 +364,8 @@ cdef void _direction(const Run *run, int slot, const lstm_layer *w, bint reverse
                      int *steps_done) noexcept nogil:
     """One thread's share of one layer in one direction: blocks [j0, j1) (and projection blocks [q0, q1)),
     using the buffers of direction slot ``slot``. Thread tid works with threads [first, first + count) on
-    this direction; steps_done counts the steps it has finished in this forward (the count it publishes).
-    c0 and cn are NULL for a cell without a cell state (GRU)."""
+    this direction; steps_done counts the steps (and the halves of split steps) it has finished in this forward
+    (the count it publishes). c0 and cn are NULL for a cell without a cell state (GRU)."""
     cdef int T = run.T, B = run.B, ldb = run.ldb, K = run.K, H = run.H, Hp = run.Hp, ldh = run.ldh, V = run.V
     cdef long G = run.gates * Hp, offset = slot * run.slot_stride
     cdef floating *h_buf = <floating *> run.h + offset
@@ -430,7 +430,9 @@ cdef void _direction(const Run *run, int slot, const lstm_layer *w, bint reverse
             else:
                 run.kernels.cell(w, &rows, gx + (t - t_lo) * ldb * G, G, &state, t, blocks)
             if w.split_step:                     # the second half, once the direction's first halves are all done
-                lstm_barrier_wait(run.barrier)
+                steps_done[0] += 1               # (a half step: each of the direction's threads counts it alike)
+                lstm_step_publish(run.step_flags, tid, steps_done[0])
+                lstm_step_wait(run.step_flags, tid, first, count, steps_done[0])
                 run.kernels.finish(w, &rows, gx if fused else gx + (t - t_lo) * ldb * G, G, &state, t, blocks)
             if run.P > 0:
                 lstm_barrier_wait(run.barrier)   # all of hc is written
