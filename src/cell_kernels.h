@@ -33,7 +33,7 @@
 #define CAT3_(a, b, c) a##b##c
 #define CAT3(a, b, c) CAT3_(a, b, c)
 
-/* ---- instantiations: each defines the table lstm_table_<SFX> ------------------------------------ */
+/* ---- instantiations: each defines the tables lstm_table_<SFX> and gru_table_<SFX> (gru_impl.h) ----- */
 
 /* batch rows per register tile of the gate kernel, per vector width (BT in cell_impl.h) */
 #define BT_128 2
@@ -49,7 +49,10 @@
 #define LANES 4
 #define SFX f32_base
 #define TABLE_NAME "lstm/f32/baseline"
+#define GRU_TABLE_NAME "gru/f32/baseline"
 #include "cell_impl.h"
+#include "gru_impl.h"
+#undef GRU_TABLE_NAME
 #undef REAL
 #undef IREAL
 #undef LANES
@@ -60,7 +63,10 @@
 #define LANES 2
 #define SFX f64_base
 #define TABLE_NAME "lstm/f64/baseline"
+#define GRU_TABLE_NAME "gru/f64/baseline"
 #include "cell_impl.h"
+#include "gru_impl.h"
+#undef GRU_TABLE_NAME
 #undef REAL
 #undef IREAL
 #undef LANES
@@ -79,7 +85,10 @@
 #define LANES 8
 #define SFX f32_avx2
 #define TABLE_NAME "lstm/f32/avx2"
+#define GRU_TABLE_NAME "gru/f32/avx2"
 #include "cell_impl.h"
+#include "gru_impl.h"
+#undef GRU_TABLE_NAME
 #undef REAL
 #undef IREAL
 #undef LANES
@@ -90,7 +99,10 @@
 #define LANES 4
 #define SFX f64_avx2
 #define TABLE_NAME "lstm/f64/avx2"
+#define GRU_TABLE_NAME "gru/f64/avx2"
 #include "cell_impl.h"
+#include "gru_impl.h"
+#undef GRU_TABLE_NAME
 #undef REAL
 #undef IREAL
 #undef LANES
@@ -108,7 +120,10 @@
 #define LANES 16
 #define SFX f32_avx512
 #define TABLE_NAME "lstm/f32/avx512"
+#define GRU_TABLE_NAME "gru/f32/avx512"
 #include "cell_impl.h"
+#include "gru_impl.h"
+#undef GRU_TABLE_NAME
 #undef REAL
 #undef IREAL
 #undef LANES
@@ -119,7 +134,10 @@
 #define LANES 8
 #define SFX f64_avx512
 #define TABLE_NAME "lstm/f64/avx512"
+#define GRU_TABLE_NAME "gru/f64/avx512"
 #include "cell_impl.h"
+#include "gru_impl.h"
+#undef GRU_TABLE_NAME
 #undef REAL
 #undef IREAL
 #undef LANES
@@ -197,21 +215,28 @@ static inline const char *lstm_feature_name(int bit) {
     X(LSTM_CELL_LSTM, LSTM_FORMAT_F32, LSTM_NEEDS_AVX512, f32_avx512)                                           \
     X(LSTM_CELL_LSTM, LSTM_FORMAT_F64, LSTM_NEEDS_AVX512, f64_avx512)                                           \
     X(LSTM_CELL_LSTM, LSTM_FORMAT_F32, LSTM_NEEDS_AVX2, f32_avx2)                                               \
-    X(LSTM_CELL_LSTM, LSTM_FORMAT_F64, LSTM_NEEDS_AVX2, f64_avx2)
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_F64, LSTM_NEEDS_AVX2, f64_avx2)                                               \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_F32, LSTM_NEEDS_AVX512, f32_avx512)                                            \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_F64, LSTM_NEEDS_AVX512, f64_avx512)                                            \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_F32, LSTM_NEEDS_AVX2, f32_avx2)                                                \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_F64, LSTM_NEEDS_AVX2, f64_avx2)
 #else
 #define LSTM_WIDE_INSTANCES(X)
 #endif
 #define LSTM_INSTANCES(X)                                                                                       \
     LSTM_WIDE_INSTANCES(X)                                                                                      \
     X(LSTM_CELL_LSTM, LSTM_FORMAT_F32, 0u, f32_base)                                                            \
-    X(LSTM_CELL_LSTM, LSTM_FORMAT_F64, 0u, f64_base)
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_F64, 0u, f64_base)                                                            \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_F32, 0u, f32_base)                                                             \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_F64, 0u, f64_base)
 
 /* The kernels for a cell kind and weight format on a CPU with `features` (LSTM_FEATURE_* bits, possibly
    capped by the caller): the first instantiation of that kind and format whose needs the features meet, or
    NULL when there is none. */
 static inline const lstm_kernel_table *lstm_select_kernels(int cell_kind, int format, unsigned features) {
 #define LSTM_INSTANCE_MATCH(cell, fmt, needs, sfx)                                                              \
-    if (cell_kind == (cell) && format == (fmt) && ((needs) & ~features) == 0) return &CAT3(lstm_table, _, sfx);
+    if (cell_kind == (cell) && format == (fmt) && ((needs) & ~features) == 0)                                   \
+        return (cell) == LSTM_CELL_GRU ? &CAT3(gru_table, _, sfx) : &CAT3(lstm_table, _, sfx);
     LSTM_INSTANCES(LSTM_INSTANCE_MATCH)
 #undef LSTM_INSTANCE_MATCH
     return NULL;
