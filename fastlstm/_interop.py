@@ -633,6 +633,11 @@ def from_onnx(cls: Type[_Model], model: Any, node: Any = None) -> _Model:
     feed one another (a stacked export); see fastlstm.LSTM.from_onnx."""
     import onnx
 
+    from . import _interop_quant
+
+    model, quantized = _interop_quant.load_quantized(cls, model, node)  # onnxruntime's int8 DynamicQuantizeLSTM
+    if quantized is not None:
+        return quantized
     if isinstance(model, (str, os.PathLike)):
         model = onnx.load(os.fspath(model))
     if not isinstance(model, onnx.ModelProto):
@@ -709,7 +714,7 @@ def save(model: LSTMBase, path: _Path) -> None:
     """Write config and weights to ``path`` exactly (no suffix added): an .npz archive without pickles."""
     header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "cell": model._cell.name, "config": model._config()}
     arrays: Dict[str, Any] = {"__header__": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
-    arrays.update(model.state_dict())
+    arrays.update(model._stored_arrays())
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 
@@ -782,5 +787,5 @@ def load(cls: Union[Type[Any], Dict[str, Type[Any]]], path: _Path) -> Any:
             raise ValueError(f"{os.fspath(path)!r} holds a {cell!r} model; this fastlstm reads {sorted(cls)}")
         cls = cls[cell]
     model = cls(**config)
-    model.load_state_dict(arrays)
+    model._load_stored_arrays(arrays)
     return model
