@@ -4,6 +4,7 @@
     lstm = fastlstm.LSTM(input_size=32, hidden_size=64, num_layers=2, seed=0)
     output, (h_n, c_n) = lstm(x)                    # x: (T, B, 32)
     lstm = fastlstm.LSTM.from_torch(torch_module)   # same numbers as the torch module
+    gru = fastlstm.GRU(32, 64, seed=0)              # torch.nn.GRU's semantics: output, h_n = gru(x)
 
 FASTLSTM_ISA=avx2|baseline caps the CPU features the kernels use (default: the best this CPU has).
 """
@@ -28,16 +29,18 @@ except ValueError as _exc:
 
 from . import reference  # noqa: E402
 from ._lstm import LSTM  # noqa: E402
+from ._gru import GRU  # noqa: E402
 from ._threads import get_num_threads, set_num_threads  # noqa: E402
 
 __version__ = "0.1.0"
 
 
-def load(path: Union[str, "_os.PathLike[str]"]) -> LSTM:
-    """Read a model written by ``LSTM.save(path)``; never unpickles (a file holding a pickle: ValueError)."""
+def load(path: Union[str, "_os.PathLike[str]"]) -> Union[LSTM, GRU]:
+    """Read a model written by ``LSTM.save(path)`` or ``GRU.save(path)`` (an LSTM or a GRU, as saved); never
+    unpickles (a file holding a pickle: ValueError)."""
     from . import _interop
 
-    model: LSTM = _interop.load(LSTM, path)
+    model: Union[LSTM, GRU] = _interop.load({"lstm": LSTM, "gru": GRU}, path)
     return model
 
 
@@ -46,4 +49,4 @@ def openmp_enabled() -> bool:
     return _kernels.openmp_enabled()
 
 
-__all__ = ["LSTM", "load", "reference", "set_num_threads", "get_num_threads", "openmp_enabled", "__version__"]
+__all__ = ["LSTM", "GRU", "load", "reference", "set_num_threads", "get_num_threads", "openmp_enabled", "__version__"]

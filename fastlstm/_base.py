@@ -589,11 +589,11 @@ class LSTMBase:
             # the common call, checked in fewer steps than below (same outcome)
             T, B = (x.shape[1], x.shape[0]) if self.batch_first else (x.shape[0], x.shape[1])
             if (x.shape[2] == self.input_size and T <= _INT_MAX and B <= _INT_MAX
-                    and T * B * max(self.input_size, 4 * self.hidden_size) <= 2**62):
+                    and T * B * max(self.input_size, self._cell.num_gates * self.hidden_size) <= 2**62):
                 return ValidatedCall(x, None, None, None, True, T, B)
         x = _as_numeric_array("input", x)
         if x.ndim not in (2, 3):
-            raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {x.ndim}D instead")
+            raise ValueError(f"{self._cell.name.upper()}: Expected input to be 2D or 3D, got {x.ndim}D instead")
         batched = x.ndim == 3
         if x.shape[-1] != self.input_size:
             raise ValueError(
@@ -603,13 +603,23 @@ class LSTMBase:
             T, B = (x.shape[1], x.shape[0]) if self.batch_first else (x.shape[0], x.shape[1])
         else:
             T, B = x.shape[0], 1
-        if T > _INT_MAX or B > _INT_MAX or T * B * max(self.input_size, 4 * self.hidden_size) > 2**62:
+        widest = max(self.input_size, self._cell.num_gates * self.hidden_size)
+        if T > _INT_MAX or B > _INT_MAX or T * B * widest > 2**62:
             raise ValueError(f"input is too large: T={T}, B={B}")
         LD = self.num_layers * self.num_directions
         h_shape = (LD, B, self.out_size) if batched else (LD, self.out_size)
         c_shape = (LD, B, self.hidden_size) if batched else (LD, self.hidden_size)
         if hx is None:
             h0 = c0 = None
+        elif len(self._cell.state) == 1:   # a GRU: hx is h_0 alone
+            h0, c0 = _as_numeric_array("hx", hx), None
+            if h0.ndim != (3 if batched else 2):
+                kind = "batched 3-D" if batched else "unbatched 2-D"
+                raise ValueError(
+                    f"For {kind} input, hx should also be {3 if batched else 2}-D but got {h0.ndim}-D tensor"
+                )
+            if h0.shape != h_shape:
+                raise ValueError(f"Expected hidden size {h_shape}, got {tuple(h0.shape)}")
         else:
             h0, c0 = _check_hx_pair(hx)
             h0 = _as_numeric_array("hx[0]", h0)

@@ -30,3 +30,7 @@ class CellKind:
 
 # torch.nn.LSTM: gates i, f, g (the candidate), o; state (h, c)
 LSTM_CELL = CellKind(name="lstm", gates=("i", "f", "g", "o"), state=("h", "c"))
+
+# torch.nn.GRU: gates r (reset), z (update), n (the candidate); state h alone. Its folded bias depends on
+# linear_before_reset (b_hn stays inside the reset product then): see fastlstm._gru.pack_gru_direction.
+GRU_CELL = CellKind(name="gru", gates=("r", "z", "n"), state=("h",))

@@ -712,7 +712,7 @@ def _build(cls: Type[_Model], layers: List[_OnnxLSTM]) -> _Model:
 
 def save(model: LSTMBase, path: _Path) -> None:
     """Write config and weights to ``path`` exactly (no suffix added): an .npz archive without pickles."""
-    header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": model._config()}
+    header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "cell": model._cell.name, "config": model._config()}
     arrays: Dict[str, Any] = {"__header__": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
     arrays.update(model._stored_arrays())
     with open(path, "wb") as f:
@@ -720,7 +720,7 @@ def save(model: LSTMBase, path: _Path) -> None:
 
 
 _OTHER_FORMATS = (
-    "fastlstm.load reads only files written by LSTM.save. For a PyTorch checkpoint use torch.load, then "
+    "fastlstm.load reads only files written by LSTM.save or GRU.save. For a PyTorch checkpoint use torch.load, then "
     "LSTM.from_torch(module) for an nn.LSTM or nn.LSTMCell, or LSTM(...).load_state_dict(state) for its state "
     "dict; for ONNX use LSTM.from_onnx(path), for Keras LSTM.from_keras(layer)"
 )
@@ -755,9 +755,10 @@ def _archive_kind(names: List[str]) -> str:
     return f"a zip archive without a fastlstm header; it holds {shown or 'nothing'}"
 
 
-def load(cls: Type[_Model], path: _Path) -> _Model:
-    """Read a file written by ``save``. Never unpickles: a file holding a pickle is rejected (ValueError), and
-    so is any other file, with a hint of how to load what it seems to hold (a torch checkpoint, ...)."""
+def load(cls: Union[Type[Any], Dict[str, Type[Any]]], path: _Path) -> Any:
+    """Read a file written by ``save`` into cls, or into cls[cell] when cls maps the header's cell kind ("lstm"
+    when absent) to a class. Never unpickles: a file holding a pickle is rejected (ValueError), and so is any
+    other file, with a hint of how to load what it seems to hold (a torch checkpoint, ...)."""
     try:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, EOFError, zipfile.BadZipFile) as exc:
@@ -780,6 +781,11 @@ def load(cls: Type[_Model], path: _Path) -> _Model:
             f"{os.fspath(path)!r} has format version {header.get('version')}; this fastlstm reads {FORMAT_VERSION}"
         )
     config: Dict[str, Any] = dict(header["config"])
+    if isinstance(cls, dict):
+        cell = header.get("cell", "lstm")
+        if cell not in cls:
+            raise ValueError(f"{os.fspath(path)!r} holds a {cell!r} model; this fastlstm reads {sorted(cls)}")
+        cls = cls[cell]
     model = cls(**config)
     model._load_stored_arrays(arrays)
     return model

@@ -17,7 +17,7 @@ from . import _cpu, _kernels, _packing, _threads
 from ._base import ForwardResult, LSTMBase, ValidatedCall
 from ._stream import Stream
 
-__all__ = ["LSTM"]
+__all__ = ["LSTM", "NativeModel"]
 
 # workspaces kept per model for reuse by later calls (one per concurrently running call)
 _MAX_POOLED_WORKSPACES = 8
@@ -25,44 +25,10 @@ _MAX_POOLED_WORKSPACES = 8
 _MAX_CACHED_CONSTANTS = 16
 
 
-class LSTM(LSTMBase):
-    """A stacked, optionally bidirectional and projected LSTM for CPU inference, with torch.nn.LSTM's semantics.
-
-    Parameters
-    ----------
-    input_size : int
-        I, the size of each time step of x.
-    hidden_size : int
-        H, the number of units.
-    num_layers : int
-        Stacked layers, each feeding its output sequence to the next.
-    bias : bool
-        Whether the layers have biases ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
-    batch_first : bool
-        Batched input and output are (B, T, ...) instead of (T, B, ...); hx never is.
-    bidirectional : bool
-        Each layer also runs from the end of the sequence; outputs are concatenated.
-    proj_size : int
-        P > 0 projects h to size P with ``weight_hr_l{k}`` (P < H).
-    dtype : float32 or float64
-        The parameters', the computation's and the results' dtype.
-    seed : int or None
-        Parameters are drawn from uniform(-1/sqrt(H), 1/sqrt(H)), like torch, reproducibly from this seed.
-    peepholes, clip, input_forget
-        The ONNX LSTM's extras: ``peepholes`` adds parameters ``weight_ph_l{k}`` (3, H), rows i, f, o;
-        ``clip`` clips every gate pre-activation to [-clip, clip]; ``input_forget`` sets f = 1 - i.
-    direction : "forward", "reverse", "bidirectional" or None
-        None follows ``bidirectional``; "reverse" is a one-direction LSTM that runs from the end of each
-        sequence (as ONNX's direction="reverse"), with the plain ``_l{k}`` parameter names.
-
-    Parameters are attributes with torch's names, shapes and gate order (i, f, g, o), e.g.
-    ``weight_ih_l0`` (4H, I). They are read-only arrays: assign a new array to the attribute, or use
-    ``load_state_dict``, to change them (the packed copy the kernels read is rebuilt then). The
-    configuration (``hidden_size``, ``batch_first``, ...) is read-only: for another one, construct a new
-    LSTM and ``load_state_dict`` into it.
-
-    Call it as ``output, (h_n, c_n) = lstm(x, hx=None, *, lengths=None)``.
-    """
+class NativeModel(LSTMBase):
+    """What the fast classes (fastlstm.LSTM, fastlstm.GRU) share: packed weights, workspaces, cached call plans,
+    the forward through the native kernels and streaming. A subclass's cell kind (``_cell``) says whether its
+    state is (h, c) or h alone; a cell other than the LSTM packs its own weights (``_parameters_changed``)."""
 
     _lock: threading.Lock
     _workspaces: List[np.ndarray]  # free workspaces, taken and given back by the calls
@@ -70,32 +36,11 @@ class LSTM(LSTMBase):
     _packed: _kernels.PackedModel
     _state_sizes: Tuple[int, int, int, int]  # (L*D, H, H_out, D*H_out)
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        *,
-        bias: bool = True,
-        batch_first: bool = False,
-        bidirectional: bool = False,
-        proj_size: int = 0,
-        dtype: DTypeLike = np.float32,
-        seed: Optional[int] = None,
-        peepholes: bool = False,
-        clip: Optional[float] = None,
-        input_forget: bool = False,
-        direction: Optional[str] = None,
-        weights: Optional[str] = None,
-    ) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         object.__setattr__(self, "_lock", threading.Lock())
         object.__setattr__(self, "_workspaces", [])
         object.__setattr__(self, "_constants", {})
-        super().__init__(
-            input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional,
-            proj_size=proj_size, dtype=dtype, seed=seed, peepholes=peepholes, clip=clip,
-            input_forget=input_forget, direction=direction, weights=weights,
-        )
+        super().__init__(*args, **kwargs)
 
     # ---- packing ------------------------------------------------------------------------------
 
@@ -198,11 +143,16 @@ class LSTM(LSTMBase):
             self._cache(key, value)
         return value
 
+    def _c_size(self) -> int:
+        """The last axis of c: hidden_size, or 0 for a cell without a cell state (the kernels get an empty c)."""
+        return self.hidden_size if len(self._cell.state) == 2 else 0
+
     def _zero_states(self, B: int) -> Tuple[np.ndarray, np.ndarray]:
-        """Cached read-only zero (h_0, c_0) for B rows, shaped (L*D, B, H_out) and (L*D, B, H)."""
-        LD, H, K, _ = self._state_sizes
+        """Cached read-only zero (h_0, c_0) for B rows, shaped (L*D, B, H_out) and (L*D, B, H) (c empty for a GRU)."""
+        LD, _, K, _ = self._state_sizes
+        C = self._c_size()
         zeros: Tuple[np.ndarray, np.ndarray] = self._cached(
-            ("state", B), lambda: (np.zeros((LD, B, K), self.dtype), np.zeros((LD, B, H), self.dtype)))
+            ("state", B), lambda: (np.zeros((LD, B, K), self.dtype), np.zeros((LD, B, C), self.dtype)))
         return zeros
 
     def _cache(self, key: Tuple[Any, ...], value: Any) -> None:
@@ -234,6 +184,7 @@ class LSTM(LSTMBase):
         dtype, packed = self.dtype, self._packed
         T, B = call.T, call.B
         LD, H, K, DK = self._state_sizes
+        C, has_c = self._c_size(), len(self._cell.state) == 2
         x = call.x
         if not (x.dtype == dtype and x.flags.c_contiguous):
             x = np.ascontiguousarray(x, dtype=dtype)
@@ -243,14 +194,14 @@ class LSTM(LSTMBase):
             h0, c0 = self._zero_states(B)
         else:
             h0 = np.ascontiguousarray(call.h0, dtype).reshape(LD, B, K)
-            c0 = np.ascontiguousarray(call.c0, dtype).reshape(LD, B, H)
+            c0 = np.ascontiguousarray(call.c0, dtype).reshape(LD, B, H) if has_c else self._zero_states(B)[1]
         batch_first = self.batch_first and call.batched
         out = np.empty((B, T, DK) if batch_first else (T, B, DK), dtype)
         if T == 0 or B == 0:
             hn, cn = h0.copy(), c0.copy()
         else:
             hn = np.empty((LD, B, K), dtype)
-            cn = np.empty((LD, B, H), dtype)
+            cn = np.empty((LD, B, C), dtype)
             if call.lengths is None:
                 lengths = self._cached(("lengths", B, T), lambda: np.full(B, T, np.int32))
             else:
@@ -263,8 +214,8 @@ class LSTM(LSTMBase):
                 self._release_workspace(ws)
             self._make_plan(call, out.shape)  # for the next call of this shape
         if not call.batched:
-            return out.reshape(T, DK), (hn.reshape(LD, K), cn.reshape(LD, H))
-        return out, (hn, cn)
+            out, hn, cn = out.reshape(T, DK), hn.reshape(LD, K), cn.reshape(LD, C)
+        return (out, (hn, cn)) if has_c else (out, hn)  # type: ignore[return-value]
 
     def _make_plan(self, call: ValidatedCall, out_shape: Tuple[int, ...]) -> None:
         """Cache the ForwardPlan of call's layout and batch (all T) unless one for the current weights exists."""
@@ -273,13 +224,13 @@ class LSTM(LSTMBase):
         if plan is not None and plan.packed is self._packed:
             return
         LD, H, K, DK = self._state_sizes
-        B, T = call.B, call.T
+        B, T, C = call.B, call.T, self._c_size()
         h_shape: Tuple[int, ...]
         c_shape: Tuple[int, ...]
         if call.batched:
-            h_shape, c_shape = (LD, B, K), (LD, B, H)
+            h_shape, c_shape = (LD, B, K), (LD, B, C)
         else:
-            out_shape, h_shape, c_shape = (T, DK), (LD, K), (LD, H)
+            out_shape, h_shape, c_shape = (T, DK), (LD, K), (LD, C)
         thread_args = (H, K, B, self.num_directions, self.input_size)
         h0, c0 = self._zero_states(B)
         self._cache(key, _kernels.ForwardPlan(self._packed, self.batch_first, call.x.shape, out_shape, h_shape, c_shape,
@@ -301,13 +252,77 @@ class LSTM(LSTMBase):
         return (_rebuild, (type(self), self._config(), self._stored_arrays()))
 
 
+class LSTM(NativeModel):
+    """A stacked, optionally bidirectional and projected LSTM for CPU inference, with torch.nn.LSTM's semantics.
+
+    Parameters
+    ----------
+    input_size : int
+        I, the size of each time step of x.
+    hidden_size : int
+        H, the number of units.
+    num_layers : int
+        Stacked layers, each feeding its output sequence to the next.
+    bias : bool
+        Whether the layers have biases ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
+    batch_first : bool
+        Batched input and output are (B, T, ...) instead of (T, B, ...); hx never is.
+    bidirectional : bool
+        Each layer also runs from the end of the sequence; outputs are concatenated.
+    proj_size : int
+        P > 0 projects h to size P with ``weight_hr_l{k}`` (P < H).
+    dtype : float32 or float64
+        The parameters', the computation's and the results' dtype.
+    seed : int or None
+        Parameters are drawn from uniform(-1/sqrt(H), 1/sqrt(H)), like torch, reproducibly from this seed.
+    peepholes, clip, input_forget
+        The ONNX LSTM's extras: ``peepholes`` adds parameters ``weight_ph_l{k}`` (3, H), rows i, f, o;
+        ``clip`` clips every gate pre-activation to [-clip, clip]; ``input_forget`` sets f = 1 - i.
+    direction : "forward", "reverse", "bidirectional" or None
+        None follows ``bidirectional``; "reverse" is a one-direction LSTM that runs from the end of each
+        sequence (as ONNX's direction="reverse"), with the plain ``_l{k}`` parameter names.
+
+    Parameters are attributes with torch's names, shapes and gate order (i, f, g, o), e.g.
+    ``weight_ih_l0`` (4H, I). They are read-only arrays: assign a new array to the attribute, or use
+    ``load_state_dict``, to change them (the packed copy the kernels read is rebuilt then). The
+    configuration (``hidden_size``, ``batch_first``, ...) is read-only: for another one, construct a new
+    LSTM and ``load_state_dict`` into it.
+
+    Call it as ``output, (h_n, c_n) = lstm(x, hx=None, *, lengths=None)``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bias: bool = True,
+        batch_first: bool = False,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        dtype: DTypeLike = np.float32,
+        seed: Optional[int] = None,
+        peepholes: bool = False,
+        clip: Optional[float] = None,
+        input_forget: bool = False,
+        direction: Optional[str] = None,
+        weights: Optional[str] = None,
+    ) -> None:
+        super().__init__(
+            input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional,
+            proj_size=proj_size, dtype=dtype, seed=seed, peepholes=peepholes, clip=clip,
+            input_forget=input_forget, direction=direction, weights=weights,
+        )
+
+
 def _plan_key(shape: Tuple[int, ...], batch_first: bool) -> Tuple[Any, ...]:
     """The key of the cached ForwardPlan for an input of this shape: the shape without its time axis (axis 1 of
     a batch-first batch, else axis 0), and the layout."""
     return ("plan-bf", shape[0], shape[2]) if batch_first and len(shape) == 3 else ("plan",) + shape[1:]
 
 
-def _rebuild(cls: Type[LSTM], config: Dict[str, Any], state: Dict[str, np.ndarray]) -> LSTM:
+def _rebuild(cls: Type[NativeModel], config: Dict[str, Any], state: Dict[str, np.ndarray]) -> NativeModel:
     model = cls(**config)
     model._load_stored_arrays(state)
     return model

@@ -5,7 +5,7 @@ calls. A step is one native call for all layers with the GIL released; with ``ou
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Optional
 
 import numpy as np
 
@@ -14,16 +14,18 @@ from ._base import _INT_MAX, _as_numeric_array, _check_hx_pair
 
 
 class Stream(_kernels.StreamCore):
-    """State of one streaming run of a forward LSTM over ``batch_size`` sequences.
+    """State of one streaming run of a forward LSTM (or GRU) over ``batch_size`` sequences.
 
     Create with ``lstm.stream(batch_size=1, hx=None)``. Stepping through a sequence gives the same numbers
     as one forward call over it. ``step`` (from the native base class) takes the common call, arrays of the
     model's dtype and the stream's shapes, without leaving C; any other call comes to ``_step_checked``.
     """
 
-    def __init__(self, model: Any, batch_size: int = 1, hx: Optional[Tuple[Any, Any]] = None) -> None:
+    def __init__(self, model: Any, batch_size: int = 1, hx: Optional[Any] = None) -> None:
         if model.direction != "forward":
-            raise ValueError(f"stream: only forward LSTMs can stream, this one is {model.direction!r}")
+            raise ValueError(
+                f"stream: only forward {model._cell.name.upper()}s can stream, this one is {model.direction!r}"
+            )
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"stream: batch_size must be a positive integer, got {batch_size!r}")
         if batch_size > _INT_MAX:  # the kernels count rows in a C int
@@ -32,11 +34,18 @@ class Stream(_kernels.StreamCore):
         super().__init__(model, B, _threads.stream_threads(model.hidden_size, model.out_size, model.input_size, B))
         self.reset(hx)
 
-    def reset(self, hx: Optional[Tuple[Any, Any]] = None) -> None:
-        """Start over from (h_0, c_0) shaped (num_layers, B, H_out) and (num_layers, B, H); zeros if None."""
+    def reset(self, hx: Optional[Any] = None) -> None:
+        """Start over from (h_0, c_0) shaped (num_layers, B, H_out) and (num_layers, B, H) (a GRU's: h_0 alone);
+        zeros if None."""
         if hx is None:
             self._h[...] = 0
             self._c[...] = 0
+            return
+        if len(self._model._cell.state) == 1:
+            h0 = _as_numeric_array("hx", hx)
+            if h0.shape != self._h.shape:
+                raise ValueError(f"Expected hidden size {self._h.shape}, got {tuple(h0.shape)}")
+            self._h[...] = h0
             return
         h0, c0 = _check_hx_pair(hx)
         h0, c0 = _as_numeric_array("hx[0]", h0), _as_numeric_array("hx[1]", c0)
@@ -48,8 +57,10 @@ class Stream(_kernels.StreamCore):
         self._c[...] = c0
 
     @property
-    def state(self) -> Tuple[np.ndarray, np.ndarray]:
-        """Copies of (h, c), shaped like the (h_n, c_n) of a forward call."""
+    def state(self) -> Any:
+        """Copies of (h, c), shaped like the (h_n, c_n) of a forward call; a GRU's: a copy of h."""
+        if len(self._model._cell.state) == 1:
+            return self._h.copy()
         return self._h.copy(), self._c.copy()
 
     def _step_checked(self, x_t: Any, out: Optional[np.ndarray]) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The oracle: an LSTM computed step by step in float64 NumPy, straight from the gate equations.
+"""The oracles: an LSTM and a GRU computed step by step in float64 NumPy, straight from the gate equations.
 
     gates = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh          (gate order i, f, g, o)
     i, f, o = sigmoid(...);  g = tanh(...)
@@ -7,13 +7,18 @@
 and the ONNX extras: peepholes add p_i * c_{t-1} and p_f * c_{t-1} to the i and f pre-activations and
 p_o * c_t to o's; clip clips every pre-activation to [-clip, clip]; input_forget sets f = 1 - i.
 
-A quantized model (``quantize("bf16" | "int8")``) computes with its stored weights (bf16 values, or int8 q times
+The GRU (torch.nn.GRU, gate order r, z, n; linear_before_reset=False is ONNX's default):
+
+    r = sigmoid(W_ir x_t + b_ir + W_hr h + b_hr);  z likewise;  h_t = (1 - z) * n + z * h_{t-1}
+    n = tanh(W_in x_t + b_in + r * (W_hn h + b_hn))   or   tanh(W_in x_t + b_in + W_hn (r * h) + b_hn)
+
+A quantized LSTM (``quantize("bf16" | "int8")``) computes with its stored weights (bf16 values, or int8 q times
 its row scale, in float64) and rounds x, h and the projection's input at every step by the rules of
 fastlstm._quant, in float64 otherwise: the oracle of the reduced-precision kernels.
 
-It shares parameter handling and validation with fastlstm.LSTM (fastlstm._base) but none of its compute:
-no kernels, no packing, no BLAS calls of ours. It is slow on purpose; it is what every path is tested
-against.
+They share parameter handling and validation with fastlstm.LSTM and fastlstm.GRU (fastlstm._base, _gru) but
+none of their compute: no kernels, no packing, no BLAS calls of ours. They are slow on purpose; they are what
+every path is tested against.
 """
 from __future__ import annotations
 
@@ -24,8 +29,9 @@ from numpy.typing import DTypeLike
 
 from . import _quant
 from ._base import ForwardResult, LSTMBase, ValidatedCall
+from ._gru import GRUBase
 
-__all__ = ["LSTM"]
+__all__ = ["LSTM", "GRU"]
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -147,3 +153,64 @@ class LSTM(LSTMBase):
                 h = np.where(active[:, None], h_new, h)
                 out[t] = np.where(active[:, None], h_new, 0.0)
         return out, h, c
+
+
+class GRU(GRUBase):
+    """Reference GRU: same constructor, parameters, loaders and call as fastlstm.GRU."""
+
+    def _forward_validated(self, call: ValidatedCall):
+        T, B = call.T, call.B
+        x = np.asarray(call.x, dtype=np.float64)
+        if not call.batched:
+            x = x[:, None, :]
+        elif self.batch_first:
+            x = x.transpose(1, 0, 2)
+        LD, H = self.num_layers * self.num_directions, self.hidden_size
+        h0 = np.zeros((LD, B, H)) if call.h0 is None else np.asarray(call.h0, np.float64).reshape(LD, B, H)
+        lengths = np.full(B, T) if call.lengths is None else call.lengths.astype(np.int64)
+        hn = h0.copy()
+        layer_input = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for d, sfx in enumerate(self._suffixes()):
+                reverse = d == 1 or self.direction == "reverse"
+                idx = layer * self.num_directions + d
+                out, hn[idx] = self._run_direction(layer_input, layer, sfx, h0[idx], lengths, reverse)
+                outputs.append(out)
+            layer_input = np.concatenate(outputs, axis=2)
+        output = layer_input
+        if not call.batched:
+            output, hn = output[:, 0, :], hn[:, 0, :]
+        elif self.batch_first:
+            output = output.transpose(1, 0, 2)
+        cast = lambda a: np.ascontiguousarray(a, dtype=self.dtype)  # noqa: E731
+        return cast(output), cast(hn)
+
+    def _run_direction(
+        self, x: np.ndarray, layer: int, sfx: str, h0: np.ndarray, lengths: np.ndarray, reverse: bool
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """x (T, B, I) -> output (T, B, H), h_n (B, H); rows past lengths[b] stay zero."""
+        T, B, _ = x.shape
+        H = self.hidden_size
+        p = lambda name: np.asarray(getattr(self, f"{name}_l{layer}{sfx}"), dtype=np.float64)  # noqa: E731
+        w_ih, w_hh = p("weight_ih"), p("weight_hh")
+        b_ih, b_hh = (p("bias_ih"), p("bias_hh")) if self.bias else (np.zeros(3 * H), np.zeros(3 * H))
+        clip = self.clip if self.clip is not None else np.inf
+        out = np.zeros((T, B, H))
+        h = h0.copy()
+        steps = range(T - 1, -1, -1) if reverse else range(T)
+        for t in steps:
+            with np.errstate(all="ignore"):  # NaN and inf inputs propagate silently, like the kernels
+                active = t < lengths
+                gx = x[t] @ w_ih.T + b_ih
+                r = _sigmoid(np.clip(gx[:, :H] + h @ w_hh[:H].T + b_hh[:H], -clip, clip))
+                z = _sigmoid(np.clip(gx[:, H : 2 * H] + h @ w_hh[H : 2 * H].T + b_hh[H : 2 * H], -clip, clip))
+                if self.linear_before_reset:
+                    pre_n = gx[:, 2 * H :] + r * (h @ w_hh[2 * H :].T + b_hh[2 * H :])
+                else:
+                    pre_n = gx[:, 2 * H :] + (r * h) @ w_hh[2 * H :].T + b_hh[2 * H :]
+                n = np.tanh(np.clip(pre_n, -clip, clip))
+                h_new = (1.0 - z) * n + z * h
+                h = np.where(active[:, None], h_new, h)
+                out[t] = np.where(active[:, None], h_new, 0.0)
+        return out, h

@@ -70,6 +70,8 @@ cdef extern from "cell_kernels.h" nogil:
         const void *w_hr
         int input_size, hidden_size, out_size, narrow, input_forget
         double clip
+        const void *bias_hn
+        int split_step
     ctypedef struct lstm_rows:
         const int *lengths
         int count
@@ -95,6 +97,8 @@ cdef extern from "cell_kernels.h" nogil:
                                   lstm_blocks, int) noexcept nogil
     ctypedef void (*lstm_proj_fn)(const lstm_layer *, const lstm_rows *, const void *, long, void *, long, int,
                                   lstm_blocks) noexcept nogil
+    ctypedef void (*lstm_finish_fn)(const lstm_layer *, const lstm_rows *, const void *, long, const lstm_state *,
+                                    int, lstm_blocks) noexcept nogil
     ctypedef struct lstm_kernel_table:
         const char *name
         int vector_bytes, tile_rows
@@ -102,11 +106,13 @@ cdef extern from "cell_kernels.h" nogil:
         lstm_cell_fn cell
         lstm_step_fn step
         lstm_proj_fn proj
+        lstm_finish_fn finish
     const lstm_kernel_table *lstm_select_kernels(int cell_kind, int format, unsigned features)
     unsigned lstm_cpu_features()
     const char *lstm_feature_name(int bit)
     enum:
         LSTM_CELL_LSTM
+        LSTM_CELL_GRU
         LSTM_FORMAT_F32
         LSTM_FORMAT_F64
         LSTM_FORMAT_BF16
@@ -145,13 +151,15 @@ def feature_names():
     return names
 
 
-CELL_KINDS = {"lstm": LSTM_CELL_LSTM}
+CELL_KINDS = {"lstm": LSTM_CELL_LSTM, "gru": LSTM_CELL_GRU}
+# gate rows per unit, and whether the cell carries a cell state c besides h
+CELL_GATES = {"lstm": 4, "gru": 3}
 FORMATS = {"float32": LSTM_FORMAT_F32, "float64": LSTM_FORMAT_F64, "bf16": LSTM_FORMAT_BF16, "int8": LSTM_FORMAT_INT8}
 
 
 def kernel_table(str cell, str weight_format, unsigned features):
-    """The kernels a model of this cell kind ("lstm") and weight format ("float32", "float64", "bf16", "int8") is
-    packed for on a
+    """The kernels a model of this cell kind ("lstm", "gru") and weight format ("float32", "float64", "bf16",
+    "int8") is packed for on a
     CPU with these features: (name, vector_bytes, tile_rows), or None when no kernels exist for them."""
     if cell not in CELL_KINDS:
         raise ValueError(f"cell must be one of {sorted(CELL_KINDS)}, got {cell!r}")
@@ -181,6 +189,8 @@ cdef struct ModelInfo:
     int num_layers, num_directions, hidden_size, proj_size, out_size, block, num_blocks, num_proj_blocks
     int narrow_block     # index of the narrow last block (see cell_impl.h), or -1
     int is_double, reverse_only
+    int gates            # gate rows per unit: 4 (LSTM), 3 (GRU)
+    int has_c            # the state is (h, c) (LSTM); else h alone (GRU: the c buffers are the kernels' scratch)
     const lstm_kernel_table *kernels   # chosen when packed, from the cell kind, weight format and CPU features
     lstm_layer *dirs     # (num_layers * num_directions,): each layer-direction's packed weights and cell parameters
 
@@ -196,12 +206,12 @@ cdef class PackedModel:
 
     def __cinit__(self, str cell, str weight_format, unsigned features, int num_layers, int num_directions,
                   int hidden_size, int proj_size, bint narrow_last, double clip, bint input_forget,
-                  bint reverse_only, tuple arrays):
+                  bint reverse_only, tuple arrays, bint linear_before_reset=True):
         """The packed weights `arrays` (one (w_ih, w_hh, bias, peep or None, w_hr or None) per layer-direction, as
-        fastlstm._packing packs them for kernel_table(cell, weight_format, features); bf16 and int8 entries end with
-        the layer's input size) of a model of this shape;
-        its kernels are chosen here from the same three keys and kept: later changes to the feature cap do not
-        affect this model."""
+        fastlstm._packing packs them for kernel_table(cell, weight_format, features); a GRU's entries add a sixth,
+        b_hn packed or None; bf16 and int8 entries end with the layer's input size) of a model of this shape; its
+        kernels are chosen here from the same three keys and kept: later changes to the feature cap do not affect
+        this model. linear_before_reset: the GRU's n (without it, each step runs in two halves)."""
         info = kernel_table(cell, weight_format, features)
         if info is None:
             raise ValueError(f"no {cell} kernels for {weight_format} weights on CPU features {features:#x}")
@@ -221,6 +231,8 @@ cdef class PackedModel:
         self.info.narrow_block = self.info.num_blocks - 1 if narrow_last else -1
         self.info.is_double = weight_format == "float64"
         self.info.reverse_only = reverse_only
+        self.info.gates = CELL_GATES[cell]
+        self.info.has_c = cell == "lstm"
         self.arrays = arrays
         cdef int i
         cdef tuple entry
@@ -239,6 +251,8 @@ cdef class PackedModel:
             w.narrow = self.info.narrow_block
             w.clip = clip
             w.input_forget = input_forget
+            w.bias_hn = NULL if len(entry) < 6 or entry[5] is None else cnp.PyArray_DATA(entry[5])
+            w.split_step = cell == "gru" and not linear_before_reset
 
     def __dealloc__(self):
         free(self.info.dirs)
@@ -273,7 +287,7 @@ cdef class PackedModel:
 
 cdef long _chunk_steps(const ModelInfo *m, long T, long B) noexcept nogil:
     """Time steps per chunk of the input projection, so that a chunk of gx fits GX_CHUNK_BYTES."""
-    cdef long row_bytes = B * 4 * m.num_blocks * m.block * (8 if m.is_double else 4)
+    cdef long row_bytes = B * m.gates * m.num_blocks * m.block * (8 if m.is_double else 4)
     cdef long steps = GX_CHUNK_BYTES // row_bytes if row_bytes > 0 else T
     return max(1, min(T, steps))
 
@@ -285,15 +299,15 @@ cdef struct Sections:
 
 cdef Sections _plan_workspace(const ModelInfo *m, long T, long B) noexcept nogil:
     """Offsets of the workspace sections, each aligned. Per direction slot (one per direction, so that the
-    two directions of a layer can run at the same time): gx (T_chunk, B, 4Hp) input projection; h (2, B, ldh)
-    double-buffered hidden state; c (B, Hp) cell state; hc (B, Hp) pre-projection output. Then seq0/seq1
+    two directions of a layer can run at the same time): gx (T_chunk, B, gates*Hp) input projection; h (2, B, ldh)
+    double-buffered hidden state; c (B, Hp) cell state (a GRU's r * h); hc (B, Hp) pre-projection output. Then seq0/seq1
     (T, B, D*K), the outputs of inner layers; flags, one lstm_step_flag (64 bytes) per possible thread."""
     cdef Sections s
     cdef long Hp = m.num_blocks * m.block
     cdef long ldh = m.num_proj_blocks * m.block if m.proj_size > 0 else Hp
     cdef long seq = T * B * m.num_directions * m.out_size
     s.gx = 0
-    s.h = _aligned(s.gx + _chunk_steps(m, T, B) * B * 4 * Hp)
+    s.h = _aligned(s.gx + _chunk_steps(m, T, B) * B * m.gates * Hp)
     s.c = _aligned(s.h + 2 * B * ldh)
     s.hc = _aligned(s.c + B * Hp)
     s.slot = _aligned(s.hc + (B * Hp if m.proj_size > 0 else 0))
@@ -362,6 +376,7 @@ cdef inline long _aligned(long n) noexcept nogil:
 cdef struct Run:
     # shapes
     int T, B, H, Hp, K, ldh, P, V, num_blocks, num_proj_blocks, chunk
+    int gates                 # gate rows per unit (4 LSTM, 3 GRU)
     int ldb                   # rows of the batch in the arrays and buffers; B counts the rows this run computes
     int row_split             # each thread runs whole tiles of rows of the batch (see _thread_forward)
     int input_aliases_output  # x and out overlap (a stream fed its own output): wait until x is read
@@ -371,9 +386,9 @@ cdef struct Run:
     # workspace sections of direction slot 0 (slot 1 is slot_stride elements further); shared by the
     # threads of a direction, each touching only its own units, except h
     long slot_stride
-    void *gx                 # (chunk, B, 4Hp)
+    void *gx                 # (chunk, B, gates*Hp)
     void *h                  # (2, B, ldh) double-buffered
-    void *c                  # (B, Hp)
+    void *c                  # (B, Hp): the cell state, or a GRU's r * h
     void *hc                 # (B, Hp) or NULL
     lstm_team_barrier *barrier  # met by the whole team (a no-op outside a parallel region, or when NULL)
     lstm_step_flag *step_flags  # (team size,): steps finished by each thread, one cache line each
@@ -415,17 +430,18 @@ cdef int _meet(const Run *run, int tid, int first, int count, int steps, void **
 
 cdef int _direction(const Run *run, int slot, const lstm_layer *w, bint reverse,
                      const floating *x, long x_ts, long x_bs,           # IN READ-ONLY x[t, b] (I,)
-                     const floating *h0, const floating *c0,            # IN READ-ONLY (B, K), (B, H)
+                     const floating *h0, const floating *c0,            # IN READ-ONLY (B, K), (B, H) or NULL
                      floating *out, long out_ts, long out_bs,           # OUT out[t, b] (K,) of this direction
-                     floating *hn, floating *cn,                        # OUT (B, K), (B, H)
+                     floating *hn, floating *cn,                        # OUT (B, K), (B, H) or NULL
                      int j0, int j1, int q0, int q1, int tid, int first, int count,
                      int *steps_done, void **rerun_ws) noexcept nogil:
     """One thread's share of one layer in one direction: blocks [j0, j1) (and projection blocks [q0, q1)),
     using the buffers of direction slot ``slot``. Thread tid works with threads [first, first + count) on
-    this direction; steps_done counts the steps it has finished in this forward (the count it publishes).
+    this direction; steps_done counts the steps (and the halves of split steps) it has finished in this forward
+    (the count it publishes). c0 and cn are NULL for a cell without a cell state (GRU).
     Returns LSTM_WAIT_DONE, or the code of a wait that gave the team up (see _meet): the caller stops."""
     cdef int T = run.T, B = run.B, ldb = run.ldb, K = run.K, H = run.H, Hp = run.Hp, ldh = run.ldh, V = run.V
-    cdef long G = 4 * Hp, offset = slot * run.slot_stride
+    cdef long G = run.gates * Hp, offset = slot * run.slot_stride
     cdef floating *h_buf = <floating *> run.h + offset
     cdef floating *c = <floating *> run.c + offset
     cdef floating *hc = (<floating *> run.hc + offset) if run.hc != NULL else NULL
@@ -460,8 +476,9 @@ cdef int _direction(const Run *run, int slot, const lstm_layer *w, bint reverse,
     for b in range(B):
         for u in range(u0, u1):
             h_buf[b * ldh + u] = h0[b * K + u]
-        for u in range(cu0, cu1):
-            c[b * Hp + u] = c0[b * H + u]
+        if c0 != NULL:
+            for u in range(cu0, cu1):
+                c[b * Hp + u] = c0[b * H + u]
     code = _meet(run, tid, first, count, -1, rerun_ws)     # all of h_0 is in place before any thread reads it
     if code != LSTM_WAIT_DONE:
         return code
@@ -491,6 +508,13 @@ cdef int _direction(const Run *run, int slot, const lstm_layer *w, bint reverse,
                 run.kernels.step(w, &rows, &chunk, &state, blocks, run.descending)
             else:
                 run.kernels.cell(w, &rows, gx + (t - t_lo) * ldb * G, G, &state, t, blocks)
+            if w.split_step:                     # the second half, once the direction's first halves are all done
+                steps_done[0] += 1               # (a half step: each of the direction's threads counts it alike)
+                lstm_step_publish(run.step_flags, tid, steps_done[0])
+                code = _meet(run, tid, first, count, steps_done[0], rerun_ws)
+                if code != LSTM_WAIT_DONE:
+                    return code
+                run.kernels.finish(w, &rows, gx if fused else gx + (t - t_lo) * ldb * G, G, &state, t, blocks)
             if run.P > 0:
                 code = _meet(run, tid, first, count, -1, rerun_ws)    # all of hc is written
                 if code != LSTM_WAIT_DONE:
@@ -520,8 +544,9 @@ cdef int _direction(const Run *run, int slot, const lstm_layer *w, bint reverse,
     for b in range(B):
         for u in range(u0, u1):
             hn[b * K + u] = src[b * ldh + u]
-        for u in range(cu0, cu1):
-            cn[b * H + u] = c[b * Hp + u]
+        if cn != NULL:
+            for u in range(cu0, cu1):
+                cn[b * H + u] = c[b * Hp + u]
     return LSTM_WAIT_DONE
 
 
@@ -552,7 +577,7 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
         rows = run[0]
         rows.B = min(B, units * (tid + 1) // nt * unit) - b0
         rows.lengths = run.lengths + b0
-        rows.gx = <floating *> run.gx + b0 * 4 * run.Hp
+        rows.gx = <floating *> run.gx + b0 * run.gates * run.Hp
         rows.h = <floating *> run.h + b0 * run.ldh
         rows.c = <floating *> run.c + b0 * run.Hp
         rows.hc = (<floating *> run.hc + b0 * run.Hp) if run.hc != NULL else NULL
@@ -585,10 +610,10 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
             idx = layer * D + d
             reverse = d == 1 or m.reverse_only != 0
             code = _direction(run, d if split else 0, &m.dirs[idx], reverse, inp + b0 * x_bs, x_ts, x_bs,
-                              h0 + (idx * B + b0) * K, c0 + (idx * B + b0) * H,
+                              h0 + (idx * B + b0) * K, (c0 + (idx * B + b0) * H) if m.has_c else NULL,
                               dst + d * K + b0 * out_bs, out_ts, out_bs,
-                              hn + (idx * B + b0) * K, cn + (idx * B + b0) * H, j0, j1, q0, q1,
-                              tid, tid - sub_tid, sub_nt, &steps_done, &rerun_ws)
+                              hn + (idx * B + b0) * K, (cn + (idx * B + b0) * H) if m.has_c else NULL, j0, j1, q0,
+                              q1, tid, tid - sub_tid, sub_nt, &steps_done, &rerun_ws)
             if code != LSTM_WAIT_DONE:
                 break
         if code != LSTM_WAIT_DONE:
@@ -643,6 +668,7 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     run.ldh = m.num_proj_blocks * m.block if m.proj_size > 0 else run.Hp
     run.num_blocks = m.num_blocks
     run.num_proj_blocks = m.num_proj_blocks
+    run.gates = m.gates
     run.input_aliases_output = input_aliases_output
     run.descending = descending
     run.kernels = m.kernels
@@ -823,8 +849,8 @@ cdef class ForwardPlan:
     """The parts of a forward call that depend only on its layout and batch, not on T: zero initial states,
     the shapes of hx and h_n, thread counts. fastlstm.LSTM caches one per input shape without its time axis;
     run() then does the common call in one step from Python: an exact ndarray of numbers with this plan's
-    batch and input size and T >= 1 steps (batched or not), hx None or a pair of such arrays, lengths None or
-    B integers in [1, T] (batched calls).
+    batch and input size and T >= 1 steps (batched or not), hx None or a pair of such arrays (a GRU's: one such
+    array), lengths None or B integers in [1, T] (batched calls).
     """
     cdef readonly PackedModel packed
     cdef cnp.ndarray h0, c0
@@ -860,7 +886,8 @@ cdef class ForwardPlan:
         for i in range(self.ndim):
             self.x_dims[i], self.out_dims[i] = x_shape[i], out_shape[i]
             self.h_dims[i], self.c_dims[i] = h_shape[i], c_shape[i]
-        self.max_steps_rows = (<long long> 1 << 62) // max(packed.info.dirs[0].input_size, 4 * packed.info.hidden_size)
+        self.max_steps_rows = (<long long> 1 << 62) // max(packed.info.dirs[0].input_size,
+                                                            packed.info.gates * packed.info.hidden_size)
         self.thread_args, self.max_pooled = thread_args, max_pooled
         self.threads_override = self.threads_forked = self     # (never an actual setting: computed at first run)
 
@@ -868,8 +895,8 @@ cdef class ForwardPlan:
         """forward() of x with hx (None, or a tuple or list of two arrays) and lengths into new arrays, if this
         is a call the plan can run: x, hx and lengths as the class docstring says, and the model's weights still
         the plan's. Inputs of another dtype or layout are converted as the checked path converts them. Returns
-        (out, (h_n, c_n)), or None for any other call (the caller then takes the checked path). A workspace is
-        taken from the model's pool (or made) and put back if the pool has room."""
+        (out, (h_n, c_n)) (a GRU's: (out, h_n)), or None for any other call (the caller then takes the checked
+        path). A workspace is taken from the model's pool (or made) and put back if the pool has room."""
         cdef int nd = self.ndim, i
         if not cnp.PyArray_Check(x) or cnp.PyArray_NDIM(<cnp.ndarray> x) != nd or model._packed is not self.packed:
             return None
@@ -885,11 +912,15 @@ cdef class ForwardPlan:
         if x is None:
             return None
         cdef object h0 = self.h0, c0 = self.c0
+        cdef bint has_c = self.packed.info.has_c
         if hx is not None:
-            if not ((type(hx) is tuple or type(hx) is list) and len(hx) == 2):
+            if not has_c:
+                h0 = _plain_or_converted(hx, self.typenum, nd, self.h_dims)
+            elif not ((type(hx) is tuple or type(hx) is list) and len(hx) == 2):
                 return None
-            h0 = _plain_or_converted(hx[0], self.typenum, nd, self.h_dims)
-            c0 = _plain_or_converted(hx[1], self.typenum, nd, self.c_dims)
+            else:
+                h0 = _plain_or_converted(hx[0], self.typenum, nd, self.h_dims)
+                c0 = _plain_or_converted(hx[1], self.typenum, nd, self.c_dims)
             if h0 is None or c0 is None:
                 return None
         cdef int lens_on_stack[64]
@@ -925,7 +956,7 @@ cdef class ForwardPlan:
         finally:
             if len(workspaces) < self.max_pooled:
                 workspaces.append(workspace)
-        return out, (hn, cn)
+        return (out, (hn, cn)) if has_c else (out, hn)
 
 
 cdef class StreamCore:
@@ -950,7 +981,9 @@ cdef class StreamCore:
         dtype = np.dtype(model.dtype)
         self._model, self._threads, self._typenum = model, threads, dtype.num
         self._h = np.zeros((model.num_layers, batch_size, model.out_size), dtype)
-        self._c = np.zeros((model.num_layers, batch_size, model.hidden_size), dtype)
+        # a GRU has no cell state: an empty c, never read
+        self._c = np.zeros((model.num_layers, batch_size, model.hidden_size if len(model._cell.state) == 2 else 0),
+                           dtype)
         self._lengths = np.ones(batch_size, np.int32)
         self._x_dims[0], self._x_dims[1] = batch_size, model.input_size
         self._out_dims[0], self._out_dims[1] = batch_size, model.out_size

@@ -35,7 +35,7 @@
 #define CAT3_(a, b, c) a##b##c
 #define CAT3(a, b, c) CAT3_(a, b, c)
 
-/* ---- instantiations: each defines the table lstm_table_<SFX> ------------------------------------ */
+/* ---- instantiations: each defines the tables lstm_table_<SFX> and gru_table_<SFX> (gru_impl.h) ----- */
 
 /* batch rows per register tile of the gate kernel, per vector width (BT in cell_impl.h) */
 #define BT_128 2
@@ -51,7 +51,10 @@
 #define LANES 4
 #define SFX f32_base
 #define TABLE_NAME "lstm/f32/baseline"
+#define GRU_TABLE_NAME "gru/f32/baseline"
 #include "cell_impl.h"
+#include "gru_impl.h"
+#undef GRU_TABLE_NAME
 #undef REAL
 #undef IREAL
 #undef LANES
@@ -62,7 +65,10 @@
 #define LANES 2
 #define SFX f64_base
 #define TABLE_NAME "lstm/f64/baseline"
+#define GRU_TABLE_NAME "gru/f64/baseline"
 #include "cell_impl.h"
+#include "gru_impl.h"
+#undef GRU_TABLE_NAME
 #undef REAL
 #undef IREAL
 #undef LANES
@@ -81,7 +87,10 @@
 #define LANES 8
 #define SFX f32_avx2
 #define TABLE_NAME "lstm/f32/avx2"
+#define GRU_TABLE_NAME "gru/f32/avx2"
 #include "cell_impl.h"
+#include "gru_impl.h"
+#undef GRU_TABLE_NAME
 #undef REAL
 #undef IREAL
 #undef LANES
@@ -92,7 +101,10 @@
 #define LANES 4
 #define SFX f64_avx2
 #define TABLE_NAME "lstm/f64/avx2"
+#define GRU_TABLE_NAME "gru/f64/avx2"
 #include "cell_impl.h"
+#include "gru_impl.h"
+#undef GRU_TABLE_NAME
 #undef REAL
 #undef IREAL
 #undef LANES
@@ -110,7 +122,10 @@
 #define LANES 16
 #define SFX f32_avx512
 #define TABLE_NAME "lstm/f32/avx512"
+#define GRU_TABLE_NAME "gru/f32/avx512"
 #include "cell_impl.h"
+#include "gru_impl.h"
+#undef GRU_TABLE_NAME
 #undef REAL
 #undef IREAL
 #undef LANES
@@ -121,7 +136,10 @@
 #define LANES 8
 #define SFX f64_avx512
 #define TABLE_NAME "lstm/f64/avx512"
+#define GRU_TABLE_NAME "gru/f64/avx512"
 #include "cell_impl.h"
+#include "gru_impl.h"
+#undef GRU_TABLE_NAME
 #undef REAL
 #undef IREAL
 #undef LANES
@@ -287,30 +305,37 @@ static inline const char *lstm_feature_name(int bit) {
 /* Every instantiation: cell kind, weight format, the features it needs, its table; the best of a kind first. */
 #ifdef FASTLSTM_X86
 #define LSTM_WIDE_INSTANCES(X)                                                                                  \
-    X(LSTM_CELL_LSTM, LSTM_FORMAT_BF16, LSTM_NEEDS_AVX512 | LSTM_FEATURE_avx512_bf16, bf16_avx512)       \
-    X(LSTM_CELL_LSTM, LSTM_FORMAT_INT8, LSTM_NEEDS_AVX512 | LSTM_FEATURE_avx512_vnni, int8_avx512)       \
-    X(LSTM_CELL_LSTM, LSTM_FORMAT_BF16, LSTM_NEEDS_AVX2, bf16_avx2)                                             \
-    X(LSTM_CELL_LSTM, LSTM_FORMAT_INT8, LSTM_NEEDS_AVX2, int8_avx2)                                             \
-    X(LSTM_CELL_LSTM, LSTM_FORMAT_F32, LSTM_NEEDS_AVX512, f32_avx512)                                           \
-    X(LSTM_CELL_LSTM, LSTM_FORMAT_F64, LSTM_NEEDS_AVX512, f64_avx512)                                           \
-    X(LSTM_CELL_LSTM, LSTM_FORMAT_F32, LSTM_NEEDS_AVX2, f32_avx2)                                               \
-    X(LSTM_CELL_LSTM, LSTM_FORMAT_F64, LSTM_NEEDS_AVX2, f64_avx2)
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_BF16, LSTM_NEEDS_AVX512 | LSTM_FEATURE_avx512_bf16, lstm_table_bf16_avx512)       \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_INT8, LSTM_NEEDS_AVX512 | LSTM_FEATURE_avx512_vnni, lstm_table_int8_avx512)       \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_BF16, LSTM_NEEDS_AVX2, lstm_table_bf16_avx2)                                      \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_INT8, LSTM_NEEDS_AVX2, lstm_table_int8_avx2)                                      \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_F32, LSTM_NEEDS_AVX512, lstm_table_f32_avx512)                                    \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_F64, LSTM_NEEDS_AVX512, lstm_table_f64_avx512)                                    \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_F32, LSTM_NEEDS_AVX2, lstm_table_f32_avx2)                                        \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_F64, LSTM_NEEDS_AVX2, lstm_table_f64_avx2)                                        \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_F32, LSTM_NEEDS_AVX512, gru_table_f32_avx512)                                      \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_F64, LSTM_NEEDS_AVX512, gru_table_f64_avx512)                                      \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_F32, LSTM_NEEDS_AVX2, gru_table_f32_avx2)                                          \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_F64, LSTM_NEEDS_AVX2, gru_table_f64_avx2)
 #else
 #define LSTM_WIDE_INSTANCES(X)
 #endif
 #define LSTM_INSTANCES(X)                                                                                       \
     LSTM_WIDE_INSTANCES(X)                                                                                      \
-    X(LSTM_CELL_LSTM, LSTM_FORMAT_F32, 0u, f32_base)                                                            \
-    X(LSTM_CELL_LSTM, LSTM_FORMAT_F64, 0u, f64_base)                                                            \
-    X(LSTM_CELL_LSTM, LSTM_FORMAT_BF16, 0u, bf16_base)                                                           \
-    X(LSTM_CELL_LSTM, LSTM_FORMAT_INT8, 0u, int8_base)       
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_F32, 0u, lstm_table_f32_base)                                                     \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_F64, 0u, lstm_table_f64_base)                                                     \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_F32, 0u, gru_table_f32_base)                                                       \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_F64, 0u, gru_table_f64_base)                                                       \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_BF16, 0u, lstm_table_bf16_base)                                                   \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_INT8, 0u, lstm_table_int8_base)
 
 /* The kernels for a cell kind and weight format on a CPU with `features` (LSTM_FEATURE_* bits, possibly
    capped by the caller): the first instantiation of that kind and format whose needs the features meet, or
    NULL when there is none. */
 static inline const lstm_kernel_table *lstm_select_kernels(int cell_kind, int format, unsigned features) {
-#define LSTM_INSTANCE_MATCH(cell, fmt, needs, sfx)                                                              \
-    if (cell_kind == (cell) && format == (fmt) && ((needs) & ~features) == 0) return &CAT3(lstm_table, _, sfx);
+#define LSTM_INSTANCE_MATCH(cell, fmt, needs, table)                                                                \
+    if (cell_kind == (cell) && format == (fmt) && ((needs) & ~features) == 0)                                       \
+        return &table;
     LSTM_INSTANCES(LSTM_INSTANCE_MATCH)
 #undef LSTM_INSTANCE_MATCH
     return NULL;

@@ -14,7 +14,7 @@
 #define FASTLSTM_KERNEL_API_H
 
 /* cell kinds: the gates a step computes and the update that consumes them */
-enum { LSTM_CELL_LSTM = 0 };
+enum { LSTM_CELL_LSTM = 0, LSTM_CELL_GRU = 1 };
 
 /* weight formats: how a block of weights is stored and dotted; bf16 and int8 models (quant_impl.h) keep float32
    activations, rounded to the format inside the dot products */
@@ -42,6 +42,9 @@ typedef struct {
     int narrow;         /* index of the narrow last block of units, or -1 */
     double clip;        /* gate pre-activations clipped to [-clip, clip]; <= 0: no clipping */
     int input_forget;   /* f = 1 - i */
+    const void *bias_hn;   /* GRU: (NB, V) b_hn, kept inside the reset product (linear_before_reset), or NULL */
+    int split_step;     /* the cell kernel runs the first half of a step; once every thread of the direction has,
+                           the finish kernel the second (GRU without linear_before_reset: r * h of all units) */
 } lstm_layer;
 
 /* The rows of a batch a kernel computes: row b < count is active at step t while t < lengths[b]. */
@@ -59,7 +62,7 @@ typedef struct {
 typedef struct {
     const void *h;  /* (B, K) h_{t-1}, stride ldh */
     long ldh;
-    void *c;        /* (B, Hp) cell state, updated in place, stride ldc */
+    void *c;        /* (B, Hp) cell state, updated in place, stride ldc (a GRU: its r * h, see gru_impl.h) */
     long ldc;
     void *hout;     /* (B, Hp) h_t before any projection, stride ldo */
     long ldo;
@@ -80,7 +83,9 @@ typedef struct {
    cell   gates = gx + W_hh h, then the cell update in place, at step t (gx (B, NB*4V) stride ldg);
    step   one time step (T = 1): each block's input projection right before its cell update, blocks in
           descending order when `descending` (chunk: x rows and a gx scratch of one step);
-   proj   h_t = W_hr hc for the projection blocks at step t (hc (B, H) stride ldc; hout (B, NP*V) stride ldo). */
+   proj   h_t = W_hr hc for the projection blocks at step t (hc (B, H) stride ldc; hout (B, NP*V) stride ldo);
+   finish the second half of a split step t (layer->split_step), arguments as for cell; NULL in tables of cells
+          whose steps are never split. */
 #define LSTM_KERNEL_KINDS(X)                                                                                    \
     X(input, (const lstm_layer *layer, const lstm_rows *rows, const lstm_chunk *chunk, int t0, int nsteps,      \
               lstm_blocks blocks))                                                                              \
@@ -89,7 +94,9 @@ typedef struct {
     X(step, (const lstm_layer *layer, const lstm_rows *rows, const lstm_chunk *chunk, const lstm_state *state,  \
              lstm_blocks blocks, int descending))                                                               \
     X(proj, (const lstm_layer *layer, const lstm_rows *rows, const void *hc, long ldc, void *hout, long ldo,    \
-             int t, lstm_blocks blocks))
+             int t, lstm_blocks blocks))                                                                        \
+    X(finish, (const lstm_layer *layer, const lstm_rows *rows, const void *gx, long ldg,                         \
+               const lstm_state *state, int t, lstm_blocks blocks))
 
 #define LSTM_KERNEL_TYPEDEF(kind, params) typedef void (*lstm_##kind##_fn) params;
 LSTM_KERNEL_KINDS(LSTM_KERNEL_TYPEDEF)

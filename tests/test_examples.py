@@ -23,6 +23,7 @@ REQUIRES = {
     "from_keras.py": ["keras"],
     "from_onnx.py": ["onnx", "onnxruntime"],
     "save_load.py": [],
+    "gru.py": ["torch", "onnx", "onnxruntime"],
 }
 
 
