@@ -209,7 +209,8 @@ cdef class PackedModel:
                   bint reverse_only, tuple arrays, bint linear_before_reset=True):
         """The packed weights `arrays` (one (w_ih, w_hh, bias, peep or None, w_hr or None) per layer-direction, as
         fastlstm._packing packs them for kernel_table(cell, weight_format, features); a GRU's entries add a sixth,
-        b_hn packed or None; bf16 and int8 entries end with the layer's input size) of a model of this shape; its
+        b_hn packed or None; bf16 and int8 entries have None there and a seventh, the layer's input size) of a
+        model of this shape; its
         kernels are chosen here from the same three keys and kept: later changes to the feature cap do not affect
         this model. linear_before_reset: the GRU's n (without it, each step runs in two halves)."""
         info = kernel_table(cell, weight_format, features)
@@ -245,7 +246,7 @@ cdef class PackedModel:
             w.bias = cnp.PyArray_DATA(entry[2])
             w.peep = NULL if entry[3] is None else cnp.PyArray_DATA(entry[3])
             w.w_hr = NULL if entry[4] is None else cnp.PyArray_DATA(entry[4])
-            w.input_size = entry[5] if len(entry) > 5 else entry[0].shape[1]  # float formats: (NB, I, 4, V)
+            w.input_size = entry[6] if len(entry) > 6 else entry[0].shape[1]  # float formats: (NB, I, G, V)
             w.hidden_size = hidden_size
             w.out_size = self.info.out_size
             w.narrow = self.info.narrow_block
