@@ -4,6 +4,7 @@
 
 Any Keras backend works for the layer; fastlstm only reads its weights (kernel, recurrent_kernel, bias).
 The result is batch_first=True, like Keras. Keras' initial_state=[h, c] becomes hx=(h[None], c[None]).
+Bidirectional(LSTM(...)) with merge_mode="concat" (Keras' default) becomes a bidirectional LSTM.
 """
 import os
 
@@ -34,3 +35,11 @@ for name, ours, theirs in (("output", out, y), ("h", h_n[0], h), ("c", c_n[0], c
     print(f"max |fastlstm - keras ({keras.backend.backend()})| {name}: {d:.2e}")
     assert d < 2e-5, f"{name} differs from keras by {d}"
 print("fastlstm matches keras")
+
+# Bidirectional(LSTM): the backward layer's weights are the _reverse parameters, outputs side by side
+bi_layer = keras.layers.Bidirectional(keras.layers.LSTM(units, return_sequences=True), merge_mode="concat")
+bi_layer.build((None, None, features))
+bi = fastlstm.LSTM.from_keras(bi_layer)
+d = np.abs(bi(x)[0] - keras.ops.convert_to_numpy(bi_layer(x))).max()
+print(f"Bidirectional as {bi}: max |fastlstm - keras| output: {d:.2e}")
+assert d < 2e-5, f"Bidirectional output differs from keras by {d}"

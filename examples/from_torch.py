@@ -3,7 +3,9 @@
     python examples/from_torch.py
 
 No training: a randomly initialised torch LSTM stands in for a trained one. fastlstm keeps the module's
-configuration (layers, bidirectional, proj_size, batch_first, dtype) and gives the same numbers.
+configuration (layers, bidirectional, proj_size, batch_first, dtype) and gives the same numbers. A
+torch.nn.LSTMCell (plain or TorchScript, as in silero-vad's model) becomes a one-layer LSTM: one call runs the
+loop over time steps that a module's forward would write around the cell.
 """
 import numpy as np
 import torch
@@ -38,3 +40,16 @@ for name, d in diffs.items():
     print(f"max |fastlstm - torch| {name}: {d:.2e}")
     assert d < 2e-5, f"{name} differs from torch by {d}"
 print("fastlstm matches torch")
+
+# an nn.LSTMCell, stepped over time in Python by the module that holds it, is a one-layer LSTM
+cell = torch.nn.LSTMCell(16, 32).eval()
+seq = fastlstm.LSTM.from_torch(cell)  # time-major like the cell's loop: x is (time, batch, features)
+x_t = np.ascontiguousarray(x.transpose(1, 0, 2))
+h = c = torch.zeros(4, 32)
+with torch.inference_mode():
+    for step in torch.from_numpy(x_t):
+        h, c = cell(step, (h, c))
+out, (h_n, c_n) = seq(x_t)
+d = max(np.abs(h_n[0] - h.numpy()).max(), np.abs(c_n[0] - c.numpy()).max())
+print(f"LSTMCell as {seq}: max |fastlstm - stepped cell| {d:.2e}")
+assert d < 2e-5, f"the cell differs by {d}"

@@ -9,6 +9,7 @@
 FASTLSTM_ISA=avx2|baseline caps the CPU features the kernels use (default: the best this CPU has).
 """
 import os as _os
+from typing import Union
 
 try:
     from . import _kernels
@@ -34,12 +35,13 @@ from ._threads import get_num_threads, set_num_threads  # noqa: E402
 __version__ = "0.1.0"
 
 
-def load(path):
+def load(path: Union[str, "_os.PathLike[str]"]) -> Union[LSTM, GRU]:
     """Read a model written by ``LSTM.save(path)`` or ``GRU.save(path)`` (an LSTM or a GRU, as saved); never
     unpickles (a file holding a pickle: ValueError)."""
     from . import _interop
 
-    return _interop.load({"lstm": LSTM, "gru": GRU}, path)
+    model: Union[LSTM, GRU] = _interop.load({"lstm": LSTM, "gru": GRU}, path)
+    return model
 
 
 def openmp_enabled() -> bool:

@@ -1,5 +1,4 @@
-"""Command line: ``python -m fastlstm info`` and ``python -m fastlstm bench [--quick] [--threads N]
-[--plot FILE.png] [--json FILE]``."""
+"""The command line: python -m fastlstm info | bench [--quick] [--threads N] [--plot FILE.png] [--json FILE]."""
 from __future__ import annotations
 
 import argparse
@@ -11,8 +10,13 @@ import numpy as np
 
 from . import __version__, _cpu, _kernels, _threads, openmp_enabled
 
+DESCRIPTION = """\
+fastlstm runs trained LSTM networks on the CPU with torch.nn.LSTM's semantics, NumPy in and out.
+Run these commands from outside a source checkout (python -m imports the current directory first)."""
+
 
 def info() -> None:
+    """Print the version, the build (OpenMP), the CPU features and the kernels each model kind runs, the threads."""
     found = _kernels.cpu_features()
     print(f"fastlstm {__version__}")
     print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}")
@@ -29,23 +33,38 @@ def info() -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fastlstm", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    """Run the command line with `argv` (default: sys.argv[1:]); returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m fastlstm", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"fastlstm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{info,bench}")
     sub.add_parser("info", help="version, build (OpenMP), CPU features, the kernels each model kind runs, threads")
-    bench = sub.add_parser("bench", help="compare fastlstm with the reference and installed peers")
-    bench.add_argument("--quick", action="store_true", help="small shapes, a run of seconds")
-    bench.add_argument("--threads", type=int, default=None, help="threads for fastlstm and the peers")
-    bench.add_argument("--plot", metavar="FILE.png", default=None, help="draw the speed-ups (needs matplotlib)")
-    bench.add_argument("--json", metavar="FILE", default=None, help="write the measurements as JSON")
+    bench = sub.add_parser(
+        "bench",
+        help="time fastlstm against the installed peers (torch, onnxruntime) and the NumPy reference",
+        description="Time fastlstm against the installed peers and the NumPy reference on built-in shapes: a "
+        "summary first (speed ratio and agreement per peer), then the details per shape.",
+    )
+    bench.add_argument("--quick", action="store_true", help="fewer and smaller shapes: a run of seconds")
+    bench.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="threads for fastlstm and the peers (default: fastlstm's own setting)")
+    bench.add_argument("--plot", metavar="FILE.png", default=None,
+                       help="draw the speed-ups to this PNG file (needs matplotlib)")
+    bench.add_argument("--json", metavar="FILE", default=None, help="write the measurements to this JSON file")
     args = parser.parse_args(argv)
     if args.command == "info":
         info()
-    else:
-        from . import _bench
+        return 0
+    from . import _bench
 
-        if args.threads is not None and args.threads < 1:
-            parser.error("--threads must be >= 1")
-        _bench.run(quick=args.quick, threads=args.threads, plot_path=args.plot, json_path=args.json)
+    if args.threads is not None and args.threads < 1:
+        bench.error(f"--threads must be >= 1, got {args.threads}")
+    try:
+        _bench.check_output_paths(args.plot, args.json)
+    except ValueError as exc:
+        bench.error(str(exc))
+    _bench.run(quick=args.quick, threads=args.threads, plot_path=args.plot, json_path=args.json)
     return 0
 
 

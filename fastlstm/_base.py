@@ -7,9 +7,14 @@ that the two can only differ in the arithmetic.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
 
 import numpy as np
+from numpy.typing import DTypeLike
+
+# what a forward call returns: output, (h_n, c_n)
+ForwardResult = Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]
+_Model = TypeVar("_Model", bound="LSTMBase")
 
 from ._cells import LSTM_CELL, CellKind
 
@@ -21,14 +26,14 @@ _INT_MAX = 2**31 - 1
 def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
-    value = int(value)
-    if value < minimum:
+    n = int(value)
+    if n < minimum:
         if minimum == 1:
-            raise ValueError(f"{name} must be greater than zero, got {value}")
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    if value > _INT_MAX:
-        raise ValueError(f"{name} must be at most {_INT_MAX}, got {value}")
-    return value
+            raise ValueError(f"{name} must be greater than zero, got {n}")
+        raise ValueError(f"{name} must be >= {minimum}, got {n}")
+    if n > _INT_MAX:
+        raise ValueError(f"{name} must be at most {_INT_MAX}, got {n}")
+    return n
 
 
 def _check_bool(name: str, value: Any) -> bool:
@@ -37,9 +42,9 @@ def _check_bool(name: str, value: Any) -> bool:
     return bool(value)
 
 
-def _model_dtype(dtype: Any) -> np.dtype:
+def _model_dtype(dtype: Any) -> np.dtype[Any]:
     try:
-        dt = np.dtype(dtype)
+        dt: np.dtype[Any] = np.dtype(dtype)
     except TypeError as exc:
         raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from exc
     if dt not in _SUPPORTED_DTYPES:
@@ -66,7 +71,10 @@ def _as_numeric_array(name: str, value: Any) -> np.ndarray:
     try:
         arr = np.asarray(value)
     except ValueError as exc:  # ragged nested sequences
-        raise ValueError(f"{name} must be a rectangular array of numbers: {exc}") from exc
+        hint = ""
+        if name == "input":
+            hint = " To run sequences of different lengths in one call, pad them to the longest and pass lengths=."
+        raise ValueError(f"{name} must be a rectangular array of numbers ({exc}).{hint}") from exc
     if arr.dtype.kind not in "iuf":
         raise TypeError(
             f"{name} must hold integers or floats, got dtype {arr.dtype}"
@@ -75,14 +83,36 @@ def _as_numeric_array(name: str, value: Any) -> np.ndarray:
     return arr
 
 
+# Attributes fixed at construction: the parameters' shapes and the packed weights follow from them.
+CONFIG_ATTRIBUTES = frozenset({
+    "input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional", "proj_size", "dtype",
+    "peepholes", "clip", "input_forget", "direction", "num_directions", "out_size",
+})
+
+
 class LSTMBase:
     """Configuration and parameters of a (possibly stacked, bidirectional, projected) LSTM.
 
     Subclasses implement ``_forward_validated`` and may react to parameter changes in
-    ``_parameters_changed``.
+    ``_parameters_changed``. The configuration is read-only (see CONFIG_ATTRIBUTES); the parameters are
+    read-only arrays that may be replaced as a whole (attribute assignment, load_state_dict).
     """
 
     _cell: CellKind = LSTM_CELL
+
+    # set once by __init__ (through object.__setattr__: __setattr__ refuses them)
+    _input_size: int
+    _hidden_size: int
+    _num_layers: int
+    _bias: bool
+    _batch_first: bool
+    _proj_size: int
+    _direction: str
+    _dtype: np.dtype[Any]
+    _peepholes: bool
+    _clip: Optional[float]
+    _input_forget: bool
+    _params: Dict[str, np.ndarray]  # by torch's names, read-only arrays; replaced as a whole by _set_parameters
 
     def __init__(
         self,
@@ -94,46 +124,112 @@ class LSTMBase:
         batch_first: bool = False,
         bidirectional: bool = False,
         proj_size: int = 0,
-        dtype: Any = np.float32,
+        dtype: DTypeLike = np.float32,
         seed: Optional[int] = None,
         peepholes: bool = False,
         clip: Optional[float] = None,
         input_forget: bool = False,
         direction: Optional[str] = None,
     ) -> None:
-        self.input_size = _check_int("input_size", input_size, 1)
-        self.hidden_size = _check_int("hidden_size", hidden_size, 1)
-        self.num_layers = _check_int("num_layers", num_layers, 1)
-        self.bias = _check_bool("bias", bias)
-        self.batch_first = _check_bool("batch_first", batch_first)
-        bidirectional = _check_bool("bidirectional", bidirectional)
+        hidden_size = _check_int("hidden_size", hidden_size, 1)
         if isinstance(proj_size, (bool, np.bool_)) or not isinstance(proj_size, numbers.Integral) or proj_size < 0:
             raise ValueError("proj_size should be a positive integer or zero to disable projections")
-        self.proj_size = int(proj_size)
-        if self.proj_size >= self.hidden_size:
+        if proj_size >= hidden_size:
             raise ValueError("proj_size has to be smaller than hidden_size")
+        bidirectional = _check_bool("bidirectional", bidirectional)
         if direction is None:
             direction = "bidirectional" if bidirectional else "forward"
         elif direction not in ("forward", "reverse", "bidirectional"):
             raise ValueError(f"direction must be 'forward', 'reverse' or 'bidirectional', got {direction!r}")
         elif bidirectional and direction != "bidirectional":
             raise ValueError(f"bidirectional=True contradicts direction={direction!r}")
-        self.direction = direction
-        self.bidirectional = direction == "bidirectional"
-        self.dtype = _model_dtype(dtype)
-        self.peepholes = _check_bool("peepholes", peepholes)
-        self.input_forget = _check_bool("input_forget", input_forget)
         if clip is not None:
             if isinstance(clip, (bool, np.bool_)) or not isinstance(clip, numbers.Real):
                 raise TypeError(f"clip should be a number or None, got: {type(clip).__name__}")
             if not (np.isfinite(clip) and clip > 0):
                 raise ValueError(f"clip must be a positive finite number or None, got {clip}")
             clip = float(clip)
-        self.clip = clip
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise TypeError(f"seed should be an int or None, got: {type(seed).__name__}")
-        object.__setattr__(self, "_params", {})
+        config: Dict[str, Any] = dict(
+            _input_size=_check_int("input_size", input_size, 1),
+            _hidden_size=hidden_size,
+            _num_layers=_check_int("num_layers", num_layers, 1),
+            _bias=_check_bool("bias", bias),
+            _batch_first=_check_bool("batch_first", batch_first),
+            _proj_size=int(proj_size),
+            _direction=direction,
+            _dtype=_model_dtype(dtype),
+            _peepholes=_check_bool("peepholes", peepholes),
+            _clip=clip,
+            _input_forget=_check_bool("input_forget", input_forget),
+            _params={},
+        )
+        for name, value in config.items():
+            object.__setattr__(self, name, value)
         self._init_parameters(seed)
+
+    # ---- configuration (read-only) ------------------------------------------------------------
+
+    @property
+    def input_size(self) -> int:
+        """I: the size of x_t."""
+        return self._input_size
+
+    @property
+    def hidden_size(self) -> int:
+        """H: the number of units (the size of c)."""
+        return self._hidden_size
+
+    @property
+    def num_layers(self) -> int:
+        """Stacked layers, each feeding its output sequence to the next."""
+        return self._num_layers
+
+    @property
+    def bias(self) -> bool:
+        """Whether the layers have the biases ``bias_ih_l{k}`` and ``bias_hh_l{k}``."""
+        return self._bias
+
+    @property
+    def batch_first(self) -> bool:
+        """Whether batched input and output are (B, T, ...) rather than (T, B, ...)."""
+        return self._batch_first
+
+    @property
+    def bidirectional(self) -> bool:
+        """Whether each layer also runs from the end of the sequence (``direction == "bidirectional"``)."""
+        return self._direction == "bidirectional"
+
+    @property
+    def direction(self) -> str:
+        """"forward", "reverse" (one pass from the end, from ONNX) or "bidirectional"."""
+        return self._direction
+
+    @property
+    def proj_size(self) -> int:
+        """P: the size h is projected to by ``weight_hr_l{k}`` (0: no projection)."""
+        return self._proj_size
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """float32 or float64: the parameters', the computation's and the results' dtype."""
+        return self._dtype
+
+    @property
+    def peepholes(self) -> bool:
+        """Whether the gates i, f and o also look at the cell state (ONNX's P, ``weight_ph_l{k}``)."""
+        return self._peepholes
+
+    @property
+    def clip(self) -> Optional[float]:
+        """Every gate pre-activation is clipped to [-clip, clip] (None: no clipping)."""
+        return self._clip
+
+    @property
+    def input_forget(self) -> bool:
+        """Whether the forget gate is coupled to the input gate: f = 1 - i."""
+        return self._input_forget
 
     # ---- derived sizes ------------------------------------------------------------------------
 
@@ -193,8 +289,9 @@ class LSTMBase:
     def _parameters_changed(self) -> None:
         """Hook for subclasses (fastlstm.LSTM repacks its weights here)."""
 
-    def __getattr__(self, name: str) -> Any:
-        params = self.__dict__.get("_params")
+    def __getattr__(self, name: str) -> np.ndarray:
+        """The parameters, by torch's names (``lstm.weight_ih_l0``): read-only arrays."""
+        params: Optional[Dict[str, np.ndarray]] = self.__dict__.get("_params")
         if params is not None and name in params:
             return params[name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
@@ -203,6 +300,12 @@ class LSTMBase:
         params = self.__dict__.get("_params")
         if params is not None and name in params:
             self._set_parameters({name: self._convert_param(name, value, params[name].shape)})
+        elif name in CONFIG_ATTRIBUTES:
+            raise AttributeError(
+                f"{type(self).__name__}.{name} is read-only (this model was built with {name}="
+                f"{getattr(self, name)!r} and its weights follow from it): for another configuration, construct a "
+                f"new {type(self).__name__} with the {name} you want and give it weights with load_state_dict()"
+            )
         else:
             object.__setattr__(self, name, value)
 
@@ -289,58 +392,47 @@ class LSTMBase:
     # ---- loaders ------------------------------------------------------------------------------
 
     @classmethod
-    def from_torch(cls, module: Any) -> "LSTMBase":
-        """Build from a ``torch.nn.LSTM``: same configuration, batch_first, dtype and weights.
+    def from_torch(cls: Type[_Model], module: Any) -> _Model:
+        """Build from a ``torch.nn.LSTM`` (same configuration, batch_first, dtype and weights) or a
+        ``torch.nn.LSTMCell`` (a one-layer LSTM).
 
         torch is imported only here. float16/bfloat16 modules: ValueError (convert them first).
         """
-        import torch  # noqa: F401  (only to fail clearly when absent)
+        from . import _interop
 
-        if not isinstance(module, torch.nn.LSTM):
-            raise TypeError(f"from_torch expects a torch.nn.LSTM, got {type(module).__name__}")
-        weight = module.weight_ih_l0
-        dtype = {torch.float32: np.float32, torch.float64: np.float64}.get(weight.dtype)
-        if dtype is None:
-            raise ValueError(f"from_torch: dtype must be torch.float32 or torch.float64, got {weight.dtype}")
-        model = cls(
-            module.input_size,
-            module.hidden_size,
-            module.num_layers,
-            bias=module.bias,
-            batch_first=module.batch_first,
-            bidirectional=module.bidirectional,
-            proj_size=module.proj_size,
-            dtype=dtype,
-        )
-        with torch.no_grad():
-            state = {name: t.detach().cpu().numpy() for name, t in module.state_dict().items()}
-        model.load_state_dict(state)
+        model: _Model = _interop.from_torch(cls, module)
         return model
 
     @classmethod
-    def from_keras(cls, layer_or_weights: Any) -> "LSTMBase":
-        """Build from a Keras 3 ``LSTM`` layer or its ``get_weights()`` list; returns batch_first=True.
+    def from_keras(cls: Type[_Model], layer_or_weights: Any) -> _Model:
+        """Build from a Keras 3 ``LSTM`` layer, ``Bidirectional(LSTM(...))`` (merge_mode "concat") or an LSTM's
+        ``get_weights()`` list; returns batch_first=True.
 
         kernel (I, 4H), recurrent_kernel (H, 4H), bias (4H,), gate order i, f, c, o. Activations other
         than tanh / sigmoid raise ValueError naming them. keras is not imported.
         """
         from . import _interop
 
-        return _interop.from_keras(cls, layer_or_weights)
+        model: _Model = _interop.from_keras(cls, layer_or_weights)
+        return model
 
     @classmethod
-    def from_onnx(cls, model: Any, node: Any = None) -> "LSTMBase":
+    def from_onnx(cls: Type[_Model], model: Any, node: Any = None) -> _Model:
         """Build from an LSTM node of an ONNX model (``onnx.ModelProto`` or a path).
 
-        ``node``: None (the only LSTM node of the main graph), a node name, an index among the LSTM nodes, or
-        a NodeProto. W, R, B, P must be initializers, Constant outputs or Identity of those. Supported:
+        ``node``: a node name, an index among the LSTM nodes (the main graph's first, then those inside If/Loop
+        subgraphs), or a NodeProto; None takes the only LSTM node of the main graph (else the only one inside
+        its subgraphs), or a chain of LSTM nodes feeding one another as one stacked LSTM (a stacked torch
+        export). W, R, B, P must be initializers, Constant outputs, or constant-only chains (Identity,
+        Unsqueeze, Reshape, Squeeze, Transpose, Concat, Slice, Cast) on those. Supported:
         direction (lstm.direction), layout (1 gives batch_first=True), hidden_size, peepholes P, clip,
         input_forget. sequence_lens, initial_h and initial_c are runtime data: pass lengths= and hx=
         (note ONNX's Y is (T, D, B, H); ours is (T, B, D*H)).
         """
         from . import _interop
 
-        return _interop.from_onnx(cls, model, node)
+        loaded: _Model = _interop.from_onnx(cls, model, node)
+        return loaded
 
     def save(self, path: Any) -> None:
         """Write config and weights to exactly ``path``; ``fastlstm.load(path)`` reads it back bitwise.
@@ -353,7 +445,7 @@ class LSTMBase:
 
     # ---- calling ------------------------------------------------------------------------------
 
-    def __call__(self, x: Any, hx: Optional[Tuple[Any, Any]] = None, *, lengths: Any = None):
+    def __call__(self, x: Any, hx: Optional[Tuple[Any, Any]] = None, *, lengths: Any = None) -> ForwardResult:
         """Run the LSTM over a sequence.
 
         Parameters
@@ -374,7 +466,7 @@ class LSTMBase:
 
     forward = __call__
 
-    def _forward_validated(self, call: "ValidatedCall"):
+    def _forward_validated(self, call: "ValidatedCall") -> ForwardResult:
         raise NotImplementedError
 
     def _validate_call(self, x: Any, hx: Any, lengths: Any) -> "ValidatedCall":
@@ -460,6 +552,7 @@ class ValidatedCall:
 
     __slots__ = ("x", "h0", "c0", "lengths", "batched", "T", "B")
 
-    def __init__(self, x, h0, c0, lengths, batched, T, B):
+    def __init__(self, x: np.ndarray, h0: Optional[np.ndarray], c0: Optional[np.ndarray],
+                 lengths: Optional[np.ndarray], batched: bool, T: int, B: int) -> None:
         self.x, self.h0, self.c0, self.lengths = x, h0, c0, lengths
         self.batched, self.T, self.B = batched, T, B

@@ -1,24 +1,39 @@
 """``python -m fastlstm bench``: fastlstm against the reference and the installed peers, in one run.
 
 For every built-in shape, all implementations get the same weights and input; their outputs are checked to
-agree, then they are timed in interleaved rounds (one call of each per round, so machine noise hits all
-alike) and the medians and ratios printed. Peers run as their users run them: torch under inference_mode,
-onnxruntime with one LSTM node per layer; all with the same thread count.
+agree, then they are timed in interleaved rounds (blocks of calls of each in turn, so machine noise hits all
+alike). The report opens with a summary (per peer: the median speed ratio and how closely the outputs
+agree), then a table per shape with the spread of the times. Peers run as their users run them: torch under
+inference_mode, onnxruntime with one LSTM node per layer; all with the same thread count. A number that
+cannot be right (a limit below what a row achieved, a peer far slower than in its own other rounds) is
+replaced by a warning.
 """
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import importlib.util
 import json
+import os
+import platform
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from . import _cpu, _peers, _probes, _threads
+from . import __version__, _cpu, _peers, _probes, _threads
 from ._lstm import LSTM
 from ._packing import _aligned_empty
 from .reference import LSTM as ReferenceLSTM
+
+PEERS = ("onnxruntime", "torch")  # compared when installed, in this order
+# A row that ran faster than this multiple of a measured limit shows that the probe was disturbed.
+LIMIT_SLACK = 1.25
+# A runner whose median call is this many times slower than its fastest round was disturbed (or stalled).
+ROUND_SPREAD_LIMIT = 100.0
+# Largest |fastlstm - peer| of the outputs that counts as agreement (float32, the DESIGN's torch tolerance).
+AGREEMENT = 2e-5
 
 
 @dataclass
@@ -80,6 +95,18 @@ QUICK_SHAPES = [Shape(1, 1, 128, 128, streaming=True), Shape(100, 1, 32, 70), Sh
 
 
 @dataclass
+class Timing:
+    """Seconds per call of one implementation over a row's interleaved rounds."""
+
+    median: float
+    q25: float  # 25th and 75th percentiles of the calls
+    q75: float
+    fastest_round: float  # median call of its fastest and slowest round (block of calls)
+    slowest_round: float
+    calls: int
+
+
+@dataclass
 class Row:
     shape: str
     gflop: float
@@ -89,16 +116,39 @@ class Row:
     handoffs: int = 0  # time steps handed from thread to thread on the critical path (_probes.step_handoffs)
     handoff_us: float = 0.0  # this machine handing one step between those threads (handoff_probe)
     median_ms: Dict[str, float] = field(default_factory=dict)
+    spread_ms: Dict[str, Tuple[float, float]] = field(default_factory=dict)  # 25th-75th percentile of the calls
+    fastest_round_ms: Dict[str, float] = field(default_factory=dict)  # median call of the fastest round
     max_abs_diff: Dict[str, float] = field(default_factory=dict)
-
 
 
 def probe_isa() -> str:
     """The instruction set of the float32 LSTM kernels models are packed for now: the probes run on it."""
     return _cpu.kernels_for("lstm", np.dtype(np.float32))[0].rsplit("/", 1)[1]
 
+
 def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
+
+
+def version_of(distribution: str) -> str:
+    """The installed version of a distribution, or "" when its metadata is absent."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what the platform module knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "cpu model") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 # Pause before each block of calls. Measured on the 2-core test machine (T=100, B=1, I=128, H=256, 2 layers,
@@ -107,32 +157,45 @@ def installed(module: str) -> bool:
 PAUSE_S = 0.05
 
 
-def time_interleaved(runners: Dict[str, Callable[[], object]], seconds: float, min_rounds: int) -> Dict[str, float]:
-    """Median seconds of one call of each runner, over rotating blocks of calls.
+def time_rounds(runners: Dict[str, Callable[[], object]], seconds: float, min_rounds: int) -> Dict[str, Timing]:
+    """Times of one call of each runner, over rotating blocks of calls.
 
     Runners take turns in blocks of about 50 ms (A A A B B B C C C A A A ...), so slow drifts of the machine
     hit all alike. Before each block the bench pauses for PAUSE_S and makes one uncounted call: the previous
     runner's thread pool may still be spinning on the cores (onnxruntime's and torch's do, for a while after
     each call), and a team of threads that meets every step cannot run beside it.
     """
-    samples: Dict[str, List[float]] = {name: [] for name in runners}
+    rounds: Dict[str, List[List[float]]] = {name: [] for name in runners}
     blocks: Dict[str, int] = {}
     for name, run in runners.items():
         t0 = time.perf_counter()
         run()
         blocks[name] = int(min(200, max(3, 0.05 / max(time.perf_counter() - t0, 1e-7))))
     start = time.perf_counter()
-    rounds = 0
-    while min(len(s) for s in samples.values()) < min_rounds or (time.perf_counter() - start < seconds and rounds < 500):
+    n = 0
+    while n < min_rounds or (time.perf_counter() - start < seconds and n < 500):
         for name, run in runners.items():
             time.sleep(PAUSE_S)
             run()
+            block = []
             for _ in range(blocks[name]):
                 t0 = time.perf_counter()
                 run()
-                samples[name].append(time.perf_counter() - t0)
-        rounds += 1
-    return {name: float(np.median(s)) for name, s in samples.items()}
+                block.append(time.perf_counter() - t0)
+            rounds[name].append(block)
+        n += 1
+    timings = {}
+    for name, blocks_of_calls in rounds.items():
+        calls = np.concatenate(blocks_of_calls)
+        round_medians = [float(np.median(b)) for b in blocks_of_calls]
+        q25, median, q75 = (float(q) for q in np.percentile(calls, [25, 50, 75]))
+        timings[name] = Timing(median, q25, q75, min(round_medians), max(round_medians), int(calls.size))
+    return timings
+
+
+def time_interleaved(runners: Dict[str, Callable[[], object]], seconds: float, min_rounds: int) -> Dict[str, float]:
+    """Median seconds of one call of each runner, timed as time_rounds does."""
+    return {name: t.median for name, t in time_rounds(runners, seconds, min_rounds).items()}
 
 
 def bench_shape(shape: Shape, threads: int, seconds: float, with_reference: bool) -> Row:
@@ -154,8 +217,8 @@ def bench_shape(shape: Shape, threads: int, seconds: float, with_reference: bool
     for name, run in runners.items():
         if name != "fastlstm":
             row.max_abs_diff[name] = float(np.max(np.abs(run(x) - ours), initial=0.0))
-    calls = {n: (lambda r=r: r(x)) for n, r in runners.items()}
-    finish_row(row, time_interleaved({**calls, **probes.calls}, seconds, min_rounds=5), probes)
+    calls: Dict[str, Callable[[], object]] = {n: functools.partial(r, x) for n, r in runners.items()}
+    finish_row(row, time_rounds({**calls, **probes.calls}, seconds, min_rounds=5), probes)
     return row
 
 
@@ -176,8 +239,8 @@ def bench_step(shape: Shape, threads: int, seconds: float) -> Row:
             row.max_abs_diff[name] = float(np.max(np.abs(np.stack([step(x) for x in xs]) - ours)))
     steppers["fastlstm"] = lambda a: stream.step(a, out=out)
     x0 = xs[0]
-    calls = {n: (lambda s=s: s(x0)) for n, s in steppers.items()}
-    finish_row(row, time_interleaved({**calls, **probes.calls}, seconds, min_rounds=50), probes)
+    calls: Dict[str, Callable[[], object]] = {n: functools.partial(s, x0) for n, s in steppers.items()}
+    finish_row(row, time_rounds({**calls, **probes.calls}, seconds, min_rounds=50), probes)
     return row
 
 
@@ -220,20 +283,25 @@ def new_row(shape: Shape, model: LSTM, threads: int) -> Tuple[Row, LimitProbes]:
     return row, probes
 
 
-def finish_row(row: Row, medians: Dict[str, float], probes: LimitProbes) -> None:
-    """Fill the row from the median seconds per call of its implementations and its probes."""
-    row.median_ms = {name: 1e3 * t for name, t in medians.items() if name not in probes.calls}
-    row.read_gbps = probes.read_bytes / medians["read probe"] / 1e9
+def finish_row(row: Row, timings: Dict[str, Timing], probes: LimitProbes) -> None:
+    """Fill the row from the times per call of its implementations and its probes."""
+    for name, t in timings.items():
+        if name not in probes.calls:
+            row.median_ms[name] = 1e3 * t.median
+            row.spread_ms[name] = (1e3 * t.q25, 1e3 * t.q75)
+            row.fastest_round_ms[name] = 1e3 * t.fastest_round
+    row.read_gbps = probes.read_bytes / timings["read probe"].median / 1e9
     if "handoff probe" in probes.calls:
-        row.handoff_us = 1e6 * medians["handoff probe"] / probes.handoff_steps
+        row.handoff_us = 1e6 * timings["handoff probe"].median / probes.handoff_steps
 
 
 def measure_fma_gflops(threads: int) -> float:
     """This machine's arithmetic ceiling: GFLOP/s of independent float32 vector FMAs on `threads` threads with
     the kernels' instruction set (_probes.probe_fma). No matrix product, ours or a BLAS's, can beat it."""
     rounds = 100_000  # ~0.2 ms per call at 250 GFLOP/s per core
-    flops = _probes.probe_fma(rounds, threads, probe_isa())[1]
-    return flops / time_interleaved({"fma": lambda: _probes.probe_fma(rounds, threads, probe_isa())}, 0.3, 5)["fma"] / 1e9
+    isa = probe_isa()
+    flops = _probes.probe_fma(rounds, threads, isa)[1]
+    return flops / time_interleaved({"fma": lambda: _probes.probe_fma(rounds, threads, isa)}, 0.3, 5)["fma"] / 1e9
 
 
 def read_probe(nbytes: float, threads: int) -> Tuple[Callable[[], object], float]:
@@ -242,7 +310,7 @@ def read_probe(nbytes: float, threads: int) -> Tuple[Callable[[], object], float
     according to the size; and the bytes it reads."""
     granule = _probes.probe_read_granule()
     n = max(granule, int(nbytes) // 4 // granule * granule)
-    data = _aligned_empty((n,), np.float32)
+    data = _aligned_empty((n,), np.dtype(np.float32))
     data.fill(1.0)
     # >= ~32 MB per call (fewer measured up to 30% less on 4 MB: the call and its first pass weigh); an even
     # count, so that every call (forwards first) starts where the one before ended (backwards)
@@ -287,20 +355,92 @@ def limit_fraction(row: Row, fma_gflops: float) -> Tuple[float, str]:
     return bound_ms / row.median_ms["fastlstm"], bound
 
 
+def disturbed(row: Row, name: str) -> bool:
+    """Whether `name`'s median call on this row is implausibly slow: ROUND_SPREAD_LIMIT times its fastest round
+    or more (a stall of the machine or of the implementation's thread pool, not its speed)."""
+    fastest = row.fastest_round_ms.get(name)
+    return fastest is not None and row.median_ms[name] >= ROUND_SPREAD_LIMIT * fastest
+
+
+def ratio(row: Row, peer: str) -> Optional[float]:
+    """The peer's median time over fastlstm's on this row; None when absent or either time is disturbed."""
+    if peer not in row.median_ms or disturbed(row, peer) or disturbed(row, "fastlstm"):
+        return None
+    return row.median_ms[peer] / row.median_ms["fastlstm"]
+
+
+def fastest_row(rows: List[Row]) -> Tuple[Row, float]:
+    """The row with the most GFLOP/s, and its GFLOP/s."""
+    best = max(rows, key=lambda r: r.gflop / r.median_ms["fastlstm"])
+    return best, best.gflop / best.median_ms["fastlstm"] * 1e3
+
+
+def peak_plausible(rows: List[Row], fma_gflops: float) -> bool:
+    """Whether the FMA peak probe's result can be a limit: no row ran faster than LIMIT_SLACK times it."""
+    return fastest_row(rows)[1] <= LIMIT_SLACK * fma_gflops
+
+
+def warnings_for(rows: List[Row], fma_gflops: Optional[float]) -> List[str]:
+    """What cannot be right in these measurements, one sentence each (the table shows "?" there, or leaves the
+    % of limit out when the FMA peak itself cannot be right)."""
+    found = []
+    if fma_gflops and not peak_plausible(rows, fma_gflops):
+        best, achieved = fastest_row(rows)
+        found.append(f"the FMA peak probe measured {fma_gflops:.0f} GFLOP/s, but the row '{best.shape}' reached "
+                     f"{achieved:.0f}: the probe was slowed down (a busy machine?), so % of limit is not shown")
+        fma_gflops = None
+    for r in rows:
+        for name in r.median_ms:
+            if disturbed(r, name):
+                found.append(f"{r.shape}: {name}'s median call ({format_ms(r.median_ms[name])} ms) is "
+                             f"{r.median_ms[name] / r.fastest_round_ms[name]:.0f}x its fastest round's "
+                             f"({format_ms(r.fastest_round_ms[name])} ms): it stalled, its ratios are not shown")
+        if fma_gflops and not disturbed(r, "fastlstm"):
+            fraction, bound = limit_fraction(r, fma_gflops)
+            if fraction > LIMIT_SLACK:
+                found.append(f"{r.shape}: the row ran at {100 * fraction:.0f}% of its {bound} limit: a probe of "
+                             f"the limit was slowed down (read {r.read_gbps:.0f} GB/s"
+                             + (f", hand-off {1e3 * r.handoff_us:.0f} ns" if r.handoffs else "")
+                             + "), so its % of limit is not shown")
+    return found
+
+
+def format_ms(ms: float) -> str:
+    """Milliseconds with 3 significant digits (4 decimals below 0.01 ms, where calls take microseconds; no
+    exponent above 1000 ms)."""
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.3g}" if ms >= 0.01 else f"{ms:.4f}"
+
+
+def _shapes(n: int) -> str:
+    return f"{n} shape{'s' * (n != 1)}"
+
+
 def format_table(rows: List[Row], fma_gflops: Optional[float] = None) -> str:
-    peers = ["onnxruntime", "torch", "reference"]
-    present = [p for p in peers if any(p in r.median_ms for r in rows)]
+    """The details: per row, each implementation's median ms with the 25th-75th percentile of its calls, and
+    fastlstm's speed ratio over each other implementation ("?" where a number cannot be right)."""
+    present = [p for p in PEERS + ("reference",) if any(p in r.median_ms for r in rows)]
     head = ["shape", "fastlstm ms", "GFLOP/s", "weights GB/s"] + (["% of limit"] if fma_gflops else [])
     head += [f"{p} ms" for p in present] + [f"x vs {p}" for p in present]
     lines = [head]
+
+    def timing(r: Row, name: str) -> str:
+        if name not in r.median_ms:
+            return "-"
+        lo, hi = r.spread_ms.get(name, (r.median_ms[name], r.median_ms[name]))
+        cell = f"{format_ms(r.median_ms[name])} ({format_ms(lo)}-{format_ms(hi)})"
+        return cell + (" ?" if disturbed(r, name) else "")
+
     for r in rows:
         ours = r.median_ms["fastlstm"]
-        cells = [r.shape, f"{ours:.4f}", f"{r.gflop / ours * 1e3:.1f}", f"{r.weight_gb / ours * 1e3:.0f}"]
+        cells = [r.shape, timing(r, "fastlstm"), f"{r.gflop / ours * 1e3:.1f}", f"{r.weight_gb / ours * 1e3:.0f}"]
         if fma_gflops:
             fraction, bound = limit_fraction(r, fma_gflops)
-            cells.append(f"{100 * fraction:.0f}% {bound}")
-        cells += [f"{r.median_ms[p]:.4f}" if p in r.median_ms else "-" for p in present]
-        cells += [f"{r.median_ms[p] / ours:.2f}" if p in r.median_ms else "-" for p in present]
+            plausible = fraction <= LIMIT_SLACK and not disturbed(r, "fastlstm")
+            cells.append(f"{100 * fraction:.0f}% {bound}" if plausible else "?")
+        cells += [timing(r, p) for p in present]
+        for p in present:
+            x = ratio(r, p)
+            cells.append("-" if p not in r.median_ms else "?" if x is None else f"{x:.2f}")
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = []
@@ -311,26 +451,105 @@ def format_table(rows: List[Row], fma_gflops: Optional[float] = None) -> str:
     return "\n".join(out)
 
 
-def plot(rows: List[Row], path: str) -> None:
+def format_summary(rows: List[Row]) -> List[str]:
+    """Per implementation compared: fastlstm's median speed ratio over the rows (and their range), and the
+    largest difference of the outputs."""
+    lines = []
+    for name in PEERS + ("reference",):
+        diffs = [r.max_abs_diff[name] for r in rows if name in r.max_abs_diff]
+        if not diffs:
+            continue
+        agree = f"outputs agree within {max(diffs):.1e}"
+        if max(diffs) > AGREEMENT:
+            agree = f"outputs DISAGREE: max |difference| {max(diffs):.1e} > {AGREEMENT:.0e}"
+        if name == "reference":
+            lines.append(f"vs the NumPy reference: {agree} ({_shapes(len(diffs))})")
+            continue
+        ratios = [x for x in (ratio(r, name) for r in rows) if x is not None]
+        label = f"vs {name} {version_of(name)}".strip()
+        if not ratios:
+            lines.append(f"{label}: no plausible timing (see the warnings); {agree}")
+            continue
+        median = float(np.median(ratios))
+        speed = f"{median:.2f}x faster" if median >= 1 else f"{1 / median:.2f}x slower"
+        lines.append(f"{label}: fastlstm {speed} (median of {_shapes(len(ratios))}: {min(ratios):.2f}x to "
+                     f"{max(ratios):.2f}x); {agree}")
+    return lines
+
+
+def plot_title(threads: int) -> str:
+    return f"fastlstm {__version__} speed-up, float32 ({cpu_model()}, {threads} thread{'s' * (threads != 1)})"
+
+
+def plot(rows: List[Row], path: str, threads: int) -> bool:
+    """Draw fastlstm's speed-up over each installed peer per row (log scale) to `path`; False (and nothing
+    drawn) when no peer has a plausible ratio."""
+    fig = figure(rows, threads)
+    if fig is None:
+        return False
+    fig.savefig(path, dpi=120)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return True
+
+
+def figure(rows: List[Row], threads: int) -> Any:
+    """The matplotlib figure of fastlstm's speed-up over each peer per row, on a log scale, titled with the
+    machine and the thread count; None when no peer has a plausible ratio."""
+    peers = [p for p in PEERS if any(ratio(r, p) is not None for r in rows)]
+    if not peers:
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
-    peers = [p for p in ("onnxruntime", "torch") if any(p in r.median_ms for r in rows)]
-    fig, ax = plt.subplots(figsize=(10, 0.6 * len(rows) + 1.5))
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(rows) + 2))
     ys = np.arange(len(rows))
-    height = 0.8 / max(1, len(peers))
+    height = 0.8 / len(peers)
     for k, p in enumerate(peers):
-        ratios = [r.median_ms.get(p, np.nan) / r.median_ms["fastlstm"] for r in rows]
-        ax.barh(ys + k * height, ratios, height, label=f"{p} time / fastlstm time")
+        ratios = [ratio(r, p) for r in rows]
+        # bars from 1 (same speed): rightwards where fastlstm is faster, leftwards where it is slower
+        widths = [np.nan if x is None else x - 1.0 for x in ratios]
+        bars = ax.barh(ys + k * height, widths, height, left=1.0, label=f"vs {p} {version_of(p)}".rstrip())
+        for bar, x in zip(bars, ratios):
+            if x is not None:
+                right = x >= 1
+                ax.annotate(f"{x:.2f}x", (x, bar.get_y() + bar.get_height() / 2), va="center", fontsize=8,
+                            xytext=(3 if right else -3, 0), textcoords="offset points", ha="left" if right else "right")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
     ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_yticks(ys + height * (len(peers) - 1) / 2, [r.shape for r in rows])
+    ax.set_yticks(ys + height * (len(peers) - 1) / 2)
+    ax.set_yticklabels([r.shape for r in rows])
     ax.invert_yaxis()
-    ax.set_xlabel("speed-up of fastlstm (higher is better)")
+    ax.margins(x=0.15)
+    ax.set_xlabel("peer's time / fastlstm's time (log scale; > 1: fastlstm is faster)")
+    ax.set_title(plot_title(threads), fontsize=10)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    return fig
+
+
+def check_output_paths(plot_path: Optional[str], json_path: Optional[str]) -> None:
+    """Refuse, before anything runs, output paths that cannot be written: ValueError naming the option."""
+    for option, path in (("--plot", plot_path), ("--json", json_path)):
+        if path is None:
+            continue
+        directory = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise ValueError(f"{option}: {path!r} is a directory; give a file name")
+        if not os.path.isdir(directory):
+            raise ValueError(f"{option}: the directory {directory!r} does not exist")
+        if not os.access(directory, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+            raise ValueError(f"{option}: {path!r} is not writable")
+    if plot_path is not None:
+        if not plot_path.lower().endswith(".png"):
+            raise ValueError(f"--plot: the file name must end in .png, got {plot_path!r}")
+        if not installed("matplotlib"):
+            raise ValueError("--plot needs matplotlib: pip install matplotlib")
 
 
 def run(
@@ -339,44 +558,71 @@ def run(
     plot_path: Optional[str] = None,
     json_path: Optional[str] = None,
 ) -> List[Row]:
-    if plot_path is not None and not installed("matplotlib"):
-        raise SystemExit("--plot needs matplotlib: pip install matplotlib")
+    """Run the bench and print its report; SystemExit when the outputs disagree (ValueError for bad paths)."""
+    check_output_paths(plot_path, json_path)
     if threads is not None:
         _threads.set_num_threads(threads)
     n = _threads.get_num_threads()
     shapes = QUICK_SHAPES if quick else SHAPES
     seconds = 0.3 if quick else 2.0
-    missing = [p for p in ("torch", "onnxruntime") if not installed(p)]
-    print(f"fastlstm bench: float32, {n} thread(s), medians of interleaved rounds")
+    missing = [p for p in PEERS if not installed(p) or (p == "onnxruntime" and not installed("onnx"))]
+    machine = f"{cpu_model()}, {n} thread{'s' * (n != 1)}"
+    print(f"fastlstm {__version__} bench{' --quick' if quick else ''}: float32, {machine}; {_shapes(len(shapes))}")
     if missing:
-        print(f"(not installed, not compared: {', '.join(missing)})")
+        print(f"not installed, not compared: {', '.join(missing)}")
+        if plot_path and len(missing) == len(PEERS):
+            print("--plot: with no peer installed there is nothing to plot; no plot will be written")
     fma = measure_fma_gflops(n)
     sgemm = measure_sgemm_gflops()
-    print(f"measured FMA peak: {fma:.0f} GFLOP/s ({n} threads, {probe_isa()}); NumPy's sgemm: {sgemm:.0f}")
     rows = []
     for shape in shapes:
         with_reference = shape.T * shape.B * shape.H <= 100 * 4 * 256
         rows.append(bench_shape(shape, n, seconds, with_reference))
-        print(f"  {shape.name}: done", flush=True)
+        print(f"  measured {shape.name}", flush=True)
+    warnings = warnings_for(rows, fma)
+    peak_ok = peak_plausible(rows, fma)
     print()
-    print(format_table(rows, fma))
-    print("% of limit: the row's time at this machine's limit over its time. The limit is its FLOPs at the FMA")
-    print("peak or its weight bytes at the speed of reading a buffer of one step's weights, whichever is slower,")
-    print("plus, where the threads hand every step to each other, the measured cost of each hand-off.")
+    print("Summary")
+    for line in format_summary(rows):
+        print(f"  {line}")
+    if missing:
+        print(f"  not compared (not installed): {', '.join(missing)}")
+    if warnings:
+        print(f"  {len(warnings)} warning{'s' * (len(warnings) != 1)} below: numbers of this run that cannot be "
+              "right are left out (a busy machine?)")
     print()
-    print("max |fastlstm - peer| of the outputs:")
-    worst = 0.0
+    print("Details (times: median ms of the calls, with the 25th-75th percentile in brackets; x vs P: P's median")
+    print("time over fastlstm's)")
+    print(format_table(rows, fma if peak_ok else None))
+    if peak_ok:
+        print(f"% of limit: the row's time at this machine's limit over its time. The limit is its FLOPs at the "
+              f"FMA peak ({fma:.0f} GFLOP/s measured, {probe_isa()})")
+        print("or its weight bytes at the speed of reading a buffer of one step's weights, whichever is slower,")
+        print("plus, where the threads hand every step to each other, the measured cost of each hand-off.")
+    print(f"NumPy's sgemm, for comparison: {sgemm:.0f} GFLOP/s")
+    if warnings:
+        print()
+        print("Warnings")
+        for w in warnings:
+            print(f"  {w}")
+    print()
+    print("max |fastlstm - other| of the outputs:")
     for r in rows:
-        diffs = ", ".join(f"{p} {d:.1e}" for p, d in r.max_abs_diff.items())
-        print(f"  {r.shape}: {diffs}")
-        worst = max([worst] + list(r.max_abs_diff.values()))
+        print(f"  {r.shape}: " + ", ".join(f"{p} {d:.1e}" for p, d in r.max_abs_diff.items()))
     if json_path:
         with open(json_path, "w") as f:
-            summary = {"threads": n, "fma_gflops": fma, "sgemm_gflops": sgemm, "rows": [asdict(r) for r in rows]}
+            summary = {"version": __version__, "cpu": cpu_model(), "threads": n, "fma_gflops": fma,
+                       "sgemm_gflops": sgemm, "warnings": warnings, "rows": [asdict(r) for r in rows]}
             json.dump(summary, f, indent=2)
+        print(f"measurements written to {json_path}")
     if plot_path:
-        plot(rows, plot_path)
-        print(f"plot written to {plot_path}")
-    if worst > 2e-5:
-        raise SystemExit(f"outputs disagree: max abs difference {worst:.2e} > 2e-5")
+        if plot(rows, plot_path, n):
+            print(f"plot written to {plot_path}")
+        else:
+            print("no plot written: no installed peer has a plausible timing to compare with (pip install onnx "
+                  "onnxruntime, and torch's CPU build: pip install torch --index-url "
+                  "https://download.pytorch.org/whl/cpu)")
+    worst = max([0.0] + [d for r in rows for d in r.max_abs_diff.values()])
+    if worst > AGREEMENT:
+        raise SystemExit(f"outputs disagree: max abs difference {worst:.2e} > {AGREEMENT:.0e}")
     return rows

@@ -24,7 +24,8 @@ class CellKind:
 
     def folded_bias(self, b_ih: np.ndarray, b_hh: np.ndarray) -> np.ndarray:
         """The bias added to the input projection: b_ih + b_hh for a cell whose gates sum both (LSTM)."""
-        return b_ih + b_hh
+        folded: np.ndarray = b_ih + b_hh
+        return folded
 
 
 # torch.nn.LSTM: gates i, f, g (the candidate), o; state (h, c)

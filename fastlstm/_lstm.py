@@ -8,12 +8,13 @@ _kernels.ForwardPlan, which checks and converts them in C the same way (or hands
 from __future__ import annotations
 
 import threading
-from typing import Any, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type, cast
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from . import _cpu, _kernels, _packing, _threads
-from ._base import LSTMBase, ValidatedCall
+from ._base import ForwardResult, LSTMBase, ValidatedCall
 from ._stream import Stream
 
 __all__ = ["LSTM", "NativeModel"]
@@ -29,11 +30,37 @@ class NativeModel(LSTMBase):
     the forward through the native kernels and streaming. A subclass's cell kind (``_cell``) says whether its
     state is (h, c) or h alone; a cell other than the LSTM packs its own weights (``_parameters_changed``)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    _lock: threading.Lock
+    _workspaces: List[np.ndarray]  # free workspaces, taken and given back by the calls
+    _constants: Dict[Tuple[Any, ...], Any]  # zero states, full lengths and ForwardPlans by shape
+    _packed: _kernels.PackedModel
+    _state_sizes: Tuple[int, int, int, int]  # (L*D, H, H_out, D*H_out)
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bias: bool = True,
+        batch_first: bool = False,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        dtype: DTypeLike = np.float32,
+        seed: Optional[int] = None,
+        peepholes: bool = False,
+        clip: Optional[float] = None,
+        input_forget: bool = False,
+        direction: Optional[str] = None,
+    ) -> None:
         object.__setattr__(self, "_lock", threading.Lock())
         object.__setattr__(self, "_workspaces", [])
         object.__setattr__(self, "_constants", {})
-        super().__init__(*args, **kwargs)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional,
+            proj_size=proj_size, dtype=dtype, seed=seed, peepholes=peepholes, clip=clip,
+            input_forget=input_forget, direction=direction,
+        )
 
     # ---- packing ------------------------------------------------------------------------------
 
@@ -43,7 +70,7 @@ class NativeModel(LSTMBase):
         arrays = []
         for layer in range(self.num_layers):
             for sfx in self._suffixes():
-                name = lambda p: f"{p}_l{layer}{sfx}"  # noqa: E731
+                name: Callable[[str], str] = lambda p: f"{p}_l{layer}{sfx}"  # noqa: E731
                 if self.bias:
                     bias = cell.folded_bias(self._params[name("bias_ih")].astype(dtype), self._params[name("bias_hh")])
                 else:
@@ -93,7 +120,7 @@ class NativeModel(LSTMBase):
         if len(self._workspaces) < _MAX_POOLED_WORKSPACES:
             self._workspaces.append(ws)
 
-    def _cached(self, key: tuple, make) -> Any:
+    def _cached(self, key: Tuple[Any, ...], make: Callable[[], Any]) -> Any:
         """A cached value (zero states, full lengths), made read-only: steady-state calls allocate only their
         outputs."""
         value = self._constants.get(key)
@@ -108,13 +135,16 @@ class NativeModel(LSTMBase):
         """The last axis of c: hidden_size, or 0 for a cell without a cell state (the kernels get an empty c)."""
         return self.hidden_size if len(self._cell.state) == 2 else 0
 
-    def _zero_states(self, B: int) -> tuple:
-        """Cached read-only zero (h_0, c_0) for B rows, shaped (L*D, B, H_out) and (L*D, B, H) (c empty for a GRU)."""
+    def _zero_states(self, B: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Cached read-only zero (h_0, c_0) for B rows, shaped (L*D, B, H_out) and (L*D, B, H) (c empty for a
+        GRU)."""
         LD, _, K, _ = self._state_sizes
         C = self._c_size()
-        return self._cached(("state", B), lambda: (np.zeros((LD, B, K), self.dtype), np.zeros((LD, B, C), self.dtype)))
+        zeros: Tuple[np.ndarray, np.ndarray] = self._cached(
+            ("state", B), lambda: (np.zeros((LD, B, K), self.dtype), np.zeros((LD, B, C), self.dtype)))
+        return zeros
 
-    def _cache(self, key: tuple, value: Any) -> None:
+    def _cache(self, key: Tuple[Any, ...], value: Any) -> None:
         with self._lock:
             if len(self._constants) >= _MAX_CACHED_CONSTANTS:
                 self._constants.clear()
@@ -122,7 +152,7 @@ class NativeModel(LSTMBase):
 
     # ---- forward ------------------------------------------------------------------------------
 
-    def __call__(self, x: Any, hx: Optional[Any] = None, *, lengths: Any = None):
+    def __call__(self, x: Any, hx: Optional[Tuple[Any, Any]] = None, *, lengths: Any = None) -> ForwardResult:
         # The common call (an array, hx None or a pair of arrays, lengths None or B valid integers; see
         # ForwardPlan) in one native call once a call of the same batch and input size has been checked and its
         # plan cached.
@@ -131,7 +161,7 @@ class NativeModel(LSTMBase):
             plan = self._constants.get(("plan-bf", shape[0], shape[2]) if self.batch_first and len(shape) == 3
                                        else ("plan",) + shape[1:])
             if plan is not None:
-                result = plan.run(self, x, hx, lengths)
+                result: Optional[ForwardResult] = plan.run(self, x, hx, lengths)
                 if result is not None:
                     return result
         return super().__call__(x, hx, lengths=lengths)
@@ -139,7 +169,7 @@ class NativeModel(LSTMBase):
     __call__.__doc__ = LSTMBase.__call__.__doc__
     forward = __call__
 
-    def _forward_validated(self, call: ValidatedCall):
+    def _forward_validated(self, call: ValidatedCall) -> ForwardResult:
         dtype, packed = self.dtype, self._packed
         T, B = call.T, call.B
         LD, H, K, DK = self._state_sizes
@@ -174,9 +204,11 @@ class NativeModel(LSTMBase):
             self._make_plan(call, out.shape)  # for the next call of this shape
         if not call.batched:
             out, hn, cn = out.reshape(T, DK), hn.reshape(LD, K), cn.reshape(LD, C)
-        return (out, (hn, cn)) if has_c else (out, hn)
+        if not has_c:  # a GRU: (output, h_n), as fastlstm.GRU.__call__ says
+            return cast(ForwardResult, (out, hn))
+        return out, (hn, cn)
 
-    def _make_plan(self, call: ValidatedCall, out_shape: tuple) -> None:
+    def _make_plan(self, call: ValidatedCall, out_shape: Tuple[int, ...]) -> None:
         """Cache the ForwardPlan of call's layout and batch (all T) unless one for the current weights exists."""
         key = _plan_key(call.x.shape, self.batch_first)
         plan = self._constants.get(key)
@@ -184,13 +216,16 @@ class NativeModel(LSTMBase):
             return
         LD, H, K, DK = self._state_sizes
         B, T, C = call.B, call.T, self._c_size()
+        h_shape: Tuple[int, ...]
+        c_shape: Tuple[int, ...]
         if call.batched:
-            shapes = (call.x.shape, out_shape, (LD, B, K), (LD, B, C))
+            h_shape, c_shape = (LD, B, K), (LD, B, C)
         else:
-            shapes = (call.x.shape, (T, DK), (LD, K), (LD, C))
+            out_shape, h_shape, c_shape = (T, DK), (LD, K), (LD, C)
         thread_args = (H, K, B, self.num_directions, self.input_size)
-        self._cache(key, _kernels.ForwardPlan(self._packed, self.batch_first, *shapes, *self._zero_states(B),
-                                              thread_args, _MAX_POOLED_WORKSPACES))
+        h0, c0 = self._zero_states(B)
+        self._cache(key, _kernels.ForwardPlan(self._packed, self.batch_first, call.x.shape, out_shape, h_shape, c_shape,
+                                              h0, c0, thread_args, _MAX_POOLED_WORKSPACES))
 
     # ---- streaming ----------------------------------------------------------------------------
 
@@ -204,33 +239,57 @@ class NativeModel(LSTMBase):
 
     # ---- pickling -----------------------------------------------------------------------------
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Any, ...]:
         return (_rebuild, (type(self), self._config(), self.state_dict()))
 
 
 class LSTM(NativeModel):
-    """A stacked, optionally bidirectional and projected LSTM for CPU inference.
+    """A stacked, optionally bidirectional and projected LSTM for CPU inference, with torch.nn.LSTM's semantics.
 
-    ``fastlstm.LSTM(input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,
-    bidirectional=False, proj_size=0, dtype=np.float32, seed=None, peepholes=False, clip=None,
-    input_forget=False)``
-
-    Beyond torch, the ONNX LSTM's extras: ``peepholes`` adds parameters ``weight_ph_l{k}`` (3, H), rows
-    i, f, o; ``clip`` clips every gate pre-activation to [-clip, clip]; ``input_forget`` sets f = 1 - i.
+    Parameters
+    ----------
+    input_size : int
+        I, the size of each time step of x.
+    hidden_size : int
+        H, the number of units.
+    num_layers : int
+        Stacked layers, each feeding its output sequence to the next.
+    bias : bool
+        Whether the layers have biases ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
+    batch_first : bool
+        Batched input and output are (B, T, ...) instead of (T, B, ...); hx never is.
+    bidirectional : bool
+        Each layer also runs from the end of the sequence; outputs are concatenated.
+    proj_size : int
+        P > 0 projects h to size P with ``weight_hr_l{k}`` (P < H).
+    dtype : float32 or float64
+        The parameters', the computation's and the results' dtype.
+    seed : int or None
+        Parameters are drawn from uniform(-1/sqrt(H), 1/sqrt(H)), like torch, reproducibly from this seed.
+    peepholes, clip, input_forget
+        The ONNX LSTM's extras: ``peepholes`` adds parameters ``weight_ph_l{k}`` (3, H), rows i, f, o;
+        ``clip`` clips every gate pre-activation to [-clip, clip]; ``input_forget`` sets f = 1 - i.
+    direction : "forward", "reverse", "bidirectional" or None
+        None follows ``bidirectional``; "reverse" is a one-direction LSTM that runs from the end of each
+        sequence (as ONNX's direction="reverse"), with the plain ``_l{k}`` parameter names.
 
     Parameters are attributes with torch's names, shapes and gate order (i, f, g, o), e.g.
     ``weight_ih_l0`` (4H, I). They are read-only arrays: assign a new array to the attribute, or use
-    ``load_state_dict``, to change them (the packed copy the kernels read is rebuilt then).
+    ``load_state_dict``, to change them (the packed copy the kernels read is rebuilt then). The
+    configuration (``hidden_size``, ``batch_first``, ...) is read-only: for another one, construct a new
+    LSTM and ``load_state_dict`` into it.
+
+    Call it as ``output, (h_n, c_n) = lstm(x, hx=None, *, lengths=None)``.
     """
 
 
-def _plan_key(shape: tuple, batch_first: bool) -> tuple:
+def _plan_key(shape: Tuple[int, ...], batch_first: bool) -> Tuple[Any, ...]:
     """The key of the cached ForwardPlan for an input of this shape: the shape without its time axis (axis 1 of
-    a batch-first batch, else axis 0), and the layout (a model's batch_first may be changed between calls)."""
+    a batch-first batch, else axis 0), and the layout."""
     return ("plan-bf", shape[0], shape[2]) if batch_first and len(shape) == 3 else ("plan",) + shape[1:]
 
 
-def _rebuild(cls, config, state):
+def _rebuild(cls: Type[LSTM], config: Dict[str, Any], state: Dict[str, np.ndarray]) -> LSTM:
     model = cls(**config)
     model.load_state_dict(state)
     return model

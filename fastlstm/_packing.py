@@ -18,7 +18,7 @@ def block_width(dtype: np.dtype, cell: str = "lstm") -> int:
     return _cpu.kernels_for(cell, dtype)[1] // np.dtype(dtype).itemsize
 
 
-def _aligned_empty(shape, dtype) -> np.ndarray:
+def _aligned_empty(shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """Zeroed C-contiguous array whose data starts on a 64-byte boundary."""
     dtype = np.dtype(dtype)
     n = int(np.prod(shape))

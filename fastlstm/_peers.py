@@ -6,9 +6,11 @@ only when asked for.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
+
+from ._base import LSTMBase
 
 # ONNX gate order is i, o, f, c; torch's is i, f, g(=c), o
 TORCH_TO_ONNX_GATES = (0, 3, 1, 2)
@@ -20,7 +22,7 @@ def torch_to_onnx_gates(w: np.ndarray, hidden_size: int) -> np.ndarray:
     return np.concatenate(blocks, axis=0)
 
 
-def torch_module(model: Any):
+def torch_module(model: LSTMBase) -> Any:
     """A torch.nn.LSTM holding ``model``'s configuration and weights (forward or bidirectional)."""
     import torch
 
@@ -41,7 +43,7 @@ def torch_module(model: Any):
     return module.eval()
 
 
-def torch_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
+def torch_runner(model: LSTMBase, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
     import torch
 
     if threads is not None:
@@ -50,12 +52,12 @@ def torch_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.ndar
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return module(torch.from_numpy(x))[0].numpy()
+            return np.asarray(module(torch.from_numpy(x))[0].numpy())
 
     return run
 
 
-def onnx_model(model: Any, batch_first: bool = False):
+def onnx_model(model: LSTMBase, batch_first: bool = False) -> Any:
     """An ONNX graph of ``model``: one LSTM node per layer, all layers chained, input X, output Y.
 
     Projection (proj_size > 0) has no ONNX equivalent: ValueError.
@@ -118,7 +120,7 @@ def onnx_model(model: Any, batch_first: bool = False):
     return proto
 
 
-def ort_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
+def ort_runner(model: LSTMBase, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -129,29 +131,29 @@ def ort_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.ndarra
     session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
     def run(x: np.ndarray) -> np.ndarray:
-        return session.run(["Y"], {"X": x})[0]
+        return np.asarray(session.run(["Y"], {"X": x})[0])
 
     return run
 
 
-def torch_step_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
+def torch_step_runner(model: LSTMBase, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
     """One streaming step in torch: nn.LSTM on T=1 with the state carried in hx."""
     import torch
 
     if threads is not None:
         torch.set_num_threads(threads)
     module = torch_module(model)
-    state = {}
+    state: Dict[str, Any] = {}
 
     def step(x_t: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             y, state["hx"] = module(torch.from_numpy(x_t)[None], state.get("hx"))
-            return y[0].numpy()
+            return np.asarray(y[0].numpy())
 
     return step
 
 
-def ort_step_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
+def ort_step_runner(model: LSTMBase, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
     """One streaming step in onnxruntime: a one-node LSTM graph with the state as inputs and outputs."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
@@ -171,7 +173,9 @@ def ort_step_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.n
     node = helper.make_node(
         "LSTM", ["X", "W", "R", "B" if model.bias else "", "", "h", "c"], ["", "h_out", "c_out"], hidden_size=H
     )
-    io = lambda name, shape: helper.make_tensor_value_info(name, elem, shape)  # noqa: E731
+    def io(name: str, shape: List[Optional[int]]) -> Any:
+        return helper.make_tensor_value_info(name, elem, shape)
+
     graph = helper.make_graph(
         [node],
         "fastlstm_step_peer",
@@ -186,13 +190,14 @@ def ort_step_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.n
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    carried = {}
+    carried: Dict[str, np.ndarray] = {}
 
     def step(x_t: np.ndarray) -> np.ndarray:
         B = x_t.shape[0]
         if "h" not in carried:
             carried["h"] = carried["c"] = np.zeros((1, B, H), model.dtype)
         carried["h"], carried["c"] = session.run(None, {"X": x_t[None], "h": carried["h"], "c": carried["c"]})
-        return carried["h"][0]
+        h: np.ndarray = carried["h"][0]
+        return h
 
     return step

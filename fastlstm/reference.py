@@ -18,24 +18,49 @@ every path is tested against.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-from ._base import LSTMBase, ValidatedCall
+from ._base import ForwardResult, LSTMBase, ValidatedCall
 from ._gru import GRUBase
 
 __all__ = ["LSTM", "GRU"]
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
+    s: np.ndarray = 1.0 / (1.0 + np.exp(-z))
+    return s
 
 
 class LSTM(LSTMBase):
-    """Reference LSTM: same constructor, parameters, loaders and call as fastlstm.LSTM."""
+    """Reference LSTM: same constructor, parameters, loaders and call as fastlstm.LSTM (see its help)."""
 
-    def _forward_validated(self, call: ValidatedCall):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bias: bool = True,
+        batch_first: bool = False,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        dtype: DTypeLike = np.float32,
+        seed: Optional[int] = None,
+        peepholes: bool = False,
+        clip: Optional[float] = None,
+        input_forget: bool = False,
+        direction: Optional[str] = None,
+    ) -> None:
+        super().__init__(
+            input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional,
+            proj_size=proj_size, dtype=dtype, seed=seed, peepholes=peepholes, clip=clip,
+            input_forget=input_forget, direction=direction,
+        )
+
+    def _forward_validated(self, call: ValidatedCall) -> ForwardResult:
         T, B = call.T, call.B
         x = np.asarray(call.x, dtype=np.float64)
         if not call.batched:
@@ -63,11 +88,15 @@ class LSTM(LSTMBase):
             output, hn, cn = output[:, 0, :], hn[:, 0, :], cn[:, 0, :]
         elif self.batch_first:
             output = output.transpose(1, 0, 2)
-        cast = lambda a: np.ascontiguousarray(a, dtype=self.dtype)  # noqa: E731
-        return cast(output), (cast(hn), cast(cn))
+        output, hn, cn = (np.ascontiguousarray(a, dtype=self.dtype) for a in (output, hn, cn))
+        return output, (hn, cn)
 
-    def _weights(self, layer: int, sfx: str):
-        p = lambda name: np.asarray(getattr(self, f"{name}_l{layer}{sfx}"), dtype=np.float64)  # noqa: E731
+    def _weights(
+        self, layer: int, sfx: str
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+        def p(name: str) -> np.ndarray:
+            return np.asarray(getattr(self, f"{name}_l{layer}{sfx}"), dtype=np.float64)
+
         H = self.hidden_size
         w_ih, w_hh = p("weight_ih"), p("weight_hh")
         b = p("bias_ih") + p("bias_hh") if self.bias else np.zeros(self._cell.num_gates * H)
@@ -114,7 +143,7 @@ class LSTM(LSTMBase):
 class GRU(GRUBase):
     """Reference GRU: same constructor, parameters, loaders and call as fastlstm.GRU."""
 
-    def _forward_validated(self, call: ValidatedCall):
+    def _forward_validated(self, call: ValidatedCall) -> Any:   # (output, h_n): GRUBase.__call__ types it
         T, B = call.T, call.B
         x = np.asarray(call.x, dtype=np.float64)
         if not call.batched:
@@ -139,8 +168,7 @@ class GRU(GRUBase):
             output, hn = output[:, 0, :], hn[:, 0, :]
         elif self.batch_first:
             output = output.transpose(1, 0, 2)
-        cast = lambda a: np.ascontiguousarray(a, dtype=self.dtype)  # noqa: E731
-        return cast(output), cast(hn)
+        return np.ascontiguousarray(output, dtype=self.dtype), np.ascontiguousarray(hn, dtype=self.dtype)
 
     def _run_direction(
         self, x: np.ndarray, layer: int, sfx: str, h0: np.ndarray, lengths: np.ndarray, reverse: bool
@@ -148,7 +176,9 @@ class GRU(GRUBase):
         """x (T, B, I) -> output (T, B, H), h_n (B, H); rows past lengths[b] stay zero."""
         T, B, _ = x.shape
         H = self.hidden_size
-        p = lambda name: np.asarray(getattr(self, f"{name}_l{layer}{sfx}"), dtype=np.float64)  # noqa: E731
+        def p(name: str) -> np.ndarray:
+            return np.asarray(getattr(self, f"{name}_l{layer}{sfx}"), dtype=np.float64)
+
         w_ih, w_hh = p("weight_ih"), p("weight_hh")
         b_ih, b_hh = (p("bias_ih"), p("bias_hh")) if self.bias else (np.zeros(3 * H), np.zeros(3 * H))
         clip = self.clip if self.clip is not None else np.inf

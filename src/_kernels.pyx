@@ -20,6 +20,8 @@ threads halved the speed of the OpenMP team that followed each GEMM.
 from cython cimport floating
 from cython.parallel cimport parallel
 from libc.stdlib cimport malloc, free
+cdef extern from "stdlib.h" nogil:
+    void *aligned_alloc(size_t alignment, size_t size)
 from libc.string cimport memset
 cimport numpy as cnp
 import numpy as np
@@ -36,11 +38,24 @@ cdef extern from "team.h" nogil:
     ctypedef struct lstm_team_barrier:
         pass
     void lstm_barrier_init(lstm_team_barrier *bar)
-    void lstm_barrier_wait(lstm_team_barrier *bar)
+    ctypedef struct lstm_team_state:
+        int late, abort, can_abort
+    enum:
+        LSTM_WAIT_DONE
+        LSTM_WAIT_ABORTED
+        LSTM_WAIT_LATE
+    int lstm_barrier_wait(lstm_team_barrier *bar, lstm_team_state *state, int may_abort)
+    int lstm_team_abort(lstm_team_state *state)
     ctypedef struct lstm_step_flag:
         int steps
     void lstm_step_publish(lstm_step_flag *flags, int tid, int steps)
-    void lstm_step_wait(const lstm_step_flag *flags, int tid, int first, int count, int steps)
+    int lstm_step_wait(const lstm_step_flag *flags, int tid, int first, int count, int steps,
+                       lstm_team_state *state, int may_abort)
+    int lstm_team_contended()
+    void lstm_team_report(int late, long long call_ns)
+    long long lstm_now_ns()
+    long long lstm_contended_until
+    long long lstm_contention_window
     unsigned long lstm_ftz_enter()
     void lstm_ftz_leave(unsigned long saved)
 
@@ -113,6 +128,10 @@ cdef enum:
     # benchmarks/crossover.py, third table (2 threads, T = 100, B = 8 and 32, float32, AVX-512), two runs: rows
     # were 0.97-1.73x as fast at H = 16-48 (11 of 12 above 1.04), 0.92-1.24x at 64 and 0.87-1.08x from 96 up.
     ROW_SPLIT_MAX_HIDDEN = 48
+    # On a busy machine (see lstm_team_contended), the tiles of rows each thread must get for a batch to be split
+    # rather than run on one thread. benchmarks/contention.py, 2 threads and load average ~10 on 2 cores: rows
+    # split at B = 4 (one tile) took 2.5x one thread's time, at B = 32 (8 tiles) 0.67x.
+    CONTENDED_ROW_SPLIT_TILES = 2
 
 
 def cpu_features():
@@ -147,6 +166,15 @@ def kernel_table(str cell, str weight_format, unsigned features):
     if k == NULL:
         return None
     return k.name.decode(), k.vector_bytes, k.tile_rows
+
+
+def contention():
+    """How this process's teams stand with the machine's load: (window, remaining), in seconds. A forward whose
+    team meets every step and finds a member late (not running: the machine is busy) opens a window of
+    `window` seconds in which such forwards split rows or run on one thread; `remaining` is what is left of the
+    current window (0: teams meet)."""
+    cdef long long until = lstm_contended_until, now = lstm_now_ns()
+    return lstm_contention_window / 1e9, max(0, until - now) / 1e9 if until else 0.0
 
 
 def openmp_enabled():
@@ -326,8 +354,16 @@ cdef inline bint _row_split_wins(const ModelInfo *m, long B) noexcept nogil:
 
 
 cdef inline int _team_size(const ModelInfo *m, long B, int num_threads, bint row_split) noexcept nogil:
-    """The team a forward over B rows starts with up to num_threads threads."""
-    return max(1, min(num_threads, min(_row_tiles(m, B), MAX_ROW_TEAM) if row_split else _max_threads(m)))
+    """The team a forward over B rows starts with up to num_threads threads: for a row split one row (a tile of
+    rows when there are enough) per thread at least."""
+    return max(1, min(num_threads, min(B, MAX_ROW_TEAM) if row_split else _max_threads(m)))
+
+
+cdef inline bint _meets_every_step(const ModelInfo *m, int team, bint row_split) noexcept nogil:
+    """Whether a team of this size hands each time step between its threads (a direction's units split among two
+    or more), rather than each thread running alone (rows split, or a bidirectional layer's directions on one
+    thread each)."""
+    return not row_split and (team - team // 2 if m.num_directions == 2 else team) >= 2
 
 
 cdef inline long _aligned(long n) noexcept nogil:
@@ -353,19 +389,54 @@ cdef struct Run:
     void *hc                 # (B, Hp) or NULL
     lstm_team_barrier *barrier  # met by the whole team (a no-op outside a parallel region, or when NULL)
     lstm_step_flag *step_flags  # (team size,): steps finished by each thread, one cache line each
+    lstm_team_state *team_state # lateness shared by the team (see team.h), or NULL
+    long rerun_bytes            # bytes of a workspace for rerunning the call alone (after giving the team up)
+    int solo                    # this run is one thread's rerun of the whole call: thread 0 of a team of 1
 
 
-cdef void _direction(const Run *run, int slot, const lstm_layer *w, bint reverse,
+cdef int _take_over(const Run *run, void **rerun_ws) noexcept nogil:
+    """A waiter found a member late: give the team up and rerun the call alone, if a workspace for the rerun can
+    be had (else -1: keep waiting). LSTM_WAIT_LATE when this thread gave the team up (*rerun_ws is its rerun's
+    workspace), LSTM_WAIT_ABORTED when another waiter did."""
+    cdef void *ws = aligned_alloc(64, (run.rerun_bytes + 63) // 64 * 64)
+    if ws == NULL:
+        return -1
+    if lstm_team_abort(run.team_state):
+        rerun_ws[0] = ws
+        return LSTM_WAIT_LATE
+    free(ws)
+    return LSTM_WAIT_ABORTED
+
+
+cdef int _meet(const Run *run, int tid, int first, int count, int steps, void **rerun_ws) noexcept nogil:
+    """Wait for the other threads of a direction to finish `steps` steps (steps < 0: the team's barrier).
+    LSTM_WAIT_DONE when they have; else the team was given up (see _take_over) and the caller stops."""
+    cdef int code, may_abort = 1
+    while True:
+        if steps < 0:
+            code = lstm_barrier_wait(run.barrier, run.team_state, may_abort)
+        else:
+            code = lstm_step_wait(run.step_flags, tid, first, count, steps, run.team_state, may_abort)
+        if code != LSTM_WAIT_LATE:
+            return code
+        code = _take_over(run, rerun_ws)
+        if code >= 0:
+            return code
+        may_abort = 0            # no memory for a rerun: wait on
+
+
+cdef int _direction(const Run *run, int slot, const lstm_layer *w, bint reverse,
                      const floating *x, long x_ts, long x_bs,           # IN READ-ONLY x[t, b] (I,)
                      const floating *h0, const floating *c0,            # IN READ-ONLY (B, K), (B, H) or NULL
                      floating *out, long out_ts, long out_bs,           # OUT out[t, b] (K,) of this direction
                      floating *hn, floating *cn,                        # OUT (B, K), (B, H) or NULL
                      int j0, int j1, int q0, int q1, int tid, int first, int count,
-                     int *steps_done) noexcept nogil:
+                     int *steps_done, void **rerun_ws) noexcept nogil:
     """One thread's share of one layer in one direction: blocks [j0, j1) (and projection blocks [q0, q1)),
     using the buffers of direction slot ``slot``. Thread tid works with threads [first, first + count) on
     this direction; steps_done counts the steps (and the halves of split steps) it has finished in this forward
-    (the count it publishes). c0 and cn are NULL for a cell without a cell state (GRU)."""
+    (the count it publishes). c0 and cn are NULL for a cell without a cell state (GRU).
+    Returns LSTM_WAIT_DONE, or the code of a wait that gave the team up (see _meet): the caller stops."""
     cdef int T = run.T, B = run.B, ldb = run.ldb, K = run.K, H = run.H, Hp = run.Hp, ldh = run.ldh, V = run.V
     cdef long G = run.gates * Hp, offset = slot * run.slot_stride
     cdef floating *h_buf = <floating *> run.h + offset
@@ -383,6 +454,7 @@ cdef void _direction(const Run *run, int slot, const lstm_layer *w, bint reverse
     cdef int u1 = min(q1 * V, run.P) if run.P > 0 else min(j1 * V, H)
     cdef int cu0 = j0 * V, cu1 = min(j1 * V, H)     # units of c this thread owns
     cdef long step = 0
+    cdef int code
     # one time step: each block's input projection right before its step (see step_blocks), unless x and out
     # overlap, where every thread must have read all of x before any writes out
     cdef bint fused = T == 1 and not run.input_aliases_output
@@ -404,7 +476,9 @@ cdef void _direction(const Run *run, int slot, const lstm_layer *w, bint reverse
         if c0 != NULL:
             for u in range(cu0, cu1):
                 c[b * Hp + u] = c0[b * H + u]
-    lstm_barrier_wait(run.barrier)               # all of h_0 is in place before any thread reads it
+    code = _meet(run, tid, first, count, -1, rerun_ws)     # all of h_0 is in place before any thread reads it
+    if code != LSTM_WAIT_DONE:
+        return code
     for ci in range(nchunks):
         if reverse:
             t_hi = T - ci * run.chunk
@@ -416,7 +490,9 @@ cdef void _direction(const Run *run, int slot, const lstm_layer *w, bint reverse
         if not fused:                            # (fused: each block's projection comes with its step)
             run.kernels.input(w, &rows, &chunk, t_lo, t_hi - t_lo, blocks)
         if run.input_aliases_output:
-            lstm_barrier_wait(run.barrier)       # every thread has read x before any writes out
+            code = _meet(run, tid, first, count, -1, rerun_ws)    # every thread has read x before any writes out
+            if code != LSTM_WAIT_DONE:
+                return code
         for s in range(t_hi - t_lo):
             t = t_hi - 1 - s if reverse else t_lo + s
             h_prev = h_buf + (step % 2) * ldb * ldh
@@ -432,10 +508,14 @@ cdef void _direction(const Run *run, int slot, const lstm_layer *w, bint reverse
             if w.split_step:                     # the second half, once the direction's first halves are all done
                 steps_done[0] += 1               # (a half step: each of the direction's threads counts it alike)
                 lstm_step_publish(run.step_flags, tid, steps_done[0])
-                lstm_step_wait(run.step_flags, tid, first, count, steps_done[0])
+                code = _meet(run, tid, first, count, steps_done[0], rerun_ws)
+                if code != LSTM_WAIT_DONE:
+                    return code
                 run.kernels.finish(w, &rows, gx if fused else gx + (t - t_lo) * ldb * G, G, &state, t, blocks)
             if run.P > 0:
-                lstm_barrier_wait(run.barrier)   # all of hc is written
+                code = _meet(run, tid, first, count, -1, rerun_ws)    # all of hc is written
+                if code != LSTM_WAIT_DONE:
+                    return code
                 run.kernels.proj(w, &rows, hc, Hp, h_next, ldh, t, proj_blocks)
             for b in range(B):
                 if t >= run.lengths[b]:     # past this row's length: the state is carried over
@@ -454,7 +534,9 @@ cdef void _direction(const Run *run, int slot, const lstm_layer *w, bint reverse
                 else:
                     for u in range(u0, u1):
                         out_row[u] = 0
-            lstm_step_wait(run.step_flags, tid, first, count, steps_done[0])
+            code = _meet(run, tid, first, count, steps_done[0], rerun_ws)
+            if code != LSTM_WAIT_DONE:
+                return code
     src = h_buf + (step % 2) * ldb * ldh
     for b in range(B):
         for u in range(u0, u1):
@@ -462,6 +544,7 @@ cdef void _direction(const Run *run, int slot, const lstm_layer *w, bint reverse
         if cn != NULL:
             for u in range(cu0, cu1):
                 cn[b * H + u] = c[b * Hp + u]
+    return LSTM_WAIT_DONE
 
 
 cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x, bint batch_first,
@@ -475,19 +558,21 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
     With run.row_split each thread instead takes a range of rows of the batch, all of their units in every
     layer and direction, in its rows of the shared buffers: no thread reads another's rows, so none waits.
     """
-    cdef int tid = lstm_thread_id(), nt = lstm_team_size()
+    cdef int tid = 0 if run.solo else lstm_thread_id(), nt = 1 if run.solo else lstm_team_size()
     cdef int L = m.num_layers, D = m.num_directions, K = m.out_size, H = m.hidden_size
     cdef long T = run.T, B = run.ldb, DK = D * K, idx, I, b0 = 0
     cdef bint rows_alone = run.row_split and nt >= 2
     cdef bint split = D == 2 and nt >= 2 and not rows_alone
     cdef int d_first = 0, d_last = D - 1, sub_tid = tid, sub_nt = nt
     cdef Run rows
-    cdef long bt = m.kernels.tile_rows, tiles = _row_tiles(m, B)
+    cdef long tiles = _row_tiles(m, B)
+    cdef long unit = m.kernels.tile_rows if tiles >= nt else 1     # whole register tiles when there are enough
+    cdef long units = (B + unit - 1) // unit
     if rows_alone:          # rows [b0, b0 + rows.B) of the batch, all units and directions, without waiting
-        # whole register tiles of rows, as cell_blocks groups them for the whole batch: the same bits
-        b0 = tiles * tid // nt * bt
+        # (a row's bits do not depend on the rows computed beside it)
+        b0 = units * tid // nt * unit
         rows = run[0]
-        rows.B = min(B, tiles * (tid + 1) // nt * bt) - b0
+        rows.B = min(B, units * (tid + 1) // nt * unit) - b0
         rows.lengths = run.lengths + b0
         rows.gx = <floating *> run.gx + b0 * run.gates * run.Hp
         rows.h = <floating *> run.h + b0 * run.ldh
@@ -511,6 +596,8 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
     cdef bint reverse
     cdef const floating *inp = x
     cdef floating *dst
+    cdef int code = LSTM_WAIT_DONE
+    cdef void *rerun_ws = NULL
     cdef unsigned long saved_mode = lstm_ftz_enter()
     for layer in range(L):
         I = m.dirs[layer * D].input_size
@@ -519,13 +606,42 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
         for d in range(d_first, d_last + 1):
             idx = layer * D + d
             reverse = d == 1 or m.reverse_only != 0
-            _direction(run, d if split else 0, &m.dirs[idx], reverse, inp + b0 * x_bs, x_ts, x_bs,
-                       h0 + (idx * B + b0) * K, (c0 + (idx * B + b0) * H) if m.has_c else NULL,
-                       dst + d * K + b0 * out_bs, out_ts, out_bs,
-                       hn + (idx * B + b0) * K, (cn + (idx * B + b0) * H) if m.has_c else NULL, j0, j1, q0, q1,
-                       tid, tid - sub_tid, sub_nt, &steps_done)
+            code = _direction(run, d if split else 0, &m.dirs[idx], reverse, inp + b0 * x_bs, x_ts, x_bs,
+                              h0 + (idx * B + b0) * K, (c0 + (idx * B + b0) * H) if m.has_c else NULL,
+                              dst + d * K + b0 * out_bs, out_ts, out_bs,
+                              hn + (idx * B + b0) * K, (cn + (idx * B + b0) * H) if m.has_c else NULL,
+                              j0, j1, q0, q1, tid, tid - sub_tid, sub_nt, &steps_done, &rerun_ws)
+            if code != LSTM_WAIT_DONE:
+                break
+        if code != LSTM_WAIT_DONE:
+            break
         inp = dst
     lstm_ftz_leave(saved_mode)
+    if code == LSTM_WAIT_LATE:   # this thread gave the team up: the whole call again, alone
+        _rerun_alone(m, run, <floating *> rerun_ws, x, batch_first, h0, c0, out, hn, cn)
+        free(rerun_ws)
+
+
+cdef void _rerun_alone(const ModelInfo *m, const Run *run, floating *ws, const floating *x, bint batch_first,
+                       const floating *h0, const floating *c0, floating *out, floating *hn,
+                       floating *cn) noexcept nogil:
+    """The whole call on this thread alone, in its own workspace ws (run.rerun_bytes), after it gave its team up.
+
+    The other members stop at their next wait; until then they may still write parts of out, hn and cn, but only
+    values this rerun writes too (every element is computed the same way by any thread), and no input: a call
+    can be given up only when its outputs do not alias its inputs (lstm_team_state.can_abort)."""
+    cdef Sections sec = _plan_workspace(m, run.T, run.B)
+    cdef Run alone = run[0]
+    alone.solo = 1
+    alone.team_state = NULL
+    alone.barrier = NULL
+    alone.gx = ws + sec.gx
+    alone.h = ws + sec.h
+    alone.c = ws + sec.c
+    alone.hc = ws + sec.hc if m.proj_size > 0 else NULL
+    alone.step_flags = <lstm_step_flag *> (ws + sec.flags)
+    memset(alone.step_flags, 0, sizeof(lstm_step_flag))
+    _thread_forward(m, &alone, x, batch_first, h0, c0, out, hn, cn, ws + sec.seq0, ws + sec.seq1)
 
 
 cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint batch_first,
@@ -561,14 +677,34 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     run.c = ws + sec.c
     run.hc = ws + sec.hc if m.proj_size > 0 else NULL
     run.row_split = _row_split_wins(m, B) and not input_aliases_output
-    num_threads = _team_size(m, B, num_threads, run.row_split)
+    cdef int team = _team_size(m, B, num_threads, run.row_split)
+    cdef bint meets = _meets_every_step(m, team, run.row_split)
+    if meets and lstm_team_contended():
+        # the machine is busy (a recent call found its team late): no meeting at every step for a while. A large
+        # batch's rows split among the threads (no meeting, only the end of the call waits for the slowest), a
+        # smaller one runs on one thread (which no other waits for); the same bits either way
+        run.row_split = B >= CONTENDED_ROW_SPLIT_TILES * num_threads * m.kernels.tile_rows and not input_aliases_output
+        team = _team_size(m, B, num_threads, run.row_split) if run.row_split else 1
+        meets = False
+    cdef lstm_team_state state
+    state.late, state.abort = 0, 0
+    # a late member can be given up (the call rerun by the waiter that found it late) when no output aliases an
+    # input (a stream's step updates its state in place)
+    state.can_abort = meets and not input_aliases_output and <const void *> h0 != <void *> hn and \
+        <const void *> c0 != <void *> cn
+    run.team_state = &state
+    cdef long long started = lstm_now_ns() if meets else 0
+    run.rerun_bytes = sec.total * sizeof(floating)
+    run.solo = 0
     run.step_flags = <lstm_step_flag *> (ws + sec.flags)
-    memset(run.step_flags, 0, num_threads * sizeof(lstm_step_flag))
-    if num_threads == 1:     # no team to start: outside a parallel region the barriers are no-ops
+    memset(run.step_flags, 0, team * sizeof(lstm_step_flag))
+    if team == 1:            # no team to start: outside a parallel region the barriers are no-ops
         _thread_forward(m, &run, x, batch_first, h0, c0, out, hn, cn, ws + sec.seq0, ws + sec.seq1)
     else:
-        with parallel(num_threads=num_threads):
+        with parallel(num_threads=team):
             _thread_forward(m, &run, x, batch_first, h0, c0, out, hn, cn, ws + sec.seq0, ws + sec.seq1)
+    if meets:
+        lstm_team_report(state.late, lstm_now_ns() - started)
 
 
 cdef void _forward_any(const ModelInfo *m, const void *x, int T, int B, bint batch_first, const void *h0,

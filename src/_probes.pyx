@@ -25,7 +25,10 @@ cdef extern from "probes.h" nogil:
     ctypedef struct lstm_step_flag:
         int steps
     void lstm_step_publish(lstm_step_flag *flags, int tid, int steps)
-    void lstm_step_wait(const lstm_step_flag *flags, int tid, int first, int count, int steps)
+    ctypedef struct lstm_team_state:
+        pass
+    int lstm_step_wait(const lstm_step_flag *flags, int tid, int first, int count, int steps,
+                       lstm_team_state *state, int may_abort)
 
 cdef const probe_table *_select(str isa, int *vector_bytes) except NULL:
     """The probes of ``isa`` (a key of fastlstm._cpu.ISAS, which this CPU must have)."""
@@ -138,7 +141,7 @@ cdef void _probe_handoff_thread(const probe_table *p, float *buf, long n, long s
         half = buf + (s % 2) * n
         p.fill(half + e0, e1 - e0, s)
         lstm_step_publish(flags, tid, s)
-        lstm_step_wait(flags, tid, 0, team, s)
+        lstm_step_wait(flags, tid, 0, team, s, NULL, 0)
         wrong += p.mismatches(half, e0, s) + p.mismatches(half + e1, n - e1, s)
     stale[tid] = wrong
     if tid == 0:

@@ -13,7 +13,8 @@
  *
  * Vectors are GCC vector extensions (GCC and clang), so one source serves every instruction set: the compiler
  * maps a 64-byte vector to one zmm, two ymm or four xmm (or NEON) registers. No -ffast-math anywhere: NaN
- * propagates.
+ * propagates. Built with -ffp-contract=off: every fused multiply-add is written out (vfma), so that an element
+ * rounds the same in every context the compiler inlines it into (a tile of any row count, a pair of blocks).
  *
  * Packed layouts (built by fastlstm/_packing.py, V = VBYTES / sizeof(REAL), Hp = H rounded up to V):
  *   w_hh  (NB, K, 4, V):  w_hh[j, k, g, v] = W_hh[g*H + j*V + v, k]   (gate order i, f, g, o; zero padded)
@@ -30,6 +31,12 @@
 
 #define FN(name) CAT3(name, _, SFX)
 #define VL (VBYTES / (int)sizeof(REAL))
+/* consecutive active rows the projection kernel runs through one pass over a block of W_hr */
+#if BT >= 3
+#define PROJ_ROWS 16
+#else
+#define PROJ_ROWS 8
+#endif
 #define VEC FN(vec)
 #define IVEC FN(ivec)
 
@@ -92,6 +99,25 @@ ATTR static inline VEC FN(vmax_or_second)(VEC a, VEC b) { return FN(vselect)(a >
 ATTR static inline VEC FN(vmin_or_second)(VEC a, VEC b) { return FN(vselect)(a < b, a, b); }
 #endif
 
+/* a * b + c for the dot products, as one fused multiply-add wherever the instruction set has one, written out so
+   that every path summing an element (a tile of any row count, a pair of blocks) rounds it the same way rather
+   than wherever the compiler chooses to contract a * b + c. (The x86 baseline has no FMA, so nothing can be
+   contracted there.) */
+#if defined(FASTLSTM_X86) && VBYTES == 64
+#define VFMA_(a, b, c) (sizeof(REAL) == 4 ? (VEC)_mm512_fmadd_ps((__m512)(a), (__m512)(b), (__m512)(c)) \
+                                          : (VEC)_mm512_fmadd_pd((__m512d)(a), (__m512d)(b), (__m512d)(c)))
+#elif defined(FASTLSTM_X86) && VBYTES == 32
+#define VFMA_(a, b, c) (sizeof(REAL) == 4 ? (VEC)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)) \
+                                          : (VEC)_mm256_fmadd_pd((__m256d)(a), (__m256d)(b), (__m256d)(c)))
+#elif defined(__aarch64__) && VBYTES == 16
+#define VFMA_(a, b, c) (sizeof(REAL) == 4 ? (VEC)vfmaq_f32((float32x4_t)(c), (float32x4_t)(a), (float32x4_t)(b)) \
+                                          : (VEC)vfmaq_f64((float64x2_t)(c), (float64x2_t)(a), (float64x2_t)(b)))
+#else
+#define VFMA_(a, b, c) ((a) * (b) + (c))
+#endif
+ATTR static inline VEC FN(vfma)(VEC a, VEC b, VEC c) { return VFMA_(a, b, c); }
+#undef VFMA_
+
 /* clamp to [lo, hi] keeping NaN as NaN */
 ATTR static inline VEC FN(vclamp)(VEC x, REAL lo, REAL hi) {
     return FN(vmin_or_second)(FN(vset1)(hi), FN(vmax_or_second)(FN(vset1)(lo), x));
@@ -109,29 +135,31 @@ ATTR static inline VEC FN(vexp)(VEC x) {
     const int mant_bits = is_f32 ? 23 : 52;
     const IREAL exp_bias = is_f32 ? 127 : 1023;
     x = FN(vclamp)(x, lo, hi);
-    VEC shifted = x * (REAL)1.4426950408889634 + magic;   /* n sits in the low mantissa bits */
+#define S(c) FN(vset1)((REAL)(c))
+    VEC shifted = FN(vfma)(x, S(1.4426950408889634), S(magic));   /* n sits in the low mantissa bits */
     VEC n = shifted - magic;
     IVEC n_int = (IVEC)shifted - (IVEC)FN(vset1)(magic);
-    VEC r = x - n * ln2_hi;
-    r = r - n * ln2_lo;
+    VEC r = FN(vfma)(n, S(-ln2_hi), x);
+    r = FN(vfma)(n, S(-ln2_lo), r);
     /* the polynomial in Estrin's scheme: pairs c_2i + c_2i+1 r, combined with r^2, r^4 (and r^8), a chain of
        3 (5) dependent operations after r instead of Horner's 7 (13) */
     VEC r2 = r * r, r4 = r2 * r2, p;
-    VEC p01 = r + (REAL)1.0, p23 = r * (REAL)(1.0 / 6.0) + (REAL)0.5;
-    VEC p45 = r * (REAL)(1.0 / 120.0) + (REAL)(1.0 / 24.0), p67 = r * (REAL)(1.0 / 5040.0) + (REAL)(1.0 / 720.0);
-    VEC p0_3 = p23 * r2 + p01, p4_7 = p67 * r2 + p45;
+    VEC p01 = r + (REAL)1.0, p23 = FN(vfma)(r, S(1.0 / 6.0), S(0.5));
+    VEC p45 = FN(vfma)(r, S(1.0 / 120.0), S(1.0 / 24.0)), p67 = FN(vfma)(r, S(1.0 / 5040.0), S(1.0 / 720.0));
+    VEC p0_3 = FN(vfma)(p23, r2, p01), p4_7 = FN(vfma)(p67, r2, p45);
     if (is_f32) {
-        p = p4_7 * r4 + p0_3;
+        p = FN(vfma)(p4_7, r4, p0_3);
     } else {
-        VEC p89 = r * (REAL)(1.0 / 362880.0) + (REAL)(1.0 / 40320.0);
-        VEC p10_11 = r * (REAL)(1.0 / 39916800.0) + (REAL)(1.0 / 3628800.0);
-        VEC p12_13 = r * (REAL)(1.0 / 6227020800.0) + (REAL)(1.0 / 479001600.0);
-        VEC p8_11 = p10_11 * r2 + p89;
-        VEC p8_13 = p12_13 * r4 + p8_11;
-        p = (p8_13 * r4 + p4_7) * r4 + p0_3;
+        VEC p89 = FN(vfma)(r, S(1.0 / 362880.0), S(1.0 / 40320.0));
+        VEC p10_11 = FN(vfma)(r, S(1.0 / 39916800.0), S(1.0 / 3628800.0));
+        VEC p12_13 = FN(vfma)(r, S(1.0 / 6227020800.0), S(1.0 / 479001600.0));
+        VEC p8_11 = FN(vfma)(p10_11, r2, p89);
+        VEC p8_13 = FN(vfma)(p12_13, r4, p8_11);
+        p = FN(vfma)(FN(vfma)(p8_13, r4, p4_7), r4, p0_3);
     }
     IVEC scale = (n_int + exp_bias) << mant_bits;
     return p * (VEC)scale;
+#undef S
 }
 
 ATTR static inline VEC FN(vsigmoid)(VEC x) { return (REAL)1.0 / ((REAL)1.0 + FN(vexp)(-x)); }
@@ -144,48 +172,50 @@ ATTR static inline VEC FN(vtanh)(VEC x) {
 ATTR static inline VEC FN(vclip)(VEC x, REAL clip) { return clip > 0 ? FN(vclamp)(x, -clip, clip) : x; }
 
 /* Gate pre-activations of one block (ng vectors: 4 for a full block, 2 for a narrow one) for nr batch rows.
+   Each (row, gate) is one chain of FMAs over k in order, the same for every row whatever the tile's row count or
+   the blocks beside it, so that a row's result does not depend on the rows beside it (a sequence gives the
+   same bits alone, in any batch and padded with lengths). From 2 rows a tile has enough independent chains to
+   cover the FMA latency; one row pairs two blocks (gate_sums_pair).
    w (K, ng, V) packed block; gx rows (nr, ng*V) with stride ldg (bias included); h (nr, K) stride ldh;
    pre (nr, ng) vectors, written. */
 ATTR static inline __attribute__((always_inline)) void FN(gate_sums)(
     const REAL *restrict w, const REAL *restrict gx, long ldg, const REAL *restrict h, long ldh,
     VEC pre[BT][4], int K, const int nr, const int ng)
 {
-    /* With few rows, one FMA chain per gate would wait on FMA latency: split the sum over k into
-       SPLIT interleaved partial sums, added in a fixed order at the end. */
-    const int SPLIT = nr == 1 ? 4 : nr == 2 ? 2 : 1;
-    VEC acc[4][BT][4];
+    VEC acc[BT][4];
     for (int r = 0; r < nr; r++)
-        for (int g = 0; g < ng; g++) {
-            acc[0][r][g] = FN(vload)(gx + r * ldg + g * VL);
-            for (int s = 1; s < SPLIT; s++) acc[s][r][g] = FN(vset1)(0);
-        }
-    int k = 0;
-    for (; k + SPLIT <= K; k += SPLIT) {
-        for (int s = 0; s < SPLIT; s++) {
-            const REAL *wk = w + (long)(k + s) * ng * VL;
-            VEC wv[4];
-            for (int g = 0; g < ng; g++) wv[g] = FN(vload)(wk + g * VL);
-            for (int r = 0; r < nr; r++) {
-                REAL hk = h[r * ldh + k + s];
-                for (int g = 0; g < ng; g++) acc[s][r][g] += wv[g] * hk;
-            }
-        }
-    }
-    for (; k < K; k++) {
+        for (int g = 0; g < ng; g++) acc[r][g] = FN(vload)(gx + r * ldg + g * VL);
+    for (int k = 0; k < K; k++) {
         const REAL *wk = w + (long)k * ng * VL;
         VEC wv[4];
         for (int g = 0; g < ng; g++) wv[g] = FN(vload)(wk + g * VL);
         for (int r = 0; r < nr; r++) {
             REAL hk = h[r * ldh + k];
-            for (int g = 0; g < ng; g++) acc[0][r][g] += wv[g] * hk;
+            for (int g = 0; g < ng; g++) acc[r][g] = FN(vfma)(wv[g], FN(vset1)(hk), acc[r][g]);
         }
     }
     for (int r = 0; r < nr; r++)
-        for (int g = 0; g < ng; g++) {
-            if (SPLIT == 4) pre[r][g] = (acc[0][r][g] + acc[1][r][g]) + (acc[2][r][g] + acc[3][r][g]);
-            else if (SPLIT == 2) pre[r][g] = acc[0][r][g] + acc[1][r][g];
-            else pre[r][g] = acc[0][r][g];
-        }
+        for (int g = 0; g < ng; g++) pre[r][g] = acc[r][g];
+}
+
+/* gate_sums of two blocks (ng1 and ng2 gate vectors) for one row: twice the independent chains, each summed
+   exactly as gate_sums sums it. w1 (K, ng1, V), w2 (K, ng2, V); gx1, gx2 their gate rows; h (K,);
+   pre1, pre2 written. */
+ATTR static inline __attribute__((always_inline)) void FN(gate_sums_pair)(
+    const REAL *restrict w1, const REAL *restrict w2, const REAL *restrict gx1, const REAL *restrict gx2,
+    const REAL *restrict h, VEC pre1[4], VEC pre2[4], int K, const int ng1, const int ng2)
+{
+    VEC acc1[4], acc2[4];
+    for (int g = 0; g < ng1; g++) acc1[g] = FN(vload)(gx1 + g * VL);
+    for (int g = 0; g < ng2; g++) acc2[g] = FN(vload)(gx2 + g * VL);
+    for (int k = 0; k < K; k++) {
+        const REAL *wk1 = w1 + (long)k * ng1 * VL, *wk2 = w2 + (long)k * ng2 * VL;
+        const REAL hk = h[k];
+        for (int g = 0; g < ng1; g++) acc1[g] = FN(vfma)(FN(vload)(wk1 + g * VL), FN(vset1)(hk), acc1[g]);
+        for (int g = 0; g < ng2; g++) acc2[g] = FN(vfma)(FN(vload)(wk2 + g * VL), FN(vset1)(hk), acc2[g]);
+    }
+    for (int g = 0; g < ng1; g++) pre1[g] = acc1[g];
+    for (int g = 0; g < ng2; g++) pre2[g] = acc2[g];
 }
 
 /* The cell update of one block for one batch row, from its gate pre-activations pre (ng vectors).
@@ -199,14 +229,14 @@ ATTR static inline __attribute__((always_inline)) void FN(cell_update)(
         VEC c_prev = FN(vload)(c);
         VEC pre_i = pre[0], pre_f = pre[1], pre_o = pre[3];
         if (peep) {
-            pre_i += FN(vload)(peep) * c_prev;
-            pre_f += FN(vload)(peep + VL) * c_prev;
+            pre_i = FN(vfma)(FN(vload)(peep), c_prev, pre_i);
+            pre_f = FN(vfma)(FN(vload)(peep + VL), c_prev, pre_f);
         }
         VEC gate_i = FN(vsigmoid)(FN(vclip)(pre_i, clip));
         VEC gate_f = input_forget ? (REAL)1.0 - gate_i : FN(vsigmoid)(FN(vclip)(pre_f, clip));
         VEC gate_g = FN(vtanh)(FN(vclip)(pre[2], clip));
-        VEC c_new = gate_f * c_prev + gate_i * gate_g;
-        if (peep) pre_o += FN(vload)(peep + 2 * VL) * c_new;
+        VEC c_new = FN(vfma)(gate_f, c_prev, gate_i * gate_g);
+        if (peep) pre_o = FN(vfma)(FN(vload)(peep + 2 * VL), c_new, pre_o);
         VEC gate_o = FN(vsigmoid)(FN(vclip)(pre_o, clip));
         FN(vstore)(c, c_new);
         FN(vstore)(hout, gate_o * FN(vtanh)(c_new));
@@ -216,15 +246,15 @@ ATTR static inline __attribute__((always_inline)) void FN(cell_update)(
         const IVEC lower = FN(vlower_mask)();
         VEC c_prev = FN(vload_half_dup)(c);
         VEC pre_if = pre[0], pre_go = pre[1];
-        if (peep) pre_if += FN(vload)(peep) * c_prev;
+        if (peep) pre_if = FN(vfma)(FN(vload)(peep), c_prev, pre_if);
         VEC gates_if = FN(vsigmoid)(FN(vclip)(pre_if, clip));
         VEC gate_f = input_forget ? (REAL)1.0 - gates_if : FN(vswap_halves)(gates_if);
         VEC x_go = FN(vclip)(pre_go, clip);
         VEC e = FN(vexp)(FN(vselect)(lower, x_go + x_go, -x_go));
         VEC ratio = FN(vselect)(lower, FN(vset1)((REAL)2.0), FN(vset1)((REAL)1.0)) / ((REAL)1.0 + e);
         VEC gates_go = FN(vselect)(lower, (REAL)1.0 - ratio, ratio);     /* [tanh(g) | sigmoid(o)] */
-        VEC c_new = gate_f * c_prev + gates_if * gates_go;
-        if (peep) gates_go = FN(vsigmoid)(FN(vclip)(pre_go + FN(vload)(peep + VL) * FN(vswap_halves)(c_new), clip));
+        VEC c_new = FN(vfma)(gate_f, c_prev, gates_if * gates_go);
+        if (peep) gates_go = FN(vsigmoid)(FN(vclip)(FN(vfma)(FN(vload)(peep + VL), FN(vswap_halves)(c_new), pre_go), clip));
         FN(vstore_half)(c, c_new);
         FN(vstore_half)(hout, FN(vswap_halves)(gates_go) * FN(vtanh)(c_new));
     }
@@ -260,39 +290,62 @@ ATTR static void FN(cell_blocks)(const lstm_layer *layer, const lstm_rows *rows,
     const int *lengths = rows->lengths, B = rows->count, j0 = blocks.first, j1 = blocks.end;
     unsigned char active[BT];
     /* Alternate the order of the blocks from step to step: when a thread's weights exceed its L2, the
-       blocks used last at step t (still cached) are then the first read at step t + 1. */
+       blocks used last at step t (still cached) are then the first read at step t + 1. Blocks go in pairs:
+       a tile of one row computes both blocks of its pair in one pass (gate_sums_pair); larger tiles do the
+       first block for every tile, then the second. */
     const int descending = t & 1;
-    for (int jj = j0; jj < j1; jj++) {
-        const int j = descending ? j1 - 1 - (jj - j0) : jj;
-        const REAL *wj = w_hh + (long)j * K * 4 * VL;
-        const REAL *pj = peep ? peep + (long)j * 3 * VL : 0;
-        for (int b0 = 0; b0 < B; b0 += BT) {
-            int nr = B - b0 < BT ? B - b0 : BT, any = 0;
-            for (int r = 0; r < nr; r++) any |= active[r] = t < lengths[b0 + r];
-            if (!any) continue;
-            const REAL *g0 = gx + b0 * ldg + (long)j * 4 * VL;
-            const REAL *h0 = h + b0 * ldh;
-            REAL *c0 = c + b0 * ldc + (long)j * VL, *o0 = hout + b0 * ldo + (long)j * VL;
+    for (int jj = j0; jj < j1; jj += 2) {
+        const int j = descending ? j1 - 1 - (jj - j0) : jj, paired = jj + 1 < j1;
+        const int j2 = descending ? j - 1 : j + 1;
+        for (int second = 0; second <= paired; second++) {
+            const int jb = second ? j2 : j, ng = jb == narrow ? 2 : 4;
+            const REAL *wj = w_hh + (long)jb * K * 4 * VL;
+            const REAL *pj = peep ? peep + (long)jb * 3 * VL : 0;
+            for (int b0 = 0; b0 < B; b0 += BT) {
+                int nr = B - b0 < BT ? B - b0 : BT, any = 0;
+                if (nr == 1 && second) continue;           /* done with its pair */
+                for (int r = 0; r < nr; r++) any |= active[r] = t < lengths[b0 + r];
+                if (!any) continue;
+                const REAL *g0 = gx + b0 * ldg + (long)jb * 4 * VL;
+                const REAL *h0 = h + b0 * ldh;
+                REAL *c0 = c + b0 * ldc + (long)jb * VL, *o0 = hout + b0 * ldo + (long)jb * VL;
+                if (nr == 1 && paired) {
+                    const int ng2 = j2 == narrow ? 2 : 4;
+                    const REAL *w2 = w_hh + (long)j2 * K * 4 * VL;
+                    const REAL *p2 = peep ? peep + (long)j2 * 3 * VL : 0;
+                    const REAL *g2 = gx + b0 * ldg + (long)j2 * 4 * VL;
+                    REAL *c2 = c + b0 * ldc + (long)j2 * VL, *o2 = hout + b0 * ldo + (long)j2 * VL;
+                    VEC pre1[4] = {{0}}, pre2[4] = {{0}};   /* (a narrow block leaves two unused) */
+#define PAIR(n1, n2) FN(gate_sums_pair)(wj, w2, g0, g2, h0, pre1, pre2, K, n1, n2)
+                    if (ng == 4 && ng2 == 4) PAIR(4, 4);
+                    else if (ng == 4) PAIR(4, 2);
+                    else PAIR(2, 4);
+#undef PAIR
+                    FN(cell_update)(pre1, pj, clip, input_forget, c0, o0, ng);
+                    FN(cell_update)(pre2, p2, clip, input_forget, c2, o2, ng2);
+                    continue;
+                }
 #define CELL_TILE(n, ng) FN(cell_tile)(wj, g0, ldg, pj, clip, input_forget, h0, ldh, c0, ldc, o0, ldo, active, K, n, ng)
 #define CELL_TILES(ng)                         \
-            switch (nr) {                      \
-                CELL_TILE_CASES_BT4(ng)        \
-                case 2: CELL_TILE(2, ng); break; \
-                default: CELL_TILE(1, ng); break; \
-            }
+                switch (nr) {                  \
+                    CELL_TILE_CASES_BT4(ng)    \
+                    case 2: CELL_TILE(2, ng); break; \
+                    default: CELL_TILE(1, ng); break; \
+                }
 #if BT >= 4
 #define CELL_TILE_CASES_BT4(ng) case 4: CELL_TILE(4, ng); break; case 3: CELL_TILE(3, ng); break;
 #else
 #define CELL_TILE_CASES_BT4(ng)
 #endif
-            if (j == narrow) {
-                CELL_TILES(2)
-            } else {
-                CELL_TILES(4)
-            }
+                if (ng == 2) {
+                    CELL_TILES(2)
+                } else {
+                    CELL_TILES(4)
+                }
 #undef CELL_TILE_CASES_BT4
 #undef CELL_TILES
 #undef CELL_TILE
+            }
         }
     }
 }
@@ -316,7 +369,7 @@ ATTR static inline __attribute__((always_inline)) void FN(input_tile)(
         for (int g = 0; g < ng; g++) wv[g] = FN(vload)(wk + g * VL);
         for (int r = 0; r < nr; r++) {
             REAL xk = xp[r][k];
-            for (int g = 0; g < ng; g++) acc[r][g] += wv[g] * xk;
+            for (int g = 0; g < ng; g++) acc[r][g] = FN(vfma)(wv[g], FN(vset1)(xk), acc[r][g]);
         }
     }
     for (int r = 0; r < nr; r++)
@@ -378,11 +431,15 @@ ATTR static void FN(input_blocks)(const lstm_layer *layer, const lstm_rows *rows
 ATTR static void FN(step_blocks)(const lstm_layer *layer, const lstm_rows *rows, const lstm_chunk *chunk,
                                  const lstm_state *state, lstm_blocks blocks, int descending)
 {
-    for (int jj = blocks.first; jj < blocks.end; jj++) {
-        const int j = descending ? blocks.end - 1 - (jj - blocks.first) : jj;
-        const lstm_blocks one = {j, j + 1};
-        FN(input_blocks)(layer, rows, chunk, 0, 1, one);
-        FN(cell_blocks)(layer, rows, chunk->gx, chunk->g_bs, state, 0, one);
+    for (int jj = blocks.first; jj < blocks.end; jj += 2) {
+        /* a pair of blocks at a time (one of the range is left alone when it has an odd count), so that one
+           row's cell kernel has the pair's chains (see cell_blocks) */
+        const int last = jj + 2 < blocks.end ? jj + 2 : blocks.end;
+        const lstm_blocks pair = descending ? (lstm_blocks){blocks.first + blocks.end - last,
+                                                            blocks.first + blocks.end - jj}
+                                            : (lstm_blocks){jj, last};
+        FN(input_blocks)(layer, rows, chunk, 0, 1, pair);
+        FN(cell_blocks)(layer, rows, chunk->gx, chunk->g_bs, state, 0, pair);
     }
 }
 
@@ -390,11 +447,11 @@ ATTR static void FN(step_blocks)(const lstm_layer *layer, const lstm_rows *rows,
 ATTR static inline __attribute__((always_inline)) void FN(proj_tile)(
     const REAL *restrict w, const REAL *restrict hc, long ldc, REAL *restrict hout, long ldo, int Kc, const int nr)
 {
-    VEC acc[4 * BT];
+    VEC acc[PROJ_ROWS];
     for (int r = 0; r < nr; r++) acc[r] = FN(vset1)(0);
     for (int k = 0; k < Kc; k++) {
         VEC wk = FN(vload)(w + (long)k * VL);
-        for (int r = 0; r < nr; r++) acc[r] += wk * hc[r * ldc + k];
+        for (int r = 0; r < nr; r++) acc[r] = FN(vfma)(wk, FN(vset1)(hc[r * ldc + k]), acc[r]);
     }
     for (int r = 0; r < nr; r++) FN(vstore)(hout + r * ldo, acc[r]);
 }
@@ -412,14 +469,14 @@ ATTR static void FN(proj_blocks)(const lstm_layer *layer, const lstm_rows *rows,
         const REAL *wq = w_hr + (long)q * Kc * VL;
         for (int b = 0; b < B; b++) {
             if (t >= lengths[b]) continue;
-            /* a run of consecutive active rows, at most 4*BT long, shares one pass over wq */
+            /* a run of consecutive active rows, at most PROJ_ROWS long, shares one pass over wq */
             int nr = 1;
-            while (nr < 4 * BT && b + nr < B && t < lengths[b + nr]) nr++;
+            while (nr < PROJ_ROWS && b + nr < B && t < lengths[b + nr]) nr++;
             const REAL *hb = hc + b * ldc;
             REAL *ob = hout + b * ldo + (long)q * VL;
 #define PROJ_TILE(n) FN(proj_tile)(wq, hb, ldc, ob, ldo, Kc, n)
             switch (nr) {
-#if BT >= 4
+#if PROJ_ROWS == 16
                 case 16: PROJ_TILE(16); break;
                 case 15: PROJ_TILE(15); break;
                 case 14: PROJ_TILE(14); break;
@@ -450,5 +507,6 @@ static const lstm_kernel_table FN(lstm_table) = {TABLE_NAME, VBYTES, BT, FN(inpu
 
 #undef FN
 #undef VL
+#undef PROJ_ROWS
 #undef VEC
 #undef IVEC

@@ -20,8 +20,11 @@
 #include <immintrin.h>
 #define FASTLSTM_X86 1
 #endif
-#if defined(__aarch64__) && defined(__linux__)
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#if defined(__linux__)
 #include <sys/auxv.h>
+#endif
 #endif
 
 #include "kernel_api.h"

@@ -8,6 +8,7 @@
 
 #include <sched.h>
 #include <string.h>
+#include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -21,6 +22,23 @@
 /* pause instructions a barrier waiter spins before it starts yielding its CPU (~50 us: a pause took 25 ns on
    the 2-core test machine) */
 #define LSTM_BARRIER_SPINS 2000
+/* A wait that outlasts its spinning (LSTM_BARRIER_SPINS pauses, ~50 us) found a member late: at B = 1 a step
+   is well under a microsecond of work, so the member was not running (another process or a hypervisor had its
+   core) and the call is already several times slower than on one thread; the team then stops meeting for a
+   while (see "contention" below). A wait still unanswered LSTM_ABORT_NS after its spinning ended gives the
+   team up altogether: the waiter reruns the call alone (_kernels.pyx). */
+#define LSTM_ABORT_NS 200000LL
+/* How long a team stops meeting after a late call: doubled at each late call up to the maximum, halved at each
+   call whose team met on time. A late call costs up to a time slice of the machine's scheduler (measured
+   3-25 ms here with other processes running), so the windows grow long enough to make that rare. */
+#define LSTM_CONTENTION_MIN_NS 50000000LL
+#define LSTM_CONTENTION_MAX_NS 5000000000LL
+
+static inline long long lstm_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
 
 /* ---- OpenMP shims (serial fallbacks when built without OpenMP) --------------------------------- */
 
@@ -46,17 +64,61 @@ static inline int lstm_team_size(void) {
 #endif
 }
 
-/* One check of a waiting loop: a pause for the first LSTM_BARRIER_SPINS checks, then the CPU is given up. */
-static inline void lstm_wait_a_while(long spins) {
+/* One check of a waiting loop: a pause for the first LSTM_BARRIER_SPINS checks, then the CPU is given up.
+   *yield_start records when the spinning ended. Returns 0 while spinning, 1 after (the member is late), 2 once
+   the wait has gone on LSTM_ABORT_NS past the spinning (checked every 64 yields). */
+static inline int lstm_wait_a_while(long spins, long long *yield_start) {
     if (spins < LSTM_BARRIER_SPINS) {
 #if defined(FASTLSTM_X86)
         _mm_pause();
 #elif defined(__aarch64__)
         __asm__ __volatile__("yield");
 #endif
-    } else {
-        sched_yield();
+        return 0;
     }
+    sched_yield();
+    if (spins == LSTM_BARRIER_SPINS) *yield_start = lstm_now_ns();
+    return (spins & 63) == 0 && lstm_now_ns() - *yield_start > LSTM_ABORT_NS ? 2 : 1;
+}
+
+/* What the members of one forward's team share about lateness: how many waits found a member late (for the
+   contention window below), whether a waiter has given up on the team (abort: every member stops at its next
+   wait and the waiter reruns the call alone), and whether this call may be given up (its outputs do not alias
+   its inputs, so a rerun reads inputs no member writes). */
+typedef struct {
+    int late;
+    int abort;
+    int can_abort;
+} lstm_team_state;
+
+/* what a wait returns: the others arrived; the team was given up; this waiter found a member late and may give
+   the team up (lstm_team_abort) */
+enum { LSTM_WAIT_DONE = 0, LSTM_WAIT_ABORTED = 1, LSTM_WAIT_LATE = 2 };
+
+/* One check of a waiting loop that found the others not there yet: LSTM_WAIT_ABORTED when the team was given
+   up; LSTM_WAIT_LATE once the wait has gone on LSTM_ABORT_NS past its spinning, when the call can be given up
+   and this waiter has not declined to (may_abort); else LSTM_WAIT_DONE to keep waiting. A wait past its
+   spinning is counted in state->late once (*noted). */
+static inline int lstm_wait_check(long spins, long long *yield_start, int *noted, lstm_team_state *state,
+                                  int may_abort) {
+    if (state == NULL) {
+        lstm_wait_a_while(spins, yield_start);
+        return LSTM_WAIT_DONE;
+    }
+    if (__atomic_load_n(&state->abort, __ATOMIC_ACQUIRE)) return LSTM_WAIT_ABORTED;
+    const int how_late = lstm_wait_a_while(spins, yield_start);
+    if (how_late && !*noted) {
+        *noted = 1;
+        __atomic_fetch_add(&state->late, 1, __ATOMIC_RELAXED);
+    }
+    if (how_late == 2 && may_abort && state->can_abort) return LSTM_WAIT_LATE;
+    return LSTM_WAIT_DONE;
+}
+
+/* Give the team up: 1 for the one waiter that does (it then reruns the call alone), 0 when another did. */
+static inline int lstm_team_abort(lstm_team_state *state) {
+    int expected = 0;
+    return __atomic_compare_exchange_n(&state->abort, &expected, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 
 /* The team's barrier, met at the start of every layer (and mid-step with a projection). libgomp's own
@@ -77,20 +139,28 @@ static inline void lstm_barrier_init(lstm_team_barrier *bar) {
     memset(bar, 0, sizeof(*bar));
 }
 
-static inline void lstm_barrier_wait(lstm_team_barrier *bar) {
+/* Meet the team (state: see lstm_wait_check; NULL for none). Returns an LSTM_WAIT_* code; a barrier left
+   early (not DONE) is broken: the team must be given up. */
+static inline int lstm_barrier_wait(lstm_team_barrier *bar, lstm_team_state *state, int may_abort) {
 #ifdef _OPENMP
     const int team = omp_get_num_threads();
-    if (team <= 1 || bar == NULL) return;
+    if (team <= 1 || bar == NULL) return LSTM_WAIT_DONE;
     const int gen = __atomic_load_n(&bar->generation, __ATOMIC_ACQUIRE);
     if (__atomic_add_fetch(&bar->arrived, 1, __ATOMIC_ACQ_REL) == team) {
         __atomic_store_n(&bar->arrived, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&bar->generation, gen + 1, __ATOMIC_RELEASE);
-        return;
+        return LSTM_WAIT_DONE;
     }
+    long long yield_start = 0;
+    int noted = 0, code;
     for (long spins = 0; __atomic_load_n(&bar->generation, __ATOMIC_ACQUIRE) == gen; spins++)
-        lstm_wait_a_while(spins);
+        if ((code = lstm_wait_check(spins, &yield_start, &noted, state, may_abort)) != LSTM_WAIT_DONE) return code;
+    return LSTM_WAIT_DONE;
 #else
     (void)bar;
+    (void)state;
+    (void)may_abort;
+    return LSTM_WAIT_DONE;
 #endif
 }
 
@@ -109,13 +179,57 @@ static inline void lstm_step_publish(lstm_step_flag *flags, int tid, int steps) 
     __atomic_store_n(&flags[tid].steps, steps, __ATOMIC_RELEASE);
 }
 
-static inline void lstm_step_wait(const lstm_step_flag *flags, int tid, int first, int count, int steps) {
+/* Wait until members [first, first + count) other than tid have finished `steps` steps (state: see
+   lstm_wait_check; NULL for none). Returns an LSTM_WAIT_* code. */
+static inline int lstm_step_wait(const lstm_step_flag *flags, int tid, int first, int count, int steps,
+                                 lstm_team_state *state, int may_abort) {
     for (int j = first; j < first + count; j++) {
         if (j == tid) continue;
+        long long yield_start = 0;
+        int noted = 0, code;
         for (long spins = 0; __atomic_load_n(&flags[j].steps, __ATOMIC_ACQUIRE) < steps; spins++)
-            lstm_wait_a_while(spins);
+            if ((code = lstm_wait_check(spins, &yield_start, &noted, state, may_abort)) != LSTM_WAIT_DONE)
+                return code;
+    }
+    return LSTM_WAIT_DONE;
+}
+
+/* ---- contention: a team that meets every step stops meeting while the machine is busy ------------ */
+
+/* Until when (CLOCK_MONOTONIC ns, 0: not contended) teams do not meet, and the current length of that window.
+   Shared by every call of the process; updated with relaxed atomics (a lost update only shifts a window). */
+static long long lstm_contended_until = 0;
+static long long lstm_contention_window = 0;
+
+/* Whether a forward that would meet every step should not (a recent call found its team late). The clock is
+   read only while a window is open. */
+static inline int lstm_team_contended(void) {
+    const long long until = __atomic_load_n(&lstm_contended_until, __ATOMIC_RELAXED);
+    if (until == 0) return 0;
+    if (lstm_now_ns() < until) return 1;
+    __atomic_store_n(&lstm_contended_until, 0, __ATOMIC_RELAXED);   /* the window is over: try meeting again */
+    return 0;
+}
+
+/* After a forward whose team met every step and took call_ns: late != 0 when a member was found late (opens
+   the window, at least twice the last one and 32 calls long, capped), else the window's length halves. With a
+   window open, such forwards split the batch's rows or run on one thread instead; after it, a team meets again
+   (a late member then costs one call at most about its time on one thread, plus the wait that found it late:
+   the call is given up and rerun, see _kernels.pyx). */
+static inline void lstm_team_report(int late, long long call_ns) {
+    long long window = __atomic_load_n(&lstm_contention_window, __ATOMIC_RELAXED);
+    if (late) {
+        window = 2 * window > 32 * call_ns ? 2 * window : 32 * call_ns;
+        if (window < LSTM_CONTENTION_MIN_NS) window = LSTM_CONTENTION_MIN_NS;
+        if (window > LSTM_CONTENTION_MAX_NS) window = LSTM_CONTENTION_MAX_NS;
+        __atomic_store_n(&lstm_contention_window, window, __ATOMIC_RELAXED);
+        __atomic_store_n(&lstm_contended_until, lstm_now_ns() + window, __ATOMIC_RELAXED);
+    } else if (window) {
+        __atomic_store_n(&lstm_contention_window, window / 2 < LSTM_CONTENTION_MIN_NS ? 0 : window / 2,
+                         __ATOMIC_RELAXED);
     }
 }
+
 
 /* ---- denormals: flush to zero inside the kernels, restore the caller's mode after --------------- */
 

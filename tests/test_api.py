@@ -4,13 +4,19 @@ and load_state_dict, every forward error with its message, pickling, and what `i
 """
 from __future__ import annotations
 
+import inspect
+import os
 import pickle
+import pydoc
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 
 import fastlstm
-from conftest import assert_bitwise_equal, assert_forward_bitwise, assert_forward_close, make_inputs, model_pair, run_python
+from conftest import (assert_bitwise_equal, assert_forward_bitwise, assert_forward_close, make_inputs, model_pair,
+                      require, run_python)
 
 CLASSES = [fastlstm.LSTM, fastlstm.reference.LSTM]
 CLASS_IDS = ["fast", "reference"]
@@ -106,6 +112,137 @@ class TestConstructor:
     def test_direction_attribute(self, cls):
         assert cls(3, 4).direction == "forward"
         assert cls(3, 4, bidirectional=True).direction == "bidirectional"
+
+
+# ---- signature, errors and the read-only configuration ---------------------------------------------------
+
+SIGNATURE = ["input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional", "proj_size",
+             "dtype", "seed", "peepholes", "clip", "input_forget", "direction"]
+CONFIG = {"input_size": 5, "hidden_size": 8, "num_layers": 3, "bias": False, "batch_first": False,
+          "bidirectional": False, "proj_size": 2, "dtype": np.float32, "peepholes": False, "clip": 2.0,
+          "input_forget": True, "direction": "reverse", "num_directions": 2, "out_size": 4}
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=CLASS_IDS)
+def test_constructor_signature_is_explicit(cls):
+    """help() and IDEs show the real parameters, not *args/**kwargs."""
+    params = inspect.signature(cls).parameters
+    assert list(params) == SIGNATURE
+    assert all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params.values())
+    assert [n for n, p in params.items() if p.kind is p.POSITIONAL_OR_KEYWORD] == SIGNATURE[:3]
+    text = pydoc.render_doc(cls, renderer=pydoc.plaintext)
+    assert "input_size: 'int', hidden_size: 'int', num_layers: 'int' = 1, *, bias: 'bool' = True" in text
+    assert "*args" not in text and "**kwargs" not in text
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=CLASS_IDS)
+def test_errors_name_the_public_class(cls):
+    with pytest.raises(TypeError, match=r"^LSTM\.__init__\(\) got an unexpected keyword argument 'dropout'$"):
+        cls(3, 4, dropout=0.1)
+    with pytest.raises(TypeError, match=r"^LSTM\.__init__\(\) missing 1 required positional argument"):
+        cls(3)
+    with pytest.raises(AttributeError, match=r"^'LSTM' object has no attribute 'weight_ih_l9'$"):
+        cls(3, 4).weight_ih_l9
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=CLASS_IDS)
+@pytest.mark.parametrize("name", list(CONFIG))
+def test_configuration_is_read_only(cls, name):
+    """Assigning a configuration attribute raises, saying how to get another configuration, and changes
+    nothing: the repr, the parameters and the results stay those of the model as built."""
+    m = cls(3, 4, 2, bidirectional=True, proj_size=2, seed=0)
+    before_repr, before_state = repr(m), m.state_dict()
+    before = getattr(m, name)
+    with pytest.raises(AttributeError, match=rf"^LSTM\.{name} is read-only .*construct a new LSTM with the "
+                                             rf"{name} you want and give it weights with load_state_dict\(\)$"):
+        setattr(m, name, CONFIG[name])
+    assert getattr(m, name) == before and repr(m) == before_repr
+    assert list(m.state_dict()) == list(before_state)
+    forward_equal(m, pickle.loads(pickle.dumps(m)))
+    with pytest.raises(AttributeError):
+        delattr(m, name)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=CLASS_IDS)
+def test_another_configuration_from_a_new_model(cls, tmp_path):
+    """What the error message says to do: a new model with the other configuration, then load_state_dict;
+    and the models still pickle, save and load."""
+    m = cls(3, 4, 2, seed=0)
+    other = cls(3, 4, 2, batch_first=True)
+    other.load_state_dict(m.state_dict())
+    x = np.random.default_rng(0).standard_normal((5, 2, 3))
+    out, _ = m(x)
+    out_bf, _ = other(x.transpose(1, 0, 2))
+    assert_bitwise_equal(out_bf.transpose(1, 0, 2), out)
+    for copy in (pickle.loads(pickle.dumps(other)), _saved_and_loaded(other, tmp_path)):
+        assert copy.batch_first and repr(copy) == repr(other)
+        if type(copy) is cls:
+            assert_bitwise_equal(copy(x.transpose(1, 0, 2))[0], out_bf)
+        else:  # fastlstm.load gives a fast LSTM
+            np.testing.assert_allclose(copy(x.transpose(1, 0, 2))[0], out_bf, atol=1e-6)
+
+
+def _saved_and_loaded(model, tmp_path):
+    path = tmp_path / "model.npz"
+    model.save(path)
+    return fastlstm.load(path)
+
+
+def test_user_attributes_still_settable():
+    m = fastlstm.LSTM(3, 4)
+    m.name = "encoder"  # like a torch module, a model can carry the user's own attributes
+    assert m.name == "encoder"
+
+
+class _MyLSTM(fastlstm.LSTM):
+    pass
+
+
+def test_loaders_return_the_class_they_are_called_on(tmp_path):
+    m = _MyLSTM(3, 4, seed=0)
+    assert type(m) is _MyLSTM
+    keras_weights = [np.zeros((3, 16), np.float32), np.zeros((4, 16), np.float32), np.zeros(16, np.float32)]
+    assert type(_MyLSTM.from_keras(keras_weights)) is _MyLSTM
+    assert type(fastlstm.reference.LSTM.from_keras(keras_weights)) is fastlstm.reference.LSTM
+    assert type(pickle.loads(pickle.dumps(m))) is _MyLSTM
+
+
+def test_types_as_a_user_sees_them(tmp_path):
+    """mypy, on code using the installed package: py.typed and the stubs are installed, the loaders return the
+    class they are called on, and a configuration attribute or an unknown keyword is an error before running."""
+    api = require("mypy.api")
+    (tmp_path / "user_code.py").write_text(textwrap.dedent("""
+        import numpy as np
+        import fastlstm
+
+        class Mine(fastlstm.LSTM):
+            pass
+
+        reveal_type(Mine.from_onnx("model.onnx"))
+        reveal_type(Mine.from_torch(object()))
+        reveal_type(fastlstm.reference.LSTM.from_keras([]))
+        reveal_type(fastlstm.load("model.npz"))
+        reveal_type(fastlstm.LSTM(3, 4)(np.zeros((2, 3))))
+        reveal_type(fastlstm.LSTM(3, 4).hidden_size)
+        fastlstm.LSTM(3, 4).hidden_size = 8
+        fastlstm.LSTM(3, 4, dropout=0.5)
+    """))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # away from a source checkout: mypy must find the installed package
+    try:
+        stdout, stderr, status = api.run(["--strict", "--no-incremental", "--python-executable", sys.executable,
+                                          "user_code.py"])
+    finally:
+        os.chdir(cwd)
+    reveals = [line.split('Revealed type is "')[1].rstrip('"') for line in stdout.splitlines()
+               if "Revealed type is" in line]
+    errors = [line for line in stdout.splitlines() if ": error:" in line]
+    assert len(reveals) == 6 and len(errors) == 2 and status == 1, stdout + stderr
+    assert reveals[:4] == ["user_code.Mine", "user_code.Mine", "fastlstm.reference.LSTM", "fastlstm._lstm.LSTM"]
+    assert reveals[4].startswith("tuple[numpy.ndarray[") and reveals[4].count("numpy.ndarray[") == 3, reveals[4]
+    assert reveals[5] in ("int", "builtins.int")
+    assert 'Property "hidden_size" defined in "LSTMBase" is read-only' in errors[0]
+    assert 'Unexpected keyword argument "dropout" for "LSTM"' in errors[1]
 
 
 # ---- parameters ---------------------------------------------------------------------------------

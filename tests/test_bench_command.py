@@ -1,13 +1,21 @@
 """The parts of ``python -m fastlstm bench`` that are not timing: the bytes and FLOPs of a shape match the model's
-parameters, and the fraction of the limit follows from the numbers it is given (the probes of the machine's
-limits: test_probes.py)."""
+parameters, the fraction of the limit follows from the numbers it is given (the probes of the machine's limits:
+test_probes.py), the report (summary, spread, warnings instead of implausible numbers, the plot) says what its
+rows say, and bad output paths fail before anything runs; and the command line's --version and --help."""
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import fastlstm
+from conftest import package_parent, require, run_python
 from fastlstm import _bench, _probes
+
 
 @pytest.mark.parametrize("shape", _bench.SHAPES, ids=lambda s: s.name.replace(" ", ""))
 def test_shape_bytes_and_flops_match_the_model(shape):
@@ -55,8 +63,220 @@ def test_finish_row_separates_the_probes_from_the_implementations():
     medians = {"fastlstm": 2e-3, "torch": 5e-3, "read probe": 1e-3, "handoff probe": 4e-4}
     if not want_handoffs:
         del medians["handoff probe"]
-    _bench.finish_row(row, medians, probes)
+    timings = {k: _bench.Timing(v, 0.5 * v, 2 * v, 0.25 * v, 4 * v, 10) for k, v in medians.items()}
+    _bench.finish_row(row, timings, probes)
     assert row.median_ms == {"fastlstm": 2.0, "torch": 5.0}
+    assert row.spread_ms == {"fastlstm": (1.0, 4.0), "torch": (2.5, 10.0)}
+    assert row.fastest_round_ms == {"fastlstm": 0.5, "torch": 1.25}
     assert row.read_gbps == probes.read_bytes / 1e-3 / 1e9
     assert row.handoff_us == (4e-4 * 1e6 / probes.handoff_steps if want_handoffs else 0.0)
 
+
+
+# ---- the report: summary, spread, warnings, plot, output paths -----------------------------------------
+
+
+def test_time_rounds_reports_the_spread_and_the_rounds(monkeypatch):
+    """Call times 1, 2, 3, ... ms (a fake clock): the percentiles and round medians follow from them."""
+    clock = iter(np.arange(0, 1e6) * 1e-3)
+    monkeypatch.setattr(_bench.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(_bench.time, "sleep", lambda s: None)
+    ticks = []
+    timing = _bench.time_rounds({"a": lambda: ticks.append(1)}, seconds=0.0, min_rounds=3)["a"]
+    # the sizing call reads the clock twice (1 ms: blocks of 50 calls), then each call (twice per call)
+    assert timing.calls == 150 and len(ticks) == 1 + 3 * 51
+    assert timing.median == pytest.approx(1e-3) and timing.q25 == timing.q75 == pytest.approx(1e-3)
+    assert timing.fastest_round == timing.slowest_round == pytest.approx(1e-3)
+
+
+def _row(name="T=10, B=1, I=4, H=8", gflop=1.0, weight_gb=1.0, fastlstm=1.0, **peers):
+    """A measured row: median ms per implementation (fastlstm and `peers`), an IQR of +-10% around each and a
+    fastest round at 90% of the median."""
+    medians = {"fastlstm": fastlstm, **peers}
+    return _bench.Row(name, gflop=gflop, weight_gb=weight_gb, batch=1, read_gbps=100.0, median_ms=medians,
+                      spread_ms={k: (0.9 * v, 1.1 * v) for k, v in medians.items()},
+                      fastest_round_ms={k: 0.9 * v for k, v in medians.items()},
+                      max_abs_diff={k: 1e-7 for k in peers})
+
+
+def test_summary_gives_the_median_ratio_and_agreement_per_peer():
+    rows = [_row(fastlstm=1.0, torch=2.0, onnxruntime=1.5), _row(fastlstm=1.0, torch=4.0, onnxruntime=1.0),
+            _row(fastlstm=2.0, torch=12.0, onnxruntime=1.0)]
+    rows[1].max_abs_diff["torch"] = 3e-7
+    lines = _bench.format_summary(rows)
+    torch_line = next(line for line in lines if line.startswith("vs torch"))
+    ort_line = next(line for line in lines if line.startswith("vs onnxruntime"))
+    assert "fastlstm 4.00x faster" in torch_line and "2.00x to 6.00x" in torch_line
+    assert "agree within 3.0e-07" in torch_line
+    assert "1.00x faster" in ort_line and "0.50x to 1.50x" in ort_line
+    rows = [_row(fastlstm=2.0, torch=1.0)]
+    assert "2.00x slower" in _bench.format_summary(rows)[0]
+    rows[0].max_abs_diff["torch"] = 1e-3
+    assert "DISAGREE" in _bench.format_summary(rows)[0]
+
+
+def test_table_shows_the_spread_of_every_timing():
+    table = _bench.format_table([_row(fastlstm=1.0, torch=2.0)])
+    body = table.splitlines()[2]
+    assert "1 (0.9-1.1)" in body and "2 (1.8-2.2)" in body and "| 2.00 " in body
+
+
+def test_a_stalled_peer_gets_a_warning_not_a_ratio():
+    """A peer whose median call is 100x its fastest round stalled: no ratio, a '?' and a warning."""
+    stalled = _row(fastlstm=1.0, torch=500.0, onnxruntime=2.0)
+    stalled.fastest_round_ms["torch"] = 2.0
+    rows = [stalled, _row(fastlstm=1.0, torch=3.0, onnxruntime=2.0)]
+    assert _bench.ratio(stalled, "torch") is None and _bench.ratio(stalled, "onnxruntime") == 2.0
+    body = _bench.format_table(rows).splitlines()[2]
+    assert "?" in body and "500" not in body.split("|")[-3]  # the x vs torch cell
+    warnings = _bench.warnings_for(rows, None)
+    assert len(warnings) == 1 and "torch" in warnings[0] and "250x" in warnings[0]
+    assert "fastlstm 3.00x faster (median of 1 shape:" in next(
+        line for line in _bench.format_summary(rows) if line.startswith("vs torch"))
+
+
+def test_a_limit_below_what_a_row_achieved_is_not_shown():
+    # 1 GFLOP in 1 ms is 1000 GFLOP/s: an FMA peak of 100 GFLOP/s cannot be the limit
+    fast = _row(gflop=1.0, weight_gb=0.001, fastlstm=1.0, torch=2.0)
+    assert not _bench.peak_plausible([fast], 100.0)
+    warnings = _bench.warnings_for([fast], 100.0)
+    assert len(warnings) == 1 and "FMA peak probe measured 100 GFLOP/s" in warnings[0] and "1000" in warnings[0]
+    # a plausible peak, but a read probe far below what the row read: that row's % of limit is a '?'
+    slow_read = _row(gflop=0.001, weight_gb=1.0, fastlstm=1.0, torch=2.0)  # reads 1000 GB/s, probe says 100
+    assert _bench.peak_plausible([slow_read], 1000.0)
+    warnings = _bench.warnings_for([slow_read], 1000.0)
+    assert len(warnings) == 1 and "1000% of its read limit" in warnings[0]
+    assert _bench.format_table([slow_read], 1000.0).splitlines()[2].split("|")[5].strip() == "?"
+    fine = _row(gflop=0.001, weight_gb=0.08, fastlstm=1.0, torch=2.0)
+    assert _bench.warnings_for([fine], 1000.0) == []
+    assert _bench.format_table([fine], 1000.0).splitlines()[2].split("|")[5].strip() == "80% read"
+
+
+def test_plot_is_log_scale_titled_with_machine_and_threads(tmp_path):
+    require("matplotlib")
+    import warnings
+
+    rows = [_row(fastlstm=1.0, torch=30.0, onnxruntime=0.5), _row(fastlstm=1.0, torch=3.0)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = _bench.figure(rows, threads=3)
+        ax = fig.axes[0]
+        assert ax.get_xscale() == "log"
+        assert _bench.cpu_model() in ax.get_title() and "3 threads" in ax.get_title()
+        widths = sorted(round(p.get_width(), 6) for p in ax.patches if not np.isnan(p.get_width()))
+        assert widths == [-0.5, 2.0, 29.0], "bars start at 1 (same speed)"
+        path = tmp_path / "bench.png"
+        assert _bench.plot(rows, str(path), threads=3)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_peer_no_plot(tmp_path):
+    import warnings
+
+    path = tmp_path / "bench.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not _bench.plot([_row(fastlstm=1.0), _row(fastlstm=2.0, reference=50.0)], str(path), threads=2)
+    assert not path.exists()
+
+
+def test_cpu_model_is_named():
+    model = _bench.cpu_model()
+    assert model and model != "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    if names:
+        assert model == names[0]
+
+
+@pytest.mark.parametrize("option,path,message", [
+    ("--plot", "{tmp}/missing/bench.png", "does not exist"),
+    ("--plot", "{tmp}/bench.pdf", "must end in .png"),
+    ("--plot", "{tmp}", "is a directory"),
+    ("--json", "{tmp}/missing/out.json", "does not exist"),
+    ("--json", "{tmp}", "is a directory"),
+])
+def test_bad_output_paths_fail_before_anything_runs(tmp_path, monkeypatch, capsys, option, path, message):
+    from fastlstm import __main__ as cli
+
+    def must_not_run(**kwargs):
+        raise AssertionError("the bench ran before the paths were checked")
+
+    monkeypatch.setattr(_bench, "run", must_not_run)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--quick", option, path.format(tmp=tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert option in err and message in err
+    with pytest.raises(ValueError, match=message):  # the same check when run() is called directly
+        _bench.check_output_paths(*((path.format(tmp=tmp_path), None) if option == "--plot"
+                                    else (None, path.format(tmp=tmp_path))))
+
+
+def test_good_output_paths_pass(tmp_path):
+    require("matplotlib")
+    _bench.check_output_paths(str(tmp_path / "a.png"), str(tmp_path / "a.json"))
+    _bench.check_output_paths(str(tmp_path / "A.PNG"), None)
+
+
+def test_version_and_help(tmp_path):
+    proc = run_python("import runpy, sys; sys.argv = ['fastlstm', '--version']; "
+                      "runpy.run_module('fastlstm', run_name='__main__')", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"fastlstm {fastlstm.__version__}"
+    for argv in (["--help"], ["bench", "--help"], ["info", "--help"]):
+        proc = subprocess.run([sys.executable, "-m", "fastlstm", *argv], cwd=tmp_path, capture_output=True,
+                              text=True, env={**os.environ, "PYTHONPATH": package_parent()})
+        assert proc.returncode == 0, proc.stderr
+        assert "usage: python -m fastlstm" in proc.stdout
+        assert "`" not in proc.stdout, "no reStructuredText markup in the help"
+
+
+def test_format_ms():
+    assert [_bench.format_ms(v) for v in (0.00672, 0.0392, 2.184, 46.6, 1163.4)] == [
+        "0.0067", "0.0392", "2.18", "46.6", "1163"]
+
+
+def test_a_run_reports_summary_then_details(tmp_path, monkeypatch, capsys):
+    """A whole run on one small shape (no pauses): the summary comes before the details, and the JSON and the
+    plot are written where asked."""
+    monkeypatch.setattr(_bench, "QUICK_SHAPES", [_bench.Shape(6, 2, 8, 16)])
+    monkeypatch.setattr(_bench, "PAUSE_S", 0.0)
+    json_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
+    monkeypatch.setattr(fastlstm._threads, "_override", fastlstm._threads._override)  # run() sets the threads
+    rows = _bench.run(quick=True, threads=1, json_path=str(json_path),
+                      plot_path=str(plot_path) if _bench.installed("matplotlib") else None)
+    out = capsys.readouterr().out
+    assert out.index("Summary") < out.index("Details") and "1 thread;" in out.splitlines()[0]
+    assert len(rows) == 1 and rows[0].median_ms["fastlstm"] > 0
+    lo, hi = rows[0].spread_ms["fastlstm"]
+    assert lo <= rows[0].median_ms["fastlstm"] <= hi
+    assert "vs the NumPy reference: outputs agree within" in out
+    for peer in _bench.PEERS:
+        assert (f"vs {peer}" in out) == (peer in rows[0].median_ms)
+    data = json.loads(json_path.read_text())
+    assert data["threads"] == 1 and data["cpu"] == _bench.cpu_model() and len(data["rows"]) == 1
+    if _bench.installed("matplotlib"):
+        assert plot_path.exists() == any(p in rows[0].median_ms for p in _bench.PEERS)
+
+
+def test_a_run_without_peers_says_so_and_draws_nothing(tmp_path, monkeypatch, capsys):
+    import warnings
+
+    real = _bench.installed
+    monkeypatch.setattr(_bench, "installed", lambda m: m not in ("torch", "onnx", "onnxruntime") and real(m))
+    monkeypatch.setattr(_bench, "QUICK_SHAPES", [_bench.Shape(6, 2, 8, 16)])
+    monkeypatch.setattr(_bench, "PAUSE_S", 0.0)
+    monkeypatch.setattr(fastlstm._threads, "_override", fastlstm._threads._override)
+    plot_path = tmp_path / "bench.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _bench.run(quick=True, threads=1, plot_path=str(plot_path) if real("matplotlib") else None)
+    out = capsys.readouterr().out
+    assert "not compared (not installed): onnxruntime, torch" in out
+    assert "vs the NumPy reference: outputs agree within" in out and "vs torch" not in out
+    if real("matplotlib"):
+        assert "no plot written" in out and not plot_path.exists()

@@ -331,6 +331,10 @@ def test_parameters_have_torch_names_and_shapes():
     assert len(shapes) == 16
     assert "bias_ih_l0" not in fastlstm.GRU(5, 4, bias=False).state_dict()
     assert repr(fastlstm.GRU(5, 4, linear_before_reset=False)) == "GRU(5, 4, linear_before_reset=False)"
+    with pytest.raises(AttributeError):          # the configuration is read-only, as the LSTM's
+        gru.linear_before_reset = False
+    with pytest.raises(AttributeError, match="read-only"):
+        gru.hidden_size = 3
     # assigning a parameter repacks the weights
     gru = fastlstm.GRU(2, 3, seed=0)
     x = np.ones((2, 1, 2), np.float32)

@@ -399,16 +399,25 @@ def test_from_onnx_single_lstm_among_other_nodes(bidirectional):
 def test_from_onnx_node_selection_with_two_lstm_nodes():
     onnx = require("onnx")
     model, proto = _peer_model(2, bidirectional=True)
-    with pytest.raises(ValueError, match="2 LSTM nodes") as info:
-        fastlstm.LSTM.from_onnx(proto)
-    assert "lstm0" in str(info.value) and "lstm1" in str(info.value)
+    stacked = fastlstm.LSTM.from_onnx(proto)  # node=None: the two chained nodes are one stacked model
+    assert stacked.num_layers == 2
+    _assert_same_state(stacked.state_dict(), model.state_dict(), what="node=None on a chain")
     lstm_nodes = [n for n in proto.graph.node if n.op_type == "LSTM"]
     for layer in (0, 1):
         for selector in (f"lstm{layer}", layer, layer - 2, np.int64(layer), lstm_nodes[layer]):
             loaded = fastlstm.LSTM.from_onnx(proto, node=selector)
             assert loaded.input_size == (3 if layer == 0 else 8), selector
-            assert loaded.direction == "bidirectional"
+            assert loaded.direction == "bidirectional" and loaded.num_layers == 1
             _assert_same_state(loaded.state_dict(), _layer_state(model, layer), what=f"node={selector!r}")
+    # two nodes that do not feed one another: node=None is ambiguous, and the message lists them
+    parallel = type(proto)()
+    parallel.CopyFrom(proto)
+    second = next(n for n in parallel.graph.node if n.name == "lstm1")
+    second.input[0] = "X"
+    second.input[1] = "W0"
+    with pytest.raises(ValueError, match="2 LSTM nodes") as info:
+        fastlstm.LSTM.from_onnx(parallel)
+    assert "lstm0" in str(info.value) and "lstm1" in str(info.value)
     with pytest.raises(ValueError, match="lstm0"):  # the listing helps
         fastlstm.LSTM.from_onnx(proto, node="nope")
     with pytest.raises(ValueError, match="out of range"):

@@ -522,17 +522,6 @@ def test_calls_of_any_length_share_one_plan(layout):
     assert out.shape == empty.shape[:-1] + (6,) and not h_n.any() and not c_n.any()
 
 
-def test_plan_follows_a_changed_batch_first():
-    """batch_first may be changed between calls: a square input (T == B) then takes the other layout's plan."""
-    fast = fastlstm.LSTM(3, 10, seed=10)
-    x = _rng("batch_first flip").standard_normal((4, 4, 3)).astype(np.float32)
-    fast(x)
-    fast.batch_first = True
-    assert_forward_bitwise(fast(x), pickle.loads(pickle.dumps(fast))(x), what="batch-first after the flip")
-    fast.batch_first = False
-    assert_forward_bitwise(fast(x), pickle.loads(pickle.dumps(fast))(x), what="time-major again")
-
-
 def test_plan_follows_the_thread_settings(monkeypatch):
     """A plan keeps its thread counts (for T = 1 and T > 1) until set_num_threads changes the setting (or the
     process forks)."""

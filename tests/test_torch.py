@@ -154,7 +154,7 @@ def test_from_torch_copies_the_weights(torch):
 
 
 def test_from_torch_rejects_other_modules(torch):
-    for module in (torch.nn.GRU(3, 4), torch.nn.RNN(3, 4), torch.nn.Linear(3, 4), torch.nn.LSTMCell(3, 4)):
+    for module in (torch.nn.GRU(3, 4), torch.nn.RNN(3, 4), torch.nn.Linear(3, 4), torch.nn.GRUCell(3, 4)):
         with pytest.raises(TypeError):
             fastlstm.LSTM.from_torch(module)
     with pytest.raises(TypeError):

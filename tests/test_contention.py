@@ -1,0 +1,68 @@
+"""A team that meets every time step on a busy machine: when a member is not running, the waiter gives the team
+up and reruns the call alone, and the process stops meeting for a while (team.h, "contention"). The results are
+the bits of one thread whatever happens. Made deterministic by running a 2-thread team on one CPU: each member
+then waits for the other's time slice, and a busy process on that CPU makes a member miss its time slices: the
+first call gives its team up."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import fastlstm
+
+from conftest import run_python
+
+ONE_CPU_SCRIPT = """
+import os, subprocess, sys
+import numpy as np
+cpu = min(os.sched_getaffinity(0))
+os.sched_setaffinity(0, {cpu})   # before any thread starts: the team shares one CPU, with a busy process
+busy = subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}}); any(iter(int, 1))"])
+import fastlstm
+from fastlstm import _kernels
+rng = np.random.default_rng(0)
+failures = []
+assert _kernels.contention() == (0.0, 0.0), _kernels.contention()
+for I, H, L, bidir, proj, B in ((32, 70, 1, False, 0, 1), (64, 256, 2, False, 0, 3), (16, 96, 2, False, 40, 2),
+                                (16, 64, 1, True, 0, 1)):
+    model = fastlstm.LSTM(I, H, L, bidirectional=bidir, proj_size=proj, seed=H)
+    x = rng.standard_normal((40, B, I)).astype(np.float32)
+    fastlstm.set_num_threads(1)
+    want = model(x)
+    fastlstm.set_num_threads(2)
+    for call in range(3):
+        got = model(x)
+        for a, e in zip((got[0], got[1][0], got[1][1]), (want[0], want[1][0], want[1][1])):
+            if a.tobytes() != e.tobytes():
+                failures.append(f"H={H} call {call}: not the bits of one thread")
+    s = model.stream(B) if not bidir else None
+    if s is not None:   # a stream's step updates its state in place: never given up, still right
+        fastlstm.set_num_threads(1)
+        ref = model.stream(B)
+        fastlstm.set_num_threads(2)
+        for t in range(5):
+            if s.step(x[t]).tobytes() != ref.step(x[t]).tobytes():
+                failures.append(f"H={H} stream step {t} differs")
+busy.kill()
+window, remaining = _kernels.contention()
+if not window > 0:
+    failures.append(f"no contention window opened on one CPU: {_kernels.contention()}")
+if failures:
+    sys.exit("\\n".join(failures))
+print("ok", window, remaining)
+"""
+
+
+@pytest.mark.skipif(not fastlstm.openmp_enabled(), reason="a serial build has no team")
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity")
+def test_a_team_on_one_cpu_gives_up_and_keeps_the_bits(tmp_path):
+    proc = run_python(ONE_CPU_SCRIPT, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("ok"), proc.stdout
+
+
+def test_contention_reports_no_window_in_a_fresh_process(tmp_path):
+    proc = run_python("from fastlstm import _kernels\nprint(_kernels.contention())", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "(0.0, 0.0)"
