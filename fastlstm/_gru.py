@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple, TypeVar, cast
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from . import _cpu, _kernels
 from ._base import LSTMBase, _check_bool
@@ -39,7 +40,7 @@ class GRUBase(LSTMBase):
         bias: bool = True,
         batch_first: bool = False,
         bidirectional: bool = False,
-        dtype: Any = np.float32,
+        dtype: DTypeLike = np.float32,
         seed: Optional[int] = None,
         linear_before_reset: bool = True,
         clip: Optional[float] = None,
@@ -219,6 +220,26 @@ class GRU(GRUBase, NativeModel):  # type: ignore[misc]  # (its call returns (out
     (ONNX's attribute). Streams (``gru.stream()``), threads, save/load and pickle work as for fastlstm.LSTM;
     a stream's ``state`` is h.
     """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bias: bool = True,
+        batch_first: bool = False,
+        bidirectional: bool = False,
+        dtype: DTypeLike = np.float32,
+        seed: Optional[int] = None,
+        linear_before_reset: bool = True,
+        clip: Optional[float] = None,
+        direction: Optional[str] = None,
+    ) -> None:
+        super().__init__(
+            input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional,
+            dtype=dtype, seed=seed, linear_before_reset=linear_before_reset, clip=clip, direction=direction,
+        )
 
     def _parameters_changed(self) -> None:
         dtype, features = np.dtype(self.dtype), _cpu.features()

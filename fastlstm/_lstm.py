@@ -36,31 +36,11 @@ class NativeModel(LSTMBase):
     _packed: _kernels.PackedModel
     _state_sizes: Tuple[int, int, int, int]  # (L*D, H, H_out, D*H_out)
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        *,
-        bias: bool = True,
-        batch_first: bool = False,
-        bidirectional: bool = False,
-        proj_size: int = 0,
-        dtype: DTypeLike = np.float32,
-        seed: Optional[int] = None,
-        peepholes: bool = False,
-        clip: Optional[float] = None,
-        input_forget: bool = False,
-        direction: Optional[str] = None,
-    ) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         object.__setattr__(self, "_lock", threading.Lock())
         object.__setattr__(self, "_workspaces", [])
         object.__setattr__(self, "_constants", {})
-        super().__init__(
-            input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional,
-            proj_size=proj_size, dtype=dtype, seed=seed, peepholes=peepholes, clip=clip,
-            input_forget=input_forget, direction=direction,
-        )
+        super().__init__(*args, **kwargs)
 
     # ---- packing ------------------------------------------------------------------------------
 
@@ -281,6 +261,29 @@ class LSTM(NativeModel):
 
     Call it as ``output, (h_n, c_n) = lstm(x, hx=None, *, lengths=None)``.
     """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bias: bool = True,
+        batch_first: bool = False,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        dtype: DTypeLike = np.float32,
+        seed: Optional[int] = None,
+        peepholes: bool = False,
+        clip: Optional[float] = None,
+        input_forget: bool = False,
+        direction: Optional[str] = None,
+    ) -> None:
+        super().__init__(
+            input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional,
+            proj_size=proj_size, dtype=dtype, seed=seed, peepholes=peepholes, clip=clip,
+            input_forget=input_forget, direction=direction,
+        )
 
 
 def _plan_key(shape: Tuple[int, ...], batch_first: bool) -> Tuple[Any, ...]:

@@ -143,6 +143,26 @@ class LSTM(LSTMBase):
 class GRU(GRUBase):
     """Reference GRU: same constructor, parameters, loaders and call as fastlstm.GRU."""
 
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bias: bool = True,
+        batch_first: bool = False,
+        bidirectional: bool = False,
+        dtype: DTypeLike = np.float32,
+        seed: Optional[int] = None,
+        linear_before_reset: bool = True,
+        clip: Optional[float] = None,
+        direction: Optional[str] = None,
+    ) -> None:
+        super().__init__(
+            input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional,
+            dtype=dtype, seed=seed, linear_before_reset=linear_before_reset, clip=clip, direction=direction,
+        )
+
     def _forward_validated(self, call: ValidatedCall) -> Any:   # (output, h_n): GRUBase.__call__ types it
         T, B = call.T, call.B
         x = np.asarray(call.x, dtype=np.float64)
