@@ -237,6 +237,7 @@ cdef class PackedModel:
         cdef int i
         cdef tuple entry
         cdef lstm_layer *w
+        cdef bint quantized = weight_format in ("bf16", "int8")
         for i in range(num_layers * num_directions):
             entry = arrays[i]
             w = &self.info.dirs[i]
@@ -245,13 +246,15 @@ cdef class PackedModel:
             w.bias = cnp.PyArray_DATA(entry[2])
             w.peep = NULL if entry[3] is None else cnp.PyArray_DATA(entry[3])
             w.w_hr = NULL if entry[4] is None else cnp.PyArray_DATA(entry[4])
-            w.input_size = entry[5] if len(entry) > 5 else entry[0].shape[1]  # float formats: (NB, I, 4, V)
+            # a quantized entry ends with the layer's input size (its packed w_ih pads it); a float one has w_ih
+            # (NB, I, gates, V), and a GRU's ends with b_hn packed, or None
+            w.input_size = entry[5] if quantized else entry[0].shape[1]
             w.hidden_size = hidden_size
             w.out_size = self.info.out_size
             w.narrow = self.info.narrow_block
             w.clip = clip
             w.input_forget = input_forget
-            w.bias_hn = NULL if len(entry) < 6 or entry[5] is None else cnp.PyArray_DATA(entry[5])
+            w.bias_hn = NULL if quantized or len(entry) < 6 or entry[5] is None else cnp.PyArray_DATA(entry[5])
             w.split_step = cell == "gru" and not linear_before_reset
 
     def __dealloc__(self):
@@ -612,8 +615,8 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
             code = _direction(run, d if split else 0, &m.dirs[idx], reverse, inp + b0 * x_bs, x_ts, x_bs,
                               h0 + (idx * B + b0) * K, (c0 + (idx * B + b0) * H) if m.has_c else NULL,
                               dst + d * K + b0 * out_bs, out_ts, out_bs,
-                              hn + (idx * B + b0) * K, (cn + (idx * B + b0) * H) if m.has_c else NULL, j0, j1, q0,
-                              q1, tid, tid - sub_tid, sub_nt, &steps_done, &rerun_ws)
+                              hn + (idx * B + b0) * K, (cn + (idx * B + b0) * H) if m.has_c else NULL,
+                              j0, j1, q0, q1, tid, tid - sub_tid, sub_nt, &steps_done, &rerun_ws)
             if code != LSTM_WAIT_DONE:
                 break
         if code != LSTM_WAIT_DONE:
