@@ -204,19 +204,8 @@ class LSTM(LSTMBase):
         """
         return Stream(self, batch_size, hx)
 
-    # ---- pickling -----------------------------------------------------------------------------
-
-    def __reduce__(self):
-        return (_rebuild, (type(self), self._config(), self.state_dict()))
-
 
 def _plan_key(shape: tuple, batch_first: bool) -> tuple:
     """The key of the cached ForwardPlan for an input of this shape: the shape without its time axis (axis 1 of
     a batch-first batch, else axis 0), and the layout (a model's batch_first may be changed between calls)."""
     return ("plan-bf", shape[0], shape[2]) if batch_first and len(shape) == 3 else ("plan",) + shape[1:]
-
-
-def _rebuild(cls, config, state):
-    model = cls(**config)
-    model.load_state_dict(state)
-    return model
