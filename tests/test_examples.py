@@ -23,6 +23,8 @@ REQUIRES = {
     "from_keras.py": ["keras"],
     "from_onnx.py": ["onnx", "onnxruntime"],
     "save_load.py": [],
+    "dask_batch.py": ["dask.array", "distributed"],
+    "ray_batch.py": ["ray.data"],
 }
 
 
