@@ -278,7 +278,7 @@ class LSTMBase:
             direction=self.direction,
         )
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Any, ...]:
         """Pickle to the configuration and the parameters (about the size of the weights). Unpickling adopts the
         saved arrays and packs them once: no random initialisation, no copy, no second packing."""
         return (_unpickle, (type(self), self._config(), dict(self._params)))

@@ -36,7 +36,7 @@ class Stream(_kernels.StreamCore):
         with _live_lock:
             _live.add(self)
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Any, ...]:
         """Pickle the model (shared with other objects pickled alongside it), the batch size and the state:
         the steps of an unpickled stream give bitwise what this stream's next steps give."""
         return (_unpickle, (self._model, self.batch_size, self._h, self._c))
