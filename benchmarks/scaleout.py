@@ -5,22 +5,25 @@
 
 The job (the examples' job): N sequences of a memory-mapped .npy file, in chunks of --chunk sequences, each
 chunk run through the LSTM and reduced on the worker to one vector per sequence (the mean of its outputs over
-time). Timed, best of --repeats runs of the whole job, after a warm-up run (workers started, model shipped):
+time). Timed, after a warm-up round (workers started, model shipped):
 
 - one process, fastlstm on 2 threads and on 1 thread, calling chunk after chunk;
-- a distributed.LocalCluster of 1 and of 2 worker processes with one thread each (the nanny sets
-  OMP_NUM_THREADS=1), dask.array.map_blocks with the model scattered to every worker;
-- a local Ray with 1 and 2 actors of num_cpus=1 (Ray sets OMP_NUM_THREADS=1), the model shipped once per actor
-  with ray.put, chunks handed out by ray.util.ActorPool.
+- a distributed.LocalCluster of 2 worker processes with one thread each (the nanny sets OMP_NUM_THREADS=1),
+  dask.array.map_blocks with the model scattered to every worker, the job on one worker and on both;
+- a local Ray with 2 actors of num_cpus=1 (Ray sets OMP_NUM_THREADS=1), the model shipped once per actor with
+  ray.put, chunks handed out by ray.util.ActorPool to one actor and to both.
 
-Prints sequences per second, the ratio of 2 workers to 1 worker (target >= 1.7x) and of each row to the one
-process on 2 threads. Every row's result is checked bitwise against the one process's for the same chunks.
+The runs go in rounds (one of each per round) so that the load of a shared machine hits them alike; each row
+shows its best round. Prints sequences per second, the ratio of 2 workers to 1 worker (target >= 1.7x) and of
+each row to the one process on 2 threads. Every run's result is checked bitwise against the one process's for
+the same chunks.
 """
 import argparse
+import contextlib
 import os
 import tempfile
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, Iterator
 
 import numpy as np
 
@@ -33,23 +36,19 @@ def encode(chunk, model):
     return out.mean(axis=1)
 
 
-def best_of(run: Callable[[], np.ndarray], repeats: int):
-    """(best seconds, result) of repeats timed runs after one warm-up run."""
-    result = run()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = run()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+def local_runs(path: str, model, chunk: int) -> Dict[str, Callable[[], np.ndarray]]:
+    """The job in this process, chunk after chunk, on 2 threads and on 1."""
+    def run(threads: int) -> np.ndarray:
+        fastlstm.set_num_threads(threads)
+        rows = np.load(path, mmap_mode="r")
+        return np.concatenate([encode(np.array(rows[lo:lo + chunk]), model) for lo in range(0, len(rows), chunk)])
+
+    return {"one process, 2 threads": lambda: run(2), "one process, 1 thread": lambda: run(1)}
 
 
-def local_run(path: str, model, chunk: int) -> np.ndarray:
-    rows = np.load(path, mmap_mode="r")
-    return np.concatenate([encode(np.array(rows[lo:lo + chunk]), model) for lo in range(0, len(rows), chunk)])
-
-
-def dask_runs(path: str, model, chunk: int, workers: int, repeats: int):
+@contextlib.contextmanager
+def dask_runs(path: str, model, chunk: int) -> Iterator[Dict[str, Callable[[], np.ndarray]]]:
+    """The job on a LocalCluster of 2 single-thread worker processes: on one of them, and on both."""
     import dask.array as da
     from distributed import Client, LocalCluster
 
@@ -62,19 +61,23 @@ def dask_runs(path: str, model, chunk: int, workers: int, repeats: int):
         return np.array(np.load(path, mmap_mode="r")[lo:lo + chunk])
 
     blocks = tuple(min(chunk, shape[0] - lo) for lo in range(0, shape[0], chunk))
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         threads = set(client.run(fastlstm.get_num_threads).values())
+        assert threads == {1}, f"Dask: fastlstm threads in the workers {threads}, expected 1"
         remote = client.scatter(model, broadcast=True)
         x = da.map_blocks(load, chunks=(blocks, (shape[1],), (shape[2],)), dtype=np.float32,
                           meta=np.empty((0, 0, 0), np.float32))
         encoded = x.map_blocks(encode, remote, drop_axis=1, chunks=(blocks, (model.out_size,)), dtype=np.float32,
                                meta=np.empty((0, 0), np.float32))
-        seconds, result = best_of(lambda: client.compute(encoded).result(timeout=600), repeats)
-    return seconds, result, threads
+        first = sorted(client.scheduler_info()["workers"])[:1]
+        yield {"1 Dask worker x 1 thread": lambda: client.compute(encoded, workers=first).result(timeout=600),
+               "2 Dask workers x 1 thread": lambda: client.compute(encoded).result(timeout=600)}
 
 
-def ray_runs(path: str, model, chunk: int, workers: int, repeats: int):
+@contextlib.contextmanager
+def ray_runs(path: str, model, chunk: int) -> Iterator[Dict[str, Callable[[], np.ndarray]]]:
+    """The job on a local Ray with 2 actors of num_cpus=1: on one of them, and on both."""
     import ray
     from ray.util import ActorPool
 
@@ -89,18 +92,21 @@ def ray_runs(path: str, model, chunk: int, workers: int, repeats: int):
             out, _ = self.model(np.array(self.rows[lo:lo + chunk]))
             return out.mean(axis=1)
 
-    n = len(np.load(path, mmap_mode="r"))
-    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    starts = range(0, len(np.load(path, mmap_mode="r")), chunk)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         remote = ray.put(model)
-        actors = [ray.remote(num_cpus=1)(Encoder).remote(remote, path) for _ in range(workers)]
+        actors = [ray.remote(num_cpus=1)(Encoder).remote(remote, path) for _ in range(2)]
         threads = set(ray.get([a.threads.remote() for a in actors], timeout=300))
-        pool = ActorPool(actors)
-        seconds, result = best_of(
-            lambda: np.concatenate(list(pool.map(lambda a, lo: a.encode.remote(lo), range(0, n, chunk)))), repeats)
+        assert threads == {1}, f"Ray: fastlstm threads in the actors {threads}, expected 1"
+
+        def run(pool):
+            return np.concatenate(list(pool.map(lambda actor, lo: actor.encode.remote(lo), starts)))
+
+        yield {"1 Ray actor x 1 thread": lambda: run(ActorPool(actors[:1])),
+               "2 Ray actors x 1 thread": lambda: run(ActorPool(actors))}
     finally:
         ray.shutdown()
-    return seconds, result, threads
 
 
 def main() -> None:
@@ -110,7 +116,7 @@ def main() -> None:
     parser.add_argument("--input-size", type=int, default=128)
     parser.add_argument("--hidden-size", type=int, default=256)
     parser.add_argument("--chunk", type=int, default=32, help="sequences per task")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per row (the best counts)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (each row shows its best)")
     parser.add_argument("--frameworks", default="dask,ray", help="comma-separated: dask, ray")
     parser.add_argument("--quick", action="store_true", help="a small job, to check that the program runs")
     args = parser.parse_args()
@@ -122,7 +128,6 @@ def main() -> None:
         parser.error(f"--frameworks: expected dask and/or ray, got {sorted(unknown)}")
 
     model = fastlstm.LSTM(args.input_size, args.hidden_size, batch_first=True, seed=0)
-    rows: Dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "sequences.npy")
         data = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
@@ -133,35 +138,28 @@ def main() -> None:
         data.flush()
         del data
         print(f"{args.sequences} sequences, T={args.steps}, I={args.input_size}, H={args.hidden_size}, chunks of "
-              f"{args.chunk}, float32; best of {args.repeats} runs after a warm-up")
-        print(f"{'run':<34} {'seconds':>8} {'seq/s':>8} {'vs 1 worker':>12} {'vs 1 process, 2 thr':>20}")
-        want: List[np.ndarray] = []
-
-        def report(label: str, seconds: float, result: np.ndarray, base: str = "") -> None:
-            if want:
-                assert np.array_equal(result, want[0]), f"{label}: results differ from one process"
-            else:
-                want.append(result)
-            rows[label] = seconds
-            ratio = f"{rows[base] / seconds:.2f}x" if base else ""
-            vs_local = rows.get("one process, 2 threads", seconds) / seconds
-            print(f"{label:<34} {seconds:>8.3f} {args.sequences / seconds:>8.0f} {ratio:>12} {vs_local:>19.2f}x",
-                  flush=True)
-
-        for threads in (2, 1):
-            fastlstm.set_num_threads(threads)
-            seconds, result = best_of(lambda: local_run(path, model, args.chunk), args.repeats)
-            report(f"one process, {threads} thread{'s' if threads > 1 else ''}", seconds, result)
-        runners = {"dask": (dask_runs, "Dask worker"), "ray": (ray_runs, "Ray actor")}
-        for framework in frameworks:
-            run, noun = runners[framework]
-            first = ""
-            for workers in (1, 2):
-                seconds, result, threads = run(path, model, args.chunk, workers, args.repeats)
-                assert threads == {1}, f"{framework}: fastlstm threads in the workers {threads}, expected 1"
-                label = f"{workers} {noun}{'s' if workers > 1 else ''} x 1 thread"
-                report(label, seconds, result, first)
-                first = first or label
+              f"{args.chunk}, float32; best of {args.repeats} rounds after a warm-up round")
+        runs: Dict[str, Callable[[], np.ndarray]] = {}
+        with contextlib.ExitStack() as stack:
+            runs.update(local_runs(path, model, args.chunk))
+            for framework in frameworks:
+                runs.update(stack.enter_context({"dask": dask_runs, "ray": ray_runs}[framework](path, model, args.chunk)))
+            want = runs["one process, 2 threads"]()
+            best = {label: float("inf") for label in runs}
+            for round_ in range(args.repeats + 1):          # rounds through every run: load hits them alike
+                for label, run in runs.items():
+                    start = time.perf_counter()
+                    result = run()
+                    seconds = time.perf_counter() - start
+                    assert np.array_equal(result, want), f"{label}: results differ from one process"
+                    if round_:
+                        best[label] = min(best[label], seconds)
+    print(f"{'run':<28} {'seconds':>8} {'seq/s':>8} {'vs 1 worker':>12} {'vs 1 process, 2 thr':>20}")
+    for label, seconds in best.items():
+        one = label.replace("2 Dask workers", "1 Dask worker").replace("2 Ray actors", "1 Ray actor")
+        ratio = f"{best[one] / seconds:.2f}x" if one != label else ""
+        print(f"{label:<28} {seconds:>8.3f} {args.sequences / seconds:>8.0f} {ratio:>12} "
+              f"{best['one process, 2 threads'] / seconds:>19.2f}x")
 
 
 if __name__ == "__main__":
