@@ -57,16 +57,24 @@ if debug_checks:
 extra_cflags = os.environ.get("FASTLSTM_EXTRA_CFLAGS", "").split()
 extra_ldflags = os.environ.get("FASTLSTM_EXTRA_LDFLAGS", "").split()
 
-extensions = [
-    Extension(
-        "fastlstm._kernels",
-        ["src/_kernels.pyx"],
+
+
+def extension(name, source, headers):
+    """One compiled module of the package (fastlstm.<name>) from its Cython source and the headers it includes."""
+    return Extension(
+        f"fastlstm.{name}",
+        [source],
         include_dirs=[numpy.get_include(), "src"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args + extra_cflags,
         extra_link_args=(omp or []) + extra_ldflags,
-        depends=["src/cell_kernels.h", "src/cell_impl.h"],
+        depends=[f"src/{h}" for h in headers],
     )
+
+
+extensions = [
+    extension("_kernels", "src/_kernels.pyx", ["kernel_api.h", "cell_kernels.h", "cell_impl.h", "team.h"]),
+    extension("_probes", "src/_probes.pyx", ["probes.h", "probe_impl.h", "team.h"]),
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives, include_path=["src"]))

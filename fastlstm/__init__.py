@@ -5,7 +5,7 @@
     output, (h_n, c_n) = lstm(x)                    # x: (T, B, 32)
     lstm = fastlstm.LSTM.from_torch(torch_module)   # same numbers as the torch module
 
-FASTLSTM_ISA=avx2|sse2 caps the instruction set the kernels use (default: the best this CPU has).
+FASTLSTM_ISA=avx2|baseline caps the CPU features the kernels use (default: the best this CPU has).
 """
 import os as _os
 
@@ -20,11 +20,10 @@ except ImportError as _exc:
         ) from _exc
     raise
 
-_ISA_LEVELS = {"avx512": 2, "avx2": 1, "sse2": 0}
-_isa = _os.environ.get("FASTLSTM_ISA", "").strip().lower()
-if _isa and _isa not in _ISA_LEVELS:
-    raise ImportError(f"FASTLSTM_ISA must be one of {sorted(_ISA_LEVELS)}, got {_isa!r}")
-_kernels.select_isa(_ISA_LEVELS.get(_isa, -1))
+try:
+    from . import _cpu  # reads FASTLSTM_ISA: the CPU features models may use
+except ValueError as _exc:
+    raise ImportError(str(_exc)) from None
 
 from . import reference  # noqa: E402
 from ._lstm import LSTM  # noqa: E402

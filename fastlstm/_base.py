@@ -11,6 +11,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from ._cells import LSTM_CELL, CellKind
+
 _SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # largest extent a BLAS or kernel int may hold
 _INT_MAX = 2**31 - 1
@@ -79,6 +81,8 @@ class LSTMBase:
     Subclasses implement ``_forward_validated`` and may react to parameter changes in
     ``_parameters_changed``.
     """
+
+    _cell: CellKind = LSTM_CELL
 
     def __init__(
         self,
@@ -151,14 +155,15 @@ class LSTMBase:
     def _param_shapes(self) -> Dict[str, Tuple[int, ...]]:
         """Names and shapes of every parameter, in torch's order."""
         H, P = self.hidden_size, self.proj_size
+        GH = self._cell.num_gates * H
         shapes: Dict[str, Tuple[int, ...]] = {}
         for layer in range(self.num_layers):
             for sfx in self._suffixes():
-                shapes[f"weight_ih_l{layer}{sfx}"] = (4 * H, self._layer_input_size(layer))
-                shapes[f"weight_hh_l{layer}{sfx}"] = (4 * H, self.out_size)
+                shapes[f"weight_ih_l{layer}{sfx}"] = (GH, self._layer_input_size(layer))
+                shapes[f"weight_hh_l{layer}{sfx}"] = (GH, self.out_size)
                 if self.bias:
-                    shapes[f"bias_ih_l{layer}{sfx}"] = (4 * H,)
-                    shapes[f"bias_hh_l{layer}{sfx}"] = (4 * H,)
+                    shapes[f"bias_ih_l{layer}{sfx}"] = (GH,)
+                    shapes[f"bias_hh_l{layer}{sfx}"] = (GH,)
                 if P > 0:
                     shapes[f"weight_hr_l{layer}{sfx}"] = (P, H)
                 if self.peepholes:

@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from . import _kernels, _peers, _threads
+from . import _cpu, _peers, _probes, _threads
 from ._lstm import LSTM
 from ._packing import _aligned_empty
 from .reference import LSTM as ReferenceLSTM
@@ -86,11 +86,16 @@ class Row:
     weight_gb: float
     batch: int
     read_gbps: float = 0.0  # this machine reading a buffer of one step's weights (read_probe), same threads
-    handoffs: int = 0  # time steps handed from thread to thread on the critical path (_kernels.step_handoffs)
+    handoffs: int = 0  # time steps handed from thread to thread on the critical path (_probes.step_handoffs)
     handoff_us: float = 0.0  # this machine handing one step between those threads (handoff_probe)
     median_ms: Dict[str, float] = field(default_factory=dict)
     max_abs_diff: Dict[str, float] = field(default_factory=dict)
 
+
+
+def probe_isa() -> str:
+    """The instruction set of the float32 LSTM kernels models are packed for now: the probes run on it."""
+    return _cpu.kernels_for("lstm", np.dtype(np.float32))[0].rsplit("/", 1)[1]
 
 def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
@@ -206,7 +211,7 @@ def new_row(shape: Shape, model: LSTM, threads: int) -> Tuple[Row, LimitProbes]:
         team = _threads.stream_threads(H, K, shape.I, shape.B)
     else:
         team = _threads.effective_threads(H, K, shape.B, D, steps=shape.T, input_size=shape.I)
-    handoffs, handing = _kernels.step_handoffs(model._packed, shape.T, shape.B, team)
+    handoffs, handing = _probes.step_handoffs(model._packed, shape.T, shape.B, team)
     row = Row(shape.name, shape.flops() / 1e9, shape.weight_bytes() / 1e9, shape.B, handoffs=handoffs)
     read_call, read_bytes = read_probe(shape.step_weight_bytes(), threads)
     probes = LimitProbes({"read probe": read_call}, read_bytes, HANDOFF_PROBE_STEPS)
@@ -225,24 +230,25 @@ def finish_row(row: Row, medians: Dict[str, float], probes: LimitProbes) -> None
 
 def measure_fma_gflops(threads: int) -> float:
     """This machine's arithmetic ceiling: GFLOP/s of independent float32 vector FMAs on `threads` threads with
-    the kernels' instruction set (_kernels.probe_fma). No matrix product, ours or a BLAS's, can beat it."""
+    the kernels' instruction set (_probes.probe_fma). No matrix product, ours or a BLAS's, can beat it."""
     rounds = 100_000  # ~0.2 ms per call at 250 GFLOP/s per core
-    flops = _kernels.probe_fma(rounds, threads)[1]
-    return flops / time_interleaved({"fma": lambda: _kernels.probe_fma(rounds, threads)}, 0.3, 5)["fma"] / 1e9
+    flops = _probes.probe_fma(rounds, threads, probe_isa())[1]
+    return flops / time_interleaved({"fma": lambda: _probes.probe_fma(rounds, threads, probe_isa())}, 0.3, 5)["fma"] / 1e9
 
 
 def read_probe(nbytes: float, threads: int) -> Tuple[Callable[[], object], float]:
     """A call of `threads` threads reading a float32 buffer of about nbytes over and over, each its own share
-    (_kernels.probe_read), the way the steps of a forward read their slices of the weights: from L1, L2 or L3
+    (_probes.probe_read), the way the steps of a forward read their slices of the weights: from L1, L2 or L3
     according to the size; and the bytes it reads."""
-    granule = _kernels.probe_read_granule()
+    granule = _probes.probe_read_granule()
     n = max(granule, int(nbytes) // 4 // granule * granule)
     data = _aligned_empty((n,), np.float32)
     data.fill(1.0)
     # >= ~32 MB per call (fewer measured up to 30% less on 4 MB: the call and its first pass weigh); an even
     # count, so that every call (forwards first) starts where the one before ended (backwards)
     passes = 2 * max(1, int(16e6 // (4 * n)))
-    return (lambda: _kernels.probe_read(data, passes, threads)), 4.0 * n * passes
+    isa = probe_isa()
+    return (lambda: _probes.probe_read(data, passes, threads, isa)), 4.0 * n * passes
 
 
 # Steps per call of the hand-off probe: ~0.1-0.6 ms on the 2-core test machine.
@@ -251,11 +257,12 @@ HANDOFF_PROBE_STEPS = 2000
 
 def handoff_probe(threads: int) -> Callable[[], object]:
     """A call of `threads` threads handing HANDOFF_PROBE_STEPS empty time steps to each other, as a forward's
-    threads end every step (_kernels.probe_handoff): each writes one cache line of h, publishes its step,
+    threads end every step (_probes.probe_handoff): each writes one cache line of h, publishes its step,
     waits for the others' and reads their lines. It times the latency of a hand-off, not its bandwidth: a
     forward moving more of h between cores may overlap that with its work, but no step can start before the
     previous one has arrived."""
-    return lambda: _kernels.probe_handoff(HANDOFF_PROBE_STEPS, 16 * threads, threads)
+    isa = probe_isa()
+    return lambda: _probes.probe_handoff(HANDOFF_PROBE_STEPS, 16 * threads, threads, isa)
 
 
 def measure_sgemm_gflops() -> float:
@@ -345,7 +352,7 @@ def run(
         print(f"(not installed, not compared: {', '.join(missing)})")
     fma = measure_fma_gflops(n)
     sgemm = measure_sgemm_gflops()
-    print(f"measured FMA peak: {fma:.0f} GFLOP/s ({n} threads, {_kernels.isa_name()}); NumPy's sgemm: {sgemm:.0f}")
+    print(f"measured FMA peak: {fma:.0f} GFLOP/s ({n} threads, {probe_isa()}); NumPy's sgemm: {sgemm:.0f}")
     rows = []
     for shape in shapes:
         with_reference = shape.T * shape.B * shape.H <= 100 * 4 * 256

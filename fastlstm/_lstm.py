@@ -12,7 +12,7 @@ from typing import Any, List, Optional
 
 import numpy as np
 
-from . import _kernels, _packing, _threads
+from . import _cpu, _kernels, _packing, _threads
 from ._base import LSTMBase, ValidatedCall
 from ._stream import Stream
 
@@ -48,15 +48,16 @@ class LSTM(LSTMBase):
     # ---- packing ------------------------------------------------------------------------------
 
     def _parameters_changed(self) -> None:
-        V = _packing.block_width(self.dtype)
+        cell, dtype, features = self._cell, np.dtype(self.dtype), _cpu.features()
+        V = _cpu.kernels_for(cell.name, dtype, features)[1] // dtype.itemsize
         arrays = []
         for layer in range(self.num_layers):
             for sfx in self._suffixes():
                 name = lambda p: f"{p}_l{layer}{sfx}"  # noqa: E731
                 if self.bias:
-                    bias = self._params[name("bias_ih")].astype(self.dtype) + self._params[name("bias_hh")]
+                    bias = cell.folded_bias(self._params[name("bias_ih")].astype(dtype), self._params[name("bias_hh")])
                 else:
-                    bias = np.zeros(4 * self.hidden_size, dtype=self.dtype)
+                    bias = np.zeros(cell.num_gates * self.hidden_size, dtype=dtype)
                 w_hr = self._params[name("weight_hr")] if self.proj_size > 0 else None
                 w_ph = self._params[name("weight_ph")] if self.peepholes else None
                 arrays.append(
@@ -65,13 +66,14 @@ class LSTM(LSTMBase):
                     )
                 )
         packed = _kernels.PackedModel(
+            cell.name,
+            dtype.name,
+            features,
             self.num_layers,
             self.num_directions,
             self.hidden_size,
             self.proj_size,
-            V,
             _packing.narrow_last_block(self.hidden_size, V),
-            self.dtype == np.float64,
             0.0 if self.clip is None else self.clip,
             self.input_forget,
             self.direction == "reverse",

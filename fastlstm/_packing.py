@@ -1,7 +1,7 @@
 """Packing of torch-layout parameters into the layouts the micro-kernels read (see src/cell_impl.h).
 
-Done once when parameters are set, never per call. V is the block width of the selected kernels (the
-vector width in elements); hidden units are padded to a multiple of V with zero weights. When the last block
+Done once when parameters are set, never per call. V is the block width of the kernels the model is packed
+for (their vector width in elements); hidden units are padded to a multiple of V with zero weights. When the last block
 would be at most half full it is packed narrow: V/2 units with two gates per vector (see src/cell_impl.h).
 """
 from __future__ import annotations
@@ -10,12 +10,12 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from . import _kernels
+from . import _cpu
 
 
-def block_width(dtype: np.dtype) -> int:
-    """Hidden units per block for the selected instruction set and dtype."""
-    return _kernels.vector_bytes() // np.dtype(dtype).itemsize
+def block_width(dtype: np.dtype, cell: str = "lstm") -> int:
+    """Hidden units per block of the kernels a model of this cell kind and dtype would be packed for now."""
+    return _cpu.kernels_for(cell, dtype)[1] // np.dtype(dtype).itemsize
 
 
 def _aligned_empty(shape, dtype) -> np.ndarray:

@@ -64,7 +64,7 @@ class LSTM(LSTMBase):
         p = lambda name: np.asarray(getattr(self, f"{name}_l{layer}{sfx}"), dtype=np.float64)  # noqa: E731
         H = self.hidden_size
         w_ih, w_hh = p("weight_ih"), p("weight_hh")
-        b = p("bias_ih") + p("bias_hh") if self.bias else np.zeros(4 * H)
+        b = p("bias_ih") + p("bias_hh") if self.bias else np.zeros(self._cell.num_gates * H)
         w_hr: Optional[np.ndarray] = p("weight_hr") if self.proj_size > 0 else None
         w_ph: Optional[np.ndarray] = p("weight_ph") if self.peepholes else None
         return w_ih, w_hh, b, w_hr, w_ph

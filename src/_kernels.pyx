@@ -29,21 +29,10 @@ from . import _threads
 
 cnp.import_array()
 
-cdef extern from "cell_kernels.h" nogil:
-    int lstm_select_isa(int max_level)
-    int lstm_cpu_isa_level()
-    const char *lstm_isa_name()
-    int lstm_vector_bytes()
-    int lstm_tile_rows()
+cdef extern from "team.h" nogil:
     int lstm_openmp_enabled()
     int lstm_thread_id()
     int lstm_team_size()
-    float lstm_probe_fma(long rounds)
-    float lstm_probe_read(const float *p, long n, int descending)
-    void lstm_probe_fill(float *p, long n, float value)
-    long lstm_probe_mismatches(const float *p, long n, float value)
-    int lstm_probe_chains()
-    int lstm_probe_read_sums()
     ctypedef struct lstm_team_barrier:
         pass
     void lstm_barrier_init(lstm_team_barrier *bar)
@@ -52,34 +41,59 @@ cdef extern from "cell_kernels.h" nogil:
         int steps
     void lstm_step_publish(lstm_step_flag *flags, int tid, int steps)
     void lstm_step_wait(const lstm_step_flag *flags, int tid, int first, int count, int steps)
-    unsigned int lstm_ftz_enter()
-    void lstm_ftz_leave(unsigned int saved)
-    void cell_blocks_f32(const float *w, const float *gx, long ldg, const float *peep,
-                         float clip, int input_forget, const float *h, long ldh, float *c, long ldc,
-                         float *hout, long ldo, const int *lengths, int t, int B, int K, int j0, int j1,
-                         int narrow)
-    void cell_blocks_f64(const double *w, const double *gx, long ldg, const double *peep,
-                         double clip, int input_forget, const double *h, long ldh, double *c, long ldc,
-                         double *hout, long ldo, const int *lengths, int t, int B, int K, int j0, int j1,
-                         int narrow)
-    void input_blocks_f32(const float *w, const float *bias, const float *x, long x_ts, long x_bs, float *gx,
-                          long g_ts, long g_bs, const int *lengths, int t0, int nsteps, int B, int n_in, int j0, int j1,
-                          int narrow)
-    void input_blocks_f64(const double *w, const double *bias, const double *x, long x_ts, long x_bs, double *gx,
-                          long g_ts, long g_bs, const int *lengths, int t0, int nsteps, int B, int n_in, int j0, int j1,
-                          int narrow)
-    void step_blocks_f32(const float *w_ih, const float *bias, const float *x, long x_bs, int n_in, float *gx,
-                         long ldg, const float *w_hh, const float *peep, float clip, int input_forget,
-                         const float *h, long ldh, float *c, long ldc, float *hout, long ldo,
-                         const int *lengths, int B, int K, int j0, int j1, int narrow, int descending)
-    void step_blocks_f64(const double *w_ih, const double *bias, const double *x, long x_bs, int n_in,
-                         double *gx, long ldg, const double *w_hh, const double *peep, double clip,
-                         int input_forget, const double *h, long ldh, double *c, long ldc, double *hout,
-                         long ldo, const int *lengths, int B, int K, int j0, int j1, int narrow, int descending)
-    void proj_blocks_f32(const float *w, const float *hc, long ldc, float *hout, long ldo,
-                         const int *lengths, int t, int B, int Kc, int q0, int q1)
-    void proj_blocks_f64(const double *w, const double *hc, long ldc, double *hout, long ldo,
-                         const int *lengths, int t, int B, int Kc, int q0, int q1)
+    unsigned long lstm_ftz_enter()
+    void lstm_ftz_leave(unsigned long saved)
+
+cdef extern from "cell_kernels.h" nogil:
+    # the argument structs and the kernel table of kernel_api.h; the kernels' signatures are written once, in
+    # its LSTM_KERNEL_KINDS (the C compiler checks every call below against them)
+    ctypedef struct lstm_layer:
+        const void *w_ih
+        const void *w_hh
+        const void *bias
+        const void *peep
+        const void *w_hr
+        int input_size, hidden_size, out_size, narrow, input_forget
+        double clip
+    ctypedef struct lstm_rows:
+        const int *lengths
+        int count
+    ctypedef struct lstm_blocks:
+        int first, end
+    ctypedef struct lstm_state:
+        const void *h
+        long ldh
+        void *c
+        long ldc
+        void *hout
+        long ldo
+    ctypedef struct lstm_chunk:
+        const void *x
+        long x_ts, x_bs
+        void *gx
+        long g_ts, g_bs
+    ctypedef void (*lstm_input_fn)(const lstm_layer *, const lstm_rows *, const lstm_chunk *, int, int,
+                                   lstm_blocks) noexcept nogil
+    ctypedef void (*lstm_cell_fn)(const lstm_layer *, const lstm_rows *, const void *, long, const lstm_state *, int,
+                                  lstm_blocks) noexcept nogil
+    ctypedef void (*lstm_step_fn)(const lstm_layer *, const lstm_rows *, const lstm_chunk *, const lstm_state *,
+                                  lstm_blocks, int) noexcept nogil
+    ctypedef void (*lstm_proj_fn)(const lstm_layer *, const lstm_rows *, const void *, long, void *, long, int,
+                                  lstm_blocks) noexcept nogil
+    ctypedef struct lstm_kernel_table:
+        const char *name
+        int vector_bytes, tile_rows
+        lstm_input_fn input
+        lstm_cell_fn cell
+        lstm_step_fn step
+        lstm_proj_fn proj
+    const lstm_kernel_table *lstm_select_kernels(int cell_kind, int format, unsigned features)
+    unsigned lstm_cpu_features()
+    const char *lstm_feature_name(int bit)
+    enum:
+        LSTM_CELL_LSTM
+        LSTM_FORMAT_F32
+        LSTM_FORMAT_F64
 
 cdef enum:
     # Budget for one chunk of the input projection (T_chunk * B * 4 * Hp elements), in bytes: small
@@ -95,27 +109,36 @@ cdef enum:
     ROW_SPLIT_MAX_HIDDEN = 48
 
 
-def select_isa(int max_level=-1):
-    """Select the micro-kernels: the best the CPU supports, capped at ``max_level`` (2 AVX-512, 1 AVX2, 0 SSE2).
-
-    Returns the level used. Packed weights depend on the vector width, so models must be repacked after.
-    """
-    return lstm_select_isa(max_level)
+def cpu_features():
+    """This CPU's features as a bit mask (the LSTM_FEATURE_* bits of kernel_api.h; see feature_names)."""
+    return lstm_cpu_features()
 
 
-def isa_name():
-    """Name of the selected instruction set: "avx512", "avx2" or "sse2"."""
-    return lstm_isa_name().decode()
+def feature_names():
+    """{bit: name} of every CPU feature the kernels know ("avx2", "avx512_bf16", "dotprod", ...)."""
+    cdef int bit
+    names = {}
+    for bit in range(32):
+        if lstm_feature_name(bit) != NULL:
+            names[bit] = lstm_feature_name(bit).decode()
+    return names
 
 
-def cpu_isa_level():
-    """Best level this CPU supports (2 AVX-512, 1 AVX2+FMA, 0 baseline)."""
-    return lstm_cpu_isa_level()
+CELL_KINDS = {"lstm": LSTM_CELL_LSTM}
+FORMATS = {"float32": LSTM_FORMAT_F32, "float64": LSTM_FORMAT_F64}
 
 
-def vector_bytes():
-    """Width in bytes of one block of hidden units in the packed layout of the selected kernels."""
-    return lstm_vector_bytes()
+def kernel_table(str cell, str weight_format, unsigned features):
+    """The kernels a model of this cell kind ("lstm") and weight format ("float32", "float64") is packed for on a
+    CPU with these features: (name, vector_bytes, tile_rows), or None when no kernels exist for them."""
+    if cell not in CELL_KINDS:
+        raise ValueError(f"cell must be one of {sorted(CELL_KINDS)}, got {cell!r}")
+    if weight_format not in FORMATS:
+        raise ValueError(f"weight_format must be one of {sorted(FORMATS)}, got {weight_format!r}")
+    cdef const lstm_kernel_table *k = lstm_select_kernels(CELL_KINDS[cell], FORMATS[weight_format], features)
+    if k == NULL:
+        return None
+    return k.name.decode(), k.vector_bytes, k.tile_rows
 
 
 def openmp_enabled():
@@ -123,153 +146,12 @@ def openmp_enabled():
     return bool(lstm_openmp_enabled())
 
 
-# ---- probes of this machine's limits for `python -m fastlstm bench` (not used by a forward) ----------
-
-cdef void _probe_fma_thread(long rounds, float *first, int *team) noexcept nogil:
-    """One thread's share of probe_fma: its FMA chains; thread 0 also reports its sum and the team size."""
-    cdef float value = lstm_probe_fma(rounds)
-    if lstm_thread_id() == 0:
-        first[0] = value
-        team[0] = lstm_team_size()
-
-
-def probe_fma(long rounds, int num_threads):
-    """Run the FMA-throughput probe (probe_fma in cell_impl.h) on a team of up to num_threads threads, without
-    the GIL: each thread does `rounds` rounds of independent float32 vector FMAs on the selected instruction set.
-
-    Returns (lanes_sum, flops): thread 0's sum of its lanes (chain i's lanes end at i / 2**rounds + 2 -
-    2**(1 - rounds)) and the floating-point operations of the whole team (2 per lane of every FMA).
-    """
-    if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}")
-    if num_threads < 1:
-        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-    cdef float first = 0
-    cdef int team = 1
-    with nogil:
-        if num_threads == 1:
-            first = lstm_probe_fma(rounds)
-        else:
-            with parallel(num_threads=num_threads):
-                _probe_fma_thread(rounds, &first, &team)
-    lanes = lstm_vector_bytes() // 4
-    return float(first), 2.0 * rounds * lstm_probe_chains() * lanes * team
-
-
-def probe_read_granule():
-    """probe_read reads buffers in units of this many float32 elements (its running sums of the widest vector)."""
-    return lstm_probe_read_sums() * 16
-
-
-cdef void _probe_read_thread(const float *data, long g, long units, long passes, float *sums) noexcept nogil:
-    """One thread's share of probe_read: its contiguous range of units (of g = probe_read_granule() elements),
-    read `passes` times, backwards every other pass; the sum of its last pass goes to sums[thread]."""
-    cdef int tid = lstm_thread_id(), team = lstm_team_size()
-    cdef long u0 = units * tid // team, u1 = units * (tid + 1) // team, p
-    cdef float value = 0
-    for p in range(passes):
-        value = lstm_probe_read(data + u0 * g, (u1 - u0) * g, p & 1)
-    sums[tid] = value
-
-
-def probe_read(cnp.ndarray buf, long passes, int num_threads):
-    """Run the read-bandwidth probe (probe_read in cell_impl.h) without the GIL: each thread of a team of up to
-    num_threads sums its own contiguous share of buf `passes` times, as a forward streams its slice of the
-    weights every step: forwards, then backwards, and so on (the steps alternate their block order, so that
-    what one step read last is still cached when the next starts).
-
-    buf : ndarray (n,) float32, C-contiguous, n a multiple of probe_read_granule() (64-byte aligned to measure)
-    Returns (total, bytes): the sum of buf over the team's last passes and the bytes the team read.
-    """
-    cdef long g = probe_read_granule()
-    if not isinstance(buf, np.ndarray) or buf.dtype != np.float32 or buf.ndim != 1 or not buf.flags.c_contiguous:
-        raise TypeError("buf must be a 1-D C-contiguous float32 ndarray")
-    if buf.shape[0] == 0 or buf.shape[0] % g:
-        raise ValueError(f"buf must hold a positive multiple of {g} elements, got {buf.shape[0]}")
-    if passes < 1:
-        raise ValueError(f"passes must be >= 1, got {passes}")
-    if num_threads < 1:
-        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-    cdef cnp.ndarray sums = np.zeros(num_threads, np.float32)
-    cdef const float *data = <const float *> cnp.PyArray_DATA(buf)
-    cdef float *sums_data = <float *> cnp.PyArray_DATA(sums)
-    cdef long units = buf.shape[0] // g
-    with nogil:
-        if num_threads == 1:
-            _probe_read_thread(data, g, units, passes, sums_data)
-        else:
-            with parallel(num_threads=num_threads):
-                _probe_read_thread(data, g, units, passes, sums_data)
-    return float(sums.sum(dtype=np.float64)), 4.0 * buf.shape[0] * passes
-
-
-cdef void _probe_handoff_thread(float *buf, long n, long steps, lstm_step_flag *flags, long *stale,
-                                int *team_size) noexcept nogil:
-    """One thread's share of probe_handoff: at step s it writes s into its range of cache lines of buf's half
-    s % 2, publishes the step, waits for the others' and reads the rest of that half, which they wrote,
-    counting the values that are not s into stale[thread]; thread 0 also reports the team size."""
-    cdef int tid = lstm_thread_id(), team = lstm_team_size()
-    cdef long lines = n // 16, e0 = lines * tid // team * 16, e1 = lines * (tid + 1) // team * 16, s, wrong = 0
-    cdef float *half
-    for s in range(1, steps + 1):
-        half = buf + (s % 2) * n
-        lstm_probe_fill(half + e0, e1 - e0, s)
-        lstm_step_publish(flags, tid, s)
-        lstm_step_wait(flags, tid, 0, team, s)
-        wrong += lstm_probe_mismatches(half, e0, s) + lstm_probe_mismatches(half + e1, n - e1, s)
-    stale[tid] = wrong
-    if tid == 0:
-        team_size[0] = team
-
-
-def probe_handoff(long steps, long n, int num_threads):
-    """Run the hand-off probe without the GIL: a team of up to num_threads threads passes `steps` empty time steps
-    to each other the way the threads of a direction end every step of a forward: each writes its share of an
-    h of n float32 values (n a multiple of 16, whole cache lines; two buffers, used in turn), publishes its step
-    count (lstm_step_publish), waits for the others' (lstm_step_wait) and reads their shares. Its time per step
-    is what a step costs beyond its work.
-
-    Returns (stale, reads, team): how many of the values read were not the step's (0 when every thread saw
-    every other's writes of every step), how many were read (n * (team - 1) * steps) and the team size.
-    """
-    if steps < 1 or steps >= 1 << 24:  # step counts are stored exactly in float32
-        raise ValueError(f"steps must be in [1, 2**24), got {steps}")
-    if n < 1 or n % 16:
-        raise ValueError(f"n must be a positive multiple of 16, got {n}")
-    if num_threads < 1:
-        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-    from ._packing import _aligned_empty
-    cdef cnp.ndarray halves = _aligned_empty((2 * n,), np.float32)
-    cdef cnp.ndarray flag_lines = _aligned_empty((num_threads * sizeof(lstm_step_flag),), np.uint8)
-    cdef cnp.ndarray stale = np.zeros(num_threads, np.int64)
-    cdef float *buf = <float *> cnp.PyArray_DATA(halves)
-    cdef lstm_step_flag *flags = <lstm_step_flag *> cnp.PyArray_DATA(flag_lines)
-    cdef long *stale_data = <long *> cnp.PyArray_DATA(stale)
-    cdef int team = 1
-    with nogil:
-        if num_threads == 1:
-            _probe_handoff_thread(buf, n, steps, flags, stale_data, &team)
-        else:
-            with parallel(num_threads=num_threads):
-                _probe_handoff_thread(buf, n, steps, flags, stale_data, &team)
-    return int(stale.sum()), n * (team - 1) * steps, team
-
-
-cdef struct DirWeights:
-    const void *w_ih     # (NB, I_k, 4, V)
-    const void *w_hh     # (NB, K, 4, V)
-    const void *bias     # (NB, 4, V): b_ih + b_hh
-    const void *peep     # (NB, 3, V) or NULL
-    const void *w_hr     # (NP, H, V) or NULL
-    int input_size
-
-
 cdef struct ModelInfo:
     int num_layers, num_directions, hidden_size, proj_size, out_size, block, num_blocks, num_proj_blocks
     int narrow_block     # index of the narrow last block (see cell_impl.h), or -1
-    int is_double, input_forget, reverse_only
-    double clip
-    DirWeights *dirs     # (num_layers * num_directions,)
+    int is_double, reverse_only
+    const lstm_kernel_table *kernels   # chosen when packed, from the cell kind, weight format and CPU features
+    lstm_layer *dirs     # (num_layers * num_directions,): each layer-direction's packed weights and cell parameters
 
 
 cdef class PackedModel:
@@ -281,11 +163,21 @@ cdef class PackedModel:
     cdef readonly tuple arrays
     cdef bint step_parity      # flips at every call of one time step: the order of its blocks
 
-    def __cinit__(self, int num_layers, int num_directions, int hidden_size, int proj_size, int block,
-                  bint narrow_last, bint is_double, double clip, bint input_forget, bint reverse_only, tuple arrays):
-        self.info.dirs = <DirWeights *> malloc(num_layers * num_directions * sizeof(DirWeights))
+    def __cinit__(self, str cell, str weight_format, unsigned features, int num_layers, int num_directions,
+                  int hidden_size, int proj_size, bint narrow_last, double clip, bint input_forget,
+                  bint reverse_only, tuple arrays):
+        """The packed weights `arrays` (one (w_ih, w_hh, bias, peep or None, w_hr or None) per layer-direction, as
+        fastlstm._packing packs them for kernel_table(cell, weight_format, features)) of a model of this shape;
+        its kernels are chosen here from the same three keys and kept: later changes to the feature cap do not
+        affect this model."""
+        info = kernel_table(cell, weight_format, features)
+        if info is None:
+            raise ValueError(f"no {cell} kernels for {weight_format} weights on CPU features {features:#x}")
+        self.info.kernels = lstm_select_kernels(CELL_KINDS[cell], FORMATS[weight_format], features)
+        self.info.dirs = <lstm_layer *> malloc(num_layers * num_directions * sizeof(lstm_layer))
         if self.info.dirs == NULL:
             raise MemoryError()
+        cdef int block = self.info.kernels.vector_bytes // (8 if weight_format == "float64" else 4)
         self.info.num_layers = num_layers
         self.info.num_directions = num_directions
         self.info.hidden_size = hidden_size
@@ -295,14 +187,12 @@ cdef class PackedModel:
         self.info.num_blocks = (hidden_size + block - 1) // block
         self.info.num_proj_blocks = (proj_size + block - 1) // block
         self.info.narrow_block = self.info.num_blocks - 1 if narrow_last else -1
-        self.info.is_double = is_double
-        self.info.clip = clip
-        self.info.input_forget = input_forget
+        self.info.is_double = weight_format == "float64"
         self.info.reverse_only = reverse_only
         self.arrays = arrays
         cdef int i
         cdef tuple entry
-        cdef DirWeights *w
+        cdef lstm_layer *w
         for i in range(num_layers * num_directions):
             entry = arrays[i]
             w = &self.info.dirs[i]
@@ -312,13 +202,41 @@ cdef class PackedModel:
             w.peep = NULL if entry[3] is None else cnp.PyArray_DATA(entry[3])
             w.w_hr = NULL if entry[4] is None else cnp.PyArray_DATA(entry[4])
             w.input_size = entry[0].shape[1]  # (NB, I, 4, V)
+            w.hidden_size = hidden_size
+            w.out_size = self.info.out_size
+            w.narrow = self.info.narrow_block
+            w.clip = clip
+            w.input_forget = input_forget
 
     def __dealloc__(self):
         free(self.info.dirs)
 
+    @property
+    def kernel_name(self):
+        """The name of the kernel table this model runs ("lstm/f32/avx512", ...)."""
+        return self.info.kernels.name.decode()
+
+    @property
+    def num_layers(self):
+        """Layers of the packed model."""
+        return self.info.num_layers
+
+    @property
+    def block(self):
+        """Hidden units per block of the packed layout."""
+        return self.info.block
+
     def workspace_size(self, long T, long B):
         """Elements of workspace a forward over T steps and B rows needs (see _plan_workspace)."""
         return _plan_workspace(&self.info, T, B).total
+
+    def team(self, long B, int num_threads):
+        """How a forward over B rows on up to num_threads threads splits its work: (team size, splits rows, widest
+        team of one direction that meets at every step; 1 when no thread waits for another)."""
+        cdef bint row_split = _row_split_wins(&self.info, B)
+        cdef int nt = _team_size(&self.info, B, num_threads, row_split)
+        cdef int widest = nt - nt // 2 if self.info.num_directions == 2 else nt    # the larger sub-team
+        return nt, row_split, 1 if row_split else widest
 
 
 cdef long _chunk_steps(const ModelInfo *m, long T, long B) noexcept nogil:
@@ -377,9 +295,9 @@ def splits_rows(PackedModel m, long B):
     return _row_split_wins(&m.info, B)
 
 
-cdef inline long _row_tiles(long B) noexcept nogil:
-    """Register tiles of rows in a batch of B rows, as cell_blocks groups them."""
-    return (B + lstm_tile_rows() - 1) // lstm_tile_rows()
+cdef inline long _row_tiles(const ModelInfo *m, long B) noexcept nogil:
+    """Register tiles of rows in a batch of B rows, as the model's cell kernel groups them."""
+    return (B + m.kernels.tile_rows - 1) // m.kernels.tile_rows
 
 
 cdef inline bint _row_split_wins(const ModelInfo *m, long B) noexcept nogil:
@@ -388,26 +306,13 @@ cdef inline bint _row_split_wins(const ModelInfo *m, long B) noexcept nogil:
     unit split, when the batch holds two full tiles of rows (fewer would leave one thread a partial tile).
     A bidirectional layer already runs its directions on different threads without waiting."""
     if _row_split_mode >= 0:
-        return _row_split_mode == 1 and _row_tiles(B) >= 2
-    return m.num_directions == 1 and m.hidden_size <= ROW_SPLIT_MAX_HIDDEN and B >= 2 * lstm_tile_rows()
+        return _row_split_mode == 1 and _row_tiles(m, B) >= 2
+    return m.num_directions == 1 and m.hidden_size <= ROW_SPLIT_MAX_HIDDEN and B >= 2 * m.kernels.tile_rows
 
 
 cdef inline int _team_size(const ModelInfo *m, long B, int num_threads, bint row_split) noexcept nogil:
     """The team a forward over B rows starts with up to num_threads threads."""
-    return max(1, min(num_threads, min(_row_tiles(B), MAX_ROW_TEAM) if row_split else _max_threads(m)))
-
-
-def step_handoffs(PackedModel m, long T, long B, int num_threads):
-    """How a forward of m over T steps and B rows on up to num_threads threads hands its time steps from thread
-    to thread (lstm_step_wait) on its critical path. Returns (handoffs, team): once per step and layer among
-    the `team` threads of a direction when its units are split among two or more; (0, 1) when each thread runs
-    alone (a team of one, the batch's rows split, or a bidirectional layer's directions on one thread each)."""
-    cdef bint row_split = _row_split_wins(&m.info, B)
-    cdef int nt = _team_size(&m.info, B, num_threads, row_split)
-    cdef int widest = nt - nt // 2 if m.info.num_directions == 2 else nt    # the larger sub-team
-    if row_split or widest < 2:
-        return 0, 1
-    return T * m.info.num_layers, widest
+    return max(1, min(num_threads, min(_row_tiles(m, B), MAX_ROW_TEAM) if row_split else _max_threads(m)))
 
 
 cdef inline long _aligned(long n) noexcept nogil:
@@ -416,12 +321,12 @@ cdef inline long _aligned(long n) noexcept nogil:
 
 cdef struct Run:
     # shapes
-    int T, B, H, Hp, K, ldh, P, V, num_blocks, num_proj_blocks, narrow_block, input_forget, chunk
+    int T, B, H, Hp, K, ldh, P, V, num_blocks, num_proj_blocks, chunk
     int ldb                   # rows of the batch in the arrays and buffers; B counts the rows this run computes
     int row_split             # each thread runs whole tiles of rows of the batch (see _thread_forward)
     int input_aliases_output  # x and out overlap (a stream fed its own output): wait until x is read
     int descending            # T = 1: run the blocks in descending order (alternated by the caller per step)
-    double clip
+    const lstm_kernel_table *kernels
     const int *lengths       # (B,)
     # workspace sections of direction slot 0 (slot 1 is slot_stride elements further); shared by the
     # threads of a direction, each touching only its own units, except h
@@ -434,7 +339,7 @@ cdef struct Run:
     lstm_step_flag *step_flags  # (team size,): steps finished by each thread, one cache line each
 
 
-cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse,
+cdef void _direction(const Run *run, int slot, const lstm_layer *w, bint reverse,
                      const floating *x, long x_ts, long x_bs,           # IN READ-ONLY x[t, b] (I,)
                      const floating *h0, const floating *c0,            # IN READ-ONLY (B, K), (B, H)
                      floating *out, long out_ts, long out_bs,           # OUT out[t, b] (K,) of this direction
@@ -464,6 +369,18 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
     # one time step: each block's input projection right before its step (see step_blocks), unless x and out
     # overlap, where every thread must have read all of x before any writes out
     cdef bint fused = T == 1 and not run.input_aliases_output
+    cdef lstm_rows rows
+    cdef lstm_blocks blocks, proj_blocks
+    cdef lstm_chunk chunk
+    cdef lstm_state state
+    rows.lengths, rows.count = run.lengths, B
+    blocks.first, blocks.end = j0, j1
+    proj_blocks.first, proj_blocks.end = q0, q1
+    chunk.x_ts, chunk.x_bs, chunk.gx, chunk.g_ts, chunk.g_bs = x_ts, x_bs, gx, ldb * G, G
+    state.ldh, state.c, state.ldc = ldh, c, Hp
+    state.hout, state.ldo = hc, Hp                # with a projection, hc; else h_next of each step, set below
+    if run.P == 0:
+        state.ldo = ldh
     for b in range(B):
         for u in range(u0, u1):
             h_buf[b * ldh + u] = h0[b * K + u]
@@ -477,49 +394,26 @@ cdef void _direction(const Run *run, int slot, const DirWeights *w, bint reverse
         else:
             t_lo = ci * run.chunk
             t_hi = min(T, t_lo + run.chunk)
+        chunk.x = x + t_lo * x_ts
         if not fused:                            # (fused: each block's projection comes with its step)
-            if floating is float:
-                input_blocks_f32(<const float *> w.w_ih, <const float *> w.bias, x + t_lo * x_ts, x_ts, x_bs, gx,
-                                 ldb * G, G, run.lengths, t_lo, t_hi - t_lo, B, w.input_size, j0, j1, run.narrow_block)
-            else:
-                input_blocks_f64(<const double *> w.w_ih, <const double *> w.bias, x + t_lo * x_ts, x_ts, x_bs, gx,
-                                 ldb * G, G, run.lengths, t_lo, t_hi - t_lo, B, w.input_size, j0, j1, run.narrow_block)
+            run.kernels.input(w, &rows, &chunk, t_lo, t_hi - t_lo, blocks)
         if run.input_aliases_output:
             lstm_barrier_wait(run.barrier)       # every thread has read x before any writes out
         for s in range(t_hi - t_lo):
             t = t_hi - 1 - s if reverse else t_lo + s
             h_prev = h_buf + (step % 2) * ldb * ldh
             h_next = h_buf + ((step + 1) % 2) * ldb * ldh
-            if floating is float:
-                if fused:
-                    step_blocks_f32(<const float *> w.w_ih, <const float *> w.bias, x + t * x_ts, x_bs,
-                                    w.input_size, gx, G, <const float *> w.w_hh, <const float *> w.peep,
-                                    <float> run.clip, run.input_forget, h_prev, ldh, c, Hp,
-                                    hc if run.P > 0 else h_next, Hp if run.P > 0 else ldh, run.lengths, B, K, j0, j1,
-                                    run.narrow_block, run.descending)
-                else:
-                    cell_blocks_f32(<const float *> w.w_hh, gx + (t - t_lo) * ldb * G, G, <const float *> w.peep,
-                                    <float> run.clip, run.input_forget, h_prev, ldh, c, Hp,
-                                    hc if run.P > 0 else h_next, Hp if run.P > 0 else ldh, run.lengths, t, B, K,
-                                    j0, j1, run.narrow_block)
+            state.h = h_prev
+            if run.P == 0:
+                state.hout = h_next
+            if fused:
+                chunk.x = x + t * x_ts
+                run.kernels.step(w, &rows, &chunk, &state, blocks, run.descending)
             else:
-                if fused:
-                    step_blocks_f64(<const double *> w.w_ih, <const double *> w.bias, x + t * x_ts, x_bs,
-                                    w.input_size, gx, G, <const double *> w.w_hh, <const double *> w.peep,
-                                    run.clip, run.input_forget, h_prev, ldh, c, Hp,
-                                    hc if run.P > 0 else h_next, Hp if run.P > 0 else ldh, run.lengths, B, K, j0, j1,
-                                    run.narrow_block, run.descending)
-                else:
-                    cell_blocks_f64(<const double *> w.w_hh, gx + (t - t_lo) * ldb * G, G, <const double *> w.peep,
-                                    run.clip, run.input_forget, h_prev, ldh, c, Hp,
-                                    hc if run.P > 0 else h_next, Hp if run.P > 0 else ldh, run.lengths, t, B, K,
-                                    j0, j1, run.narrow_block)
+                run.kernels.cell(w, &rows, gx + (t - t_lo) * ldb * G, G, &state, t, blocks)
             if run.P > 0:
                 lstm_barrier_wait(run.barrier)   # all of hc is written
-                if floating is float:
-                    proj_blocks_f32(<const float *> w.w_hr, hc, Hp, h_next, ldh, run.lengths, t, B, H, q0, q1)
-                else:
-                    proj_blocks_f64(<const double *> w.w_hr, hc, Hp, h_next, ldh, run.lengths, t, B, H, q0, q1)
+                run.kernels.proj(w, &rows, hc, Hp, h_next, ldh, t, proj_blocks)
             for b in range(B):
                 if t >= run.lengths[b]:     # past this row's length: the state is carried over
                     src = h_prev + b * ldh
@@ -564,7 +458,7 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
     cdef bint split = D == 2 and nt >= 2 and not rows_alone
     cdef int d_first = 0, d_last = D - 1, sub_tid = tid, sub_nt = nt
     cdef Run rows
-    cdef long bt = lstm_tile_rows(), tiles = _row_tiles(B)
+    cdef long bt = m.kernels.tile_rows, tiles = _row_tiles(m, B)
     if rows_alone:          # rows [b0, b0 + rows.B) of the batch, all units and directions, without waiting
         # whole register tiles of rows, as cell_blocks groups them for the whole batch: the same bits
         b0 = tiles * tid // nt * bt
@@ -593,7 +487,7 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
     cdef bint reverse
     cdef const floating *inp = x
     cdef floating *dst
-    cdef unsigned int saved_mode = lstm_ftz_enter()
+    cdef unsigned long saved_mode = lstm_ftz_enter()
     for layer in range(L):
         I = m.dirs[layer * D].input_size
         x_ts, x_bs = (I, T * I) if batch_first else (B * I, I)
@@ -631,11 +525,9 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     run.ldh = m.num_proj_blocks * m.block if m.proj_size > 0 else run.Hp
     run.num_blocks = m.num_blocks
     run.num_proj_blocks = m.num_proj_blocks
-    run.narrow_block = m.narrow_block
-    run.input_forget = m.input_forget
     run.input_aliases_output = input_aliases_output
     run.descending = descending
-    run.clip = m.clip
+    run.kernels = m.kernels
     run.chunk = _chunk_steps(m, T, B)
     run.lengths = lengths
     run.slot_stride = sec.slot

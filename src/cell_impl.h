@@ -3,14 +3,17 @@
  * Included several times by cell_kernels.h, each time with these macros defined:
  *   REAL    float or double
  *   IREAL   the signed integer of the same width (int32_t / int64_t)
- *   SFX     suffix of every function name (f32_avx512, f64_sse2, ...)
+ *   SFX     suffix of every function name (f32_avx512, f64_base, ...)
  *   VBYTES  vector width in bytes (64, 32, 16); one block of hidden units is VBYTES/sizeof(REAL) wide
+ *   LANES   VBYTES / sizeof(REAL), as a number the preprocessor can test
  *   BT      batch rows per register tile of the gate kernel
  *   ATTR    function attributes selecting the instruction set (target("...")) or nothing
- * and WITH_PROBES for the float instantiations only, which also get the bench's probes of the machine.
+ *   TABLE_NAME  the name of the kernel table this instantiation defines ("lstm/f32/avx512", ...)
+ * It defines the kernels of LSTM_KERNEL_KINDS (kernel_api.h) and the table FN(lstm_table) holding them.
  *
- * Vectors are GCC vector extensions, so one source serves every instruction set: the compiler maps a
- * 64-byte vector to one zmm, two ymm or four xmm registers. No -ffast-math anywhere: NaN propagates.
+ * Vectors are GCC vector extensions (GCC and clang), so one source serves every instruction set: the compiler
+ * maps a 64-byte vector to one zmm, two ymm or four xmm (or NEON) registers. No -ffast-math anywhere: NaN
+ * propagates.
  *
  * Packed layouts (built by fastlstm/_packing.py, V = VBYTES / sizeof(REAL), Hp = H rounded up to V):
  *   w_hh  (NB, K, 4, V):  w_hh[j, k, g, v] = W_hh[g*H + j*V + v, k]   (gate order i, f, g, o; zero padded)
@@ -39,11 +42,17 @@ ATTR static inline VEC FN(vset1)(REAL s) { VEC z = {0}; return z + s; }
 
 /* halves of a vector: [a | b] -> [b | a]; the lower half loaded into both; the lower half stored;
    all-ones in the lanes of the lower half */
-ATTR static inline VEC FN(vswap_halves)(VEC v) {
-    IVEC m;
-    for (int i = 0; i < VL; i++) m[i] = (i + VL / 2) % VL;
-    return __builtin_shuffle(v, m);
-}
+#if LANES == 16
+#define SWAP_HALVES_INDICES 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7
+#elif LANES == 8
+#define SWAP_HALVES_INDICES 4, 5, 6, 7, 0, 1, 2, 3
+#elif LANES == 4
+#define SWAP_HALVES_INDICES 2, 3, 0, 1
+#else
+#define SWAP_HALVES_INDICES 1, 0
+#endif
+ATTR static inline VEC FN(vswap_halves)(VEC v) { return __builtin_shufflevector(v, v, SWAP_HALVES_INDICES); }
+#undef SWAP_HALVES_INDICES
 ATTR static inline VEC FN(vload_half_dup)(const REAL *p) {
     VEC v;
     memcpy(&v, p, VBYTES / 2);
@@ -236,14 +245,19 @@ ATTR static inline __attribute__((always_inline)) void FN(cell_tile)(
         if (active[r]) FN(cell_update)(pre[r], peep, clip, input_forget, c + r * ldc, hout + r * ldo, ng);
 }
 
-/* Blocks [j0, j1) of one time step for all B rows; block `narrow` (or none, when -1) is narrow.
-   w_hh (NB, K, 4, V); gx (B, NB*4V) stride ldg, from input_blocks; h (B, K) stride ldh; c (B, NB*V) stride ldc;
-   hout (B, NB*V) stride ldo; a row b is computed only when t < lengths[b]. */
-ATTR static void FN(cell_blocks)(
-    const REAL *w_hh, const REAL *gx, long ldg, const REAL *peep, REAL clip, int input_forget,
-    const REAL *h, long ldh, REAL *c, long ldc, REAL *hout, long ldo,
-    const int *lengths, int t, int B, int K, int j0, int j1, int narrow)
+/* Blocks [first, end) of one time step t for rows.count rows (the `cell` kernel kind, kernel_api.h).
+   w_hh (NB, K, 4, V); gx (B, NB*4V) stride ldg, from the input kernel; state: h (B, K), c (B, NB*V),
+   hout (B, NB*V); a row b is computed only when t < lengths[b]. */
+ATTR static void FN(cell_blocks)(const lstm_layer *layer, const lstm_rows *rows, const void *gx_any, long ldg,
+                                 const lstm_state *state, int t, lstm_blocks blocks)
 {
+    const REAL *w_hh = (const REAL *)layer->w_hh, *gx = (const REAL *)gx_any, *peep = (const REAL *)layer->peep;
+    const REAL *h = (const REAL *)state->h;
+    REAL *c = (REAL *)state->c, *hout = (REAL *)state->hout;
+    const long ldh = state->ldh, ldc = state->ldc, ldo = state->ldo;
+    const REAL clip = (REAL)layer->clip;
+    const int input_forget = layer->input_forget, K = layer->out_size, narrow = layer->narrow;
+    const int *lengths = rows->lengths, B = rows->count, j0 = blocks.first, j1 = blocks.end;
     unsigned char active[BT];
     /* Alternate the order of the blocks from step to step: when a thread's weights exceed its L2, the
        blocks used last at step t (still cached) are then the first read at step t + 1. */
@@ -309,14 +323,18 @@ ATTR static inline __attribute__((always_inline)) void FN(input_tile)(
         for (int g = 0; g < ng; g++) FN(vstore)(gr[r] + g * VL, acc[r][g]);
 }
 
-/* Input projection of blocks [j0, j1) (block `narrow` narrow, or none when -1) for the rows (s, b),
-   s in [0, nsteps), b in [0, B), of a chunk of time steps starting at t0: gx[s, b] (NB*4V) = bias + W_ih x[s, b].
-   w_ih (NB, I, 4, V); bias (NB, 4, V); x[s, b] at x + s*x_ts + b*x_bs (I,); gx[s, b] at gx + s*g_ts + b*g_bs.
+/* Input projection of blocks [first, end) (the `input` kernel kind, kernel_api.h) for the rows (s, b),
+   s in [0, nsteps), b in [0, rows.count), of a chunk of time steps starting at t0: gx[s, b] (NB*4V) =
+   bias + W_ih x[s, b]. w_ih (NB, I, 4, V); bias (NB, 4, V); x[s, b] (I,) and gx[s, b] where chunk says.
    Rows past lengths[b] are not read. */
-ATTR static void FN(input_blocks)(
-    const REAL *w_ih, const REAL *bias, const REAL *x, long x_ts, long x_bs, REAL *gx, long g_ts, long g_bs,
-    const int *lengths, int t0, int nsteps, int B, int n_in, int j0, int j1, int narrow)
+ATTR static void FN(input_blocks)(const lstm_layer *layer, const lstm_rows *rows, const lstm_chunk *chunk, int t0,
+                                  int nsteps, lstm_blocks blocks)
 {
+    const REAL *w_ih = (const REAL *)layer->w_ih, *bias = (const REAL *)layer->bias, *x = (const REAL *)chunk->x;
+    REAL *gx = (REAL *)chunk->gx;
+    const long x_ts = chunk->x_ts, x_bs = chunk->x_bs, g_ts = chunk->g_ts, g_bs = chunk->g_bs;
+    const int n_in = layer->input_size, narrow = layer->narrow, B = rows->count, j0 = blocks.first, j1 = blocks.end;
+    const int *lengths = rows->lengths;
     const REAL *xr[BT];
     REAL *gr[BT];
     for (int j = j0; j < j1; j++) {
@@ -351,23 +369,20 @@ ATTR static void FN(input_blocks)(
     }
 }
 
-/* One time step (T = 1) of blocks [j0, j1), each block's input projection followed by its gate sums and cell
-   update, in descending block order when `descending`. A block's input and recurrent weights are read one after
-   the other, so when a thread's weights exceed its L2 and the caller alternates the order from step to step,
-   the blocks read last (both their matrices) are still cached when the next step starts with them.
-   w_ih (NB, I, 4, V), bias (NB, 4, V), x rows (B, I) stride x_bs: as input_blocks for one step; gx (B, NB*4V)
-   stride ldg, scratch; the rest as cell_blocks at t = 0. */
-ATTR static void FN(step_blocks)(
-    const REAL *w_ih, const REAL *bias, const REAL *x, long x_bs, int n_in, REAL *gx, long ldg,
-    const REAL *w_hh, const REAL *peep, REAL clip, int input_forget,
-    const REAL *h, long ldh, REAL *c, long ldc, REAL *hout, long ldo,
-    const int *lengths, int B, int K, int j0, int j1, int narrow, int descending)
+/* One time step (T = 1) of blocks [first, end) (the `step` kernel kind, kernel_api.h): each block's input
+   projection followed by its gate sums and cell update, in descending block order when `descending`. A block's
+   input and recurrent weights are read one after the other, so when a thread's weights exceed its L2 and the
+   caller alternates the order from step to step, the blocks read last (both their matrices) are still cached
+   when the next step starts with them. chunk: the step's x rows (B, I) stride x_bs and a gx scratch (B, NB*4V)
+   stride g_bs; the rest as cell_blocks at t = 0. */
+ATTR static void FN(step_blocks)(const lstm_layer *layer, const lstm_rows *rows, const lstm_chunk *chunk,
+                                 const lstm_state *state, lstm_blocks blocks, int descending)
 {
-    for (int jj = j0; jj < j1; jj++) {
-        const int j = descending ? j1 - 1 - (jj - j0) : jj;
-        FN(input_blocks)(w_ih, bias, x, 0, x_bs, gx, 0, ldg, lengths, 0, 1, B, n_in, j, j + 1, narrow);
-        FN(cell_blocks)(w_hh, gx, ldg, peep, clip, input_forget, h, ldh, c, ldc, hout, ldo, lengths, 0, B, K, j, j + 1,
-                        narrow);
+    for (int jj = blocks.first; jj < blocks.end; jj++) {
+        const int j = descending ? blocks.end - 1 - (jj - blocks.first) : jj;
+        const lstm_blocks one = {j, j + 1};
+        FN(input_blocks)(layer, rows, chunk, 0, 1, one);
+        FN(cell_blocks)(layer, rows, chunk->gx, chunk->g_bs, state, 0, one);
     }
 }
 
@@ -384,12 +399,15 @@ ATTR static inline __attribute__((always_inline)) void FN(proj_tile)(
     for (int r = 0; r < nr; r++) FN(vstore)(hout + r * ldo, acc[r]);
 }
 
-/* Projection blocks [q0, q1): w_hr (NP, Kc, V); hc (B, Kc) stride ldc; hout (B, NP*V) stride ldo.
-   Rows with t >= lengths[b] are skipped (the caller keeps their state). */
-ATTR static void FN(proj_blocks)(
-    const REAL *w_hr, const REAL *hc, long ldc, REAL *hout, long ldo,
-    const int *lengths, int t, int B, int Kc, int q0, int q1)
+/* Projection blocks [first, end) (the `proj` kernel kind, kernel_api.h): w_hr (NP, H, V); hc (B, H) stride ldc;
+   hout (B, NP*V) stride ldo. Rows with t >= lengths[b] are skipped (the caller keeps their state). */
+ATTR static void FN(proj_blocks)(const lstm_layer *layer, const lstm_rows *rows, const void *hc_any, long ldc,
+                                 void *hout_any, long ldo, int t, lstm_blocks blocks)
 {
+    const REAL *w_hr = (const REAL *)layer->w_hr, *hc = (const REAL *)hc_any;
+    REAL *hout = (REAL *)hout_any;
+    const int Kc = layer->hidden_size, B = rows->count, q0 = blocks.first, q1 = blocks.end;
+    const int *lengths = rows->lengths;
     for (int q = q0; q < q1; q++) {
         const REAL *wq = w_hr + (long)q * Kc * VL;
         for (int b = 0; b < B; b++) {
@@ -426,55 +444,9 @@ ATTR static void FN(proj_blocks)(
     }
 }
 
-#ifdef WITH_PROBES
-/* ---- probes of the machine's limits for `python -m fastlstm bench` (not part of a forward) ------- */
-
-/* FMA throughput: rounds x PROBE_CHAINS independent vector FMAs acc = acc * 0.5 + 1, enough chains to keep
-   every FMA unit busy through the FMA latency. Chain i starts at i, so after r rounds each of its lanes holds
-   i / 2^r + 2 - 2^(1 - r); returns the sum of all lanes, so that no work can be dropped. (rounds) -> scalar */
-ATTR static REAL FN(probe_fma)(long rounds) {
-    const VEC half = FN(vset1)((REAL)0.5), one = FN(vset1)((REAL)1.0);
-    VEC acc[PROBE_CHAINS];
-    for (int i = 0; i < PROBE_CHAINS; i++) acc[i] = FN(vset1)((REAL)i);
-    for (long r = 0; r < rounds; r++)
-        for (int i = 0; i < PROBE_CHAINS; i++) acc[i] = acc[i] * half + one;
-    REAL sum = 0;
-    for (int i = 0; i < PROBE_CHAINS; i++)
-        for (int l = 0; l < VL; l++) sum += acc[i][l];
-    return sum;
-}
-
-/* Read bandwidth: the sum of p[0:n], read as vectors into PROBE_READ_SUMS running sums, the way the gate
-   kernels stream their weights; from the end backwards when descending (cell_blocks alternates its order
-   from step to step). p aligned to VBYTES, n a multiple of PROBE_READ_SUMS * VL. (n,) -> scalar */
-ATTR static REAL FN(probe_read)(const REAL *p, long n, int descending) {
-    const long step = PROBE_READ_SUMS * VL;
-    VEC sums[PROBE_READ_SUMS] = {{0}};
-    for (long i = 0; i < n; i += step) {
-        const REAL *q = p + (descending ? n - step - i : i);
-        for (int j = 0; j < PROBE_READ_SUMS; j++) sums[j] += FN(vload)(q + j * VL);
-    }
-    REAL sum = 0;
-    for (int j = 0; j < PROBE_READ_SUMS; j++)
-        for (int l = 0; l < VL; l++) sum += sums[j][l];
-    return sum;
-}
-
-/* The hand-off probe's writes and reads of h, in vectors as the cell kernels store and load it: p[0:n] = value;
-   and how many of p[0:n] differ from value. p aligned to VBYTES, n a multiple of VL. (n,) -> (n,), scalar */
-ATTR static void FN(probe_fill)(REAL *p, long n, REAL value) {
-    const VEC v = FN(vset1)(value);
-    for (long i = 0; i < n; i += VL) FN(vstore)(p + i, v);
-}
-ATTR static long FN(probe_mismatches)(const REAL *p, long n, REAL value) {
-    const VEC v = FN(vset1)(value);
-    IVEC count = {0};
-    for (long i = 0; i < n; i += VL) count -= FN(vload)(p + i) != v;   /* a true lane is -1 */
-    long total = 0;
-    for (int l = 0; l < VL; l++) total += count[l];
-    return total;
-}
-#endif
+/* the kernel table of this instantiation (kernel_api.h) */
+static const lstm_kernel_table FN(lstm_table) = {TABLE_NAME, VBYTES, BT, FN(input_blocks), FN(cell_blocks),
+                                                 FN(step_blocks), FN(proj_blocks)};
 
 #undef FN
 #undef VL

@@ -1,9 +1,10 @@
-/* cell_kernels.h: instantiates cell_impl.h for float and double on every instruction set we ship
- * (AVX-512, AVX2+FMA, and the x86-64 baseline SSE2), picks one at run time from what the CPU supports,
- * and provides the small OpenMP and floating-point-mode shims the Cython driver needs.
+/* cell_kernels.h: instantiates cell_impl.h for every (cell kind, weight format, instruction set) we ship, finds
+ * the CPU's features at run time, chooses a packed model's kernel table from its three keys (kernel_api.h),
+ * The OpenMP, waiting and floating-point-mode shims the driver also needs are in team.h.
  *
- * The package is compiled for the x86-64 baseline; the faster paths are compiled through
- * __attribute__((target)) and selected by lstm_select_isa(), so one portable wheel runs them all.
+ * The package is compiled for the architecture's baseline (x86-64: SSE2; aarch64: ASIMD/NEON); the wider
+ * x86 paths are compiled through __attribute__((target)) and chosen by lstm_select_kernels(), so one portable
+ * wheel runs them all. There is no global dispatch state: each packed model keeps the table it was packed for.
  */
 #ifndef FASTLSTM_CELL_KERNELS_H
 #define FASTLSTM_CELL_KERNELS_H
@@ -15,366 +16,202 @@
 #include <omp.h>
 #endif
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define FASTLSTM_X86 1
 #endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
 
-/* pause instructions a barrier waiter spins before it starts yielding its CPU (~50 us: a pause took 25 ns on
-   the 2-core test machine) */
-#define LSTM_BARRIER_SPINS 2000
-
-/* the probes of cell_impl.h: independent FMA chains (12 covers 2 FMA units x 4 cycles of latency with room),
-   and running sums of the read probe (covers 2 loads per cycle x 3 cycles of add latency) */
-#define PROBE_CHAINS 12
-#define PROBE_READ_SUMS 8
+#include "kernel_api.h"
+#include "team.h"
 
 #define CAT3_(a, b, c) a##b##c
 #define CAT3(a, b, c) CAT3_(a, b, c)
 
-/* ---- instantiations ---------------------------------------------------------------------------- */
+/* ---- instantiations: each defines the table lstm_table_<SFX> ------------------------------------ */
 
-/* batch rows per register tile of the gate kernel, per instruction set (BT in cell_impl.h) */
-#define BT_SSE2 2
-#define BT_AVX2 2
-#define BT_AVX512 4
+/* batch rows per register tile of the gate kernel, per vector width (BT in cell_impl.h) */
+#define BT_128 2
+#define BT_256 2
+#define BT_512 4
 
+/* the baseline of the architecture: 16-byte vectors (SSE2 on x86-64, ASIMD on aarch64) */
 #define VBYTES 16
-#define BT BT_SSE2
+#define BT BT_128
 #define ATTR
 #define REAL float
-#define WITH_PROBES
 #define IREAL int32_t
+#define LANES 4
 #define SFX f32_base
+#define TABLE_NAME "lstm/f32/baseline"
 #include "cell_impl.h"
 #undef REAL
-#undef WITH_PROBES
 #undef IREAL
+#undef LANES
 #undef SFX
+#undef TABLE_NAME
 #define REAL double
 #define IREAL int64_t
+#define LANES 2
 #define SFX f64_base
+#define TABLE_NAME "lstm/f64/baseline"
 #include "cell_impl.h"
 #undef REAL
 #undef IREAL
+#undef LANES
 #undef SFX
+#undef TABLE_NAME
 #undef VBYTES
 #undef BT
 #undef ATTR
 
 #ifdef FASTLSTM_X86
 #define VBYTES 32
-#define BT BT_AVX2
+#define BT BT_256
 #define ATTR __attribute__((target("avx2,fma")))
 #define REAL float
-#define WITH_PROBES
 #define IREAL int32_t
+#define LANES 8
 #define SFX f32_avx2
+#define TABLE_NAME "lstm/f32/avx2"
 #include "cell_impl.h"
 #undef REAL
-#undef WITH_PROBES
 #undef IREAL
+#undef LANES
 #undef SFX
+#undef TABLE_NAME
 #define REAL double
 #define IREAL int64_t
+#define LANES 4
 #define SFX f64_avx2
+#define TABLE_NAME "lstm/f64/avx2"
 #include "cell_impl.h"
 #undef REAL
 #undef IREAL
+#undef LANES
 #undef SFX
+#undef TABLE_NAME
 #undef VBYTES
 #undef BT
 #undef ATTR
 
 #define VBYTES 64
-#define BT BT_AVX512
+#define BT BT_512
 #define ATTR __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")))
 #define REAL float
-#define WITH_PROBES
 #define IREAL int32_t
+#define LANES 16
 #define SFX f32_avx512
+#define TABLE_NAME "lstm/f32/avx512"
 #include "cell_impl.h"
 #undef REAL
-#undef WITH_PROBES
 #undef IREAL
+#undef LANES
 #undef SFX
+#undef TABLE_NAME
 #define REAL double
 #define IREAL int64_t
+#define LANES 8
 #define SFX f64_avx512
+#define TABLE_NAME "lstm/f64/avx512"
 #include "cell_impl.h"
 #undef REAL
 #undef IREAL
+#undef LANES
 #undef SFX
+#undef TABLE_NAME
 #undef VBYTES
 #undef BT
 #undef ATTR
 #endif
 
-/* ---- run-time dispatch ------------------------------------------------------------------------- */
+/* ---- CPU features ------------------------------------------------------------------------------- */
 
-typedef void (*cell_blocks_f32_t)(const float *, const float *, long, const float *, float, int,
-                                  const float *, long, float *, long, float *, long,
-                                  const int *, int, int, int, int, int, int);
-typedef void (*cell_blocks_f64_t)(const double *, const double *, long, const double *, double, int,
-                                  const double *, long, double *, long, double *, long,
-                                  const int *, int, int, int, int, int, int);
-typedef void (*input_blocks_f32_t)(const float *, const float *, const float *, long, long, float *, long, long,
-                                   const int *, int, int, int, int, int, int, int);
-typedef void (*input_blocks_f64_t)(const double *, const double *, const double *, long, long, double *, long, long,
-                                   const int *, int, int, int, int, int, int, int);
-typedef void (*step_blocks_f32_t)(const float *, const float *, const float *, long, int, float *, long,
-                                  const float *, const float *, float, int, const float *, long, float *, long,
-                                  float *, long, const int *, int, int, int, int, int, int);
-typedef void (*step_blocks_f64_t)(const double *, const double *, const double *, long, int, double *, long,
-                                  const double *, const double *, double, int, const double *, long, double *, long,
-                                  double *, long, const int *, int, int, int, int, int, int);
-typedef void (*proj_blocks_f32_t)(const float *, const float *, long, float *, long, const int *, int, int, int, int, int);
-typedef void (*proj_blocks_f64_t)(const double *, const double *, long, double *, long, const int *, int, int, int, int, int);
-typedef float (*probe_fma_f32_t)(long);
-typedef float (*probe_read_f32_t)(const float *, long, int);
-typedef void (*probe_fill_f32_t)(float *, long, float);
-typedef long (*probe_mismatches_f32_t)(const float *, long, float);
+#define LSTM_NEEDS_AVX2 (LSTM_FEATURE_avx2 | LSTM_FEATURE_fma)
+#define LSTM_NEEDS_AVX512                                                                                       \
+    (LSTM_NEEDS_AVX2 | LSTM_FEATURE_avx512f | LSTM_FEATURE_avx512bw | LSTM_FEATURE_avx512dq | LSTM_FEATURE_avx512vl)
 
-static struct {
-    const char *name;
-    int vector_bytes;
-    int tile_rows;      /* BT: batch rows per register tile of cell_blocks */
-    cell_blocks_f32_t cell_f32;
-    cell_blocks_f64_t cell_f64;
-    input_blocks_f32_t input_f32;
-    input_blocks_f64_t input_f64;
-    proj_blocks_f32_t proj_f32;
-    proj_blocks_f64_t proj_f64;
-    step_blocks_f32_t step_f32;
-    step_blocks_f64_t step_f64;
-    probe_fma_f32_t probe_fma_f32;
-    probe_read_f32_t probe_read_f32;
-    probe_fill_f32_t probe_fill_f32;
-    probe_mismatches_f32_t probe_mismatches_f32;
-} lstm_isa = {"sse2", 16, BT_SSE2, cell_blocks_f32_base, cell_blocks_f64_base, input_blocks_f32_base, input_blocks_f64_base,
-             proj_blocks_f32_base, proj_blocks_f64_base, step_blocks_f32_base, step_blocks_f64_base,
-             probe_fma_f32_base, probe_read_f32_base, probe_fill_f32_base, probe_mismatches_f32_base};
-
-/* What the CPU supports: 2 = AVX-512, 1 = AVX2+FMA, 0 = baseline. */
-static int lstm_cpu_isa_level(void) {
+/* The features of this CPU (and enabled by the OS: AVX and AVX-512 register state), LSTM_FEATURE_* bits. */
+static unsigned lstm_cpu_features(void) {
+    unsigned f = 0;
 #ifdef FASTLSTM_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("fma"))
-        return 2;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
-#endif
-    return 0;
-}
-
-/* Select the kernels: the best the CPU supports, capped at max_level (-1: no cap). Returns the level used. */
-static int lstm_select_isa(int max_level) {
-    int level = lstm_cpu_isa_level();
-    if (max_level >= 0 && level > max_level) level = max_level;
-#ifdef FASTLSTM_X86
-    if (level == 2) {
-        lstm_isa.name = "avx512"; lstm_isa.vector_bytes = 64; lstm_isa.tile_rows = BT_AVX512;
-        lstm_isa.cell_f32 = cell_blocks_f32_avx512; lstm_isa.cell_f64 = cell_blocks_f64_avx512;
-        lstm_isa.input_f32 = input_blocks_f32_avx512; lstm_isa.input_f64 = input_blocks_f64_avx512;
-        lstm_isa.proj_f32 = proj_blocks_f32_avx512; lstm_isa.proj_f64 = proj_blocks_f64_avx512;
-        lstm_isa.step_f32 = step_blocks_f32_avx512; lstm_isa.step_f64 = step_blocks_f64_avx512;
-        lstm_isa.probe_fma_f32 = probe_fma_f32_avx512; lstm_isa.probe_read_f32 = probe_read_f32_avx512;
-        lstm_isa.probe_fill_f32 = probe_fill_f32_avx512; lstm_isa.probe_mismatches_f32 = probe_mismatches_f32_avx512;
-        return 2;
+    unsigned a, b, c, d, max_leaf = __get_cpuid_max(0, 0);
+    if (max_leaf < 1 || !__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    const int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+    unsigned long long xcr0 = 0;
+    if (osxsave) {
+        unsigned lo, hi;
+        __asm__ __volatile__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        xcr0 = ((unsigned long long)hi << 32) | lo;
     }
-    if (level == 1) {
-        lstm_isa.name = "avx2"; lstm_isa.vector_bytes = 32; lstm_isa.tile_rows = BT_AVX2;
-        lstm_isa.cell_f32 = cell_blocks_f32_avx2; lstm_isa.cell_f64 = cell_blocks_f64_avx2;
-        lstm_isa.input_f32 = input_blocks_f32_avx2; lstm_isa.input_f64 = input_blocks_f64_avx2;
-        lstm_isa.proj_f32 = proj_blocks_f32_avx2; lstm_isa.proj_f64 = proj_blocks_f64_avx2;
-        lstm_isa.step_f32 = step_blocks_f32_avx2; lstm_isa.step_f64 = step_blocks_f64_avx2;
-        lstm_isa.probe_fma_f32 = probe_fma_f32_avx2; lstm_isa.probe_read_f32 = probe_read_f32_avx2;
-        lstm_isa.probe_fill_f32 = probe_fill_f32_avx2; lstm_isa.probe_mismatches_f32 = probe_mismatches_f32_avx2;
-        return 1;
+    const int ymm_state = avx && (xcr0 & 0x6) == 0x6, zmm_state = ymm_state && (xcr0 & 0xe0) == 0xe0;
+    if (!ymm_state || max_leaf < 7) return 0;
+    if (fma) f |= LSTM_FEATURE_fma;
+    __cpuid_count(7, 0, a, b, c, d);
+    const unsigned max_sub = a;
+    if ((b >> 5) & 1) f |= LSTM_FEATURE_avx2;
+    if (zmm_state) {
+        if ((b >> 16) & 1) f |= LSTM_FEATURE_avx512f;
+        if ((b >> 17) & 1) f |= LSTM_FEATURE_avx512dq;
+        if ((b >> 30) & 1) f |= LSTM_FEATURE_avx512bw;
+        if ((b >> 31) & 1) f |= LSTM_FEATURE_avx512vl;
+        if ((c >> 11) & 1) f |= LSTM_FEATURE_avx512_vnni;
     }
+    if (max_sub >= 1) {
+        __cpuid_count(7, 1, a, b, c, d);
+        if ((a >> 4) & 1) f |= LSTM_FEATURE_avx_vnni;
+        if (zmm_state && ((a >> 5) & 1)) f |= LSTM_FEATURE_avx512_bf16;
+    }
+#elif defined(__aarch64__)
+    f |= LSTM_FEATURE_asimd;   /* part of the aarch64 baseline */
+#if defined(__linux__)
+    unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+    if (hw & (1ul << 20)) f |= LSTM_FEATURE_dotprod;   /* HWCAP_ASIMDDP */
+    if (hw2 & (1ul << 14)) f |= LSTM_FEATURE_bf16;     /* HWCAP2_BF16 */
+    if (hw2 & (1ul << 13)) f |= LSTM_FEATURE_i8mm;     /* HWCAP2_I8MM */
 #endif
-    lstm_isa.name = "sse2"; lstm_isa.vector_bytes = 16; lstm_isa.tile_rows = BT_SSE2;
-    lstm_isa.cell_f32 = cell_blocks_f32_base; lstm_isa.cell_f64 = cell_blocks_f64_base;
-    lstm_isa.input_f32 = input_blocks_f32_base; lstm_isa.input_f64 = input_blocks_f64_base;
-    lstm_isa.proj_f32 = proj_blocks_f32_base; lstm_isa.proj_f64 = proj_blocks_f64_base;
-    lstm_isa.step_f32 = step_blocks_f32_base; lstm_isa.step_f64 = step_blocks_f64_base;
-    lstm_isa.probe_fma_f32 = probe_fma_f32_base; lstm_isa.probe_read_f32 = probe_read_f32_base;
-    lstm_isa.probe_fill_f32 = probe_fill_f32_base; lstm_isa.probe_mismatches_f32 = probe_mismatches_f32_base;
-    return 0;
-}
-
-static inline const char *lstm_isa_name(void) { return lstm_isa.name; }
-static inline int lstm_vector_bytes(void) { return lstm_isa.vector_bytes; }
-static inline int lstm_tile_rows(void) { return lstm_isa.tile_rows; }
-
-/* the bench's probes (cell_impl.h) in float32 with the selected instruction set */
-static inline float lstm_probe_fma(long rounds) { return lstm_isa.probe_fma_f32(rounds); }
-static inline float lstm_probe_read(const float *p, long n, int descending) {
-    return lstm_isa.probe_read_f32(p, n, descending);
-}
-static inline void lstm_probe_fill(float *p, long n, float value) { lstm_isa.probe_fill_f32(p, n, value); }
-static inline long lstm_probe_mismatches(const float *p, long n, float value) {
-    return lstm_isa.probe_mismatches_f32(p, n, value);
-}
-static inline int lstm_probe_chains(void) { return PROBE_CHAINS; }
-static inline int lstm_probe_read_sums(void) { return PROBE_READ_SUMS; }
-
-static inline void cell_blocks_f32(const float *w, const float *gx, long ldg, const float *peep, float clip,
-                                   int input_forget, const float *h, long ldh, float *c, long ldc, float *hout, long ldo,
-                                   const int *lengths, int t, int B, int K, int j0, int j1, int narrow) {
-    lstm_isa.cell_f32(w, gx, ldg, peep, clip, input_forget, h, ldh, c, ldc, hout, ldo, lengths, t, B, K, j0, j1,
-                      narrow);
-}
-static inline void cell_blocks_f64(const double *w, const double *gx, long ldg, const double *peep, double clip,
-                                   int input_forget, const double *h, long ldh, double *c, long ldc, double *hout,
-                                   long ldo, const int *lengths, int t, int B, int K, int j0, int j1, int narrow) {
-    lstm_isa.cell_f64(w, gx, ldg, peep, clip, input_forget, h, ldh, c, ldc, hout, ldo, lengths, t, B, K, j0, j1,
-                      narrow);
-}
-static inline void input_blocks_f32(const float *w, const float *bias, const float *x, long x_ts, long x_bs, float *gx,
-                                    long g_ts, long g_bs, const int *lengths, int t0, int nsteps, int B, int n_in,
-                                    int j0, int j1, int narrow) {
-    lstm_isa.input_f32(w, bias, x, x_ts, x_bs, gx, g_ts, g_bs, lengths, t0, nsteps, B, n_in, j0, j1, narrow);
-}
-static inline void input_blocks_f64(const double *w, const double *bias, const double *x, long x_ts, long x_bs,
-                                    double *gx, long g_ts, long g_bs, const int *lengths, int t0, int nsteps, int B,
-                                    int n_in, int j0, int j1, int narrow) {
-    lstm_isa.input_f64(w, bias, x, x_ts, x_bs, gx, g_ts, g_bs, lengths, t0, nsteps, B, n_in, j0, j1, narrow);
-}
-static inline void proj_blocks_f32(const float *w, const float *hc, long ldc, float *hout, long ldo,
-                                   const int *lengths, int t, int B, int Kc, int q0, int q1) {
-    lstm_isa.proj_f32(w, hc, ldc, hout, ldo, lengths, t, B, Kc, q0, q1);
-}
-static inline void proj_blocks_f64(const double *w, const double *hc, long ldc, double *hout, long ldo,
-                                   const int *lengths, int t, int B, int Kc, int q0, int q1) {
-    lstm_isa.proj_f64(w, hc, ldc, hout, ldo, lengths, t, B, Kc, q0, q1);
-}
-
-static inline void step_blocks_f32(const float *w_ih, const float *bias, const float *x, long x_bs, int n_in, float *gx,
-                                   long ldg, const float *w_hh, const float *peep, float clip, int input_forget,
-                                   const float *h, long ldh, float *c, long ldc, float *hout, long ldo,
-                                   const int *lengths, int B, int K, int j0, int j1, int narrow, int descending) {
-    lstm_isa.step_f32(w_ih, bias, x, x_bs, n_in, gx, ldg, w_hh, peep, clip, input_forget, h, ldh, c, ldc, hout, ldo,
-                      lengths, B, K, j0, j1, narrow, descending);
-}
-static inline void step_blocks_f64(const double *w_ih, const double *bias, const double *x, long x_bs, int n_in,
-                                   double *gx, long ldg, const double *w_hh, const double *peep, double clip,
-                                   int input_forget, const double *h, long ldh, double *c, long ldc, double *hout,
-                                   long ldo, const int *lengths, int B, int K, int j0, int j1, int narrow,
-                                   int descending) {
-    lstm_isa.step_f64(w_ih, bias, x, x_bs, n_in, gx, ldg, w_hh, peep, clip, input_forget, h, ldh, c, ldc, hout, ldo,
-                      lengths, B, K, j0, j1, narrow, descending);
-}
-
-/* ---- OpenMP shims (serial fallbacks when built without OpenMP) --------------------------------- */
-
-static inline int lstm_openmp_enabled(void) {
-#ifdef _OPENMP
-    return 1;
-#else
-    return 0;
 #endif
-}
-static inline int lstm_thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-static inline int lstm_team_size(void) {
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
+    return f;
 }
 
-/* One check of a waiting loop: a pause for the first LSTM_BARRIER_SPINS checks, then the CPU is given up. */
-static inline void lstm_wait_a_while(long spins) {
-    if (spins < LSTM_BARRIER_SPINS) {
-#ifdef FASTLSTM_X86
-        _mm_pause();
-#endif
-    } else {
-        sched_yield();
+/* The name of feature bit `bit`, or NULL when the bit names no feature. */
+static inline const char *lstm_feature_name(int bit) {
+    switch (bit) {
+#define LSTM_FEATURE_CASE(b, name) case b: return #name;
+        LSTM_FEATURES(LSTM_FEATURE_CASE)
+#undef LSTM_FEATURE_CASE
+        default: return NULL;
     }
 }
 
-/* The team's barrier, met at the start of every layer (and mid-step with a projection). libgomp's own
-   barrier took ~250-350 ns per crossing on the 2-core test machine, this one ~30 ns (both measured with
-   2 threads crossing 200000 barriers in a loop): at B = 1 a step is a few hundred ns of work. The last
-   thread to arrive resets the count and bumps the generation (release); the others spin on the generation
-   (acquire), so every write before the barrier is visible after it. After ~50 us of spinning a waiter
-   yields its CPU at each check, so a team member that was descheduled (more threads than free cores) gets
-   to run. A NULL barrier is not met: the thread works alone (a row split, see _kernels.pyx). */
-typedef struct {
-    int arrived;
-    char pad_arrived[64 - sizeof(int)];
-    int generation;
-    char pad_generation[64 - sizeof(int)];
-} lstm_team_barrier;
+/* ---- kernel tables ------------------------------------------------------------------------------ */
 
-static inline void lstm_barrier_init(lstm_team_barrier *bar) {
-    memset(bar, 0, sizeof(*bar));
-}
-
-static inline void lstm_barrier_wait(lstm_team_barrier *bar) {
-#ifdef _OPENMP
-    const int team = omp_get_num_threads();
-    if (team <= 1 || bar == NULL) return;
-    const int gen = __atomic_load_n(&bar->generation, __ATOMIC_ACQUIRE);
-    if (__atomic_add_fetch(&bar->arrived, 1, __ATOMIC_ACQ_REL) == team) {
-        __atomic_store_n(&bar->arrived, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&bar->generation, gen + 1, __ATOMIC_RELEASE);
-        return;
-    }
-    for (long spins = 0; __atomic_load_n(&bar->generation, __ATOMIC_ACQUIRE) == gen; spins++)
-        lstm_wait_a_while(spins);
-#else
-    (void)bar;
-#endif
-}
-
-/* The end of a time step among the threads of one direction (a sub-team): each thread publishes how many
-   steps it has finished in its own cache line (lstm_step_publish), then waits until every other member has
-   finished as many (lstm_step_wait); work that no other thread reads can go between the two.
-   One store and one load per member instead of the team barrier's shared counter and generation, and the
-   two directions of a layer, run by different threads, no longer wait for each other at every step.
-   The store releases this thread's writes (its units of h and out); the loads acquire the others'. */
-typedef struct {
-    int steps;
-    char pad[64 - sizeof(int)];
-} lstm_step_flag;
-
-static inline void lstm_step_publish(lstm_step_flag *flags, int tid, int steps) {
-    __atomic_store_n(&flags[tid].steps, steps, __ATOMIC_RELEASE);
-}
-
-static inline void lstm_step_wait(const lstm_step_flag *flags, int tid, int first, int count, int steps) {
-    for (int j = first; j < first + count; j++) {
-        if (j == tid) continue;
-        for (long spins = 0; __atomic_load_n(&flags[j].steps, __ATOMIC_ACQUIRE) < steps; spins++)
-            lstm_wait_a_while(spins);
-    }
-}
-
-/* ---- denormals: flush to zero inside the kernels, restore the caller's mode after --------------- */
-
-static inline unsigned int lstm_ftz_enter(void) {
+/* Every instantiation: cell kind, weight format, the features it needs, its table; the best of a kind first. */
 #ifdef FASTLSTM_X86
-    unsigned int saved = _mm_getcsr();
-    _mm_setcsr(saved | 0x8040u); /* FTZ (bit 15) and DAZ (bit 6) */
-    return saved;
+#define LSTM_WIDE_INSTANCES(X)                                                                                  \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_F32, LSTM_NEEDS_AVX512, f32_avx512)                                           \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_F64, LSTM_NEEDS_AVX512, f64_avx512)                                           \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_F32, LSTM_NEEDS_AVX2, f32_avx2)                                               \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_F64, LSTM_NEEDS_AVX2, f64_avx2)
 #else
-    return 0;
+#define LSTM_WIDE_INSTANCES(X)
 #endif
-}
-static inline void lstm_ftz_leave(unsigned int saved) {
-#ifdef FASTLSTM_X86
-    _mm_setcsr(saved);
-#else
-    (void)saved;
-#endif
+#define LSTM_INSTANCES(X)                                                                                       \
+    LSTM_WIDE_INSTANCES(X)                                                                                      \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_F32, 0u, f32_base)                                                            \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_F64, 0u, f64_base)
+
+/* The kernels for a cell kind and weight format on a CPU with `features` (LSTM_FEATURE_* bits, possibly
+   capped by the caller): the first instantiation of that kind and format whose needs the features meet, or
+   NULL when there is none. */
+static inline const lstm_kernel_table *lstm_select_kernels(int cell_kind, int format, unsigned features) {
+#define LSTM_INSTANCE_MATCH(cell, fmt, needs, sfx)                                                              \
+    if (cell_kind == (cell) && format == (fmt) && ((needs) & ~features) == 0) return &CAT3(lstm_table, _, sfx);
+    LSTM_INSTANCES(LSTM_INSTANCE_MATCH)
+#undef LSTM_INSTANCE_MATCH
+    return NULL;
 }
 
 #endif

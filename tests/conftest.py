@@ -24,12 +24,13 @@ import pytest
 def pytest_report_header(config):
     try:
         import fastlstm
-        from fastlstm import _kernels
+        from fastlstm import _cpu, _kernels
     except Exception as exc:  # the tests will fail with the full error; say it up front too
         return [f"fastlstm: import failed: {type(exc).__name__}: {exc}"]
     lines = [
         f"fastlstm {fastlstm.__version__} from {os.path.dirname(fastlstm.__file__)}",
-        f"fastlstm: isa={_kernels.isa_name()} (cpu level {_kernels.cpu_isa_level()}), "
+        f"fastlstm: kernels={_cpu.kernels_for('lstm', np.dtype(np.float32))[0]} "
+        f"(cpu features {' '.join(_cpu.feature_names(_kernels.cpu_features()))}), "
         f"openmp_enabled={fastlstm.openmp_enabled()}, get_num_threads={fastlstm.get_num_threads()}, "
         f"FASTLSTM_ISA={os.environ.get('FASTLSTM_ISA', '')!r}, CI={os.environ.get('CI', '')!r}",
     ]

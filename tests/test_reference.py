@@ -657,11 +657,13 @@ _ISA_SCRIPT = """
 import sys
 import numpy as np
 import fastlstm
-from fastlstm import _kernels, _threads
+from fastlstm import _threads
 
 isa = sys.argv[1] if len(sys.argv) > 1 else {isa!r}
-assert _kernels.isa_name() == isa, f"FASTLSTM_ISA={{isa}} selected {{_kernels.isa_name()}}"
-assert _kernels.vector_bytes() == {{"avx512": 64, "avx2": 32, "sse2": 16}}[isa], _kernels.vector_bytes()
+for dtype, width in (("float32", 4), ("float64", 8)):
+    packed = fastlstm.LSTM(3, 40, dtype=dtype)._packed
+    assert packed.kernel_name == f"lstm/{{dtype[5:] and 'f' + dtype[5:]}}/{{isa}}", (isa, packed.kernel_name)
+    assert packed.block == {{"avx512": 64, "avx2": 32, "baseline": 16}}[isa] // width, packed.block
 failures = []
 configs = [
     # I, H, P, L, bidirectional, batch_first, T, B, hx, lengths, extras (H = 17 has a narrow last block on
@@ -716,10 +718,10 @@ print("ok", isa)
 """
 
 
-@pytest.mark.parametrize("isa,level", [("avx512", 2), ("avx2", 1), ("sse2", 0)])
-def test_every_isa_matches_reference(isa, level, tmp_path):
-    if fastlstm._kernels.cpu_isa_level() < level:
-        pytest.skip(f"this CPU lacks {isa} (level {fastlstm._kernels.cpu_isa_level()} < {level})")
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "baseline"])
+def test_every_isa_matches_reference(isa, tmp_path):
+    if isa not in fastlstm._cpu.available_isas():
+        pytest.skip(f"this CPU lacks {isa}")
     proc = run_python(_ISA_SCRIPT.format(isa=isa), env={"FASTLSTM_ISA": isa}, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, f"FASTLSTM_ISA={isa}:\n{proc.stdout}\n{proc.stderr}"
     assert f"ok {isa}" in proc.stdout

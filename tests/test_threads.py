@@ -30,7 +30,7 @@ def restore_thread_setting(monkeypatch):
 
 def block_width(dtype) -> int:
     """Hidden units per block of the selected kernels: a team never has more threads than blocks."""
-    return fastlstm._kernels.vector_bytes() // np.dtype(dtype).itemsize
+    return fastlstm._packing.block_width(dtype)
 
 
 # ---- settings -----------------------------------------------------------------------------------

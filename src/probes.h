@@ -1,0 +1,66 @@
+/* probes.h: the bench's probes of this machine's limits (`python -m fastlstm bench`), not part of a forward:
+ * FMA throughput, read bandwidth, and the writes and reads of the hand-off probe, in float32 on each
+ * instruction set (probe_impl.h), chosen per call by name.
+ */
+#ifndef FASTLSTM_PROBES_H
+#define FASTLSTM_PROBES_H
+
+#include <stdint.h>
+#include <string.h>
+#include "team.h"
+
+/* independent FMA chains (12 covers 2 FMA units x 4 cycles of latency with room), and running sums of the
+   read probe (covers 2 loads per cycle x 3 cycles of add latency) */
+#define PROBE_CHAINS 12
+#define PROBE_READ_SUMS 8
+
+#define CAT3_(a, b, c) a##b##c
+#define CAT3(a, b, c) CAT3_(a, b, c)
+
+typedef struct {
+    float (*fma)(long rounds);
+    float (*read)(const float *p, long n, int descending);
+    void (*fill)(float *p, long n, float value);
+    long (*mismatches)(const float *p, long n, float value);
+} probe_table;
+
+#define VBYTES 16
+#define ATTR
+#define SFX baseline
+#include "probe_impl.h"
+#undef VBYTES
+#undef ATTR
+#undef SFX
+#ifdef FASTLSTM_X86
+#define VBYTES 32
+#define ATTR __attribute__((target("avx2,fma")))
+#define SFX avx2
+#include "probe_impl.h"
+#undef VBYTES
+#undef ATTR
+#undef SFX
+#define VBYTES 64
+#define ATTR __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")))
+#define SFX avx512
+#include "probe_impl.h"
+#undef VBYTES
+#undef ATTR
+#undef SFX
+#endif
+
+/* The probes of instruction set `isa` (0 baseline, 1 avx2, 2 avx512: the order of fastlstm._cpu.ISAS), with its vector width in bytes; the
+   caller checks the CPU has it. */
+static inline const probe_table *probe_select(int isa, int *vector_bytes) {
+#ifdef FASTLSTM_X86
+    if (isa == 2) { *vector_bytes = 64; return &probe_table_avx512; }
+    if (isa == 1) { *vector_bytes = 32; return &probe_table_avx2; }
+#endif
+    (void)isa;
+    *vector_bytes = 16;
+    return &probe_table_baseline;
+}
+
+static inline int probe_chains(void) { return PROBE_CHAINS; }
+static inline int probe_read_sums(void) { return PROBE_READ_SUMS; }
+
+#endif
