@@ -6,6 +6,7 @@ The examples examples/dask_batch.py and examples/ray_batch.py run in tests/test_
 """
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import re
@@ -107,6 +108,21 @@ def test_stream_and_model_pickled_together_share_the_model():
     stream.step(np.ones((2, 4), np.float32))
     model2, stream2 = pickle.loads(pickle.dumps((model, stream)))
     assert stream2._model is model2
+
+
+def test_stream_copies_are_independent():
+    """copy.copy shares the model and copies the state; copy.deepcopy copies the model too."""
+    model = fastlstm.LSTM(4, 16, seed=0)
+    stream = model.stream(2)
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    stream.step(x)
+    shallow, deep = copy.copy(stream), copy.deepcopy(stream)
+    assert shallow._model is model and deep._model is not model
+    want = stream.step(x)
+    for other in (shallow, deep):
+        assert_bitwise_equal(other.step(x), want, name="step of a copy")
+        for a, b in zip(other.state, stream.state):
+            assert_bitwise_equal(a, b, name="state of a copy")
 
 
 # ---- hx error messages --------------------------------------------------------------------------
