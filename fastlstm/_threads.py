@@ -5,8 +5,9 @@ of physical cores this process may run on. Small problems use fewer threads (see
 
 threadpoolctl sees this setting as a thread pool of its own (user_api "openmp", internal_api "fastlstm"):
 ``threadpool_limits(n)`` sets it to n while the limit is in force, for every Python thread of the process (as
-it sets OpenMP's and BLAS's counts), and puts back the setting from before on exit. fastlstm does not follow omp_set_num_threads: its kernels name their
-team size, and libgomp's limit is one per calling thread while fastlstm's setting is one per process.
+it sets OpenMP's and BLAS's counts), and puts back the setting from before on exit. fastlstm does not follow
+omp_set_num_threads: its kernels name their team size, and libgomp's limit is one per calling thread while
+fastlstm's setting is one per process.
 
 In a process forked from one that ran fastlstm, GNU libgomp's thread pool is unusable (a parallel region
 hangs), so forked children run the kernels on one thread and get_num_threads() says 1 there; results are the
