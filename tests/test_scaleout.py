@@ -60,6 +60,19 @@ def test_pickle_is_about_the_size_of_the_weights():
     assert weights <= size <= weights + 8192, (size, weights)
 
 
+def test_pickle_with_out_of_band_buffers():
+    """Protocol 5 with out-of-band buffers (as Dask and Ray send arrays): the weights travel as the buffers,
+    read-only, and the model adopts them."""
+    model = fastlstm.LSTM(6, 32, num_layers=2, seed=2)
+    buffers = []
+    data = pickle.dumps(model, protocol=5, buffer_callback=buffers.append)
+    assert len(buffers) == len(model.state_dict()) and len(data) < 4096
+    frozen = [memoryview(bytes(b.raw())).toreadonly() for b in buffers]
+    clone = pickle.loads(data, buffers=frozen)
+    x = np.random.default_rng(3).standard_normal((5, 2, 6)).astype(np.float32)
+    assert_forward_bitwise(clone(x), model(x))
+
+
 def test_unpickling_checks_what_it_is_given():
     """A pickle whose weights do not fit its configuration fails with the parameter's name, not in the kernels."""
     model = fastlstm.LSTM(4, 8, seed=0)
