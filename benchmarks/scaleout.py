@@ -16,14 +16,16 @@ time). Timed, after a warm-up round (workers started, model shipped):
 The runs go in rounds (one of each per round) so that the load of a shared machine hits them alike; each row
 shows its best round. Prints sequences per second, the ratio of 2 workers to 1 worker (target >= 1.7x) and of
 each row to the one process on 2 threads. Every run's result is checked bitwise against the one process's for
-the same chunks.
+the same chunks. "busy" is the share of the run's wall time the workers spent computing tasks (summed over
+the workers, divided by workers x wall time): what is left is the framework's scheduling and transfers, or
+workers waiting for a core (on a loaded machine, compare it with the one-process rows).
 """
 import argparse
 import contextlib
 import os
 import tempfile
 import time
-from typing import Callable, Dict, Iterator
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -36,21 +38,26 @@ def encode(chunk, model):
     return out.mean(axis=1)
 
 
-def local_runs(path: str, model, chunk: int) -> Dict[str, Callable[[], np.ndarray]]:
+# A run returns the job's result and the seconds its tasks computed (summed over the workers; None in-process).
+Run = Callable[[], Tuple[np.ndarray, Optional[float]]]
+
+
+def local_runs(path: str, model, chunk: int) -> Dict[str, Run]:
     """The job in this process, chunk after chunk, on 2 threads and on 1."""
-    def run(threads: int) -> np.ndarray:
+    def run(threads: int) -> Tuple[np.ndarray, Optional[float]]:
         fastlstm.set_num_threads(threads)
         rows = np.load(path, mmap_mode="r")
-        return np.concatenate([encode(np.array(rows[lo:lo + chunk]), model) for lo in range(0, len(rows), chunk)])
+        return np.concatenate([encode(np.array(rows[lo:lo + chunk]), model)
+                               for lo in range(0, len(rows), chunk)]), None
 
     return {"one process, 2 threads": lambda: run(2), "one process, 1 thread": lambda: run(1)}
 
 
 @contextlib.contextmanager
-def dask_runs(path: str, model, chunk: int) -> Iterator[Dict[str, Callable[[], np.ndarray]]]:
+def dask_runs(path: str, model, chunk: int) -> Iterator[Dict[str, Run]]:
     """The job on a LocalCluster of 2 single-thread worker processes: on one of them, and on both."""
     import dask.array as da
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, get_task_stream
 
     rows = np.load(path, mmap_mode="r")
     shape = rows.shape
@@ -71,12 +78,19 @@ def dask_runs(path: str, model, chunk: int) -> Iterator[Dict[str, Callable[[], n
         encoded = x.map_blocks(encode, remote, drop_axis=1, chunks=(blocks, (model.out_size,)), dtype=np.float32,
                                meta=np.empty((0, 0), np.float32))
         first = sorted(client.scheduler_info()["workers"])[:1]
-        yield {"1 Dask worker x 1 thread": lambda: client.compute(encoded, workers=first).result(timeout=600),
-               "2 Dask workers x 1 thread": lambda: client.compute(encoded).result(timeout=600)}
+
+        def run(workers):
+            with get_task_stream(client) as tasks:
+                result = client.compute(encoded, workers=workers).result(timeout=600)
+            busy = sum(span["stop"] - span["start"] for task in tasks.data for span in task["startstops"]
+                       if span["action"] == "compute")
+            return result, busy
+
+        yield {"1 Dask worker x 1 thread": lambda: run(first), "2 Dask workers x 1 thread": lambda: run(None)}
 
 
 @contextlib.contextmanager
-def ray_runs(path: str, model, chunk: int) -> Iterator[Dict[str, Callable[[], np.ndarray]]]:
+def ray_runs(path: str, model, chunk: int) -> Iterator[Dict[str, Run]]:
     """The job on a local Ray with 2 actors of num_cpus=1: on one of them, and on both."""
     import ray
     from ray.util import ActorPool
@@ -89,8 +103,9 @@ def ray_runs(path: str, model, chunk: int) -> Iterator[Dict[str, Callable[[], np
             return fastlstm.get_num_threads()
 
         def encode(self, lo):
+            start = time.perf_counter()
             out, _ = self.model(np.array(self.rows[lo:lo + chunk]))
-            return out.mean(axis=1)
+            return out.mean(axis=1), time.perf_counter() - start
 
     starts = range(0, len(np.load(path, mmap_mode="r")), chunk)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -101,7 +116,8 @@ def ray_runs(path: str, model, chunk: int) -> Iterator[Dict[str, Callable[[], np
         assert threads == {1}, f"Ray: fastlstm threads in the actors {threads}, expected 1"
 
         def run(pool):
-            return np.concatenate(list(pool.map(lambda actor, lo: actor.encode.remote(lo), starts)))
+            parts = list(pool.map(lambda actor, lo: actor.encode.remote(lo), starts))
+            return np.concatenate([part for part, _ in parts]), sum(seconds for _, seconds in parts)
 
         yield {"1 Ray actor x 1 thread": lambda: run(ActorPool(actors[:1])),
                "2 Ray actors x 1 thread": lambda: run(ActorPool(actors))}
@@ -139,27 +155,30 @@ def main() -> None:
         del data
         print(f"{args.sequences} sequences, T={args.steps}, I={args.input_size}, H={args.hidden_size}, chunks of "
               f"{args.chunk}, float32; best of {args.repeats} rounds after a warm-up round")
-        runs: Dict[str, Callable[[], np.ndarray]] = {}
+        runs: Dict[str, Run] = {}
         with contextlib.ExitStack() as stack:
             runs.update(local_runs(path, model, args.chunk))
             for framework in frameworks:
                 runs.update(stack.enter_context({"dask": dask_runs, "ray": ray_runs}[framework](path, model, args.chunk)))
-            want = runs["one process, 2 threads"]()
+            want, _ = runs["one process, 2 threads"]()
             best = {label: float("inf") for label in runs}
+            busy: Dict[str, str] = {}
             for round_ in range(args.repeats + 1):          # rounds through every run: load hits them alike
                 for label, run in runs.items():
                     start = time.perf_counter()
-                    result = run()
+                    result, task_seconds = run()
                     seconds = time.perf_counter() - start
                     assert np.array_equal(result, want), f"{label}: results differ from one process"
-                    if round_:
-                        best[label] = min(best[label], seconds)
-    print(f"{'run':<28} {'seconds':>8} {'seq/s':>8} {'vs 1 worker':>12} {'vs 1 process, 2 thr':>20}")
+                    if round_ and seconds < best[label]:
+                        best[label] = seconds
+                        if task_seconds is not None:
+                            busy[label] = f"{task_seconds / (int(label[0]) * seconds):.0%}"
+    print(f"{'run':<28} {'seconds':>8} {'seq/s':>8} {'vs 1 worker':>12} {'vs 1 process, 2 thr':>20} {'busy':>6}")
     for label, seconds in best.items():
         one = label.replace("2 Dask workers", "1 Dask worker").replace("2 Ray actors", "1 Ray actor")
         ratio = f"{best[one] / seconds:.2f}x" if one != label else ""
         print(f"{label:<28} {seconds:>8.3f} {args.sequences / seconds:>8.0f} {ratio:>12} "
-              f"{best['one process, 2 threads'] / seconds:>19.2f}x")
+              f"{best['one process, 2 threads'] / seconds:>19.2f}x {busy.get(label, ''):>6}")
 
 
 if __name__ == "__main__":
