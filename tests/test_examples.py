@@ -24,6 +24,8 @@ REQUIRES = {
     "from_onnx.py": ["onnx", "onnxruntime"],
     "save_load.py": [],
     "gru.py": ["torch", "onnx", "onnxruntime"],
+    "dask_batch.py": ["dask.array", "distributed"],
+    "ray_batch.py": ["ray.data"],
 }
 
 
