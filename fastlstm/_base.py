@@ -690,18 +690,20 @@ class LSTMBase:
 def _is_matrix(name: str) -> bool:
     """Whether a parameter is a weight matrix (stored in a quantized model's format)."""
     return name.startswith(("weight_ih_", "weight_hh_", "weight_hr_"))
-def _unpickle_stored(cls: type, config: Dict[str, Any], arrays: Mapping[str, Any]) -> LSTMBase:
+
+
+def _unpickle_stored(cls: Type[LSTMBase], config: Dict[str, Any], arrays: Mapping[str, Any]) -> LSTMBase:
     """A quantized ``cls`` of ``config`` holding the pickled stored weights (see LSTMBase._stored_arrays)."""
     model: LSTMBase = cls(**config)
     model._load_stored_arrays(arrays)
     return model
 
 
-def _unpickle(cls: type, config: Dict[str, Any], params: Mapping[str, Any]) -> LSTMBase:
+def _unpickle(cls: Type[LSTMBase], config: Dict[str, Any], params: Mapping[str, Any]) -> LSTMBase:
     """A ``cls`` of ``config`` (checked as the constructor checks it) holding the pickled ``params``."""
-    model = cls.__new__(cls)
+    model: LSTMBase = cls.__new__(cls)
     object.__setattr__(model, "_unpickled_params", params)
-    model.__init__(**config)
+    type(model).__init__(model, **config)
     return model
 
 

@@ -170,7 +170,7 @@ def _register_with_threadpoolctl() -> None:
     except ImportError:
         return
 
-    class FastlstmController(LibController):
+    class FastlstmController(LibController):  # type: ignore[misc]  # (threadpoolctl is untyped)
         """fastlstm's kernels (the compiled module fastlstm._kernels) and their thread setting."""
 
         user_api = "openmp"
