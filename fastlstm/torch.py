@@ -1,0 +1,258 @@
+"""fastlstm.torch: run the LSTMs inside a PyTorch model with fastlstm, in one line.
+
+    import fastlstm.torch
+    model = fastlstm.torch.accelerate(model)     # in place; also returns model
+
+Every ``torch.nn.LSTM`` in the model (or the model itself) changes class to a subclass of its own class, made
+here, whose ``forward`` computes with fastlstm when torch's result would need no gradient and the tensors are
+float32/float64 on the CPU, and calls torch's own ``forward`` otherwise. Parameters, buffers, state_dict keys,
+hooks and repr stay those of the module. Importing this module imports torch; ``import fastlstm`` does not.
+
+The fastlstm copy of the weights is rebuilt when a parameter changed since it was made: every call compares
+each parameter's identity, version counter (bumped by every in-place edit, such as ``load_state_dict`` or
+``p.add_(...)`` under ``no_grad``) and data pointer (changed by ``p.data = ...``, ``model.to(...)``) with the
+ones the copy was made from.
+"""
+from __future__ import annotations
+
+import itertools
+import weakref
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import PackedSequence
+
+from ._lstm import LSTM as _FastLSTM
+
+__all__ = ["accelerate", "WEIGHT_FORMATS"]
+
+# the values of accelerate's ``weights`` this build offers (reduced-precision formats come with LSTM.quantize)
+WEIGHT_FORMATS: Tuple[Optional[str], ...] = (None,)
+
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+# torch module class -> fastlstm class computing it. nn.GRU joins once fastlstm.GRU exists; until then a GRU
+# in the model is left as it is (torch computes it).
+_KINDS: Dict[type, type] = {torch.nn.LSTM: _FastLSTM}
+
+
+def accelerate(model: torch.nn.Module, weights: Optional[str] = None) -> torch.nn.Module:
+    """Make every ``torch.nn.LSTM`` in ``model`` (or ``model`` itself) compute with fastlstm; in place.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any module. Each ``torch.nn.LSTM`` in it (``model.modules()``) becomes an instance of a subclass of its
+        own class with the same parameters, state_dict keys and hooks. Its forward takes and returns what
+        torch's does (tensors, ``PackedSequence``, hx) and computes with fastlstm when no gradient is needed
+        (``torch.is_grad_enabled()`` is false, or neither parameters nor inputs require grad), the tensors are
+        float32 or float64 on the CPU, and no dropout is active; otherwise torch's own forward runs, so
+        training, other devices and ``torch.compile`` keep working. Subclasses of ``nn.LSTM`` that override
+        ``forward`` are left unchanged. Calling accelerate again is harmless.
+    weights : None
+        The weight format: None keeps the parameters' own dtype. The values this build offers are
+        ``WEIGHT_FORMATS``; any other: ValueError.
+
+    Returns
+    -------
+    model, the same object.
+    """
+    if weights not in WEIGHT_FORMATS:
+        raise ValueError(f"weights must be one of {list(WEIGHT_FORMATS)} in this build of fastlstm, got {weights!r}")
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"accelerate expects a torch.nn.Module, got {type(model).__name__}")
+    for module in model.modules():
+        cls = type(module)
+        if issubclass(cls, _Accelerated):
+            continue
+        base = next((b for b in cls.__mro__ if b in _KINDS), None)
+        if base is None or cls.forward is not base.forward:
+            continue
+        module.__class__ = _accelerated_class(cls)
+        module.__dict__[_STATE] = _Weights(module, _KINDS[base])
+    return model
+
+
+# ---- the accelerated class ------------------------------------------------------------------------
+
+_STATE = "_fastlstm_weights"        # the module's __dict__ entry holding its _Weights
+_CLASSES: Dict[type, type] = {}     # torch class -> its accelerated subclass
+
+
+def _accelerated_class(cls: type) -> type:
+    """The subclass of ``cls`` (an nn.LSTM class) whose forward computes with fastlstm; one per class."""
+    sub = _CLASSES.get(cls)
+    if sub is None:
+        sub = type(cls.__name__, (_Accelerated, cls), {"__module__": __name__, "__qualname__": cls.__qualname__})
+        _CLASSES[cls] = sub
+    return sub
+
+
+def _restore(cls: type) -> torch.nn.Module:
+    """An empty accelerated module of torch class ``cls``, for unpickling and copying (its state follows)."""
+    return torch.nn.Module.__new__(_accelerated_class(cls))
+
+
+class _Accelerated:
+    """The forward of an accelerated module; placed first in the bases of the subclass of the module's class."""
+
+    def forward(self, input, hx=None):  # noqa: A002 (torch's argument name)
+        """torch.nn.LSTM.forward's result, computed by fastlstm when no gradient is needed and the tensors are
+        float32/float64 on the CPU; else torch's own forward."""
+        if not (torch.compiler.is_compiling() or torch.jit.is_tracing() or (self.training and self.dropout > 0)
+                or torch.is_autocast_enabled("cpu")):
+            result = _forward_fast(self, input, hx)
+            if result is not None:
+                return result
+        return super().forward(input, hx)
+
+    def __reduce_ex__(self, protocol):
+        # pickle and copy by the torch class (the subclass is made at run time): restored accelerated, with a
+        # fresh fastlstm copy of the weights made at its first call
+        state = self.__getstate__()
+        state.pop(_STATE, None)
+        return _restore, (_torch_class(type(self)),), state
+
+
+def _torch_class(cls: type) -> type:
+    """The class an accelerated class was made from (its bases are _Accelerated and that class)."""
+    return cls.__mro__[2]
+
+
+class _Weights:
+    """The fastlstm model computing one torch module, and the parameters it was made from."""
+
+    __slots__ = ("fast_class", "names", "entries", "model", "dtype")
+
+    def __init__(self, module: torch.nn.Module, fast_class: type) -> None:
+        self.fast_class = fast_class
+        self.names = tuple(module._flat_weights_names)
+        self.entries: tuple = ()  # (name, tensor, version, data pointer) of each parameter the model was made from
+        self.model = None
+        self.dtype = None         # the parameters' torch dtype, when fastlstm computes with them
+
+    def current(self, module: torch.nn.Module):
+        """The fastlstm model for the module's parameters as they are now, rebuilt if any parameter is another
+        tensor, or has another version counter or data pointer than when the model was made; None when they are
+        not all float32 or all float64 dense CPU tensors (or are inference tensors: their edits are not seen)."""
+        params = module._parameters
+        for name, tensor, version, pointer in self.entries:
+            p = params[name]
+            if p is not tensor or p._version != version or p.data_ptr() != pointer:
+                break
+        else:
+            model = self.model
+            if model is not None:
+                if model.batch_first != module.batch_first:
+                    model.batch_first = module.batch_first
+                return model
+        return self._rebuild(module)
+
+    def _rebuild(self, module: torch.nn.Module):
+        params = module._parameters
+        tensors = [params[name] for name in self.names]
+        dtype = tensors[0].dtype
+        self.entries, self.model, self.dtype = (), None, None
+        if dtype not in _FLOAT_DTYPES or not all(
+                type(t) in (torch.nn.Parameter, torch.Tensor) and t.dtype == dtype and t.is_cpu and t.layout == torch.strided
+                and not t.is_inference() for t in tensors):
+            return None
+        model = self.fast_class(
+            module.input_size, module.hidden_size, module.num_layers, bias=module.bias,
+            batch_first=module.batch_first, bidirectional=module.bidirectional, proj_size=module.proj_size,
+            dtype=_NUMPY_DTYPES[dtype],
+        )
+        model.load_state_dict({name: t.detach().numpy() for name, t in zip(self.names, tensors)})
+        self.entries = tuple((name, t, t._version, t.data_ptr()) for name, t in zip(self.names, tensors))
+        self.model, self.dtype = model, dtype
+        return model
+
+
+# ---- the fast forward -----------------------------------------------------------------------------
+
+
+def _plain(t: Any) -> bool:
+    """A dense CPU tensor (not a subclass such as a fake or functorch tensor)."""
+    return type(t) is torch.Tensor and t.is_cpu and t.layout == torch.strided
+
+
+def _needs_grad(module: torch.nn.Module, tensors) -> bool:
+    """Whether torch would record a graph for this call: grad mode on and a parameter or input requires grad."""
+    if not torch.is_grad_enabled():
+        return False
+    return any(t.requires_grad for t in tensors) or any(p.requires_grad for p in module._parameters.values())
+
+
+def _forward_fast(module: torch.nn.Module, input, hx):
+    """(output, (h_n, c_n)) as torch.nn.LSTM.forward returns them, computed by fastlstm; None when this call is
+    one for torch to run (a gradient is needed, a tensor of another dtype or device, or arguments fastlstm
+    rejects: torch then raises its own error)."""
+    packed = type(input) is PackedSequence
+    x = input.data if packed else input
+    if hx is None:
+        if not _plain(x) or _needs_grad(module, (x,)):
+            return None
+    else:
+        if not (type(hx) is tuple or type(hx) is list) or len(hx) != 2:
+            return None
+        h0, c0 = hx
+        if not (_plain(x) and _plain(h0) and _plain(c0)) or h0.dtype != x.dtype or c0.dtype != x.dtype \
+                or _needs_grad(module, (x, h0, c0)):
+            return None
+    weights = module.__dict__.get(_STATE)
+    if weights is None:  # restored by a copy or unpickling
+        weights = module.__dict__[_STATE] = _Weights(module, _KINDS[_torch_base(type(module))])
+    fast = weights.current(module)
+    if fast is None or weights.dtype != x.dtype:
+        return None
+    if packed:
+        return _forward_packed(module, fast, input, hx)
+    try:
+        if hx is None:
+            out, (hn, cn) = fast(x.numpy())
+        else:
+            out, (hn, cn) = fast(x.numpy(), (h0.numpy(), c0.numpy()))
+    except (ValueError, TypeError):
+        return None
+    return torch.from_numpy(out), (torch.from_numpy(hn), torch.from_numpy(cn))
+
+
+def _torch_base(cls: type) -> type:
+    """The class of _KINDS that ``cls`` derives from."""
+    return next(b for b in cls.__mro__ if b in _KINDS)
+
+
+def _forward_packed(module: torch.nn.Module, fast, packed: PackedSequence, hx):
+    """A PackedSequence through fastlstm's ``lengths``: its rows are scattered into a padded batch in the
+    original batch order (the padding is never read), and the output rows gathered back in packed order."""
+    data, batch_sizes, sorted_indices, _ = packed
+    sizes = batch_sizes.numpy()
+    T = len(sizes)
+    if T == 0 or data.dim() != 2 or data.shape[0] != sizes.sum() or np.any(sizes[1:] > sizes[:-1]):
+        return None  # not a PackedSequence that pack_padded_sequence makes: torch says what is wrong
+    B = int(sizes[0])
+    if sorted_indices is not None and tuple(sorted_indices.shape) != (B,):
+        return None
+    order = np.arange(B) if sorted_indices is None else sorted_indices.numpy()
+    valid = np.arange(B) < sizes[:, None]                     # (T, B): step t of sorted row j exists
+    lengths = np.empty(B, np.int32)
+    lengths[order] = valid.sum(axis=0)
+    t_index = np.arange(T)[:, None]
+    # each packed row's position in the padded (T, B) grid, or (B, T) for a batch-first model
+    rows = (order[None, :] * T + t_index if module.batch_first else t_index * B + order[None, :])[valid]
+    x = data.numpy()
+    padded = np.empty((T * B, x.shape[1]), x.dtype)
+    padded[rows] = x
+    padded = padded.reshape((B, T, -1) if module.batch_first else (T, B, -1))
+    try:
+        if hx is None:
+            out, (hn, cn) = fast(padded, lengths=lengths)
+        else:
+            out, (hn, cn) = fast(padded, (hx[0].numpy(), hx[1].numpy()), lengths=lengths)
+    except (ValueError, TypeError):
+        return None
+    out_data = out.reshape(T * B, -1).take(rows, axis=0)
+    return (PackedSequence(torch.from_numpy(out_data), batch_sizes, sorted_indices, packed.unsorted_indices),
+            (torch.from_numpy(hn), torch.from_numpy(cn)))
