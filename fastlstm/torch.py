@@ -31,7 +31,7 @@ __all__ = ["accelerate", "WEIGHT_FORMATS"]
 WEIGHT_FORMATS: Tuple[Optional[str], ...] = (None,)
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
-_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+_NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
 # torch module class -> fastlstm class computing it. nn.GRU joins once fastlstm.GRU exists; until then a GRU
 # in the model is left as it is (torch computes it).
@@ -122,28 +122,31 @@ def _torch_class(cls: type) -> type:
 
 
 class _Weights:
-    """The fastlstm model computing one torch module, and the parameters it was made from."""
+    """The fastlstm model computing one torch module, and the parameters it was made from.
 
-    __slots__ = ("fast_class", "names", "entries", "model", "dtype")
+    Both are held in one attribute, replaced whole, so that calls from several threads each see a model and the
+    parameters it was made from, never one with the other's.
+    """
+
+    __slots__ = ("fast_class", "names", "made")
 
     def __init__(self, module: torch.nn.Module, fast_class: type) -> None:
         self.fast_class = fast_class
         self.names = tuple(module._flat_weights_names)
-        self.entries: tuple = ()  # (name, tensor, version, data pointer) of each parameter the model was made from
-        self.model = None
-        self.dtype = None         # the parameters' torch dtype, when fastlstm computes with them
+        # (model, ((name, tensor, version, data pointer) of each parameter it was made from))
+        self.made: tuple = (None, ())
 
     def current(self, module: torch.nn.Module):
         """The fastlstm model for the module's parameters as they are now, rebuilt if any parameter is another
         tensor, or has another version counter or data pointer than when the model was made; None when they are
         not all float32 or all float64 dense CPU tensors (or are inference tensors: their edits are not seen)."""
         params = module._parameters
-        for name, tensor, version, pointer in self.entries:
+        model, entries = self.made
+        for name, tensor, version, pointer in entries:
             p = params[name]
             if p is not tensor or p._version != version or p.data_ptr() != pointer:
                 break
         else:
-            model = self.model
             if model is not None:
                 if model.batch_first != module.batch_first:
                     model.batch_first = module.batch_first
@@ -154,19 +157,19 @@ class _Weights:
         params = module._parameters
         tensors = [params[name] for name in self.names]
         dtype = tensors[0].dtype
-        self.entries, self.model, self.dtype = (), None, None
         if dtype not in _FLOAT_DTYPES or not all(
-                type(t) in (torch.nn.Parameter, torch.Tensor) and t.dtype == dtype and t.is_cpu and t.layout == torch.strided
-                and not t.is_inference() for t in tensors):
+                type(t) in (torch.nn.Parameter, torch.Tensor) and t.dtype == dtype and t.is_cpu
+                and t.layout == torch.strided and not t.is_inference() for t in tensors):
+            self.made = (None, ())
             return None
         model = self.fast_class(
             module.input_size, module.hidden_size, module.num_layers, bias=module.bias,
             batch_first=module.batch_first, bidirectional=module.bidirectional, proj_size=module.proj_size,
             dtype=_NUMPY_DTYPES[dtype],
         )
+        entries = tuple((name, t, t._version, t.data_ptr()) for name, t in zip(self.names, tensors))
         model.load_state_dict({name: t.detach().numpy() for name, t in zip(self.names, tensors)})
-        self.entries = tuple((name, t, t._version, t.data_ptr()) for name, t in zip(self.names, tensors))
-        self.model, self.dtype = model, dtype
+        self.made = (model, entries)
         return model
 
 
@@ -205,7 +208,7 @@ def _forward_fast(module: torch.nn.Module, input, hx):
     if weights is None:  # restored by a copy or unpickling
         weights = module.__dict__[_STATE] = _Weights(module, _KINDS[_torch_base(type(module))])
     fast = weights.current(module)
-    if fast is None or weights.dtype != x.dtype:
+    if fast is None or fast.dtype != _NUMPY_DTYPES.get(x.dtype):
         return None
     if packed:
         return _forward_packed(module, fast, input, hx)
