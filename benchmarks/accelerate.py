@@ -139,6 +139,34 @@ def time_cases(cases, rounds: int) -> List[Tuple[str, float, float]]:
     return results
 
 
+def wrapper_costs(rounds: int, number: int = 2000) -> List[Tuple[str, float]]:
+    """Microseconds per call of what accelerate adds, on the streaming model's LSTM with one frame and hx:
+    the check that the weights are unchanged, and the accelerated module's call against calling its fastlstm
+    model on the NumPy arrays directly (the module call includes torch's own Module.__call__). Medians of rounds
+    of ``number`` calls, interleaved."""
+    torch.manual_seed(0)
+    module = fastlstm.torch.accelerate(StreamingSpeech().eval()).lstm
+    x = torch.randn(1, 1, FRONT)
+    with torch.inference_mode():
+        _, hx = module(x)
+        weights = module.__dict__["_fastlstm_weights"]
+        fast = weights.current(module)
+        x_np, hx_np = x.numpy(), (hx[0].numpy(), hx[1].numpy())
+        runners = {
+            f"weight check ({len(weights.names)} parameters)": lambda: weights.current(module),
+            "fastlstm.LSTM call on arrays": lambda: fast(x_np, hx_np),
+            "accelerated nn.LSTM call": lambda: module(x, hx),
+        }
+        times: Dict[str, List[float]] = {name: [] for name in runners}
+        for _ in range(rounds):
+            for name, fn in runners.items():
+                t0 = time.perf_counter()
+                for _ in range(number):
+                    fn()
+                times[name].append((time.perf_counter() - t0) / number * 1e6)
+    return [(name, float(np.median(t))) for name, t in times.items()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="threads for torch and fastlstm")
@@ -154,6 +182,12 @@ def main() -> None:
     print(f"{'model':<44} {'torch':>11} {'accelerated':>12} {'ratio':>6}")
     for name, slow, fast in results:
         print(f"{name:<44} {_fmt(slow):>11} {_fmt(fast):>12} {slow / fast:>5.2f}x")
+    costs = dict(wrapper_costs(rounds, 200 if args.quick else 2000))
+    print("per call, streaming model's LSTM (one frame, hx given):")
+    for name, us in costs.items():
+        print(f"  {name:<42} {us:8.2f} us")
+    module_us, array_us = costs["accelerated nn.LSTM call"], costs["fastlstm.LSTM call on arrays"]
+    print(f"  {'added by accelerate (module - arrays)':<42} {module_us - array_us:8.2f} us")
 
 
 def _fmt(seconds: float) -> str:
