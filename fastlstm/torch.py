@@ -12,12 +12,14 @@ The fastlstm copy of the weights is rebuilt when a parameter changed since it wa
 each parameter's identity, version counter (bumped by every in-place edit, such as ``load_state_dict`` or
 ``p.add_(...)`` under ``no_grad``) and data pointer (changed by ``p.data = ...``, ``model.to(...)``) with the
 ones the copy was made from.
+
+Under ``torch.compile`` an LSTM is a graph break (dynamo does not trace RNN modules), so fastlstm computes it
+between the compiled parts; with ``torch._dynamo.config.allow_rnn`` dynamo traces the module, and the forward
+then runs torch's own computation, which is what gets compiled. ``torch.jit.trace`` and autocast get torch's too.
 """
 from __future__ import annotations
 
-import itertools
-import weakref
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, cast
 
 import numpy as np
 import torch
@@ -30,12 +32,16 @@ __all__ = ["accelerate", "WEIGHT_FORMATS"]
 # the values of accelerate's ``weights`` this build offers (reduced-precision formats come with LSTM.quantize)
 WEIGHT_FORMATS: Tuple[Optional[str], ...] = (None,)
 
-_FLOAT_DTYPES = (torch.float32, torch.float64)
-_NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+_NUMPY_DTYPES: Dict[Any, np.dtype[Any]] = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
 # torch module class -> fastlstm class computing it. nn.GRU joins once fastlstm.GRU exists; until then a GRU
 # in the model is left as it is (torch computes it).
 _KINDS: Dict[type, type] = {torch.nn.LSTM: _FastLSTM}
+
+_STATE = "_fastlstm_weights"       # the accelerated module's __dict__ entry holding its _Weights
+_CLASSES: Dict[type, type] = {}    # torch class -> its accelerated subclass
+
+Result = Tuple[Any, Tuple[Any, Any]]  # (output tensor or PackedSequence, (h_n, c_n))
 
 
 def accelerate(model: torch.nn.Module, weights: Optional[str] = None) -> torch.nn.Module:
@@ -50,10 +56,11 @@ def accelerate(model: torch.nn.Module, weights: Optional[str] = None) -> torch.n
         (``torch.is_grad_enabled()`` is false, or neither parameters nor inputs require grad), the tensors are
         float32 or float64 on the CPU, and no dropout is active; otherwise torch's own forward runs, so
         training, other devices and ``torch.compile`` keep working. Subclasses of ``nn.LSTM`` that override
-        ``forward`` are left unchanged. Calling accelerate again is harmless.
+        ``forward`` are left unchanged, and so are ``nn.GRU`` modules in this build. Calling accelerate again
+        changes nothing.
     weights : None
-        The weight format: None keeps the parameters' own dtype. The values this build offers are
-        ``WEIGHT_FORMATS``; any other: ValueError.
+        The weight format: None computes with the parameters' own dtype. ``WEIGHT_FORMATS`` lists the values
+        this build offers; any other: ValueError.
 
     Returns
     -------
@@ -67,8 +74,8 @@ def accelerate(model: torch.nn.Module, weights: Optional[str] = None) -> torch.n
         cls = type(module)
         if issubclass(cls, _Accelerated):
             continue
-        base = next((b for b in cls.__mro__ if b in _KINDS), None)
-        if base is None or cls.forward is not base.forward:
+        base = _kind_base(cls)
+        if base is None or getattr(cls, "forward") is not getattr(base, "forward"):
             continue
         module.__class__ = _accelerated_class(cls)
         module.__dict__[_STATE] = _Weights(module, _KINDS[base])
@@ -77,69 +84,75 @@ def accelerate(model: torch.nn.Module, weights: Optional[str] = None) -> torch.n
 
 # ---- the accelerated class ------------------------------------------------------------------------
 
-_STATE = "_fastlstm_weights"        # the module's __dict__ entry holding its _Weights
-_CLASSES: Dict[type, type] = {}     # torch class -> its accelerated subclass
+
+def _kind_base(cls: type) -> Optional[type]:
+    """The class of _KINDS that ``cls`` derives from, or None."""
+    return next((b for b in cls.__mro__ if b in _KINDS), None)
 
 
 def _accelerated_class(cls: type) -> type:
     """The subclass of ``cls`` (an nn.LSTM class) whose forward computes with fastlstm; one per class."""
     sub = _CLASSES.get(cls)
     if sub is None:
-        sub = type(cls.__name__, (_Accelerated, cls), {"__module__": __name__, "__qualname__": cls.__qualname__})
+        sub = type(cls.__name__, (_Accelerated, cls), {
+            "__module__": __name__, "__qualname__": cls.__qualname__, "_torch_class": cls,
+            "_torch_forward": getattr(cls, "forward"),
+        })
         _CLASSES[cls] = sub
     return sub
 
 
-def _restore(cls: type) -> torch.nn.Module:
+def _restore(cls: type) -> Any:
     """An empty accelerated module of torch class ``cls``, for unpickling and copying (its state follows)."""
     return torch.nn.Module.__new__(_accelerated_class(cls))
 
 
 class _Accelerated:
-    """The forward of an accelerated module; placed first in the bases of the subclass of the module's class."""
+    """The forward of an accelerated module; the first base of the subclass made of the module's class."""
 
-    def forward(self, input, hx=None):  # noqa: A002 (torch's argument name)
+    _torch_class: type                    # the module's class before accelerate
+    _torch_forward: Callable[..., Any]    # its forward
+    training: bool
+    dropout: float
+
+    def forward(self, input: Any, hx: Any = None) -> Any:  # noqa: A002 (torch's argument name)
         """torch.nn.LSTM.forward's result, computed by fastlstm when no gradient is needed and the tensors are
-        float32/float64 on the CPU; else torch's own forward."""
+        float32/float64 on the CPU; else by the module's own forward."""
         if not (torch.compiler.is_compiling() or torch.jit.is_tracing() or (self.training and self.dropout > 0)
                 or torch.is_autocast_enabled("cpu")):
             result = _forward_fast(self, input, hx)
             if result is not None:
                 return result
-        return super().forward(input, hx)
+        return self._torch_forward(input, hx)
 
-    def __reduce_ex__(self, protocol):
+    def __reduce_ex__(self, protocol: Any) -> Tuple[Any, ...]:
         # pickle and copy by the torch class (the subclass is made at run time): restored accelerated, with a
         # fresh fastlstm copy of the weights made at its first call
-        state = self.__getstate__()
+        state = dict(cast(Dict[str, Any], self.__getstate__()))
         state.pop(_STATE, None)
-        return _restore, (_torch_class(type(self)),), state
-
-
-def _torch_class(cls: type) -> type:
-    """The class an accelerated class was made from (its bases are _Accelerated and that class)."""
-    return cls.__mro__[2]
+        return _restore, (self._torch_class,), state
 
 
 class _Weights:
     """The fastlstm model computing one torch module, and the parameters it was made from.
 
-    Both are held in one attribute, replaced whole, so that calls from several threads each see a model and the
-    parameters it was made from, never one with the other's.
+    Both are held in one attribute, replaced whole, so that calls from several threads each see a model with
+    the parameters it was made from.
     """
 
     __slots__ = ("fast_class", "names", "made")
 
-    def __init__(self, module: torch.nn.Module, fast_class: type) -> None:
+    def __init__(self, module: Any, fast_class: type) -> None:
         self.fast_class = fast_class
-        self.names = tuple(module._flat_weights_names)
-        # (model, ((name, tensor, version, data pointer) of each parameter it was made from))
-        self.made: tuple = (None, ())
+        self.names: Tuple[str, ...] = tuple(module._flat_weights_names)
+        # (model or None, ((name, tensor, version, data pointer) of each parameter the model was made from))
+        self.made: Tuple[Any, Tuple[Tuple[str, Any, int, int], ...]] = (None, ())
 
-    def current(self, module: torch.nn.Module):
-        """The fastlstm model for the module's parameters as they are now, rebuilt if any parameter is another
-        tensor, or has another version counter or data pointer than when the model was made; None when they are
-        not all float32 or all float64 dense CPU tensors (or are inference tensors: their edits are not seen)."""
+    def current(self, module: Any) -> Any:
+        """The fastlstm model for the module's parameters and layout as they are now, rebuilt if any parameter is
+        another tensor, or has another version counter or data pointer than when the model was made, or the
+        module's batch_first changed; None when the parameters are not all float32 or all float64 dense CPU
+        tensors (or are inference tensors, whose edits cannot be seen)."""
         params = module._parameters
         model, entries = self.made
         for name, tensor, version, pointer in entries:
@@ -147,17 +160,15 @@ class _Weights:
             if p is not tensor or p._version != version or p.data_ptr() != pointer:
                 break
         else:
-            if model is not None:
-                if model.batch_first != module.batch_first:
-                    model.batch_first = module.batch_first
+            if model is not None and model.batch_first == module.batch_first:
                 return model
         return self._rebuild(module)
 
-    def _rebuild(self, module: torch.nn.Module):
+    def _rebuild(self, module: Any) -> Any:
         params = module._parameters
         tensors = [params[name] for name in self.names]
         dtype = tensors[0].dtype
-        if dtype not in _FLOAT_DTYPES or not all(
+        if dtype not in _NUMPY_DTYPES or not all(
                 type(t) in (torch.nn.Parameter, torch.Tensor) and t.dtype == dtype and t.is_cpu
                 and t.layout == torch.strided and not t.is_inference() for t in tensors):
             self.made = (None, ())
@@ -167,7 +178,7 @@ class _Weights:
             batch_first=module.batch_first, bidirectional=module.bidirectional, proj_size=module.proj_size,
             dtype=_NUMPY_DTYPES[dtype],
         )
-        entries = tuple((name, t, t._version, t.data_ptr()) for name, t in zip(self.names, tensors))
+        entries = tuple((name, t, int(t._version), int(t.data_ptr())) for name, t in zip(self.names, tensors))
         model.load_state_dict({name: t.detach().numpy() for name, t in zip(self.names, tensors)})
         self.made = (model, entries)
         return model
@@ -178,17 +189,17 @@ class _Weights:
 
 def _plain(t: Any) -> bool:
     """A dense CPU tensor (not a subclass such as a fake or functorch tensor)."""
-    return type(t) is torch.Tensor and t.is_cpu and t.layout == torch.strided
+    return type(t) is torch.Tensor and bool(t.is_cpu) and t.layout == torch.strided
 
 
-def _needs_grad(module: torch.nn.Module, tensors) -> bool:
+def _needs_grad(module: Any, tensors: Sequence[Any]) -> bool:
     """Whether torch would record a graph for this call: grad mode on and a parameter or input requires grad."""
     if not torch.is_grad_enabled():
         return False
     return any(t.requires_grad for t in tensors) or any(p.requires_grad for p in module._parameters.values())
 
 
-def _forward_fast(module: torch.nn.Module, input, hx):
+def _forward_fast(module: Any, input: Any, hx: Any) -> Optional[Result]:  # noqa: A002
     """(output, (h_n, c_n)) as torch.nn.LSTM.forward returns them, computed by fastlstm; None when this call is
     one for torch to run (a gradient is needed, a tensor of another dtype or device, or arguments fastlstm
     rejects: torch then raises its own error)."""
@@ -206,7 +217,7 @@ def _forward_fast(module: torch.nn.Module, input, hx):
             return None
     weights = module.__dict__.get(_STATE)
     if weights is None:  # restored by a copy or unpickling
-        weights = module.__dict__[_STATE] = _Weights(module, _KINDS[_torch_base(type(module))])
+        weights = module.__dict__[_STATE] = _Weights(module, _KINDS[cast(type, _kind_base(type(module)))])
     fast = weights.current(module)
     if fast is None or fast.dtype != _NUMPY_DTYPES.get(x.dtype):
         return None
@@ -222,15 +233,10 @@ def _forward_fast(module: torch.nn.Module, input, hx):
     return torch.from_numpy(out), (torch.from_numpy(hn), torch.from_numpy(cn))
 
 
-def _torch_base(cls: type) -> type:
-    """The class of _KINDS that ``cls`` derives from."""
-    return next(b for b in cls.__mro__ if b in _KINDS)
-
-
-def _forward_packed(module: torch.nn.Module, fast, packed: PackedSequence, hx):
+def _forward_packed(module: Any, fast: Any, packed: Any, hx: Any) -> Optional[Result]:
     """A PackedSequence through fastlstm's ``lengths``: its rows are scattered into a padded batch in the
     original batch order (the padding is never read), and the output rows gathered back in packed order."""
-    data, batch_sizes, sorted_indices, _ = packed
+    data, batch_sizes, sorted_indices, unsorted_indices = packed
     sizes = batch_sizes.numpy()
     T = len(sizes)
     if T == 0 or data.dim() != 2 or data.shape[0] != sizes.sum() or np.any(sizes[1:] > sizes[:-1]):
@@ -239,12 +245,12 @@ def _forward_packed(module: torch.nn.Module, fast, packed: PackedSequence, hx):
     if sorted_indices is not None and tuple(sorted_indices.shape) != (B,):
         return None
     order = np.arange(B) if sorted_indices is None else sorted_indices.numpy()
-    valid = np.arange(B) < sizes[:, None]                     # (T, B): step t of sorted row j exists
+    valid = np.arange(B) < sizes[:, None]                     # (T, B): step t of the j-th longest row exists
     lengths = np.empty(B, np.int32)
     lengths[order] = valid.sum(axis=0)
-    t_index = np.arange(T)[:, None]
-    # each packed row's position in the padded (T, B) grid, or (B, T) for a batch-first model
-    rows = (order[None, :] * T + t_index if module.batch_first else t_index * B + order[None, :])[valid]
+    steps = np.arange(T)[:, None]
+    # each packed row's place in the padded (T, B) grid, or (B, T) for a batch-first module
+    rows = (order[None, :] * T + steps if module.batch_first else steps * B + order[None, :])[valid]
     x = data.numpy()
     padded = np.empty((T * B, x.shape[1]), x.dtype)
     padded[rows] = x
@@ -257,5 +263,5 @@ def _forward_packed(module: torch.nn.Module, fast, packed: PackedSequence, hx):
     except (ValueError, TypeError):
         return None
     out_data = out.reshape(T * B, -1).take(rows, axis=0)
-    return (PackedSequence(torch.from_numpy(out_data), batch_sizes, sorted_indices, packed.unsorted_indices),
+    return (PackedSequence(torch.from_numpy(out_data), batch_sizes, sorted_indices, unsorted_indices),
             (torch.from_numpy(hn), torch.from_numpy(cn)))

@@ -296,6 +296,33 @@ def test_weights_changed_later_are_seen_and_unchanged_ones_not_repacked(repacks,
     assert len(fast_calls) == 8
 
 
+def test_batch_first_changed_after_accelerate(fast_calls):
+    module, original = make_pair(CONFIGS[1])
+    x = torch.randn(3, 4, module.input_size)
+    assert_close(*run_both(module, original, x), torch.float32)
+    module.batch_first = original.batch_first = not module.batch_first
+    assert_close(*run_both(module, original, x), torch.float32)
+    assert len(fast_calls) == 2 and fast_calls[1][0].batch_first == module.batch_first
+
+
+def test_one_module_called_from_many_threads(fast_calls):
+    from concurrent.futures import ThreadPoolExecutor
+
+    module, original = make_pair(CONFIGS[3])
+    inputs = [torch.randn(4 + i % 3, 3, module.input_size) for i in range(24)]
+    def run(x):
+        with torch.inference_mode():  # grad mode is per thread
+            return module(x)
+
+    with torch.no_grad():
+        want = [original(x) for x in inputs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(run, inputs))
+    for g, w in zip(got, want):
+        assert_close(g, w, torch.float32)
+    assert len(fast_calls) == len(inputs)
+
+
 def test_dtype_and_device_changes_follow_the_module(fast_calls):
     module, original = make_pair(CONFIGS[1])
     x = torch.randn(2, 4, module.input_size)
