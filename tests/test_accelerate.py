@@ -343,6 +343,14 @@ def test_dtype_and_device_changes_follow_the_module(fast_calls):
     assert len(fast_calls) == n
 
 
+def test_other_devices_run_torch(fast_calls):
+    module = fastlstm.torch.accelerate(torch.nn.LSTM(3, 4, device="meta"))
+    with torch.no_grad():
+        out, (h, c) = module(torch.empty(5, 2, 3, device="meta"))
+    assert out.device.type == "meta" and out.shape == (5, 2, 4) and h.shape == (1, 2, 4)
+    assert fast_calls == []
+
+
 def test_functional_call_uses_the_given_weights(fast_calls):
     module, original = make_pair(CONFIGS[0])
     other = torch.nn.LSTM(module.input_size, module.hidden_size)
