@@ -41,7 +41,7 @@ _KINDS: Dict[type, type] = {torch.nn.LSTM: _FastLSTM}
 _STATE = "_fastlstm_weights"       # the accelerated module's __dict__ entry holding its _Weights
 _CLASSES: Dict[type, type] = {}    # torch class -> its accelerated subclass
 
-Result = Tuple[Any, Tuple[Any, Any]]  # (output tensor or PackedSequence, (h_n, c_n))
+Result = Tuple[Any, Any]  # (output tensor or PackedSequence, (h_n, c_n) or h_n)
 
 
 def accelerate(model: torch.nn.Module, weights: Optional[str] = None) -> torch.nn.Module:
@@ -140,10 +140,11 @@ class _Weights:
     the parameters it was made from.
     """
 
-    __slots__ = ("fast_class", "names", "made")
+    __slots__ = ("fast_class", "paired", "names", "made")
 
     def __init__(self, module: Any, fast_class: type) -> None:
         self.fast_class = fast_class
+        self.paired = isinstance(module, torch.nn.LSTM)  # its state is (h, c), else h alone
         self.names: Tuple[str, ...] = tuple(module._flat_weights_names)
         # (model or None, ((name, tensor, version, data pointer) of each parameter the model was made from))
         self.made: Tuple[Any, Tuple[Tuple[str, Any, int, int], ...]] = (None, ())
@@ -173,10 +174,11 @@ class _Weights:
                 and t.layout == torch.strided and not t.is_inference() for t in tensors):
             self.made = (None, ())
             return None
+        projection = {"proj_size": module.proj_size} if module.proj_size else {}  # (a GRU has none)
         model = self.fast_class(
             module.input_size, module.hidden_size, module.num_layers, bias=module.bias,
-            batch_first=module.batch_first, bidirectional=module.bidirectional, proj_size=module.proj_size,
-            dtype=_NUMPY_DTYPES[dtype],
+            batch_first=module.batch_first, bidirectional=module.bidirectional, dtype=_NUMPY_DTYPES[dtype],
+            **projection,
         )
         entries = tuple((name, t, int(t._version), int(t.data_ptr())) for name, t in zip(self.names, tensors))
         model.load_state_dict({name: t.detach().numpy() for name, t in zip(self.names, tensors)})
@@ -200,40 +202,49 @@ def _needs_grad(module: Any, tensors: Sequence[Any]) -> bool:
 
 
 def _forward_fast(module: Any, input: Any, hx: Any) -> Optional[Result]:  # noqa: A002
-    """(output, (h_n, c_n)) as torch.nn.LSTM.forward returns them, computed by fastlstm; None when this call is
+    """(output, state) as the module's torch forward returns them, computed by fastlstm; None when this call is
     one for torch to run (a gradient is needed, a tensor of another dtype or device, or arguments fastlstm
-    rejects: torch then raises its own error)."""
+    rejects: torch then raises its own error). The state is (h, c) for an LSTM (h alone for a GRU)."""
     packed = type(input) is PackedSequence
     x = input.data if packed else input
-    if hx is None:
-        if not _plain(x) or _needs_grad(module, (x,)):
-            return None
-    else:
-        if not (type(hx) is tuple or type(hx) is list) or len(hx) != 2:
-            return None
-        h0, c0 = hx
-        if not (_plain(x) and _plain(h0) and _plain(c0)) or h0.dtype != x.dtype or c0.dtype != x.dtype \
-                or _needs_grad(module, (x, h0, c0)):
-            return None
     weights = module.__dict__.get(_STATE)
     if weights is None:  # restored by a copy or unpickling
         weights = module.__dict__[_STATE] = _Weights(module, _KINDS[cast(type, _kind_base(type(module)))])
+    if hx is None:
+        states: Tuple[Any, ...] = ()
+    elif weights.paired:
+        if not (type(hx) is tuple or type(hx) is list) or len(hx) != 2:
+            return None
+        states = tuple(hx)
+    else:
+        states = (hx,)
+    if not _plain(x):
+        return None
+    for s in states:
+        if not _plain(s) or s.dtype != x.dtype:
+            return None
+    if _needs_grad(module, (x, *states)):
+        return None
     fast = weights.current(module)
     if fast is None or fast.dtype != _NUMPY_DTYPES.get(x.dtype):
         return None
+    arrays = tuple(s.numpy() for s in states)
+    fast_hx = None if not arrays else arrays if weights.paired else arrays[0]
     if packed:
-        return _forward_packed(module, fast, input, hx)
+        return _forward_packed(module, fast, input, fast_hx, weights.paired)
     try:
-        if hx is None:
-            out, (hn, cn) = fast(x.numpy())
-        else:
-            out, (hn, cn) = fast(x.numpy(), (h0.numpy(), c0.numpy()))
+        out, state = fast(x.numpy(), fast_hx)
     except (ValueError, TypeError):
         return None
-    return torch.from_numpy(out), (torch.from_numpy(hn), torch.from_numpy(cn))
+    return torch.from_numpy(out), _state_tensors(state, weights.paired)
 
 
-def _forward_packed(module: Any, fast: Any, packed: Any, hx: Any) -> Optional[Result]:
+def _state_tensors(state: Any, paired: bool) -> Any:
+    """fastlstm's final state as torch returns it: (h_n, c_n) tensors, or h_n alone."""
+    return (torch.from_numpy(state[0]), torch.from_numpy(state[1])) if paired else torch.from_numpy(state)
+
+
+def _forward_packed(module: Any, fast: Any, packed: Any, fast_hx: Any, paired: bool) -> Optional[Result]:
     """A PackedSequence through fastlstm's ``lengths``: its rows are scattered into a padded batch in the
     original batch order (the padding is never read), and the output rows gathered back in packed order."""
     data, batch_sizes, sorted_indices, unsorted_indices = packed
@@ -256,12 +267,9 @@ def _forward_packed(module: Any, fast: Any, packed: Any, hx: Any) -> Optional[Re
     padded[rows] = x
     padded = padded.reshape((B, T, -1) if module.batch_first else (T, B, -1))
     try:
-        if hx is None:
-            out, (hn, cn) = fast(padded, lengths=lengths)
-        else:
-            out, (hn, cn) = fast(padded, (hx[0].numpy(), hx[1].numpy()), lengths=lengths)
+        out, state = fast(padded, fast_hx, lengths=lengths)
     except (ValueError, TypeError):
         return None
     out_data = out.reshape(T * B, -1).take(rows, axis=0)
     return (PackedSequence(torch.from_numpy(out_data), batch_sizes, sorted_indices, unsorted_indices),
-            (torch.from_numpy(hn), torch.from_numpy(cn)))
+            _state_tensors(state, paired))

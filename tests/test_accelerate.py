@@ -447,6 +447,9 @@ def test_errors_are_torchs(fast_calls):
             module(torch.randn(4, 2, module.input_size), states(module, 3, torch.float32))
         with pytest.raises(ValueError, match="Expected input to be 2D or 3D"):
             module(torch.randn(4, 2, 2, module.input_size))
+    with pytest.raises(AttributeError, match="dim"):  # NumPy states are not torch's: torch's error, with grad on
+        module(torch.randn(4, 2, module.input_size), tuple(s.numpy() for s in states(module, 2, torch.float32)))
+    assert fast_calls == []
 
 
 def test_accelerate_arguments():
