@@ -228,8 +228,12 @@ def _forward_fast(module: Any, input: Any, hx: Any) -> Optional[Result]:  # noqa
     fast = weights.current(module)
     if fast is None or fast.dtype != _NUMPY_DTYPES.get(x.dtype):
         return None
-    arrays = tuple(s.numpy() for s in states)
-    fast_hx = None if not arrays else arrays if weights.paired else arrays[0]
+    if not states:
+        fast_hx = None
+    elif weights.paired:
+        fast_hx = (states[0].numpy(), states[1].numpy())
+    else:
+        fast_hx = states[0].numpy()
     if packed:
         return _forward_packed(module, fast, input, fast_hx, weights.paired)
     try:
