@@ -137,6 +137,15 @@ def test_packed_sequence(config, enforce_sorted, dtype, fast_calls):
     assert torch.equal(out_lengths, lengths)
 
 
+def test_without_bias(fast_calls):
+    module, original = make_pair(CONFIGS[3], bias=False)
+    x = torch.randn(3, 6, module.input_size)
+    assert_close(*run_both(module, original, x, states(module, 3, torch.float32)), torch.float32)
+    packed = pack_padded_sequence(x, torch.tensor([2, 6, 4]), batch_first=True, enforce_sorted=False)
+    assert_close(*run_both(module, original, packed), torch.float32)
+    assert len(fast_calls) == 2
+
+
 def test_packed_sequence_of_one_length_and_a_single_row(fast_calls):
     module, original = make_pair(CONFIGS[2])
     for lengths in ([4, 4, 4], [6]):
