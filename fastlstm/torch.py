@@ -218,7 +218,7 @@ def _forward_fast(module: Any, input: Any, hx: Any) -> Optional[Result]:  # noqa
         states = tuple(hx)
     else:
         states = (hx,)
-    if not _plain(x):
+    if not _plain(x) or x.numel() == 0:  # (empty: torch's answer, an error for zero time steps)
         return None
     for s in states:
         if not _plain(s) or s.dtype != x.dtype:

@@ -458,6 +458,11 @@ def test_errors_are_torchs(fast_calls):
             module(torch.randn(4, 2, 2, module.input_size))
     with pytest.raises(AttributeError, match="dim"):  # NumPy states are not torch's: torch's error, with grad on
         module(torch.randn(4, 2, module.input_size), tuple(s.numpy() for s in states(module, 2, torch.float32)))
+    with torch.no_grad():
+        with pytest.raises(RuntimeError, match="Expected sequence length to be larger than 0"):
+            module(torch.randn(0, 2, module.input_size))
+        out, (h, c) = module(torch.randn(5, 0, module.input_size))  # an empty batch is torch's too
+        assert out.shape == (5, 0, module.hidden_size) and h.shape == (1, 0, module.hidden_size)
     assert fast_calls == []
 
 
