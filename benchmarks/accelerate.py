@@ -14,12 +14,15 @@ Both run under torch.inference_mode() with torch and fastlstm on the same number
 block of calls of the torch model, then a block of the accelerated one (the order alternating from round to
 round); the ratio is torch time / accelerated time, from the medians of the per-round times, and again from the
 fastest round of each (on a machine shared with other programs, the closest to their times alone). Outputs are
-checked to agree (2e-5) before anything is timed. `case_runners` gives the cases for other programs (the bench).
+checked to agree (2e-5) before anything is timed. The load average printed before and after says how busy
+the machine was: torch's LSTM meets its threads at every step, and on a shared machine it was measured 2-30x
+slower at 2 threads when other processes kept the cores busy. `case_runners` gives the cases for other programs (the bench).
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import time
 from typing import Callable, Dict, List, Tuple
 
@@ -186,7 +189,8 @@ def main() -> None:
     rounds = 3 if args.quick else args.rounds
     cases = case_runners(args.quick)
     print(f"torch {torch.__version__} vs fastlstm {fastlstm.__version__} (fastlstm.torch.accelerate), "
-          f"float32, {args.threads} threads, torch.inference_mode(); medians of {rounds} rounds")
+          f"float32, {args.threads} threads, torch.inference_mode(); medians of {rounds} rounds; "
+          f"load average {os.getloadavg()[0]:.2f} at the start")
     print(f"{'model':<44} {'torch':>11} {'accelerated':>12} {'ratio':>6}   {'best rounds: torch':>18} "
           f"{'accelerated':>12} {'ratio':>6}", flush=True)
     for name, (calls, slow, fast) in cases.items():
@@ -195,6 +199,8 @@ def main() -> None:
         t_slow, t_fast, best_slow, best_fast = time_case(calls, slow, fast, rounds)
         print(f"{name:<44} {_fmt(t_slow):>11} {_fmt(t_fast):>12} {t_slow / t_fast:>5.2f}x   {_fmt(best_slow):>18} "
               f"{_fmt(best_fast):>12} {best_slow / best_fast:>5.2f}x", flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f} at the end (a team of threads that meets every step, as torch's "
+          f"pool does within each step, slows down when other processes take its cores)")
     costs = dict(wrapper_costs(rounds, 200 if args.quick else 2000))
     print("per call, what accelerate adds (LSTM(8, 16, num_layers=2, proj_size=4), one step with hx, 1 thread):")
     for name, us in costs.items():
