@@ -27,10 +27,10 @@ from torch.nn.utils.rnn import PackedSequence
 
 from ._lstm import LSTM as _FastLSTM
 
-__all__ = ["accelerate", "WEIGHT_FORMATS"]
+__all__ = ["accelerate"]
 
 # the values of accelerate's ``weights`` this build offers (reduced-precision formats come with LSTM.quantize)
-WEIGHT_FORMATS: Tuple[Optional[str], ...] = (None,)
+_WEIGHT_FORMATS: Tuple[Optional[str], ...] = (None,)
 
 _NUMPY_DTYPES: Dict[Any, np.dtype[Any]] = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
@@ -59,15 +59,15 @@ def accelerate(model: torch.nn.Module, weights: Optional[str] = None) -> torch.n
         ``forward`` are left unchanged, and so are ``nn.GRU`` modules in this build. Calling accelerate again
         changes nothing.
     weights : None
-        The weight format: None computes with the parameters' own dtype. ``WEIGHT_FORMATS`` lists the values
-        this build offers; any other: ValueError.
+        The weight format: None computes with the parameters' own dtype. This build offers no other
+        ("bf16" and "int8" come with fastlstm's reduced-precision models); any other value: ValueError.
 
     Returns
     -------
     model, the same object.
     """
-    if weights not in WEIGHT_FORMATS:
-        raise ValueError(f"weights must be one of {list(WEIGHT_FORMATS)} in this build of fastlstm, got {weights!r}")
+    if weights not in _WEIGHT_FORMATS:
+        raise ValueError(f"weights must be one of {list(_WEIGHT_FORMATS)} in this build of fastlstm, got {weights!r}")
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"accelerate expects a torch.nn.Module, got {type(model).__name__}")
     for module in model.modules():
