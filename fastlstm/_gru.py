@@ -7,9 +7,10 @@ Keras and ONNX loaders (fastlstm._interop_gru). GRU adds the packing of its weig
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, TypeVar, cast
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from . import _cpu, _kernels
 from ._base import LSTMBase, _check_bool
@@ -19,11 +20,16 @@ from ._packing import _aligned_empty, _take_rows
 
 __all__ = ["GRU", "GRUBase", "pack_gru_direction"]
 
+_GRU = TypeVar("_GRU", bound="GRUBase")
+# what a GRU call returns: output, h_n
+GRUResult = Tuple[np.ndarray, np.ndarray]
+
 
 class GRUBase(LSTMBase):
     """Configuration and parameters of a (possibly stacked, bidirectional) GRU; gate order r, z, n."""
 
     _cell = GRU_CELL
+    _linear_before_reset: bool
 
     def __init__(
         self,
@@ -34,14 +40,14 @@ class GRUBase(LSTMBase):
         bias: bool = True,
         batch_first: bool = False,
         bidirectional: bool = False,
-        dtype: Any = np.float32,
+        dtype: DTypeLike = np.float32,
         seed: Optional[int] = None,
         linear_before_reset: bool = True,
         clip: Optional[float] = None,
         direction: Optional[str] = None,
     ) -> None:
         # set before the parameters are made: packing them reads it
-        object.__setattr__(self, "linear_before_reset", _check_bool("linear_before_reset", linear_before_reset))
+        object.__setattr__(self, "_linear_before_reset", _check_bool("linear_before_reset", linear_before_reset))
         super().__init__(
             input_size,
             hidden_size,
@@ -55,6 +61,33 @@ class GRUBase(LSTMBase):
             direction=direction,
         )
 
+    @property
+    def linear_before_reset(self) -> bool:
+        """Whether r multiplies W_hn h + b_hn (torch, Keras reset_after=True) rather than h before W_hn (ONNX's
+        default)."""
+        return self._linear_before_reset
+
+    def __call__(  # type: ignore[override]
+        self, x: Any, hx: Any = None, *, lengths: Any = None
+    ) -> GRUResult:
+        """Run the GRU over a sequence.
+
+        Parameters
+        ----------
+        x : array-like (T, B, I), (B, T, I) when batch_first, or unbatched (T, I)
+        hx : optional h_0 of shape (D*num_layers, B, H), without the B axis for unbatched input
+        lengths : optional integers (B,), 1 <= lengths[b] <= T; rows past a length are zero in the
+            output and h_n is the state at the last valid step
+
+        Returns
+        -------
+        output : ndarray (T, B, D*H) (batch-first or unbatched like x)
+        h_n : ndarray shaped like h_0
+        """
+        return cast(GRUResult, super().__call__(x, hx, lengths=lengths))
+
+    forward = __call__  # type: ignore[assignment]
+
     def _config(self) -> Dict[str, Any]:
         config = super()._config()
         for lstm_only in ("proj_size", "peepholes", "input_forget"):
@@ -67,7 +100,7 @@ class GRUBase(LSTMBase):
         return text[:-1] + ", linear_before_reset=False)" if not self.linear_before_reset else text
 
     @classmethod
-    def from_torch(cls, module: Any) -> "GRUBase":
+    def from_torch(cls: "type[_GRU]", module: Any) -> "_GRU":
         """Build from a ``torch.nn.GRU`` (same configuration, batch_first, dtype and weights) or a
         ``torch.nn.GRUCell`` (a one-layer GRU: call it on (T, B, I) sequences, hx (1, B, H)).
 
@@ -102,7 +135,7 @@ class GRUBase(LSTMBase):
         return model
 
     @classmethod
-    def from_keras(cls, layer_or_weights: Any) -> "GRUBase":
+    def from_keras(cls: "type[_GRU]", layer_or_weights: Any) -> "_GRU":
         """Build from a Keras 3 ``GRU`` layer or its ``get_weights()`` list; returns batch_first=True.
 
         kernel (I, 3H), recurrent_kernel (H, 3H), bias (2, 3H) with reset_after=True (linear_before_reset) or
@@ -113,7 +146,7 @@ class GRUBase(LSTMBase):
         return _interop_gru.from_keras(cls, layer_or_weights)
 
     @classmethod
-    def from_onnx(cls, model: Any, node: Any = None) -> "GRUBase":
+    def from_onnx(cls: "type[_GRU]", model: Any, node: Any = None) -> "_GRU":
         """Build from a GRU node of an ONNX model (``onnx.ModelProto`` or a path).
 
         ``node``: None (the only GRU node of the main graph, else of its subgraphs), a node name, an index among
@@ -157,21 +190,21 @@ def pack_gru_direction(
     else:  # per block: (K, 2, V) of r, z, then (K, 1, V) of n
         w_hh_p[:, : 2 * K * V] = recurrent[:, :, :2].reshape(NB, -1)
         w_hh_p[:, 2 * K * V :] = recurrent[:, :, 2:].reshape(NB, -1)
-    if b_ih is None:
+    if b_ih is None or b_hh is None:
         b_ih = b_hh = np.zeros(3 * H, dtype)
     bias = b_ih.astype(dtype) + b_hh
     if linear_before_reset:
         bias[2 * H :] = b_ih[2 * H :]
     bias_p = _aligned_empty((NB, 3, V), dtype)
     bias_p[...] = _take_rows(bias[:, None], rows).reshape(NB, 3, V)
-    bias_hn_p = None
+    bias_hn_p: Optional[np.ndarray] = None
     if linear_before_reset:
         bias_hn_p = _aligned_empty((NB, V), dtype)
         bias_hn_p.reshape(-1)[:H] = b_hh[2 * H :]
     return w_ih_p, w_hh_p, bias_p, None, None, bias_hn_p
 
 
-class GRU(GRUBase, NativeModel):
+class GRU(GRUBase, NativeModel):  # type: ignore[misc]  # (its call returns (output, h_n): GRUBase.__call__)
     """A stacked, optionally bidirectional GRU for CPU inference, with torch.nn.GRU's semantics.
 
     ``fastlstm.GRU(input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,
@@ -188,18 +221,36 @@ class GRU(GRUBase, NativeModel):
     a stream's ``state`` is h.
     """
 
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bias: bool = True,
+        batch_first: bool = False,
+        bidirectional: bool = False,
+        dtype: DTypeLike = np.float32,
+        seed: Optional[int] = None,
+        linear_before_reset: bool = True,
+        clip: Optional[float] = None,
+        direction: Optional[str] = None,
+    ) -> None:
+        super().__init__(
+            input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional,
+            dtype=dtype, seed=seed, linear_before_reset=linear_before_reset, clip=clip, direction=direction,
+        )
+
     def _parameters_changed(self) -> None:
         dtype, features = np.dtype(self.dtype), _cpu.features()
         V = _cpu.kernels_for(self._cell.name, dtype, features)[1] // dtype.itemsize
-        arrays = []
+        arrays: List[Tuple[Any, ...]] = []
         for layer in range(self.num_layers):
             for sfx in self._suffixes():
-                p = lambda name: self._params.get(f"{name}_l{layer}{sfx}")  # noqa: E731
-                arrays.append(
-                    pack_gru_direction(
-                        p("weight_ih"), p("weight_hh"), p("bias_ih"), p("bias_hh"), V, self.linear_before_reset
-                    )
-                )
+                params = self._params
+                w_ih, w_hh = params[f"weight_ih_l{layer}{sfx}"], params[f"weight_hh_l{layer}{sfx}"]
+                b_ih, b_hh = params.get(f"bias_ih_l{layer}{sfx}"), params.get(f"bias_hh_l{layer}{sfx}")
+                arrays.append(pack_gru_direction(w_ih, w_hh, b_ih, b_hh, V, self.linear_before_reset))
         packed = _kernels.PackedModel(
             self._cell.name,
             dtype.name,

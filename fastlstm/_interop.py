@@ -755,7 +755,7 @@ def _archive_kind(names: List[str]) -> str:
     return f"a zip archive without a fastlstm header; it holds {shown or 'nothing'}"
 
 
-def load(cls: Union[Type[Any], Dict[str, Type[Any]]], path: _Path) -> Any:
+def load(cls: Union[Type[_Model], Dict[str, Type[_Model]]], path: _Path) -> _Model:
     """Read a file written by ``save`` into cls, or into cls[cell] when cls maps the header's cell kind ("lstm"
     when absent) to a class. Never unpickles: a file holding a pickle is rejected (ValueError), and so is any
     other file, with a hint of how to load what it seems to hold (a torch checkpoint, ...)."""

@@ -6,18 +6,21 @@ the function that needs it (onnx's helpers only; keras never: a layer is read th
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar
 
 import numpy as np
 
-from ._interop import _reorder_blocks, _static_values
+from ._base import LSTMBase
+from ._interop import _FOLDED_OPS, _Folder, _NotConstant, _Scope, _reorder_blocks
+
+_Model = TypeVar("_Model", bound=LSTMBase)
 
 # Keras' and ONNX's gate blocks z, r, h -> ours r, z, n
 ZRH_TO_TORCH_GATES = (1, 0, 2)
 _ONNX_DEFAULT_GRU_ACTIVATIONS = ("Sigmoid", "Tanh")
 
 
-def _keras_activation_problems(layer: Any) -> list:
+def _keras_activation_problems(layer: Any) -> List[str]:
     bad = []
     for attr, expected in (("activation", "tanh"), ("recurrent_activation", "sigmoid")):
         name = getattr(getattr(layer, attr), "__name__", str(getattr(layer, attr)))
@@ -26,7 +29,9 @@ def _keras_activation_problems(layer: Any) -> list:
     return bad
 
 
-def _keras_gru_state(weights: list, reset_after: Optional[bool], sfx: str = ""):
+def _keras_gru_state(
+    weights: List[Any], reset_after: Optional[bool], sfx: str = ""
+) -> Tuple[Dict[str, np.ndarray], int, int, bool, bool, np.dtype[Any]]:
     """(state dict entries of one direction, input size, hidden size, bias, reset_after) from a Keras GRU's
     [kernel (I, 3H), recurrent_kernel (H, 3H)(, bias (2, 3H) or (3H,))]."""
     if len(weights) not in (2, 3):
@@ -63,10 +68,10 @@ def _keras_gru_state(weights: list, reset_after: Optional[bool], sfx: str = ""):
         state[f"bias_hh_l0{sfx}"] = _reorder_blocks(b_hh, ZRH_TO_TORCH_GATES, H)
     elif reset_after is None:
         reset_after = True  # Keras' default
-    return state, kernel.shape[0], H, has_bias, reset_after, kernel.dtype
+    return state, kernel.shape[0], H, has_bias, bool(reset_after), kernel.dtype
 
 
-def from_keras(cls, layer_or_weights: Any):
+def from_keras(cls: Type[_Model], layer_or_weights: Any) -> _Model:
     """Build from a Keras 3 ``GRU`` layer, a ``Bidirectional(GRU(...))`` with merge_mode "concat", or a GRU's
     ``get_weights()`` list; see fastlstm.GRU.from_keras. The result is batch_first=True, like Keras.
 
@@ -75,6 +80,7 @@ def from_keras(cls, layer_or_weights: Any):
     shape (True when it has no bias). Activations other than tanh / sigmoid, go_backwards, and other merge
     modes: ValueError.
     """
+    state: Dict[str, np.ndarray] = {}
     if isinstance(layer_or_weights, (list, tuple)):
         state, I, H, has_bias, reset_after, dtype = _keras_gru_state(list(layer_or_weights), None)
         bidirectional = False
@@ -99,7 +105,7 @@ def from_keras(cls, layer_or_weights: Any):
                 raise ValueError("from_keras: unsupported activations: " + ", ".join(bad))
             if bool(getattr(part, "go_backwards", False)) != (bidirectional and expect_backwards):
                 raise ValueError("from_keras: go_backwards=True is not supported (its output sequence is reversed)")
-        state, sizes = {}, None
+        sizes: Optional[Tuple[int, int, bool, bool]] = None
         for part, sfx in zip(inner, ("", "_reverse")):
             weights = part.get_weights()
             if not weights:
@@ -109,7 +115,7 @@ def from_keras(cls, layer_or_weights: Any):
                 raise ValueError("from_keras: the forward and backward GRUs of the Bidirectional layer differ")
             sizes = (I, H, has_bias, reset_after)
             state.update(entries)
-    model = cls(
+    model = cls(  # type: ignore[call-arg]  # (cls is a GRU class: it takes linear_before_reset)
         I,
         H,
         bias=has_bias,
@@ -125,26 +131,32 @@ def from_keras(cls, layer_or_weights: Any):
 # ---- ONNX --------------------------------------------------------------------------------------
 
 
-def _all_graphs(graph):
-    """The graph and every subgraph inside it (If/Loop/Scan bodies), depth first."""
-    from onnx import helper
+def _gru_nodes(model: Any) -> List[Tuple[Any, _Scope]]:
+    """(node, _Scope) of every GRU node of the model: the main graph's first, then each subgraph's (If/Loop/Scan
+    bodies), depth first."""
+    from onnx import AttributeProto
 
-    yield graph
-    for n in graph.node:
-        for attr in n.attribute:
-            value = helper.get_attribute_value(attr)
-            for sub in value if isinstance(value, list) else [value]:
-                if hasattr(sub, "node") and hasattr(sub, "initializer"):
-                    yield from _all_graphs(sub)
+    found: List[Tuple[Any, _Scope]] = []
+
+    def walk(scope: _Scope) -> None:
+        found.extend((n, scope) for n in scope.graph.node if n.op_type == "GRU")
+        for n in scope.graph.node:
+            for attr in n.attribute:
+                subs = [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)
+                for sub in subs:
+                    walk(_Scope(sub, scope, f"{n.op_type} {n.name or '(unnamed)'!r} {attr.name}"))
+
+    walk(_Scope(model.graph, None, "the main graph"))
+    return found
 
 
-def _select_gru(model, node):
-    """(the GRU node chosen by ``node``, the graph holding it)."""
-    main = [n for n in model.graph.node if n.op_type == "GRU"]
-    everywhere = [(n, g) for g in _all_graphs(model.graph) for n in g.node if n.op_type == "GRU"]
-    listing = ", ".join(f"{k}: {n.name or '(unnamed)'}" for k, n in enumerate(main)) or "none"
+def _select_gru(model: Any, node: Any) -> Tuple[Any, _Scope]:
+    """(the GRU node chosen by ``node``, the _Scope of the graph holding it)."""
+    everywhere = _gru_nodes(model)
+    main = [(n, s) for n, s in everywhere if s.parent is None]
+    listing = ", ".join(f"{k}: {n.name or '(unnamed)'}" for k, (n, _) in enumerate(main)) or "none"
     if node is None:
-        candidates = [(n, model.graph) for n in main] or [(n, g) for n, g in everywhere]
+        candidates = main or everywhere
         if len(candidates) != 1:
             names = ", ".join(n.name or "(unnamed)" for n, _ in candidates) or "none"
             where = "main graph" if main else "model (main graph and subgraphs)"
@@ -152,41 +164,39 @@ def _select_gru(model, node):
                 f"from_onnx: the {where} has {len(candidates)} GRU nodes ({names}); pass node= to choose"
             )
         return candidates[0]
-    if isinstance(node, bool):
+    if isinstance(node, (bool, np.bool_)):
         raise TypeError("from_onnx: node must be None, a name, an index or a NodeProto")
     if isinstance(node, (int, np.integer)):
         if not -len(main) <= node < len(main):
             raise ValueError(f"from_onnx: node index {node} out of range; GRU nodes: {listing}")
-        return main[node], model.graph
+        return main[int(node)]
     if isinstance(node, str):
-        for n, g in everywhere:
+        for n, scope in everywhere:
             if n.name == node:
-                return n, g
+                return n, scope
         raise ValueError(f"from_onnx: no GRU node named {node!r}; GRU nodes: {listing}")
     if hasattr(node, "op_type"):
         if node.op_type != "GRU":
             raise ValueError(f"from_onnx: node {node.name!r} is a {node.op_type}, not a GRU")
-        for n, g in everywhere:
-            if n is node or n == node:
-                return n, g
-        return node, model.graph
+        # a node of this model is read in its own graph; any other NodeProto reads the main graph's names
+        return next(((n, s) for n, s in everywhere if n == node), (node, _Scope(model.graph, None, "the main graph")))
     raise TypeError(f"from_onnx: node must be None, a name, an index or a NodeProto, got {type(node).__name__}")
 
 
 _CHAIN_GLUE = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity")
 
 
-def _gru_chain(graph, nodes):
+def _gru_chain(graph: Any, nodes: List[Any]) -> Optional[List[Any]]:
     """The GRU nodes of ``graph`` in layer order when each feeds the next through shape-only glue (what
     torch.onnx.export writes for a stacked nn.GRU: Squeeze, or Transpose and Reshape, of Y; Shape nodes may read
     the way too), else None."""
-    consumers = {}
+    consumers: Dict[str, List[Any]] = {}
     for n in graph.node:
         for name in n.input:
             consumers.setdefault(name, []).append(n)
     ids = {id(n) for n in nodes}
 
-    def next_gru(n):
+    def next_gru(n: Any) -> Any:
         tensor = n.output[0] if n.output else ""
         while tensor:
             users = [u for u in consumers.get(tensor, []) if u.op_type != "Shape"]   # (torch sizes h_0 by Shape)
@@ -213,7 +223,9 @@ def _gru_chain(graph, nodes):
     return chain
 
 
-def _read_gru_node(gru, resolvers):
+def _read_gru_node(
+    gru: Any, scope: _Scope, folder: _Folder
+) -> Tuple[Dict[str, Any], np.ndarray, np.ndarray, Optional[np.ndarray]]:
     """(settings, W, R, B) of one ONNX GRU node; settings: direction, layout, clip, linear_before_reset, H."""
     from onnx import helper
 
@@ -241,21 +253,20 @@ def _read_gru_node(gru, resolvers):
         name = inputs[position]
         if not name:
             return None
-        for resolve in resolvers:
-            value = resolve(name)
-            if value is not None:
-                return np.asarray(value)
-        raise ValueError(
-            f"from_onnx: input {label} ({name!r}) of node {gru.name!r} is computed in the graph; "
-            "only initializers, Constant nodes or Identity of those can be loaded"
-        )
+        try:
+            return np.asarray(folder.value(scope, name))
+        except _NotConstant as exc:
+            raise ValueError(
+                f"from_onnx: input {label} ({name!r}) of GRU node {gru.name!r} is not a constant: {exc.reason}; "
+                f"weights must be initializers, Constant outputs, or chains of {', '.join(_FOLDED_OPS)} on those"
+            ) from None
 
     W, R, B = weight(1, "W"), weight(2, "R"), weight(3, "B")
     if W is None or R is None:
         raise ValueError("from_onnx: the GRU node has no W or R input")
     if W.ndim != 3 or R.ndim != 3 or W.shape[0] != D or R.shape[0] != D:
         raise ValueError(f"from_onnx: W {W.shape} and R {R.shape} must be (D={D}, 3H, I) and (D, 3H, H)")
-    H = int(attrs.get("hidden_size", R.shape[2]))
+    H = int(attrs.get("hidden_size") or R.shape[2])
     if R.shape[1:] != (3 * H, H) or W.shape[1] != 3 * H:
         raise ValueError(f"from_onnx: hidden_size={H} does not match W {W.shape} and R {R.shape}")
     if B is not None and B.shape != (D, 6 * H):
@@ -272,13 +283,14 @@ def _read_gru_node(gru, resolvers):
     return settings, W, R, B
 
 
-def from_onnx(cls, model: Any, node: Any = None):
+def from_onnx(cls: Type[_Model], model: Any, node: Any = None) -> _Model:
     """Build from one GRU node of an ONNX model (a ModelProto or a path), or from a chain of GRU nodes feeding
     one another (a stacked torch export) when no node is named; see fastlstm.GRU.from_onnx.
 
     ONNX: W (D, 3H, I), R (D, 3H, H), B (D, 6H) = [Wb, Rb], gates z, r, h; linear_before_reset (default 0)
     decides where Rb_h sits, as our linear_before_reset. Weights must be initializers, Constant outputs or
-    Identity of those (in the node's graph or the main graph).
+    chains of constant-only ops on those (the LSTM loader's folding, fastlstm._interop._Folder), in the node's
+    graph or the graphs around it.
     """
     import onnx
 
@@ -289,12 +301,12 @@ def from_onnx(cls, model: Any, node: Any = None):
     main = [n for n in model.graph.node if n.op_type == "GRU"]
     chain = _gru_chain(model.graph, main) if node is None and len(main) > 1 else None
     if chain is not None:
-        nodes, graph = chain, model.graph
+        nodes, scope = chain, _Scope(model.graph, None, "the main graph")
     else:
-        selected, graph = _select_gru(model, node)
+        selected, scope = _select_gru(model, node)
         nodes = [selected]
-    resolvers = [_static_values(graph)] + ([] if graph is model.graph else [_static_values(model.graph)])
-    layers = [_read_gru_node(n, resolvers) for n in nodes]
+    folder = _Folder()
+    layers = [_read_gru_node(n, scope, folder) for n in nodes]
     settings, W0, _, B0 = layers[0]
     H, D = settings["hidden_size"], W0.shape[0]
     for k, (other, W, _, B) in enumerate(layers[1:], 1):

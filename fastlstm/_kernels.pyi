@@ -5,6 +5,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 CELL_KINDS: Dict[str, int]
+CELL_GATES: Dict[str, int]
 FORMATS: Dict[str, int]
 
 def cpu_features() -> int: ...
@@ -45,6 +46,7 @@ class PackedModel:
         input_forget: bool,
         reverse_only: bool,
         arrays: Tuple[Any, ...],
+        linear_before_reset: bool = True,
     ) -> None: ...
     @property
     def kernel_name(self) -> str: ...

@@ -8,7 +8,7 @@ _kernels.ForwardPlan, which checks and converts them in C the same way (or hands
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type, cast
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -148,7 +148,8 @@ class NativeModel(LSTMBase):
         return self.hidden_size if len(self._cell.state) == 2 else 0
 
     def _zero_states(self, B: int) -> Tuple[np.ndarray, np.ndarray]:
-        """Cached read-only zero (h_0, c_0) for B rows, shaped (L*D, B, H_out) and (L*D, B, H) (c empty for a GRU)."""
+        """Cached read-only zero (h_0, c_0) for B rows, shaped (L*D, B, H_out) and (L*D, B, H) (c empty for a
+        GRU)."""
         LD, _, K, _ = self._state_sizes
         C = self._c_size()
         zeros: Tuple[np.ndarray, np.ndarray] = self._cached(
@@ -215,7 +216,9 @@ class NativeModel(LSTMBase):
             self._make_plan(call, out.shape)  # for the next call of this shape
         if not call.batched:
             out, hn, cn = out.reshape(T, DK), hn.reshape(LD, K), cn.reshape(LD, C)
-        return (out, (hn, cn)) if has_c else (out, hn)  # type: ignore[return-value]
+        if not has_c:  # a GRU: (output, h_n), as fastlstm.GRU.__call__ says
+            return cast(ForwardResult, (out, hn))
+        return out, (hn, cn)
 
     def _make_plan(self, call: ValidatedCall, out_shape: Tuple[int, ...]) -> None:
         """Cache the ForwardPlan of call's layout and batch (all T) unless one for the current weights exists."""
@@ -245,11 +248,6 @@ class NativeModel(LSTMBase):
         (h, c); ``s.reset(hx=None)`` starts over. Stepping gives the same numbers as one forward call.
         """
         return Stream(self, batch_size, hx)
-
-    # ---- pickling -----------------------------------------------------------------------------
-
-    def __reduce__(self) -> Tuple[Any, ...]:
-        return (_rebuild, (type(self), self._config(), self._stored_arrays()))
 
 
 class LSTM(NativeModel):
@@ -320,9 +318,3 @@ def _plan_key(shape: Tuple[int, ...], batch_first: bool) -> Tuple[Any, ...]:
     """The key of the cached ForwardPlan for an input of this shape: the shape without its time axis (axis 1 of
     a batch-first batch, else axis 0), and the layout."""
     return ("plan-bf", shape[0], shape[2]) if batch_first and len(shape) == 3 else ("plan",) + shape[1:]
-
-
-def _rebuild(cls: Type[NativeModel], config: Dict[str, Any], state: Dict[str, np.ndarray]) -> NativeModel:
-    model = cls(**config)
-    model._load_stored_arrays(state)
-    return model

@@ -147,12 +147,12 @@ def pack_direction_quant(
     peep: Optional[np.ndarray],
     w_hr: Optional[Tuple[np.ndarray, Optional[np.ndarray]]],
     V: int,
-) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray], None, int]:
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray], int]:
     """Pack one layer-direction of a bf16 or int8 model (layouts at the top of src/quant_impl.h).
 
     w_ih, w_hh, w_hr: stored matrices (q, scale) as fastlstm._quant.quantize_matrix makes them (scale None for
     bf16); bias (4H,) and peep (3, H) float32 as for pack_direction. No block is narrow.
-    -> (w_ih_p, w_hh_p, bias_p, peep_p, w_hr_p, None (a GRU's b_hn), input size).
+    -> (w_ih_p, w_hh_p, bias_p, peep_p, w_hr_p, input size).
     """
     H = w_hh[0].shape[0] // 4
     rows = gate_rows(H, V, narrow=False)
@@ -167,4 +167,4 @@ def pack_direction_quant(
         NP = -(-P // V)
         w_hr_p = _pack_quant_gates(w_hr[0], w_hr[1], np.where(np.arange(NP * V) < P, np.arange(NP * V), -1), 1, V)
     return (_pack_quant_gates(w_ih[0], w_ih[1], rows, 4, V), _pack_quant_gates(w_hh[0], w_hh[1], rows, 4, V),
-            bias_p, peep_p, w_hr_p, None, w_ih[0].shape[1])
+            bias_p, peep_p, w_hr_p, w_ih[0].shape[1])

@@ -7,7 +7,7 @@ and outputs). Peers are imported only here, only when asked for.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
@@ -20,7 +20,7 @@ def torch_to_onnx_gru_gates(w: np.ndarray, hidden_size: int) -> np.ndarray:
     return np.concatenate([w[g * hidden_size : (g + 1) * hidden_size] for g in TORCH_TO_ONNX_GRU_GATES], axis=0)
 
 
-def torch_gru(model: Any):
+def torch_gru(model: Any) -> Any:
     """A torch.nn.GRU holding ``model``'s configuration and weights (linear_before_reset models only)."""
     import torch
 
@@ -43,7 +43,8 @@ def torch_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.ndar
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return module(torch.from_numpy(x))[0].numpy()
+            out: np.ndarray = module(torch.from_numpy(x))[0].numpy()
+            return out
 
     return run
 
@@ -55,17 +56,18 @@ def torch_step_runner(model: Any, threads: Optional[int] = None) -> Callable[[np
     if threads is not None:
         torch.set_num_threads(threads)
     module = torch_gru(model)
-    state = {}
+    state: Dict[str, Any] = {}
 
     def step(x_t: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             y, state["hx"] = module(torch.from_numpy(x_t)[None], state.get("hx"))
-            return y[0].numpy()
+            out: np.ndarray = y[0].numpy()
+            return out
 
     return step
 
 
-def onnx_model(model: Any, *, with_state: bool = False):
+def onnx_model(model: Any, *, with_state: bool = False) -> Any:
     """An ONNX graph of ``model`` (time-major): one GRU node per layer, input X (T, B, I), output Y (T, B, D*H).
     with_state: a single-layer graph that also takes h (D, B, H) and returns h_out (a streaming step)."""
     from onnx import TensorProto, helper, numpy_helper
@@ -98,7 +100,9 @@ def onnx_model(model: Any, *, with_state: bool = False):
         nodes.append(helper.make_node("Reshape", [f"{y}_t", f"shape{layer}"], [f"{y}_seq"]))
         layer_in = f"{y}_seq"
     nodes.append(helper.make_node("Identity", [layer_in], ["Y"]))
-    io = lambda name, shape: helper.make_tensor_value_info(name, elem, shape)  # noqa: E731
+    def io(name: str, shape: Any) -> Any:
+        return helper.make_tensor_value_info(name, elem, shape)
+
     inputs, outputs = [io("X", [None, None, model.input_size])], [io("Y", [None, None, D * H])]
     if with_state:
         inputs.append(io("h", [D, None, H]))
@@ -109,7 +113,7 @@ def onnx_model(model: Any, *, with_state: bool = False):
     return proto
 
 
-def _ort_session(proto, threads: Optional[int]):
+def _ort_session(proto: Any, threads: Optional[int]) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -128,23 +132,24 @@ def ort_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.ndarra
 def ort_step_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
     """One streaming step in onnxruntime: a one-node GRU graph with the state as input and output."""
     session = _ort_session(onnx_model(model, with_state=True), threads)
-    carried = {}
+    carried: Dict[str, np.ndarray] = {}
 
     def step(x_t: np.ndarray) -> np.ndarray:
         if "h" not in carried:
             carried["h"] = np.zeros((1, x_t.shape[0], model.hidden_size), model.dtype)
         _, carried["h"] = session.run(None, {"X": x_t[None], "h": carried["h"]})
-        return carried["h"][0]
+        h: np.ndarray = carried["h"][0]
+        return h
 
     return step
 
 
-def _openvino_compiled(proto, threads: Optional[int]):
+def _openvino_compiled(proto: Any, threads: Optional[int]) -> Any:
     import openvino as ov
 
     core = ov.Core()
     ov_model = core.read_model(proto.SerializeToString(), b"")
-    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    config: Dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = threads
     return core.compile_model(ov_model, "CPU", config)
@@ -159,13 +164,14 @@ def openvino_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.n
 def openvino_step_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
     """One streaming step in OpenVINO (f32): the one-node GRU graph with the state as input and output."""
     request = _openvino_compiled(onnx_model(model, with_state=True), threads).create_infer_request()
-    carried = {}
+    carried: Dict[str, np.ndarray] = {}
 
     def step(x_t: np.ndarray) -> np.ndarray:
         if "h" not in carried:
             carried["h"] = np.zeros((1, x_t.shape[0], model.hidden_size), model.dtype)
         result = request.infer({"X": x_t[None], "h": carried["h"]})
         carried["h"] = result[1]
-        return carried["h"][0]
+        h: np.ndarray = carried["h"][0]
+        return h
 
     return step

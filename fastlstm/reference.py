@@ -22,7 +22,7 @@ every path is tested against.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -158,7 +158,27 @@ class LSTM(LSTMBase):
 class GRU(GRUBase):
     """Reference GRU: same constructor, parameters, loaders and call as fastlstm.GRU."""
 
-    def _forward_validated(self, call: ValidatedCall):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bias: bool = True,
+        batch_first: bool = False,
+        bidirectional: bool = False,
+        dtype: DTypeLike = np.float32,
+        seed: Optional[int] = None,
+        linear_before_reset: bool = True,
+        clip: Optional[float] = None,
+        direction: Optional[str] = None,
+    ) -> None:
+        super().__init__(
+            input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional,
+            dtype=dtype, seed=seed, linear_before_reset=linear_before_reset, clip=clip, direction=direction,
+        )
+
+    def _forward_validated(self, call: ValidatedCall) -> Any:   # (output, h_n): GRUBase.__call__ types it
         T, B = call.T, call.B
         x = np.asarray(call.x, dtype=np.float64)
         if not call.batched:
@@ -183,8 +203,7 @@ class GRU(GRUBase):
             output, hn = output[:, 0, :], hn[:, 0, :]
         elif self.batch_first:
             output = output.transpose(1, 0, 2)
-        cast = lambda a: np.ascontiguousarray(a, dtype=self.dtype)  # noqa: E731
-        return cast(output), cast(hn)
+        return np.ascontiguousarray(output, dtype=self.dtype), np.ascontiguousarray(hn, dtype=self.dtype)
 
     def _run_direction(
         self, x: np.ndarray, layer: int, sfx: str, h0: np.ndarray, lengths: np.ndarray, reverse: bool
@@ -192,7 +211,9 @@ class GRU(GRUBase):
         """x (T, B, I) -> output (T, B, H), h_n (B, H); rows past lengths[b] stay zero."""
         T, B, _ = x.shape
         H = self.hidden_size
-        p = lambda name: np.asarray(getattr(self, f"{name}_l{layer}{sfx}"), dtype=np.float64)  # noqa: E731
+        def p(name: str) -> np.ndarray:
+            return np.asarray(getattr(self, f"{name}_l{layer}{sfx}"), dtype=np.float64)
+
         w_ih, w_hh = p("weight_ih"), p("weight_hh")
         b_ih, b_hh = (p("bias_ih"), p("bias_hh")) if self.bias else (np.zeros(3 * H), np.zeros(3 * H))
         clip = self.clip if self.clip is not None else np.inf

@@ -209,8 +209,7 @@ cdef class PackedModel:
                   bint reverse_only, tuple arrays, bint linear_before_reset=True):
         """The packed weights `arrays` (one (w_ih, w_hh, bias, peep or None, w_hr or None) per layer-direction, as
         fastlstm._packing packs them for kernel_table(cell, weight_format, features); a GRU's entries add a sixth,
-        b_hn packed or None; bf16 and int8 entries have None there and a seventh, the layer's input size) of a
-        model of this shape; its
+        b_hn packed or None; bf16 and int8 entries end with the layer's input size) of a model of this shape; its
         kernels are chosen here from the same three keys and kept: later changes to the feature cap do not affect
         this model. linear_before_reset: the GRU's n (without it, each step runs in two halves)."""
         info = kernel_table(cell, weight_format, features)
@@ -238,6 +237,7 @@ cdef class PackedModel:
         cdef int i
         cdef tuple entry
         cdef lstm_layer *w
+        cdef bint quantized = weight_format in ("bf16", "int8")
         for i in range(num_layers * num_directions):
             entry = arrays[i]
             w = &self.info.dirs[i]
@@ -246,13 +246,15 @@ cdef class PackedModel:
             w.bias = cnp.PyArray_DATA(entry[2])
             w.peep = NULL if entry[3] is None else cnp.PyArray_DATA(entry[3])
             w.w_hr = NULL if entry[4] is None else cnp.PyArray_DATA(entry[4])
-            w.input_size = entry[6] if len(entry) > 6 else entry[0].shape[1]  # float formats: (NB, I, G, V)
+            # a quantized entry ends with the layer's input size (its packed w_ih pads it); a float one has w_ih
+            # (NB, I, gates, V), and a GRU's ends with b_hn packed, or None
+            w.input_size = entry[5] if quantized else entry[0].shape[1]
             w.hidden_size = hidden_size
             w.out_size = self.info.out_size
             w.narrow = self.info.narrow_block
             w.clip = clip
             w.input_forget = input_forget
-            w.bias_hn = NULL if len(entry) < 6 or entry[5] is None else cnp.PyArray_DATA(entry[5])
+            w.bias_hn = NULL if quantized or len(entry) < 6 or entry[5] is None else cnp.PyArray_DATA(entry[5])
             w.split_step = cell == "gru" and not linear_before_reset
 
     def __dealloc__(self):
@@ -613,8 +615,8 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
             code = _direction(run, d if split else 0, &m.dirs[idx], reverse, inp + b0 * x_bs, x_ts, x_bs,
                               h0 + (idx * B + b0) * K, (c0 + (idx * B + b0) * H) if m.has_c else NULL,
                               dst + d * K + b0 * out_bs, out_ts, out_bs,
-                              hn + (idx * B + b0) * K, (cn + (idx * B + b0) * H) if m.has_c else NULL, j0, j1, q0,
-                              q1, tid, tid - sub_tid, sub_nt, &steps_done, &rerun_ws)
+                              hn + (idx * B + b0) * K, (cn + (idx * B + b0) * H) if m.has_c else NULL,
+                              j0, j1, q0, q1, tid, tid - sub_tid, sub_nt, &steps_done, &rerun_ws)
             if code != LSTM_WAIT_DONE:
                 break
         if code != LSTM_WAIT_DONE:

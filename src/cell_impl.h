@@ -508,7 +508,7 @@ ATTR static void FN(proj_blocks)(const lstm_layer *layer, const lstm_rows *rows,
 /* the kernel table of this instantiation (kernel_api.h) */
 #ifdef TABLE_NAME
 static const lstm_kernel_table FN(lstm_table) = {TABLE_NAME, VBYTES, BT, FN(input_blocks), FN(cell_blocks),
-                                                 FN(step_blocks), FN(proj_blocks)};
+                                                 FN(step_blocks), FN(proj_blocks), 0 /* finish: never split */};
 #endif
 
 #undef FN

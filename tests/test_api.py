@@ -238,8 +238,8 @@ def test_types_as_a_user_sees_them(tmp_path):
                if "Revealed type is" in line]
     errors = [line for line in stdout.splitlines() if ": error:" in line]
     assert len(reveals) == 6 and len(errors) == 2 and status == 1, stdout + stderr
-    assert reveals[:4] == ["user_code.Mine", "user_code.Mine", "fastlstm.reference.LSTM",
-                           "fastlstm._lstm.LSTM | fastlstm._gru.GRU"]   # load gives the class that was saved
+    assert reveals[:3] == ["user_code.Mine", "user_code.Mine", "fastlstm.reference.LSTM"]
+    assert reveals[3] in ("fastlstm._lstm.LSTM | fastlstm._gru.GRU", "Union[fastlstm._lstm.LSTM, fastlstm._gru.GRU]")
     assert reveals[4].startswith("tuple[numpy.ndarray[") and reveals[4].count("numpy.ndarray[") == 3, reveals[4]
     assert reveals[5] in ("int", "builtins.int")
     assert 'Property "hidden_size" defined in "LSTMBase" is read-only' in errors[0]

@@ -10,7 +10,7 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import assert_bitwise_equal, assert_close, require, tol
+from conftest import assert_bitwise_equal, assert_close, require, run_python, tol
 
 import fastlstm
 from fastlstm import _cpu, _kernels
@@ -198,6 +198,75 @@ def test_threads_give_the_same_bits(lbr):
             assert_bitwise_equal(hb, ha, name=f"h_n with {n} threads")
 
 
+@pytest.mark.parametrize("lbr", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("I, H, L, bidirectional", [(12, 40, 2, False), (10, 70, 1, True), (8, 130, 1, False)])
+def test_a_sequence_has_the_same_bits_alone_in_a_batch_and_padded(isa, lbr, dtype, threads, I, H, L, bidirectional,
+                                                                  monkeypatch):
+    gru = fastlstm.GRU(I, H, L, bidirectional=bidirectional, dtype=dtype, seed=H, linear_before_reset=lbr)
+    monkeypatch.setattr(fastlstm._threads, "_override", fastlstm._threads._override)
+    monkeypatch.setattr(fastlstm._threads, "MIN_WORK_PER_THREAD", 1)   # a team of `threads` even for small work
+    fastlstm.set_num_threads(threads)
+    rng = np.random.default_rng(H)
+    T, B = 9, 13
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    lengths = rng.integers(1, T + 1, B)
+    lengths[5] = T
+    batch_out, batch_h = gru(x, lengths=lengths)
+    for b in (0, 5, 12):
+        n = int(lengths[b])
+        alone, h = gru(x[:n, b : b + 1])
+        assert alone.tobytes() == batch_out[:n, b : b + 1].tobytes(), f"row {b}: alone vs in the batch"
+        assert h.tobytes() == batch_h[:, b : b + 1].tobytes()
+    for start, stop in ((0, 1), (0, 4), (3, 8), (5, 13)):   # chunks of the batch
+        out, h = gru(x[:, start:stop], lengths=lengths[start:stop])
+        assert out.tobytes() == batch_out[:, start:stop].tobytes(), f"chunk {start}:{stop}"
+        assert h.tobytes() == batch_h[:, start:stop].tobytes()
+    padded = np.concatenate([x, rng.standard_normal((4, B, I)).astype(dtype)])   # garbage past the lengths
+    out, h = gru(padded, lengths=lengths)
+    assert out[:T].tobytes() == batch_out.tobytes() and not out[T:].any() and h.tobytes() == batch_h.tobytes()
+
+
+ONE_CPU_SCRIPT = """
+import os, subprocess, sys
+import numpy as np
+cpu = min(os.sched_getaffinity(0))
+os.sched_setaffinity(0, {cpu})   # before any thread starts: the team shares one CPU, with a busy process
+busy = subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}}); any(iter(int, 1))"])
+import fastlstm
+from fastlstm import _kernels
+rng = np.random.default_rng(0)
+failures = []
+assert _kernels.contention() == (0.0, 0.0), _kernels.contention()
+for I, H, L, bidir, lbr, B in ((32, 70, 1, False, True, 1), (64, 256, 2, False, False, 3), (16, 64, 1, True, False, 1)):
+    model = fastlstm.GRU(I, H, L, bidirectional=bidir, seed=H, linear_before_reset=lbr)
+    x = rng.standard_normal((40, B, I)).astype(np.float32)
+    fastlstm.set_num_threads(1)
+    want = model(x)
+    fastlstm.set_num_threads(2)
+    for call in range(3):
+        got = model(x)
+        if got[0].tobytes() != want[0].tobytes() or got[1].tobytes() != want[1].tobytes():
+            failures.append(f"H={H} linear_before_reset={lbr} call {call}: not the bits of one thread")
+busy.kill()
+if not _kernels.contention()[0] > 0:
+    failures.append(f"no contention window opened on one CPU: {_kernels.contention()}")
+if failures:
+    sys.exit("\\n".join(failures))
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not fastlstm.openmp_enabled(), reason="a serial build has no team")
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity")
+def test_a_team_on_one_cpu_gives_up_and_keeps_the_bits(tmp_path):
+    """A 2-thread team on one CPU beside a busy process: members miss their time slices, a waiter gives the team
+    up (also at the split step's mid-step meeting) and reruns the call alone: the bits of one thread."""
+    proc = run_python(ONE_CPU_SCRIPT, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout + proc.stderr
+
+
 # ==== streaming ====================================================================================
 
 
@@ -331,6 +400,10 @@ def test_parameters_have_torch_names_and_shapes():
     assert len(shapes) == 16
     assert "bias_ih_l0" not in fastlstm.GRU(5, 4, bias=False).state_dict()
     assert repr(fastlstm.GRU(5, 4, linear_before_reset=False)) == "GRU(5, 4, linear_before_reset=False)"
+    with pytest.raises(AttributeError):          # the configuration is read-only, as the LSTM's
+        gru.linear_before_reset = False
+    with pytest.raises(AttributeError, match="read-only"):
+        gru.hidden_size = 3
     # assigning a parameter repacks the weights
     gru = fastlstm.GRU(2, 3, seed=0)
     x = np.ones((2, 1, 2), np.float32)
@@ -363,8 +436,9 @@ def test_errors_use_the_lstm_rules():
         fastlstm.GRU(3, 4, linear_before_reset=1)
     with pytest.raises(ValueError, match="clip must be a positive finite number"):
         fastlstm.GRU(3, 4, clip=-1.0)
-    with pytest.raises(TypeError):
-        fastlstm.GRU(3, 4, proj_size=2)
+    for cls in (fastlstm.GRU, fastlstm.reference.GRU):   # torch's GRU has no proj_size either
+        with pytest.raises(TypeError, match=r"^GRU\.__init__\(\) got an unexpected keyword argument 'proj_size'$"):
+            cls(3, 4, proj_size=2)
     with pytest.raises(ValueError, match="Missing key"):
         gru.load_state_dict({})
 

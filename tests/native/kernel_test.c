@@ -400,7 +400,7 @@ static int run_case(int ci, const kt_case *kc, int is_double, int *runs) {
         void *w_hr_k = P > 0 ? typed_copy(packed.w_hr, packed.n_w_hr, is_double) : NULL;
         const kt_dir d = {table,
                           {w_ih_k, w_hh_k, bias_k, peep_k, w_hr_k, I, H, K, packed.narrow ? packed.NB - 1 : -1,
-                           kc->clip, kc->input_forget},
+                           kc->clip, kc->input_forget, NULL, 0},
                           is_double, V, packed.NB, packed.NP, packed.narrow, I, H, K, P};
         const long Hp = (long)packed.NB * V, ldh = P > 0 ? (long)packed.NP * V : Hp;
         const int chunk = kc->fused ? 1 : kc->chunk;
