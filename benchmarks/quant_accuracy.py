@@ -11,12 +11,9 @@ channel), and the ratios fastlstm / peer (the contract: at most 1.25). Peers tha
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fastlstm  # noqa: E402
 import quant_peers  # noqa: E402

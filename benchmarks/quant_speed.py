@@ -15,13 +15,10 @@ every step far more than their CPU time).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fastlstm  # noqa: E402
 import quant_peers  # noqa: E402

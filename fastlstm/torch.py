@@ -25,51 +25,56 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
+from ._gru import GRU as _FastGRU
 from ._lstm import LSTM as _FastLSTM
 
 __all__ = ["accelerate"]
 
-# the values of accelerate's ``weights`` this build offers (reduced-precision formats come with LSTM.quantize)
-_WEIGHT_FORMATS: Tuple[Optional[str], ...] = (None,)
+# the values of accelerate's ``weights``: the parameters' own dtype, or a reduced-precision format (LSTM.quantize)
+_WEIGHT_FORMATS: Tuple[Optional[str], ...] = (None, "bf16", "int8")
 
 _NUMPY_DTYPES: Dict[Any, np.dtype[Any]] = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
-# torch module class -> fastlstm class computing it. nn.GRU joins once fastlstm.GRU exists; until then a GRU
-# in the model is left as it is (torch computes it).
-_KINDS: Dict[type, type] = {torch.nn.LSTM: _FastLSTM}
+# torch module class -> fastlstm class computing it
+_KINDS: Dict[type, type] = {torch.nn.LSTM: _FastLSTM, torch.nn.GRU: _FastGRU}
 
 _STATE = "_fastlstm_weights"       # the accelerated module's __dict__ entry holding its _Weights
+_FORMAT = "_fastlstm_format"       # and the weight format accelerate was given (kept by copies and pickles)
 _CLASSES: Dict[type, type] = {}    # torch class -> its accelerated subclass
 
 Result = Tuple[Any, Any]  # (output tensor or PackedSequence, (h_n, c_n) or h_n)
 
 
 def accelerate(model: torch.nn.Module, weights: Optional[str] = None) -> torch.nn.Module:
-    """Make every ``torch.nn.LSTM`` in ``model`` (or ``model`` itself) compute with fastlstm; in place.
+    """Make every ``torch.nn.LSTM`` and ``torch.nn.GRU`` in ``model`` (or ``model`` itself) compute with fastlstm;
+    in place.
 
     Parameters
     ----------
     model : torch.nn.Module
-        Any module. Each ``torch.nn.LSTM`` in it (``model.modules()``) becomes an instance of a subclass of its
+        Any module. Each ``torch.nn.LSTM`` and ``torch.nn.GRU`` in it (``model.modules()``) becomes an instance of a subclass of its
         own class with the same parameters, state_dict keys and hooks. Its forward takes and returns what
         torch's does (tensors, ``PackedSequence``, hx) and computes with fastlstm when no gradient is needed
         (``torch.is_grad_enabled()`` is false, or neither parameters nor inputs require grad), the tensors are
         float32 or float64 on the CPU, and no dropout is active; otherwise torch's own forward runs, so
-        training, other devices and ``torch.compile`` keep working. Subclasses of ``nn.LSTM`` that override
-        ``forward`` are left unchanged, and so are ``nn.GRU`` modules in this build. Calling accelerate again
-        changes nothing.
-    weights : None
-        The weight format: None computes with the parameters' own dtype. This build offers no other
-        ("bf16" and "int8" come with fastlstm's reduced-precision models); any other value: ValueError.
+        training, other devices and ``torch.compile`` keep working. Subclasses that override ``forward`` are
+        left unchanged. Calling accelerate again changes nothing.
+    weights : None, "bf16" or "int8"
+        The weight format: None computes with the parameters' own dtype; "bf16" and "int8" with
+        ``fastlstm.LSTM.quantize``'s reduced-precision weights (float32 LSTMs only: a model holding an
+        ``nn.GRU`` then raises ValueError, as GRUs have no reduced-precision kernels in this release).
 
     Returns
     -------
     model, the same object.
     """
     if weights not in _WEIGHT_FORMATS:
-        raise ValueError(f"weights must be one of {list(_WEIGHT_FORMATS)} in this build of fastlstm, got {weights!r}")
+        raise ValueError(f"weights must be one of {list(_WEIGHT_FORMATS)}, got {weights!r}")
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"accelerate expects a torch.nn.Module, got {type(model).__name__}")
+    if weights is not None and any(_kind_base(type(m)) is torch.nn.GRU for m in model.modules()):
+        raise ValueError(f"weights={weights!r}: reduced-precision weights exist for nn.LSTM only; this model holds "
+                         f"an nn.GRU (accelerate it with weights=None)")
     for module in model.modules():
         cls = type(module)
         if issubclass(cls, _Accelerated):
@@ -78,6 +83,7 @@ def accelerate(model: torch.nn.Module, weights: Optional[str] = None) -> torch.n
         if base is None or getattr(cls, "forward") is not getattr(base, "forward"):
             continue
         module.__class__ = _accelerated_class(cls)
+        module.__dict__[_FORMAT] = weights
         module.__dict__[_STATE] = _Weights(module, _KINDS[base])
     return model
 
@@ -182,6 +188,12 @@ class _Weights:
         )
         entries = tuple((name, t, int(t._version), int(t.data_ptr())) for name, t in zip(self.names, tensors))
         model.load_state_dict({name: t.detach().numpy() for name, t in zip(self.names, tensors)})
+        fmt = module.__dict__.get(_FORMAT)
+        if fmt is not None:
+            if dtype != torch.float32:  # (quantize takes float32 models only)
+                self.made = (None, ())
+                return None
+            model = model.quantize(fmt)
         self.made = (model, entries)
         return model
 

@@ -388,7 +388,7 @@ def test_module_keeps_class_parameters_and_state_dict():
     assert fastlstm.torch.accelerate(module) is module and type(module) is type(fastlstm.torch.accelerate(module))
 
 
-def test_model_with_lstms_inside_and_a_gru_left_to_torch(fast_calls):
+def test_model_with_lstms_and_a_gru_inside(fast_calls):
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -407,7 +407,7 @@ def test_model_with_lstms_inside_and_a_gru_left_to_torch(fast_calls):
     original = copy.deepcopy(net)
     keys = list(net.state_dict())
     assert fastlstm.torch.accelerate(net) is net
-    assert type(net.gru) is torch.nn.GRU  # until fastlstm has a GRU
+    assert isinstance(net.gru, torch.nn.GRU) and type(net.gru) is not torch.nn.GRU
     assert isinstance(net.lstm, torch.nn.LSTM) and type(net.lstm) is not torch.nn.LSTM
     assert isinstance(net.blocks[0], torch.nn.LSTM) and type(net.blocks[0]) is not torch.nn.LSTM
     assert list(net.state_dict()) == keys
@@ -468,13 +468,55 @@ def test_errors_are_torchs(fast_calls):
 
 def test_accelerate_arguments():
     module = torch.nn.LSTM(3, 4)
-    for weights in ("bf16", "int8", "float32", 1):
-        with pytest.raises(ValueError, match=r"weights must be one of \[None\]") as info:
+    for weights in ("float32", "int4", 1):
+        with pytest.raises(ValueError, match=r"weights must be one of \[None, 'bf16', 'int8'\]") as info:
             fastlstm.torch.accelerate(module, weights=weights)
         assert repr(weights) in str(info.value)
     assert type(module) is torch.nn.LSTM  # nothing changed by a failed call
     with pytest.raises(TypeError, match="torch.nn.Module"):
         fastlstm.torch.accelerate(fastlstm.LSTM(3, 4))
+    with pytest.raises(ValueError, match="nn.LSTM only"):
+        fastlstm.torch.accelerate(torch.nn.Sequential(torch.nn.GRU(3, 4)), weights="int8")
+
+
+@pytest.mark.parametrize("weights", ["bf16", "int8"])
+def test_reduced_precision_weights(weights, fast_calls):
+    """weights= computes with LSTM.quantize's model: the bits of the quantized fastlstm model, near torch's."""
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(6, 12, 2, batch_first=True).eval()
+    original = copy.deepcopy(module)
+    fastlstm.torch.accelerate(module, weights=weights)
+    x = torch.randn(3, 9, 6)
+    got, want = run_both(module, original, x)
+    q = fastlstm.LSTM.from_torch(original).quantize(weights)
+    expect = q(x.numpy())
+    assert got[0].numpy().tobytes() == expect[0].tobytes()
+    assert fast_calls and fast_calls[-1][0].weights == weights
+    assert float((got[0] - want[0]).abs().max()) < (2e-2 if weights == "bf16" else 5e-2)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gru(bidirectional, dtype, monkeypatch):
+    """An nn.GRU computes with fastlstm.GRU: tensors, hx, batch_first and PackedSequence as torch takes them."""
+    calls = []
+    original_call = fastlstm.GRU.__call__
+    monkeypatch.setattr(fastlstm.GRU, "__call__", lambda self, *a, **k: calls.append(1) or original_call(self, *a, **k))
+    torch.manual_seed(1)
+    module = torch.nn.GRU(5, 9, 2, bidirectional=bidirectional, batch_first=True).to(dtype).eval()
+    original = copy.deepcopy(module)
+    fastlstm.torch.accelerate(module)
+    assert isinstance(module, torch.nn.GRU) and type(module) is not torch.nn.GRU
+    D = 2 if bidirectional else 1
+    x = torch.randn(4, 7, 5, dtype=dtype)
+    h0 = torch.randn(2 * D, 4, 9, dtype=dtype)
+    for args in ((x,), (x, h0)):
+        got, want = run_both(module, original, *args)
+        assert_close(got, want, dtype)
+    lengths = torch.tensor([7, 3, 5, 1])
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    assert_close(*run_both(module, original, packed), dtype)
+    assert len(calls) == 3
 
 
 # ---- torch.compile ----------------------------------------------------------------------------------

@@ -141,6 +141,7 @@ def test_threadpool_limits_caps_and_restores(require, monkeypatch, setting, how)
     the limit use 1 thread; leaving it puts back exactly the setting from before."""
     threadpoolctl = require("threadpoolctl")
     monkeypatch.setattr(_threads, "_default", 4)  # the default without a setting, whatever this machine has
+    monkeypatch.setattr(_threads, "_override", None)  # (whatever earlier tests set; restored after)
     if setting is not None:
         fastlstm.set_num_threads(setting)
     before = _threads._override
