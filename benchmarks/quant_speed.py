@@ -6,7 +6,8 @@ For each shape every runner (fastlstm float32, bf16, int8; OpenVINO at its defau
 with AVX512-BF16; onnxruntime int8 from quantize_dynamic, per channel) runs in blocks of calls, the runners
 alternating within each round so that a slow spell of the shared machine hits them all, with a pause before each
 block (the peers' thread pools spin for a while after a call); a block's time is its mean per call. Printed: the
-median block time of each runner, and the medians over the rounds of the ratios peer time / fastlstm time (bf16 vs OpenVINO default, int8 vs onnxruntime int8, int8 vs fastlstm float32).
+median block time of each runner, and the medians over the rounds of the ratios peer time / fastlstm time
+(bf16 vs OpenVINO default, int8 vs onnxruntime int8, int8 vs fastlstm float32).
 Peers that are not installed are left out. Same weights and inputs for all; 2 threads unless told.
 --cpu-time measures the CPU time of the process instead of the wall clock: with --threads 1, what each runner
 costs whatever else the machine runs (a shared machine's load inflates the wall clock of teams that meet at
