@@ -535,18 +535,18 @@ class Net(torch.nn.Module):
 
 
 @pytest.mark.parametrize("allow_rnn", [False, True])
-def test_torch_compile_runs(allow_rnn, fast_calls, monkeypatch):
+def test_torch_compile_runs(allow_rnn, fast_calls):
     """torch.compile treats an LSTM as a graph break (fastlstm computes it between the compiled parts) or, with
     allow_rnn, compiles torch's own LSTM (fastlstm then steps aside)."""
-    monkeypatch.setattr(torch._dynamo.config, "allow_rnn", allow_rnn)
     torch._dynamo.reset()
     torch.manual_seed(0)
     net = Net().eval()
     original = copy.deepcopy(net)
-    compiled = torch.compile(fastlstm.torch.accelerate(net), backend="aot_eager" if allow_rnn else "inductor")
-    x = torch.randn(2, 5, 4)
-    with torch.no_grad():
-        for _ in range(2):
-            assert_close(compiled(x), original(x), torch.float32)
+    with torch._dynamo.config.patch(allow_rnn=allow_rnn):   # (torch's own way to set its config for a while)
+        compiled = torch.compile(fastlstm.torch.accelerate(net), backend="aot_eager" if allow_rnn else "inductor")
+        x = torch.randn(2, 5, 4)
+        with torch.no_grad():
+            for _ in range(2):
+                assert_close(compiled(x), original(x), torch.float32)
     assert (len(fast_calls) == 0) if allow_rnn else (len(fast_calls) == 2)
     torch._dynamo.reset()
