@@ -27,7 +27,8 @@ def info() -> None:
     print("kernels per model kind:")
     for cell in _kernels.CELL_KINDS:
         for weight_format in _kernels.FORMATS:
-            print(f"  {cell} {weight_format}: {_cpu.kernels_for(cell, np.dtype(weight_format))[0]}")
+            table = _kernels.kernel_table(cell, weight_format, _cpu.features())
+            print(f"  {cell} {weight_format}: {table[0] if table else 'none (not in this release)'}")
     print("BLAS: none used (the input projection runs on fastlstm's packed micro-kernel)")
     print(f"threads: {_threads.get_num_threads()} (physical cores here: {_threads.physical_cores()})")
 

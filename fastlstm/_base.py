@@ -16,6 +16,7 @@ from numpy.typing import DTypeLike
 ForwardResult = Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]
 _Model = TypeVar("_Model", bound="LSTMBase")
 
+from . import _quant
 from ._cells import LSTM_CELL, CellKind
 
 _SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -86,7 +87,7 @@ def _as_numeric_array(name: str, value: Any) -> np.ndarray:
 # Attributes fixed at construction: the parameters' shapes and the packed weights follow from them.
 CONFIG_ATTRIBUTES = frozenset({
     "input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional", "proj_size", "dtype",
-    "peepholes", "clip", "input_forget", "direction", "num_directions", "out_size",
+    "peepholes", "clip", "input_forget", "direction", "num_directions", "out_size", "weights",
 })
 
 
@@ -113,6 +114,8 @@ class LSTMBase:
     _clip: Optional[float]
     _input_forget: bool
     _params: Dict[str, np.ndarray]  # by torch's names, read-only arrays; replaced as a whole by _set_parameters
+    _format: Optional[str]  # "bf16" / "int8" for a quantized model (fastlstm._quant), else None
+    _qparams: Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]]  # its weight matrices as stored: (q, scale)
 
     def __init__(
         self,
@@ -130,6 +133,7 @@ class LSTMBase:
         clip: Optional[float] = None,
         input_forget: bool = False,
         direction: Optional[str] = None,
+        weights: Optional[str] = None,
     ) -> None:
         hidden_size = _check_int("hidden_size", hidden_size, 1)
         if isinstance(proj_size, (bool, np.bool_)) or not isinstance(proj_size, numbers.Integral) or proj_size < 0:
@@ -167,6 +171,8 @@ class LSTMBase:
         )
         for name, value in config.items():
             object.__setattr__(self, name, value)
+        object.__setattr__(self, "_qparams", {})
+        object.__setattr__(self, "_format", self._check_weights(weights))
         self._init_parameters(seed)
 
     # ---- configuration (read-only) ------------------------------------------------------------
@@ -231,6 +237,41 @@ class LSTMBase:
         """Whether the forget gate is coupled to the input gate: f = 1 - i."""
         return self._input_forget
 
+    def _check_weights(self, weights: Optional[str]) -> Optional[str]:
+        """The reduced-precision format of a model built with ``weights`` (None for the dtype's own)."""
+        if weights is None or weights == self.dtype.name:
+            return None
+        _quant.check_format(weights)
+        if self.dtype != np.float32:
+            raise ValueError(f"weights={weights!r} needs a float32 model, got dtype {self.dtype}")
+        if weights == "int8":
+            longest = max(self.input_size, self.hidden_size, 2 * self.hidden_size)
+            if longest > _quant.INT8_MAX_LENGTH:
+                raise ValueError(
+                    f"int8 weights: input_size and the layers' input and hidden sizes must be at most "
+                    f"{_quant.INT8_MAX_LENGTH} (int32 dot products), got {longest}"
+                )
+        return weights
+
+    @property
+    def weights(self) -> str:
+        """The format of the weights: "float32", "float64", or "bf16" / "int8" after ``quantize``."""
+        return self._format or self.dtype.name
+
+    def quantize(self: _Model, weights: str) -> _Model:
+        """A new model of the same class and configuration whose weight matrices (W_ih, W_hh, W_hr) are stored in
+        ``weights`` ("bf16" or "int8"; see fastlstm._quant for the rounding); biases and peepholes stay float32,
+        and so do inputs, outputs and states. Only float32 models (float64: ValueError). This model is unchanged.
+        """
+        _quant.check_format(weights)
+        if self.dtype != np.float32:
+            raise ValueError(f"quantize: only float32 models can be quantized, this one is {self.dtype}")
+        config = self._config()
+        config["weights"] = weights
+        model = type(self)(**config)
+        model.load_state_dict(self.state_dict())
+        return model
+
     # ---- derived sizes ------------------------------------------------------------------------
 
     @property
@@ -279,12 +320,82 @@ class LSTMBase:
         self._set_parameters(values)
 
     def _set_parameters(self, values: Dict[str, np.ndarray]) -> None:
+        """Install parameter values (new arrays of the dtype); a quantized model stores its weight matrices in its
+        format, and the values it computes with (dequantized) as the parameters."""
+        stored = {}
+        if self._format is not None:
+            for name, value in values.items():
+                if _is_matrix(name):
+                    stored[name] = _quant.quantize_matrix(value, self._format)
+        self._install(values, stored)
+
+    def _install(self, values: Dict[str, np.ndarray],
+                 stored: Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]]) -> None:
+        """Set parameters from values, the matrices in ``stored`` (q, scale) from those (dequantized)."""
+        values = dict(values)
+        for name, (q, scale) in stored.items():
+            values[name] = _quant.dequantize(q, scale, self.dtype)
+            for arr in (q, scale):
+                if arr is not None:
+                    arr.flags.writeable = False
         for arr in values.values():
             arr.flags.writeable = False
         params = dict(self._params)
         params.update(values)
+        qparams = dict(self._qparams)
+        qparams.update(stored)
         object.__setattr__(self, "_params", params)
+        object.__setattr__(self, "_qparams", qparams)
         self._parameters_changed()
+
+    def _stored_arrays(self) -> Dict[str, np.ndarray]:
+        """What save and pickle keep: the state_dict, and for a quantized model its weight matrices as stored
+        (bf16 bits as uint16; int8 as int8 with the float32 scales under "<name>.scale")."""
+        if self._format is None:
+            return self.state_dict()
+        arrays = {}
+        for name in self._param_shapes():
+            if name in self._qparams:
+                q, scale = self._qparams[name]
+                arrays[name] = q.copy()
+                if scale is not None:
+                    arrays[name + ".scale"] = scale.copy()
+            else:
+                arrays[name] = self._params[name].copy()
+        return arrays
+
+    def _load_stored_arrays(self, arrays: Mapping[str, Any]) -> None:
+        """Set every parameter from arrays as _stored_arrays gives them, bitwise; ValueError listing any missing,
+        unexpected or malformed entry."""
+        if self._format is None:
+            self.load_state_dict(arrays)
+            return
+        expected: Dict[str, Tuple[Tuple[int, ...], np.dtype]] = {}
+        for name, shape in self._param_shapes().items():
+            if _is_matrix(name):
+                expected[name] = (shape, np.dtype(np.uint16 if self._format == "bf16" else np.int8))
+                if self._format == "int8":
+                    expected[name + ".scale"] = ((shape[0],), np.dtype(np.float32))
+            else:
+                expected[name] = (shape, self.dtype)
+        problems = [f"missing {k!r}" for k in expected if k not in arrays]
+        problems += [f"unexpected {k!r}" for k in arrays if k not in expected]
+        for name, (shape, dtype) in expected.items():
+            arr = arrays.get(name)
+            if arr is not None and (np.asarray(arr).shape != shape or np.asarray(arr).dtype != dtype):
+                arr = np.asarray(arr)
+                problems.append(f"{name}: expected {dtype} of shape {shape}, got {arr.dtype} of shape {arr.shape}")
+        if problems:
+            raise ValueError(f"{self._format} weights: " + "; ".join(problems))
+        values, stored = {}, {}
+        for name in self._param_shapes():
+            arr = np.array(arrays[name], copy=True)
+            if _is_matrix(name):
+                scale = np.array(arrays[name + ".scale"], copy=True) if self._format == "int8" else None
+                stored[name] = (arr, scale)
+            else:
+                values[name] = arr
+        self._install(values, stored)
 
     def _parameters_changed(self) -> None:
         """Hook for subclasses (fastlstm.LSTM repacks its weights here)."""
@@ -363,6 +474,7 @@ class LSTMBase:
             clip=self.clip,
             input_forget=self.input_forget,
             direction=self.direction,
+            **({"weights": self._format} if self._format else {}),
         )
 
     def __repr__(self) -> str:
@@ -387,6 +499,8 @@ class LSTMBase:
             extra.append(f"clip={self.clip}")
         if self.input_forget:
             extra.append("input_forget=True")
+        if self._format:
+            extra.append(f"weights={self._format!r}")
         return f"{type(self).__name__}({', '.join(extra)})"
 
     # ---- loaders ------------------------------------------------------------------------------
@@ -545,6 +659,11 @@ class LSTMBase:
                 )
             lens = arr.astype(np.int32)
         return ValidatedCall(x, h0, c0, lens, batched, T, B)
+
+
+def _is_matrix(name: str) -> bool:
+    """Whether a parameter is a weight matrix (stored in a quantized model's format)."""
+    return name.startswith(("weight_ih_", "weight_hh_", "weight_hr_"))
 
 
 class ValidatedCall:

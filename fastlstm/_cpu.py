@@ -9,7 +9,7 @@ packed for the kernels these features select (see _kernels.kernel_table) and kee
 from __future__ import annotations
 
 import os
-from typing import Dict, FrozenSet, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 import numpy as np
 
@@ -63,12 +63,13 @@ def features() -> int:
     return found if _cap is None else found & _mask(_cap)
 
 
-def kernels_for(cell: str, dtype: np.dtype, found: Optional[int] = None) -> Tuple[str, int, int]:
-    """(name, vector_bytes, tile_rows) of the kernels a model of this cell kind and dtype is packed for on
-    features ``found`` (default: features())."""
-    table = _kernels.kernel_table(cell, np.dtype(dtype).name, features() if found is None else found)
-    if table is None:  # every build has baseline kernels for every cell kind and float dtype
-        raise ValueError(f"no {cell} kernels for {np.dtype(dtype).name}")
+def kernels_for(cell: str, dtype: Any, found: Optional[int] = None) -> Tuple[str, int, int]:
+    """(name, vector_bytes, tile_rows) of the kernels a model of this cell kind and dtype (or weight format:
+    "bf16", "int8") is packed for on features ``found`` (default: features())."""
+    fmt = dtype if isinstance(dtype, str) and dtype in ("bf16", "int8") else np.dtype(dtype).name
+    table = _kernels.kernel_table(cell, fmt, features() if found is None else found)
+    if table is None:  # (a GRU has no bf16 or int8 kernels yet)
+        raise ValueError(f"no {cell} kernels for {fmt}")
     return table
 
 

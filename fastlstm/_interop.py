@@ -633,6 +633,11 @@ def from_onnx(cls: Type[_Model], model: Any, node: Any = None) -> _Model:
     feed one another (a stacked export); see fastlstm.LSTM.from_onnx."""
     import onnx
 
+    from . import _interop_quant
+
+    model, quantized = _interop_quant.load_quantized(cls, model, node)  # onnxruntime's int8 DynamicQuantizeLSTM
+    if quantized is not None:
+        return quantized
     if isinstance(model, (str, os.PathLike)):
         model = onnx.load(os.fspath(model))
     if not isinstance(model, onnx.ModelProto):
@@ -709,14 +714,14 @@ def save(model: LSTMBase, path: _Path) -> None:
     """Write config and weights to ``path`` exactly (no suffix added): an .npz archive without pickles."""
     header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "cell": model._cell.name, "config": model._config()}
     arrays: Dict[str, Any] = {"__header__": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
-    arrays.update(model.state_dict())
+    arrays.update(model._stored_arrays())
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 
 
 _OTHER_FORMATS = (
-    "fastlstm.load reads only files written by LSTM.save (or GRU.save). For a PyTorch checkpoint use torch.load, "
-    "then LSTM.from_torch(module) for an nn.LSTM or nn.LSTMCell, or LSTM(...).load_state_dict(state) for its state "
+    "fastlstm.load reads only files written by LSTM.save or GRU.save. For a PyTorch checkpoint use torch.load, then "
+    "LSTM.from_torch(module) for an nn.LSTM or nn.LSTMCell, or LSTM(...).load_state_dict(state) for its state "
     "dict; for ONNX use LSTM.from_onnx(path), for Keras LSTM.from_keras(layer)"
 )
 
@@ -782,5 +787,5 @@ def load(cls: Union[Type[_Model], Dict[str, Type[_Model]]], path: _Path) -> _Mod
             raise ValueError(f"{os.fspath(path)!r} holds a {cell!r} model; this fastlstm reads {sorted(cls)}")
         cls = cls[cell]
     model = cls(**config)
-    model.load_state_dict(arrays)
+    model._load_stored_arrays(arrays)
     return model

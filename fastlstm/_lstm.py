@@ -46,6 +46,9 @@ class NativeModel(LSTMBase):
 
     def _parameters_changed(self) -> None:
         cell, dtype, features = self._cell, np.dtype(self.dtype), _cpu.features()
+        if self._format is not None:
+            self._pack_quantized(self._format, features)
+            return
         V = _cpu.kernels_for(cell.name, dtype, features)[1] // dtype.itemsize
         arrays = []
         for layer in range(self.num_layers):
@@ -76,6 +79,35 @@ class NativeModel(LSTMBase):
             self.direction == "reverse",
             tuple(arrays),
         )
+        self._packed_with(packed)
+
+    def _pack_quantized(self, weights: str, features: int) -> None:
+        """Pack a bf16 or int8 model's stored weights for its kernels (src/quant_impl.h)."""
+        cell = self._cell
+        V = _cpu.kernels_for(cell.name, weights, features)[1] // 4
+        arrays = []
+        for layer in range(self.num_layers):
+            for sfx in self._suffixes():
+                name: Callable[[str], str] = lambda p: f"{p}_l{layer}{sfx}"  # noqa: E731
+                if self.bias:
+                    bias = cell.folded_bias(self._params[name("bias_ih")], self._params[name("bias_hh")])
+                else:
+                    bias = np.zeros(cell.num_gates * self.hidden_size, dtype=np.float32)
+                w_hr = self._qparams[name("weight_hr")] if self.proj_size > 0 else None
+                w_ph = self._params[name("weight_ph")] if self.peepholes else None
+                arrays.append(
+                    _packing.pack_direction_quant(
+                        self._qparams[name("weight_ih")], self._qparams[name("weight_hh")], bias, w_ph, w_hr, V
+                    )
+                )
+        self._packed_with(_kernels.PackedModel(
+            cell.name, weights, features, self.num_layers, self.num_directions, self.hidden_size,
+            self.proj_size, False, 0.0 if self.clip is None else self.clip, self.input_forget,
+            self.direction == "reverse", tuple(arrays),
+        ))
+
+    def _packed_with(self, packed: "_kernels.PackedModel") -> None:
+        """Run with these packed weights from now on."""
         object.__setattr__(self, "_packed", packed)
         LD = self.num_layers * self.num_directions
         sizes = (LD, self.hidden_size, self.out_size, self.num_directions * self.out_size)
@@ -220,7 +252,7 @@ class NativeModel(LSTMBase):
     # ---- pickling -----------------------------------------------------------------------------
 
     def __reduce__(self) -> Tuple[Any, ...]:
-        return (_rebuild, (type(self), self._config(), self.state_dict()))
+        return (_rebuild, (type(self), self._config(), self._stored_arrays()))
 
 
 class LSTM(NativeModel):
@@ -278,11 +310,12 @@ class LSTM(NativeModel):
         clip: Optional[float] = None,
         input_forget: bool = False,
         direction: Optional[str] = None,
+        weights: Optional[str] = None,
     ) -> None:
         super().__init__(
             input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional,
             proj_size=proj_size, dtype=dtype, seed=seed, peepholes=peepholes, clip=clip,
-            input_forget=input_forget, direction=direction,
+            input_forget=input_forget, direction=direction, weights=weights,
         )
 
 
@@ -292,7 +325,7 @@ def _plan_key(shape: Tuple[int, ...], batch_first: bool) -> Tuple[Any, ...]:
     return ("plan-bf", shape[0], shape[2]) if batch_first and len(shape) == 3 else ("plan",) + shape[1:]
 
 
-def _rebuild(cls: Type[LSTM], config: Dict[str, Any], state: Dict[str, np.ndarray]) -> LSTM:
+def _rebuild(cls: Type[NativeModel], config: Dict[str, Any], state: Dict[str, np.ndarray]) -> NativeModel:
     model = cls(**config)
-    model.load_state_dict(state)
+    model._load_stored_arrays(state)
     return model

@@ -32,16 +32,17 @@ def narrow_last_block(hidden_size: int, V: int) -> bool:
     return 0 < hidden_size % V <= V // 2
 
 
-def gate_rows(hidden_size: int, V: int) -> np.ndarray:
+def gate_rows(hidden_size: int, V: int, narrow: bool = True) -> np.ndarray:
     """Row index into the (4H, ...) torch layout for every packed row (j, g, v); -1 for padding units.
 
-    A narrow last block lists its 2V rows first ([i | f], [g | o], V/2 units each), then 2V of padding.
+    A narrow last block lists its 2V rows first ([i | f], [g | o], V/2 units each), then 2V of padding
+    (only when ``narrow`` allows it: the reduced-precision layouts have no narrow block).
     """
     NB = -(-hidden_size // V)
     j, g, v = np.meshgrid(np.arange(NB), np.arange(4), np.arange(V), indexing="ij")
     unit = j * V + v
     rows = np.where(unit < hidden_size, g * hidden_size + unit, -1)
-    if narrow_last_block(hidden_size, V):
+    if narrow and narrow_last_block(hidden_size, V):
         half = V // 2
         pair, lane = np.divmod(np.arange(2 * V), V)           # vector 0 = gates i, f; vector 1 = g, o
         gate, unit = 2 * pair + lane // half, (NB - 1) * V + lane % half
@@ -65,8 +66,9 @@ def pack_direction(
     peep: Optional[np.ndarray],
     w_hr: Optional[np.ndarray],
     V: int,
+    narrow: bool = True,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
-    """Pack one layer-direction.
+    """Pack one layer-direction (``narrow=False``: no narrow last block).
 
     w_ih (4H, I), w_hh (4H, K), bias (4H,) = b_ih + b_hh, peep (3, H) rows i, f, o or None, w_hr (P, H) or None
     -> w_ih_p (NB, I, 4, V); w_hh_p (NB, K, 4, V); bias_p (NB, 4, V); peep_p (NB, 3, V);
@@ -76,8 +78,8 @@ def pack_direction(
     dtype = w_ih.dtype
     H = w_hh.shape[0] // 4
     NB = -(-H // V)
-    rows = gate_rows(H, V)
-    narrow = narrow_last_block(H, V)
+    rows = gate_rows(H, V, narrow)
+    narrow = narrow and narrow_last_block(H, V)
 
     def pack_gates(w: np.ndarray) -> np.ndarray:  # (4H, n) -> (NB, n, 4, V)
         n = w.shape[1]
@@ -112,3 +114,57 @@ def pack_direction(
         w_hr_p = _aligned_empty((NP, H, V), dtype)
         w_hr_p[...] = padded.reshape(NP, V, H).transpose(0, 2, 1)
     return w_ih_p, w_hh_p, bias_p, peep_p, w_hr_p
+
+
+def _pack_quant_gates(q: np.ndarray, scale: Optional[np.ndarray], rows: np.ndarray, ng: int, V: int) -> np.ndarray:
+    """Blocks of ng gate vectors of a stored matrix q (N, K) (bf16 bits, or int8 with scales (N,)), packed rows
+    `rows` (-1: padding): bf16 (NB, K2, ng, V, 2) uint16; int8 (NB, block bytes) uint8, each block a header of
+    scales (ng, V) float32 and corrections (ng, V) int32 (-128 * the row sums) then (K4, ng, V, 4) int8 (see
+    src/quant_impl.h)."""
+    group = 2 if scale is None else 4
+    NB, K = rows.size // (ng * V), q.shape[1]
+    Kp = -(-K // group) * group
+    w = np.zeros((rows.size, Kp), dtype=q.dtype)
+    w[:, :K] = _take_rows(q, rows)
+    w = w.reshape(NB, ng, V, Kp // group, group).transpose(0, 3, 1, 2, 4)
+    if scale is None:
+        packed = _aligned_empty(w.shape, np.dtype(np.uint16))
+        packed[...] = w
+        return packed
+    header_scale = _take_rows(scale[:, None], rows).reshape(NB, ng * V).astype(np.float32)
+    corr = (-128 * _take_rows(q.astype(np.int32).sum(axis=1)[:, None], rows)).reshape(NB, ng * V).astype(np.int32)
+    packed = _aligned_empty((NB, 8 * ng * V + w[0].size), np.dtype(np.uint8))
+    packed[:, : 4 * ng * V] = header_scale.view(np.uint8)
+    packed[:, 4 * ng * V : 8 * ng * V] = corr.view(np.uint8)
+    packed[:, 8 * ng * V :] = w.reshape(NB, -1).view(np.uint8)
+    return packed
+
+
+def pack_direction_quant(
+    w_ih: Tuple[np.ndarray, Optional[np.ndarray]],
+    w_hh: Tuple[np.ndarray, Optional[np.ndarray]],
+    bias: np.ndarray,
+    peep: Optional[np.ndarray],
+    w_hr: Optional[Tuple[np.ndarray, Optional[np.ndarray]]],
+    V: int,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray], int]:
+    """Pack one layer-direction of a bf16 or int8 model (layouts at the top of src/quant_impl.h).
+
+    w_ih, w_hh, w_hr: stored matrices (q, scale) as fastlstm._quant.quantize_matrix makes them (scale None for
+    bf16); bias (4H,) and peep (3, H) float32 as for pack_direction. No block is narrow.
+    -> (w_ih_p, w_hh_p, bias_p, peep_p, w_hr_p, input size).
+    """
+    H = w_hh[0].shape[0] // 4
+    rows = gate_rows(H, V, narrow=False)
+    bias32 = np.asarray(bias, dtype=np.float32)
+    _, _, bias_p, peep_p, _ = pack_direction(
+        np.zeros((4 * H, 0), np.float32), np.zeros((4 * H, 0), np.float32), bias32,
+        None if peep is None else np.asarray(peep, np.float32), None, V, narrow=False,
+    )
+    w_hr_p = None
+    if w_hr is not None:
+        P = w_hr[0].shape[0]
+        NP = -(-P // V)
+        w_hr_p = _pack_quant_gates(w_hr[0], w_hr[1], np.where(np.arange(NP * V) < P, np.arange(NP * V), -1), 1, V)
+    return (_pack_quant_gates(w_ih[0], w_ih[1], rows, 4, V), _pack_quant_gates(w_hh[0], w_hh[1], rows, 4, V),
+            bias_p, peep_p, w_hr_p, w_ih[0].shape[1])

@@ -12,6 +12,10 @@ The GRU (torch.nn.GRU, gate order r, z, n; linear_before_reset=False is ONNX's d
     r = sigmoid(W_ir x_t + b_ir + W_hr h + b_hr);  z likewise;  h_t = (1 - z) * n + z * h_{t-1}
     n = tanh(W_in x_t + b_in + r * (W_hn h + b_hn))   or   tanh(W_in x_t + b_in + W_hn (r * h) + b_hn)
 
+A quantized LSTM (``quantize("bf16" | "int8")``) computes with its stored weights (bf16 values, or int8 q times
+its row scale, in float64) and rounds x, h and the projection's input at every step by the rules of
+fastlstm._quant, in float64 otherwise: the oracle of the reduced-precision kernels.
+
 They share parameter handling and validation with fastlstm.LSTM and fastlstm.GRU (fastlstm._base, _gru) but
 none of their compute: no kernels, no packing, no BLAS calls of ours. They are slow on purpose; they are what
 every path is tested against.
@@ -23,6 +27,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 from numpy.typing import DTypeLike
 
+from . import _quant
 from ._base import ForwardResult, LSTMBase, ValidatedCall
 from ._gru import GRUBase
 
@@ -53,11 +58,12 @@ class LSTM(LSTMBase):
         clip: Optional[float] = None,
         input_forget: bool = False,
         direction: Optional[str] = None,
+        weights: Optional[str] = None,
     ) -> None:
         super().__init__(
             input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional,
             proj_size=proj_size, dtype=dtype, seed=seed, peepholes=peepholes, clip=clip,
-            input_forget=input_forget, direction=direction,
+            input_forget=input_forget, direction=direction, weights=weights,
         )
 
     def _forward_validated(self, call: ValidatedCall) -> ForwardResult:
@@ -95,7 +101,11 @@ class LSTM(LSTMBase):
         self, layer: int, sfx: str
     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
         def p(name: str) -> np.ndarray:
-            return np.asarray(getattr(self, f"{name}_l{layer}{sfx}"), dtype=np.float64)
+            key = f"{name}_l{layer}{sfx}"
+            if key in self._qparams:  # the stored values, exactly
+                q, scale = self._qparams[key]
+                return _quant.dequantize(q, scale, np.float64)
+            return np.asarray(getattr(self, key), dtype=np.float64)
 
         H = self.hidden_size
         w_ih, w_hh = p("weight_ih"), p("weight_hh")
@@ -112,13 +122,18 @@ class LSTM(LSTMBase):
         H = self.hidden_size
         w_ih, w_hh, b, w_hr, w_ph = self._weights(layer, sfx)
         clip = self.clip if self.clip is not None else np.inf
+        fmt = self._format
+
+        def rounded(v: np.ndarray) -> np.ndarray:  # the values the kernels use for activations v
+            return v if fmt is None else _quant.round_rows(v, fmt)
+
         out = np.zeros((T, B, self.out_size))
         h, c = h0.copy(), c0.copy()
         steps = range(T - 1, -1, -1) if reverse else range(T)
         for t in steps:
             with np.errstate(all="ignore"):  # NaN and inf inputs propagate silently, like the kernels
                 active = t < lengths  # (B,)
-                gates = x[t] @ w_ih.T + h @ w_hh.T + b
+                gates = rounded(x[t]) @ w_ih.T + rounded(h) @ w_hh.T + b
                 pre_i, pre_f = gates[:, 0:H], gates[:, H : 2 * H]
                 pre_g, pre_o = gates[:, 2 * H : 3 * H], gates[:, 3 * H : 4 * H]
                 if w_ph is not None:
@@ -133,7 +148,7 @@ class LSTM(LSTMBase):
                 o = _sigmoid(np.clip(pre_o, -clip, clip))
                 h_new = o * np.tanh(c_new)
                 if w_hr is not None:
-                    h_new = h_new @ w_hr.T
+                    h_new = rounded(h_new) @ w_hr.T
                 c = np.where(active[:, None], c_new, c)
                 h = np.where(active[:, None], h_new, h)
                 out[t] = np.where(active[:, None], h_new, 0.0)

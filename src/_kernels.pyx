@@ -115,6 +115,8 @@ cdef extern from "cell_kernels.h" nogil:
         LSTM_CELL_GRU
         LSTM_FORMAT_F32
         LSTM_FORMAT_F64
+        LSTM_FORMAT_BF16
+        LSTM_FORMAT_INT8
 
 cdef enum:
     # Budget for one chunk of the input projection (T_chunk * B * 4 * Hp elements), in bytes: small
@@ -152,11 +154,12 @@ def feature_names():
 CELL_KINDS = {"lstm": LSTM_CELL_LSTM, "gru": LSTM_CELL_GRU}
 # gate rows per unit, and whether the cell carries a cell state c besides h
 CELL_GATES = {"lstm": 4, "gru": 3}
-FORMATS = {"float32": LSTM_FORMAT_F32, "float64": LSTM_FORMAT_F64}
+FORMATS = {"float32": LSTM_FORMAT_F32, "float64": LSTM_FORMAT_F64, "bf16": LSTM_FORMAT_BF16, "int8": LSTM_FORMAT_INT8}
 
 
 def kernel_table(str cell, str weight_format, unsigned features):
-    """The kernels a model of this cell kind ("lstm", "gru") and weight format ("float32", "float64") is packed for on a
+    """The kernels a model of this cell kind ("lstm", "gru") and weight format ("float32", "float64", "bf16",
+    "int8") is packed for on a
     CPU with these features: (name, vector_bytes, tile_rows), or None when no kernels exist for them."""
     if cell not in CELL_KINDS:
         raise ValueError(f"cell must be one of {sorted(CELL_KINDS)}, got {cell!r}")
@@ -206,9 +209,9 @@ cdef class PackedModel:
                   bint reverse_only, tuple arrays, bint linear_before_reset=True):
         """The packed weights `arrays` (one (w_ih, w_hh, bias, peep or None, w_hr or None) per layer-direction, as
         fastlstm._packing packs them for kernel_table(cell, weight_format, features); a GRU's entries add a sixth,
-        b_hn packed or None) of a model of this shape; its kernels are chosen here from the same three keys and
-        kept: later changes to the feature cap do not affect this model. linear_before_reset: the GRU's n
-        (without it, each step runs in two halves)."""
+        b_hn packed or None; bf16 and int8 entries end with the layer's input size) of a model of this shape; its
+        kernels are chosen here from the same three keys and kept: later changes to the feature cap do not affect
+        this model. linear_before_reset: the GRU's n (without it, each step runs in two halves)."""
         info = kernel_table(cell, weight_format, features)
         if info is None:
             raise ValueError(f"no {cell} kernels for {weight_format} weights on CPU features {features:#x}")
@@ -234,6 +237,7 @@ cdef class PackedModel:
         cdef int i
         cdef tuple entry
         cdef lstm_layer *w
+        cdef bint quantized = weight_format in ("bf16", "int8")
         for i in range(num_layers * num_directions):
             entry = arrays[i]
             w = &self.info.dirs[i]
@@ -242,13 +246,15 @@ cdef class PackedModel:
             w.bias = cnp.PyArray_DATA(entry[2])
             w.peep = NULL if entry[3] is None else cnp.PyArray_DATA(entry[3])
             w.w_hr = NULL if entry[4] is None else cnp.PyArray_DATA(entry[4])
-            w.input_size = entry[0].shape[1]  # (NB, I, 4, V)
+            # a quantized entry ends with the layer's input size (its packed w_ih pads it); a float one has w_ih
+            # (NB, I, gates, V), and a GRU's ends with b_hn packed, or None
+            w.input_size = entry[5] if quantized else entry[0].shape[1]
             w.hidden_size = hidden_size
             w.out_size = self.info.out_size
             w.narrow = self.info.narrow_block
             w.clip = clip
             w.input_forget = input_forget
-            w.bias_hn = NULL if len(entry) < 6 or entry[5] is None else cnp.PyArray_DATA(entry[5])
+            w.bias_hn = NULL if quantized or len(entry) < 6 or entry[5] is None else cnp.PyArray_DATA(entry[5])
             w.split_step = cell == "gru" and not linear_before_reset
 
     def __dealloc__(self):

@@ -8,7 +8,8 @@
  *   LANES   VBYTES / sizeof(REAL), as a number the preprocessor can test
  *   BT      batch rows per register tile of the gate kernel
  *   ATTR    function attributes selecting the instruction set (target("...")) or nothing
- *   TABLE_NAME  the name of the kernel table this instantiation defines ("lstm/f32/avx512", ...)
+ *   TABLE_NAME  the name of the kernel table this instantiation defines ("lstm/f32/avx512", ...); left undefined
+ *               by quant_impl.h, which uses only the float helpers (no table)
  * It defines the kernels of LSTM_KERNEL_KINDS (kernel_api.h) and the table FN(lstm_table) holding them.
  *
  * Vectors are GCC vector extensions (GCC and clang), so one source serves every instruction set: the compiler
@@ -102,8 +103,11 @@ ATTR static inline VEC FN(vmin_or_second)(VEC a, VEC b) { return FN(vselect)(a <
 /* a * b + c for the dot products, as one fused multiply-add wherever the instruction set has one, written out so
    that every path summing an element (a tile of any row count, a pair of blocks) rounds it the same way rather
    than wherever the compiler chooses to contract a * b + c. (The x86 baseline has no FMA, so nothing can be
-   contracted there.) */
-#if defined(FASTLSTM_X86) && VBYTES == 64
+   contracted there.) With CELL_NO_FMA defined, a multiply then an add on every instruction set: quant_impl.h
+   instantiates these helpers so, for the same float bits everywhere. */
+#if defined(CELL_NO_FMA)
+#define VFMA_(a, b, c) ((a) * (b) + (c))
+#elif defined(FASTLSTM_X86) && VBYTES == 64
 #define VFMA_(a, b, c) (sizeof(REAL) == 4 ? (VEC)_mm512_fmadd_ps((__m512)(a), (__m512)(b), (__m512)(c)) \
                                           : (VEC)_mm512_fmadd_pd((__m512d)(a), (__m512d)(b), (__m512d)(c)))
 #elif defined(FASTLSTM_X86) && VBYTES == 32
@@ -428,7 +432,7 @@ ATTR static void FN(input_blocks)(const lstm_layer *layer, const lstm_rows *rows
    caller alternates the order from step to step, the blocks read last (both their matrices) are still cached
    when the next step starts with them. chunk: the step's x rows (B, I) stride x_bs and a gx scratch (B, NB*4V)
    stride g_bs; the rest as cell_blocks at t = 0. */
-ATTR static void FN(step_blocks)(const lstm_layer *layer, const lstm_rows *rows, const lstm_chunk *chunk,
+ATTR static __attribute__((unused)) void FN(step_blocks)(const lstm_layer *layer, const lstm_rows *rows, const lstm_chunk *chunk,
                                  const lstm_state *state, lstm_blocks blocks, int descending)
 {
     for (int jj = blocks.first; jj < blocks.end; jj += 2) {
@@ -458,7 +462,7 @@ ATTR static inline __attribute__((always_inline)) void FN(proj_tile)(
 
 /* Projection blocks [first, end) (the `proj` kernel kind, kernel_api.h): w_hr (NP, H, V); hc (B, H) stride ldc;
    hout (B, NP*V) stride ldo. Rows with t >= lengths[b] are skipped (the caller keeps their state). */
-ATTR static void FN(proj_blocks)(const lstm_layer *layer, const lstm_rows *rows, const void *hc_any, long ldc,
+ATTR static __attribute__((unused)) void FN(proj_blocks)(const lstm_layer *layer, const lstm_rows *rows, const void *hc_any, long ldc,
                                  void *hout_any, long ldo, int t, lstm_blocks blocks)
 {
     const REAL *w_hr = (const REAL *)layer->w_hr, *hc = (const REAL *)hc_any;
@@ -502,8 +506,10 @@ ATTR static void FN(proj_blocks)(const lstm_layer *layer, const lstm_rows *rows,
 }
 
 /* the kernel table of this instantiation (kernel_api.h) */
+#ifdef TABLE_NAME
 static const lstm_kernel_table FN(lstm_table) = {TABLE_NAME, VBYTES, BT, FN(input_blocks), FN(cell_blocks),
                                                  FN(step_blocks), FN(proj_blocks), 0 /* finish: never split */};
+#endif
 
 #undef FN
 #undef VL

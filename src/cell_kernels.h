@@ -9,6 +9,8 @@
 #ifndef FASTLSTM_CELL_KERNELS_H
 #define FASTLSTM_CELL_KERNELS_H
 
+#include <float.h>
+#include <math.h>
 #include <sched.h>
 #include <stdint.h>
 #include <string.h>
@@ -148,6 +150,97 @@
 #undef ATTR
 #endif
 
+
+/* ---- reduced precision: quant_impl.h per (format, instruction set), each defining lstm_qtable_<SFX> ---------
+   Their float math has no fused multiply-adds (CELL_NO_FMA; the build has contraction off): the same float
+   operations on every instruction set, so the int8 results are bitwise the same everywhere. */
+#define CELL_NO_FMA
+#define VBYTES 16
+#define LANES 4
+#define ATTR
+#define QNATIVE 0
+#define QINT8 0
+#define QBT 1         /* the bf16 fallback's two partial sums per gate fill the 16 vector registers at one row */
+#define BT 4          /* cell_impl.h's tile of rows: of cell_impl.h, quant_impl.h uses only the float helpers */
+#define SFX bf16_base
+#define QTABLE_NAME "lstm/bf16/baseline"
+#include "quant_impl.h"
+#undef QINT8
+#undef QBT
+#undef SFX
+#undef QTABLE_NAME
+#define QINT8 1
+#define QBT 4
+#define SFX int8_base
+#define QTABLE_NAME "lstm/int8/baseline"
+#include "quant_impl.h"
+#undef QINT8
+#undef QBT
+#undef SFX
+#undef QTABLE_NAME
+#undef VBYTES
+#undef LANES
+#undef ATTR
+
+#ifdef FASTLSTM_X86
+#define VBYTES 32
+#define LANES 8
+#define ATTR __attribute__((target("avx2,fma")))
+#define QINT8 0
+#define QBT 1
+#define SFX bf16_avx2
+#define QTABLE_NAME "lstm/bf16/avx2"
+#include "quant_impl.h"
+#undef QINT8
+#undef QBT
+#undef SFX
+#undef QTABLE_NAME
+#define QINT8 1
+#define QBT 4
+#define SFX int8_avx2
+#define QTABLE_NAME "lstm/int8/avx2"
+#include "quant_impl.h"
+#undef QINT8
+#undef QBT
+#undef SFX
+#undef QTABLE_NAME
+#undef VBYTES
+#undef LANES
+#undef ATTR
+#undef QNATIVE
+
+#define VBYTES 64
+#define LANES 16
+#define QNATIVE 1
+#define ATTR __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,avx512bf16")))
+#define QINT8 0
+#define QBT 3
+#define SFX bf16_avx512
+#define QTABLE_NAME "lstm/bf16/avx512bf16"
+#include "quant_impl.h"
+#undef ATTR
+#undef QINT8
+#undef QBT
+#undef SFX
+#undef QTABLE_NAME
+#define ATTR __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,avx512vnni")))
+#define QINT8 1
+#define QBT 4
+#define SFX int8_avx512
+#define QTABLE_NAME "lstm/int8/avx512vnni"
+#include "quant_impl.h"
+#undef ATTR
+#undef QINT8
+#undef QBT
+#undef SFX
+#undef QTABLE_NAME
+#undef VBYTES
+#undef LANES
+#endif
+#undef QNATIVE
+#undef BT
+#undef CELL_NO_FMA
+
 /* ---- CPU features ------------------------------------------------------------------------------- */
 
 #define LSTM_NEEDS_AVX2 (LSTM_FEATURE_avx2 | LSTM_FEATURE_fma)
@@ -212,31 +305,37 @@ static inline const char *lstm_feature_name(int bit) {
 /* Every instantiation: cell kind, weight format, the features it needs, its table; the best of a kind first. */
 #ifdef FASTLSTM_X86
 #define LSTM_WIDE_INSTANCES(X)                                                                                  \
-    X(LSTM_CELL_LSTM, LSTM_FORMAT_F32, LSTM_NEEDS_AVX512, f32_avx512)                                           \
-    X(LSTM_CELL_LSTM, LSTM_FORMAT_F64, LSTM_NEEDS_AVX512, f64_avx512)                                           \
-    X(LSTM_CELL_LSTM, LSTM_FORMAT_F32, LSTM_NEEDS_AVX2, f32_avx2)                                               \
-    X(LSTM_CELL_LSTM, LSTM_FORMAT_F64, LSTM_NEEDS_AVX2, f64_avx2)                                               \
-    X(LSTM_CELL_GRU, LSTM_FORMAT_F32, LSTM_NEEDS_AVX512, f32_avx512)                                            \
-    X(LSTM_CELL_GRU, LSTM_FORMAT_F64, LSTM_NEEDS_AVX512, f64_avx512)                                            \
-    X(LSTM_CELL_GRU, LSTM_FORMAT_F32, LSTM_NEEDS_AVX2, f32_avx2)                                                \
-    X(LSTM_CELL_GRU, LSTM_FORMAT_F64, LSTM_NEEDS_AVX2, f64_avx2)
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_BF16, LSTM_NEEDS_AVX512 | LSTM_FEATURE_avx512_bf16, lstm_table_bf16_avx512)       \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_INT8, LSTM_NEEDS_AVX512 | LSTM_FEATURE_avx512_vnni, lstm_table_int8_avx512)       \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_BF16, LSTM_NEEDS_AVX2, lstm_table_bf16_avx2)                                      \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_INT8, LSTM_NEEDS_AVX2, lstm_table_int8_avx2)                                      \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_F32, LSTM_NEEDS_AVX512, lstm_table_f32_avx512)                                    \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_F64, LSTM_NEEDS_AVX512, lstm_table_f64_avx512)                                    \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_F32, LSTM_NEEDS_AVX2, lstm_table_f32_avx2)                                        \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_F64, LSTM_NEEDS_AVX2, lstm_table_f64_avx2)                                        \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_F32, LSTM_NEEDS_AVX512, gru_table_f32_avx512)                                      \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_F64, LSTM_NEEDS_AVX512, gru_table_f64_avx512)                                      \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_F32, LSTM_NEEDS_AVX2, gru_table_f32_avx2)                                          \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_F64, LSTM_NEEDS_AVX2, gru_table_f64_avx2)
 #else
 #define LSTM_WIDE_INSTANCES(X)
 #endif
 #define LSTM_INSTANCES(X)                                                                                       \
     LSTM_WIDE_INSTANCES(X)                                                                                      \
-    X(LSTM_CELL_LSTM, LSTM_FORMAT_F32, 0u, f32_base)                                                            \
-    X(LSTM_CELL_LSTM, LSTM_FORMAT_F64, 0u, f64_base)                                                            \
-    X(LSTM_CELL_GRU, LSTM_FORMAT_F32, 0u, f32_base)                                                             \
-    X(LSTM_CELL_GRU, LSTM_FORMAT_F64, 0u, f64_base)
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_F32, 0u, lstm_table_f32_base)                                                     \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_F64, 0u, lstm_table_f64_base)                                                     \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_F32, 0u, gru_table_f32_base)                                                       \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_F64, 0u, gru_table_f64_base)                                                       \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_BF16, 0u, lstm_table_bf16_base)                                                   \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_INT8, 0u, lstm_table_int8_base)
 
 /* The kernels for a cell kind and weight format on a CPU with `features` (LSTM_FEATURE_* bits, possibly
    capped by the caller): the first instantiation of that kind and format whose needs the features meet, or
    NULL when there is none. */
 static inline const lstm_kernel_table *lstm_select_kernels(int cell_kind, int format, unsigned features) {
-#define LSTM_INSTANCE_MATCH(cell, fmt, needs, sfx)                                                              \
-    if (cell_kind == (cell) && format == (fmt) && ((needs) & ~features) == 0)                                   \
-        return (cell) == LSTM_CELL_GRU ? &CAT3(gru_table, _, sfx) : &CAT3(lstm_table, _, sfx);
+#define LSTM_INSTANCE_MATCH(cell, fmt, needs, table)                                                                \
+    if (cell_kind == (cell) && format == (fmt) && ((needs) & ~features) == 0)                                       \
+        return &table;
     LSTM_INSTANCES(LSTM_INSTANCE_MATCH)
 #undef LSTM_INSTANCE_MATCH
     return NULL;

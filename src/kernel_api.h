@@ -16,8 +16,9 @@
 /* cell kinds: the gates a step computes and the update that consumes them */
 enum { LSTM_CELL_LSTM = 0, LSTM_CELL_GRU = 1 };
 
-/* weight formats: how a block of weights is stored and dotted (activations use the same type today) */
-enum { LSTM_FORMAT_F32 = 0, LSTM_FORMAT_F64 = 1 };
+/* weight formats: how a block of weights is stored and dotted; bf16 and int8 models (quant_impl.h) keep float32
+   activations, rounded to the format inside the dot products */
+enum { LSTM_FORMAT_F32 = 0, LSTM_FORMAT_F64 = 1, LSTM_FORMAT_BF16 = 2, LSTM_FORMAT_INT8 = 3 };
 
 /* CPU features, one bit each (cell_kernels.h finds them at run time): bit, name */
 #define LSTM_FEATURES(X)                                                                                        \

@@ -117,7 +117,7 @@ class TestConstructor:
 # ---- signature, errors and the read-only configuration ---------------------------------------------------
 
 SIGNATURE = ["input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional", "proj_size",
-             "dtype", "seed", "peepholes", "clip", "input_forget", "direction"]
+             "dtype", "seed", "peepholes", "clip", "input_forget", "direction", "weights"]
 CONFIG = {"input_size": 5, "hidden_size": 8, "num_layers": 3, "bias": False, "batch_first": False,
           "bidirectional": False, "proj_size": 2, "dtype": np.float32, "peepholes": False, "clip": 2.0,
           "input_forget": True, "direction": "reverse", "num_directions": 2, "out_size": 4}

@@ -163,14 +163,14 @@ int main(void) {
     const unsigned features = lstm_cpu_features();
     int failed = 0, checks = 0;
     unsigned long mode = lstm_ftz_enter();
-#define GRU_CASES(cell, fmt, needs, sfx)                                                                        \
+#define GRU_CASES(cell, fmt, needs, table)                                                                      \
     if ((cell) == LSTM_CELL_GRU && ((needs) & ~features) == 0) {                                                \
         const int shapes[][4] = {{5, 1, 3, 7}, {6, 5, 9, 40}, {4, 3, 16, 70}, {3, 9, 5, 33}};                    \
         for (int s = 0; s < 4; s++)                                                                             \
             for (int lbr = 0; lbr < 2; lbr++)                                                                   \
                 for (int fused = 0; fused < 2; fused++) {                                                       \
                     const int T = fused ? 1 + shapes[s][0] % 2 : shapes[s][0];                                  \
-                    failed += run_case(&CAT3(gru_table, _, sfx), (fmt) == LSTM_FORMAT_F64, T, shapes[s][1],     \
+                    failed += run_case(&table, (fmt) == LSTM_FORMAT_F64, T, shapes[s][1],                       \
                                        shapes[s][2], shapes[s][3], lbr, s == 2 ? 0.75 : 0.0, fused, 17u * s + lbr); \
                     checks++;                                                                                   \
                 }                                                                                               \

@@ -1,0 +1,165 @@
+"""Loading onnxruntime's int8 LSTMs: com.microsoft DynamicQuantizeLSTM nodes, as
+``onnxruntime.quantization.quantize_dynamic`` writes them, into int8 models (fastlstm._quant's format).
+
+The node's inputs: X, W (D, I, 4H) and R (D, H, 4H) int8 (transposed against the LSTM op's W and R), B, then
+sequence_lens, initial_h, initial_c, P as for the LSTM op, then W_scale, W_zero_point, R_scale, R_zero_point:
+per tensor (D,) or per output channel (D, 4H). Gate order i, o, f, c as in ONNX. The int8 values and scales
+are kept as they are (zero points must be 0: symmetric weights), so the model computes with exactly
+onnxruntime's weights; x and h are quantized at run time by fastlstm's rules (per batch row), not
+onnxruntime's (per call).
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple, Type, TypeVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ._base import LSTMBase
+
+_Model = TypeVar("_Model", bound="LSTMBase")
+
+OP_TYPE = "DynamicQuantizeLSTM"
+# ONNX orders the gate blocks i, o, f, c; ours (torch's) are i, f, g(=c), o; peepholes i, o, f -> i, f, o
+_GATES = (0, 2, 3, 1)
+_PEEPHOLES = (0, 2, 1)
+
+
+def load_quantized(cls: Type[_Model], model: Any, node: Any) -> Tuple[Any, Optional[_Model]]:
+    """(the ModelProto, the int8 model) when ``node`` selects a DynamicQuantizeLSTM node: a NodeProto of that
+    type, the name of one, or None / an index when the main graph has no LSTM node and such nodes instead;
+    (the ModelProto, None) otherwise (the caller then loads an LSTM node). ``model`` is a ModelProto or a path."""
+    import onnx
+
+    if isinstance(model, (str, os.PathLike)):
+        model = onnx.load(os.fspath(model))
+    if not isinstance(model, onnx.ModelProto):
+        return model, None
+    graph = model.graph
+    quantized = [n for n in graph.node if n.op_type == OP_TYPE]
+    if not quantized:
+        return model, None
+    has_lstm = any(n.op_type == "LSTM" for n in graph.node)
+    listing = ", ".join(f"{k}: {n.name or '(unnamed)'}" for k, n in enumerate(quantized))
+    chosen = None
+    if hasattr(node, "op_type"):
+        chosen = node if node.op_type == OP_TYPE else None
+    elif isinstance(node, str):
+        chosen = next((n for n in quantized if n.name == node), None)
+    elif not has_lstm and node is None:
+        if len(quantized) != 1:
+            raise ValueError(
+                f"from_onnx: the main graph has {len(quantized)} {OP_TYPE} nodes ({listing}); pass node= to choose"
+            )
+        chosen = quantized[0]
+    elif not has_lstm and isinstance(node, (int, np.integer)) and not isinstance(node, bool):
+        if not -len(quantized) <= node < len(quantized):
+            raise ValueError(f"from_onnx: node index {node} out of range; {OP_TYPE} nodes: {listing}")
+        chosen = quantized[node]
+    if chosen is None:
+        return model, None
+    return model, _from_node(cls, graph, chosen)
+
+
+def _constants(graph: Any) -> Callable[[str], Optional[np.ndarray]]:
+    """name -> value of the graph's initializers and Constant outputs (and Identity of those)."""
+    from onnx import numpy_helper
+
+    values = {init.name: init for init in graph.initializer}
+    producers = {out: n for n in graph.node for out in n.output}
+
+    def resolve(name: str, depth: int = 0) -> Optional[np.ndarray]:
+        if name in values:
+            return np.asarray(numpy_helper.to_array(values[name]))
+        n = producers.get(name)
+        if n is None or depth > 16:
+            return None
+        if n.op_type == "Constant":
+            for attr in n.attribute:
+                if attr.name == "value":
+                    return np.asarray(numpy_helper.to_array(attr.t))
+            return None
+        if n.op_type == "Identity":
+            return resolve(n.input[0], depth + 1)
+        return None
+
+    return resolve
+
+
+def _from_node(cls: Type[_Model], graph: Any, node: Any) -> _Model:
+    """The int8 model of one DynamicQuantizeLSTM node."""
+    from onnx import helper
+
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    direction = attrs.get("direction", b"forward")
+    direction = direction.decode() if isinstance(direction, bytes) else direction
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise ValueError(f"from_onnx: unknown direction {direction!r}")
+    D = 2 if direction == "bidirectional" else 1
+    activations = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
+    if activations and activations != ["Sigmoid", "Tanh", "Tanh"] * D:
+        raise ValueError(f"from_onnx: unsupported activations {activations} of {OP_TYPE} node {node.name!r}")
+    if attrs.get("activation_alpha") or attrs.get("activation_beta"):
+        raise ValueError("from_onnx: activation_alpha / activation_beta are not supported")
+    resolve = _constants(graph)
+    inputs = list(node.input) + [""] * (12 - len(node.input))
+
+    def value(position: int, label: str) -> Optional[np.ndarray]:
+        name = inputs[position]
+        if not name:
+            return None
+        v = resolve(name)
+        if v is None:
+            raise ValueError(
+                f"from_onnx: input {label} ({name!r}) of {OP_TYPE} node {node.name!r} is computed in the graph; "
+                "only initializers, Constant nodes or Identity of those can be loaded"
+            )
+        return np.asarray(v)
+
+    W, R, B, P = value(1, "W"), value(2, "R"), value(3, "B"), value(7, "P")
+    scales = [value(8, "W_scale"), value(9, "W_zero_point"), value(10, "R_scale"), value(11, "R_zero_point")]
+    if W is None or R is None or scales[0] is None or scales[2] is None:
+        raise ValueError(f"from_onnx: {OP_TYPE} node {node.name!r} lacks W, R or their scales")
+    if W.dtype != np.int8 or R.dtype != np.int8:
+        raise ValueError(f"from_onnx: {OP_TYPE} weights must be int8 (QInt8), got {W.dtype} and {R.dtype}")
+    if W.ndim != 3 or R.ndim != 3 or W.shape[0] != D or R.shape[0] != D:
+        raise ValueError(f"from_onnx: W {W.shape} and R {R.shape} must be (D={D}, I, 4H) and (D, H, 4H)")
+    H = int(attrs["hidden_size"]) if "hidden_size" in attrs else R.shape[1]
+    if R.shape[1:] != (H, 4 * H) or W.shape[2] != 4 * H:
+        raise ValueError(f"from_onnx: hidden_size={H} does not match W {W.shape} and R {R.shape}")
+    for zp in (scales[1], scales[3]):
+        if zp is not None and np.any(zp != 0):
+            raise ValueError(f"from_onnx: {OP_TYPE} node {node.name!r} has nonzero weight zero points "
+                             "(fastlstm's int8 weights are symmetric)")
+    if B is not None and B.shape != (D, 8 * H):
+        raise ValueError(f"from_onnx: B has shape {B.shape}, expected ({D}, {8 * H})")
+    if P is not None and P.shape != (D, 3 * H):
+        raise ValueError(f"from_onnx: P has shape {P.shape}, expected ({D}, {3 * H})")
+    clip = attrs.get("clip")
+    model = cls(W.shape[1], H, bias=B is not None, dtype=np.float32, peepholes=P is not None,
+                clip=None if clip is None else float(clip), input_forget=bool(attrs.get("input_forget", 0)),
+                direction=direction, weights="int8")
+
+    def gates(a: np.ndarray) -> np.ndarray:  # (4H, ...) in ONNX's gate order -> ours
+        return np.concatenate([a[k * H : (k + 1) * H] for k in _GATES], axis=0)
+
+    def row_scales(scale: np.ndarray, d: int) -> np.ndarray:
+        s = np.asarray(scale, np.float32)
+        if s.shape not in ((D,), (D, 4 * H)):
+            raise ValueError(f"from_onnx: weight scales must be ({D},) or ({D}, {4 * H}), got {s.shape}")
+        return gates(np.broadcast_to(s[d].reshape(-1), (4 * H,)).copy())
+
+    arrays = {}
+    for d, sfx in enumerate(["", "_reverse"][:D]):
+        arrays[f"weight_ih_l0{sfx}"] = np.ascontiguousarray(gates(W[d].T))
+        arrays[f"weight_ih_l0{sfx}.scale"] = row_scales(scales[0], d)
+        arrays[f"weight_hh_l0{sfx}"] = np.ascontiguousarray(gates(R[d].T))
+        arrays[f"weight_hh_l0{sfx}.scale"] = row_scales(scales[2], d)
+        if B is not None:
+            arrays[f"bias_ih_l0{sfx}"] = gates(B[d, : 4 * H].astype(np.float32))
+            arrays[f"bias_hh_l0{sfx}"] = gates(B[d, 4 * H :].astype(np.float32))
+        if P is not None:
+            arrays[f"weight_ph_l0{sfx}"] = P[d].reshape(3, H)[list(_PEEPHOLES)].astype(np.float32)
+    model._load_stored_arrays(arrays)
+    return model
