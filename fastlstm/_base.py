@@ -310,13 +310,34 @@ class LSTMBase:
     # ---- parameters ---------------------------------------------------------------------------
 
     def _init_parameters(self, seed: Optional[int]) -> None:
-        """uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter, like torch, drawn from ``seed``."""
+        """uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter, like torch, drawn from ``seed``; or, for a model
+        being unpickled, its saved parameters (see _unpickle)."""
+        saved = self.__dict__.pop("_unpickled_params", None)
+        if saved is not None:
+            self._adopt_parameters(saved)
+            return
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.hidden_size)
         values = {
             name: rng.uniform(-bound, bound, size=shape).astype(self.dtype)
             for name, shape in self._param_shapes().items()
         }
+        self._set_parameters(values)
+
+    def _adopt_parameters(self, saved: Mapping[str, Any]) -> None:
+        """Take unpickled parameters as they are (no copy when each is a C-contiguous array of the model's
+        dtype) and pack them once. Names or shapes that do not fit the configuration: ValueError."""
+        if not isinstance(saved, Mapping):
+            raise TypeError(f"pickled parameters must be a mapping of names to arrays, got {type(saved).__name__}")
+        shapes = self._param_shapes()
+        if set(saved) != set(shapes):
+            raise ValueError(f"pickled parameters: expected the names {sorted(shapes)}, got {sorted(saved)}")
+        values = {}
+        for name, shape in shapes.items():
+            arr = np.ascontiguousarray(_as_numeric_array(name, saved[name]), dtype=self.dtype)
+            if arr.shape != shape:
+                raise ValueError(f"pickled parameter {name}: expected shape {shape}, got {arr.shape}")
+            values[name] = arr
         self._set_parameters(values)
 
     def _set_parameters(self, values: Dict[str, np.ndarray]) -> None:
@@ -477,6 +498,14 @@ class LSTMBase:
             **({"weights": self._format} if self._format else {}),
         )
 
+    def __reduce__(self) -> Tuple[Any, ...]:
+        """Pickle to the configuration and the parameters (about the size of the weights). Unpickling adopts the
+        saved arrays and packs them once: no random initialisation, no copy, no second packing. A quantized
+        model pickles its weight matrices as stored (bf16, or int8 and scales), which round-trip bitwise."""
+        if self._format is not None:
+            return (_unpickle_stored, (type(self), self._config(), self._stored_arrays()))
+        return (_unpickle, (type(self), self._config(), dict(self._params)))
+
     def __repr__(self) -> str:
         extra = [f"{self.input_size}", f"{self.hidden_size}"]
         if self.num_layers != 1:
@@ -624,15 +653,12 @@ class LSTMBase:
             h0, c0 = _check_hx_pair(hx)
             h0 = _as_numeric_array("hx[0]", h0)
             c0 = _as_numeric_array("hx[1]", c0)
-            if not batched and (h0.ndim != 2 or c0.ndim != 2):
+            if (h0.ndim, c0.ndim) != (x.ndim, x.ndim):
+                kind = "batched 3-D" if batched else "unbatched 2-D"
                 raise ValueError(
-                    "For unbatched 2-D input, hx and cx should also be 2-D but got "
-                    f"({h0.ndim}-D, {c0.ndim}-D) tensors"
-                )
-            if batched and (h0.ndim != 3 or c0.ndim != 3):
-                raise ValueError(
-                    "For batched 3-D input, hx and cx should also be 3-D but got "
-                    f"({h0.ndim}-D, {c0.ndim}-D) tensors"
+                    f"For {kind} input, hx and cx should also be {x.ndim}-D but got ({h0.ndim}-D, {c0.ndim}-D) "
+                    f"tensors: expected hx[0] of shape {h_shape} and hx[1] of shape {c_shape} for input of shape "
+                    f"{x.shape}, got {h0.shape} and {c0.shape}"
                 )
             if h0.shape != h_shape:
                 raise ValueError(f"Expected hidden[0] size {h_shape}, got {tuple(h0.shape)}")
@@ -664,6 +690,21 @@ class LSTMBase:
 def _is_matrix(name: str) -> bool:
     """Whether a parameter is a weight matrix (stored in a quantized model's format)."""
     return name.startswith(("weight_ih_", "weight_hh_", "weight_hr_"))
+
+
+def _unpickle_stored(cls: Type[LSTMBase], config: Dict[str, Any], arrays: Mapping[str, Any]) -> LSTMBase:
+    """A quantized ``cls`` of ``config`` holding the pickled stored weights (see LSTMBase._stored_arrays)."""
+    model: LSTMBase = cls(**config)
+    model._load_stored_arrays(arrays)
+    return model
+
+
+def _unpickle(cls: Type[LSTMBase], config: Dict[str, Any], params: Mapping[str, Any]) -> LSTMBase:
+    """A ``cls`` of ``config`` (checked as the constructor checks it) holding the pickled ``params``."""
+    model: LSTMBase = cls.__new__(cls)
+    object.__setattr__(model, "_unpickled_params", params)
+    type(model).__init__(model, **config)
+    return model
 
 
 class ValidatedCall:

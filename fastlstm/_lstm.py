@@ -249,11 +249,6 @@ class NativeModel(LSTMBase):
         """
         return Stream(self, batch_size, hx)
 
-    # ---- pickling -----------------------------------------------------------------------------
-
-    def __reduce__(self) -> Tuple[Any, ...]:
-        return (_rebuild, (type(self), self._config(), self._stored_arrays()))
-
 
 class LSTM(NativeModel):
     """A stacked, optionally bidirectional and projected LSTM for CPU inference, with torch.nn.LSTM's semantics.
@@ -323,9 +318,3 @@ def _plan_key(shape: Tuple[int, ...], batch_first: bool) -> Tuple[Any, ...]:
     """The key of the cached ForwardPlan for an input of this shape: the shape without its time axis (axis 1 of
     a batch-first batch, else axis 0), and the layout."""
     return ("plan-bf", shape[0], shape[2]) if batch_first and len(shape) == 3 else ("plan",) + shape[1:]
-
-
-def _rebuild(cls: Type[NativeModel], config: Dict[str, Any], state: Dict[str, np.ndarray]) -> NativeModel:
-    model = cls(**config)
-    model._load_stored_arrays(state)
-    return model

@@ -5,7 +5,9 @@ calls. A step is one native call for all layers with the GIL released; with ``ou
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import threading
+import weakref
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
@@ -31,8 +33,15 @@ class Stream(_kernels.StreamCore):
         if batch_size > _INT_MAX:  # the kernels count rows in a C int
             raise ValueError(f"stream: batch_size must be at most {_INT_MAX}, got {batch_size}")
         self.batch_size = B = int(batch_size)
-        super().__init__(model, B, _threads.stream_threads(model.hidden_size, model.out_size, model.input_size, B))
+        super().__init__(model, B, _thread_count(model, B))
         self.reset(hx)
+        with _live_lock:
+            _live.add(self)
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        """Pickle the model (shared with other objects pickled alongside it), the batch size and the state:
+        the steps of an unpickled stream give bitwise what this stream's next steps give."""
+        return (_unpickle, (self._model, self.batch_size, self._h, self._c))
 
     def reset(self, hx: Optional[Any] = None) -> None:
         """Start over from (h_0, c_0) shaped (num_layers, B, H_out) and (num_layers, B, H) (a GRU's: h_0 alone);
@@ -81,3 +90,29 @@ class Stream(_kernels.StreamCore):
             )
         self._run(x, out)
         return out
+
+
+def _thread_count(model: Any, batch_size: int) -> int:
+    """Threads for a step of ``batch_size`` rows of ``model`` under the current thread setting."""
+    return _threads.stream_threads(model.hidden_size, model.out_size, model.input_size, batch_size)
+
+
+def _unpickle(model: Any, batch_size: int, h: np.ndarray, c: np.ndarray) -> Stream:
+    """A stream of ``model`` over ``batch_size`` rows whose state is (h, c)."""
+    return Stream(model, batch_size, (h, c))
+
+
+# Every live stream, so that a change of the thread setting (set_num_threads, a threadpoolctl limit) reaches
+# the streams made before it: a step reads its thread count from the stream.
+_live: "weakref.WeakSet[Stream]" = weakref.WeakSet()
+_live_lock = threading.Lock()
+
+
+def _follow_thread_setting() -> None:
+    with _live_lock:
+        streams = list(_live)
+    for stream in streams:
+        stream._threads = _thread_count(stream._model, stream.batch_size)
+
+
+_threads._on_change.append(_follow_thread_setting)

@@ -3,19 +3,33 @@
 Order: fastlstm.set_num_threads(n) if called; else OMP_NUM_THREADS (its first entry) if set; else the number
 of physical cores this process may run on. Small problems use fewer threads (see effective_threads).
 
+threadpoolctl sees this setting as a thread pool of its own (user_api "openmp", internal_api "fastlstm"):
+``threadpool_limits(n)`` sets it to n while the limit is in force, for every Python thread of the process (as
+it sets OpenMP's and BLAS's counts), and puts back the setting from before on exit. fastlstm does not follow
+omp_set_num_threads: its kernels name their team size, and libgomp's limit is one per calling thread while
+fastlstm's setting is one per process.
+
 In a process forked from one that ran fastlstm, GNU libgomp's thread pool is unusable (a parallel region
-hangs), so forked children run the kernels on one thread; results are the same for any thread count.
+hangs), so forked children run the kernels on one thread and get_num_threads() says 1 there; results are the
+same for any thread count.
 """
 from __future__ import annotations
 
 import functools
 import numbers
 import os
-from typing import Optional
+from typing import Callable, List, Optional
 
+# The explicit count in force: set_num_threads' value, or a threadpoolctl limit's; None when neither.
+# _kernels.ForwardPlan recomputes its cached thread counts when this object changes, so every change goes
+# through _apply.
 _override: Optional[int] = None
+_limited = False                   # whether a threadpoolctl limit is in force
+_unlimited: Optional[int] = None   # set_num_threads' value (None: not called) while a limit is in force
 _default: Optional[int] = None  # from OMP_NUM_THREADS or the core count, resolved at first use
 _forked_child = False
+# called after the count in force changed (fastlstm._stream updates the streams made before)
+_on_change: List[Callable[[], None]] = []
 
 
 def _after_fork_in_child() -> None:
@@ -38,27 +52,66 @@ MIN_STEP_WORK_PER_THREAD = 131_072
 
 
 def set_num_threads(n: int) -> None:
-    """Use at most ``n`` threads (n >= 1) in fastlstm's kernels, overriding OMP_NUM_THREADS."""
-    global _override
+    """Use at most ``n`` threads (n >= 1) in fastlstm's kernels, overriding OMP_NUM_THREADS.
+
+    It also replaces a threadpoolctl limit in force (as omp_set_num_threads does for OpenMP); leaving the
+    ``threadpool_limits`` block then puts back the count from before the block.
+    """
+    global _limited
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"set_num_threads: n should be of type int, got: {type(n).__name__}")
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
-    _override = int(n)
+    _limited = False
+    _apply(int(n))
 
 
 def get_num_threads() -> int:
-    """The thread count fastlstm's kernels will use at most.
+    """The thread count fastlstm's kernels will use at most: set_num_threads' value, else OMP_NUM_THREADS,
+    else the physical cores; a threadpoolctl limit's while one is in force; 1 in a forked child.
 
     OMP_NUM_THREADS is read once, the first time fastlstm needs it (as OpenMP runtimes read it at start-up).
     """
-    global _default
+    if _forked_child:
+        return 1
     if _override is not None:
         return _override
+    return _default_threads()
+
+
+def _default_threads() -> int:
+    """OMP_NUM_THREADS (its first entry) if set to a positive integer, else the physical cores; read once."""
+    global _default
     if _default is None:
         env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
         _default = int(env) if env.isdigit() and int(env) >= 1 else physical_cores()
     return _default
+
+
+def _apply(n: Optional[int]) -> None:
+    """Make n (None: no explicit count) the count in force and tell the listeners if it changed."""
+    global _override
+    if n != _override:
+        _override = n
+        for listener in _on_change:
+            listener()
+
+
+def _limit(n: int) -> None:
+    """threadpoolctl's set_num_threads: n threads while a threadpool_limits block is in force. threadpoolctl
+    leaves a block by setting the count it read on entering: that count, when it is the one without a limit,
+    lifts the limit (an unset setting stays unset)."""
+    global _limited, _unlimited
+    n = max(1, int(n))
+    own = _unlimited if _limited else _override
+    if n == (own if own is not None else _default_threads()):
+        if _limited:
+            _limited = False
+            _apply(own)
+    else:
+        if not _limited:
+            _limited, _unlimited = True, own
+        _apply(n)
 
 
 @functools.lru_cache(maxsize=1)
@@ -108,3 +161,36 @@ def effective_threads(hidden_size: int, out_size: int, batch: int, directions: i
     work = 4 * hidden_size * out_size * batch * directions
     n = get_num_threads()
     return n if work >= n * MIN_WORK_PER_THREAD else max(1, work // MIN_WORK_PER_THREAD)
+
+
+def _register_with_threadpoolctl() -> None:
+    """Make threadpoolctl list fastlstm's thread setting and limit it (when threadpoolctl >= 3 is installed)."""
+    try:
+        from threadpoolctl import LibController, register
+    except ImportError:
+        return
+
+    class FastlstmController(LibController):  # type: ignore[misc]  # (threadpoolctl is untyped)
+        """fastlstm's kernels (the compiled module fastlstm._kernels) and their thread setting."""
+
+        user_api = "openmp"
+        internal_api = "fastlstm"
+        filename_prefixes = ("_kernels",)
+        # a symbol only fastlstm's module exports: other packages' _kernels modules are not taken for it
+        check_symbols = ("__pyx_module_is_main_fastlstm___kernels",)
+
+        def get_num_threads(self) -> int:
+            return get_num_threads()
+
+        def set_num_threads(self, num_threads: int) -> None:
+            _limit(num_threads)
+
+        def get_version(self) -> Optional[str]:
+            from . import __version__
+
+            return __version__
+
+    register(FastlstmController)
+
+
+_register_with_threadpoolctl()

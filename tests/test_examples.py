@@ -20,10 +20,13 @@ EXAMPLES = sorted(f for f in os.listdir(EXAMPLES_DIR) if f.endswith(".py")) if o
 # what each example imports beyond fastlstm and numpy
 REQUIRES = {
     "from_torch.py": ["torch"],
+    "accelerate_torch.py": ["torch"],
     "from_keras.py": ["keras"],
     "from_onnx.py": ["onnx", "onnxruntime"],
     "save_load.py": [],
     "gru.py": ["torch", "onnx", "onnxruntime"],
+    "dask_batch.py": ["dask.array", "distributed"],
+    "ray_batch.py": ["ray.data"],
 }
 
 

@@ -1,5 +1,6 @@
-"""Threads: set_num_threads/get_num_threads/OMP_NUM_THREADS/openmp_enabled, results bitwise identical for any
-thread count, one LSTM object called from many Python threads at once, and a forked child process.
+"""Threads: set_num_threads/get_num_threads/OMP_NUM_THREADS/openmp_enabled, threadpoolctl, results bitwise
+identical for any thread count, one LSTM object called from many Python threads at once, and a forked child
+process.
 
 Every test leaves the thread setting as it found it (the autouse fixture below).
 """
@@ -18,8 +19,10 @@ from conftest import assert_forward_bitwise, assert_forward_close, make_inputs, 
 
 @pytest.fixture(autouse=True)
 def restore_thread_setting(monkeypatch):
-    """Put back set_num_threads' override and the crossover after each test."""
+    """Put back set_num_threads' override, a threadpoolctl limit and the crossover after each test."""
     monkeypatch.setattr(_threads, "_override", _threads._override)
+    monkeypatch.setattr(_threads, "_limited", _threads._limited)
+    monkeypatch.setattr(_threads, "_unlimited", _threads._unlimited)
     monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", _threads.MIN_WORK_PER_THREAD)
     monkeypatch.setattr(_threads, "MIN_STEP_WORK_PER_THREAD", _threads.MIN_STEP_WORK_PER_THREAD)
     yield
@@ -109,6 +112,139 @@ def test_omp_num_threads_does_not_change_results(tmp_path):
         assert proc.returncode == 0, proc.stderr
         got = np.load(tmp_path / f"out_{n}.npz")
         assert_forward_bitwise((got["out"], (got["h"], got["c"])), want, what=f"OMP_NUM_THREADS={n}")
+
+
+# ---- threadpoolctl ------------------------------------------------------------------------------
+
+
+def fastlstm_pools(threadpoolctl):
+    """threadpoolctl's entries for fastlstm's thread setting."""
+    return [info for info in threadpoolctl.threadpool_info() if info["internal_api"] == "fastlstm"]
+
+
+def test_threadpool_info_lists_fastlstm(require):
+    threadpoolctl = require("threadpoolctl")
+    for n in (3, 1):
+        fastlstm.set_num_threads(n)
+        pools = fastlstm_pools(threadpoolctl)
+        assert len(pools) == 1, threadpoolctl.threadpool_info()
+        (pool,) = pools
+        assert pool["user_api"] == "openmp" and pool["version"] == fastlstm.__version__, pool
+        assert os.path.realpath(pool["filepath"]) == os.path.realpath(fastlstm._kernels.__file__), pool
+        assert pool["num_threads"] == n == fastlstm.get_num_threads(), pool
+
+
+@pytest.mark.parametrize("setting", [None, 4], ids=["default", "set_num_threads-4"])
+@pytest.mark.parametrize("how", ["int", "user_api", "dict", "prefix", "decorator"])
+def test_threadpool_limits_caps_and_restores(require, monkeypatch, setting, how):
+    """threadpool_limits(1) makes get_num_threads(), forward calls (checked and planned) and streams made before
+    the limit use 1 thread; leaving it puts back exactly the setting from before."""
+    threadpoolctl = require("threadpoolctl")
+    monkeypatch.setattr(_threads, "_default", 4)  # the default without a setting, whatever this machine has
+    if setting is not None:
+        fastlstm.set_num_threads(setting)
+    before = _threads._override
+    m = fastlstm.LSTM(8, 256, seed=0)
+    stream = m.stream(8)
+    assert stream._threads == _threads.stream_threads(256, 256, 8, 8) > 1
+    assert _threads.effective_threads(256, 256, 8, steps=10) == 4
+    limit = {"int": lambda: threadpoolctl.threadpool_limits(1),
+             "user_api": lambda: threadpoolctl.threadpool_limits(1, user_api="openmp"),
+             "dict": lambda: threadpoolctl.threadpool_limits({"openmp": 1}),
+             "prefix": lambda: threadpoolctl.threadpool_limits({"_kernels": 1})}.get(how)
+    state = {}
+
+    def inside():
+        state["threads"] = fastlstm.get_num_threads()
+        state["effective"] = _threads.effective_threads(256, 256, 8, steps=10)
+        state["stream"] = stream._threads
+        state["info"] = [p["num_threads"] for p in fastlstm_pools(threadpoolctl)]
+
+    if how == "decorator":
+        threadpoolctl.threadpool_limits.wrap(limits=1)(inside)()
+    else:
+        with limit():
+            inside()
+    assert state == dict(threads=1, effective=1, stream=1, info=[1])
+    assert _threads._override is before and not _threads._limited
+    assert fastlstm.get_num_threads() == 4 and stream._threads > 1
+
+
+def test_threadpool_limits_other_apis_and_higher_limits(require):
+    """A BLAS limit leaves fastlstm alone; a limit sets the count, as it does OpenMP's and BLAS's (also above the
+    setting); limits nest."""
+    threadpoolctl = require("threadpoolctl")
+    fastlstm.set_num_threads(3)
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        assert fastlstm.get_num_threads() == 3
+    with threadpoolctl.threadpool_limits(5):
+        assert fastlstm.get_num_threads() == 5
+    assert fastlstm.get_num_threads() == 3
+    with threadpoolctl.threadpool_limits(2):
+        assert fastlstm.get_num_threads() == 2
+        with threadpoolctl.threadpool_limits(1):
+            assert fastlstm.get_num_threads() == 1
+        assert fastlstm.get_num_threads() == 2
+    assert fastlstm.get_num_threads() == 3 and _threads._override == 3 and not _threads._limited
+
+
+def test_set_num_threads_inside_a_limit(require):
+    """An explicit set_num_threads replaces the limit in force and leaving the block puts back the count from
+    before it, as omp_set_num_threads and threadpool_limits do for OpenMP."""
+    threadpoolctl = require("threadpoolctl")
+    fastlstm.set_num_threads(3)
+    with threadpoolctl.threadpool_limits(1):
+        fastlstm.set_num_threads(2)
+        assert fastlstm.get_num_threads() == 2
+    assert fastlstm.get_num_threads() == 3
+
+
+_LIMITED_PROCESS = """
+import os
+import numpy as np
+import fastlstm
+import threadpoolctl
+
+def os_threads():
+    return len(os.listdir("/proc/self/task"))
+
+m = fastlstm.LSTM(16, 256, seed=0)
+x = np.random.default_rng(0).standard_normal((20, 8, 16)).astype(np.float32)
+stream = m.stream(8)  # made before the limit
+start = os_threads()
+with threadpoolctl.threadpool_limits(1):
+    print("threads", fastlstm.get_num_threads())
+    want = m(x)[0]
+    m(x)              # the planned call
+    m(x[:1])          # a forward of one step
+    stream.step(x[0])
+    print("new OS threads inside", os_threads() - start)
+assert np.array_equal(m(x)[0], want)
+print("threads after", fastlstm.get_num_threads())
+print("new OS threads after", os_threads() - start)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_threadpool_limits_really_runs_one_thread(require, tmp_path):
+    """In a fresh process on 2 threads, calls under threadpool_limits(1) start no OpenMP worker (libgomp starts
+    its pool at the first parallel region); the first call after the limit does."""
+    require("threadpoolctl")
+    if not fastlstm.openmp_enabled():
+        pytest.skip("serial build: no thread pool")
+    proc = run_python(_LIMITED_PROCESS, env={"OMP_NUM_THREADS": "2"}, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "threads 1\n" in proc.stdout and "new OS threads inside 0\n" in proc.stdout, proc.stdout
+    assert "threads after 2\n" in proc.stdout and "new OS threads after 1\n" in proc.stdout, proc.stdout
+
+
+def test_set_num_threads_reaches_streams_made_before():
+    m = fastlstm.LSTM(8, 256, seed=0)
+    fastlstm.set_num_threads(4)
+    stream = m.stream(8)
+    assert stream._threads == 4
+    fastlstm.set_num_threads(1)
+    assert stream._threads == 1
 
 
 # ---- bitwise identical for any thread count -----------------------------------------------------
@@ -344,6 +480,7 @@ _FORK_SCRIPT = """
 import os, signal, sys, time
 import numpy as np
 import fastlstm
+import threadpoolctl
 
 fastlstm.set_num_threads(2)
 m = fastlstm.LSTM(16, 256, seed=0)
@@ -352,7 +489,10 @@ want = m(x)[0]  # the parent has run a multi-threaded forward before forking
 pid = os.fork()
 if pid == 0:
     got = m(x)[0]
-    os._exit(0 if np.array_equal(got, want) else 3)
+    if not np.array_equal(got, want):
+        os._exit(3)
+    pools = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["internal_api"] == "fastlstm"]
+    os._exit(0 if fastlstm.get_num_threads() == 1 and pools == [1] else 4)  # what the kernels use there
 deadline = time.monotonic() + 10  # a healthy child needs milliseconds
 while True:
     done, status = os.waitpid(pid, os.WNOHANG)
@@ -373,8 +513,10 @@ print("fork ok")
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
-def test_forward_in_forked_child(tmp_path):
-    """GNU libgomp's pool breaks after fork without exec (DESIGN.md): the child must still compute."""
+def test_forward_in_forked_child(require, tmp_path):
+    """GNU libgomp's pool breaks after fork without exec (DESIGN.md): the child must still compute, on one
+    thread, and get_num_threads() and threadpoolctl say 1 there."""
+    require("threadpoolctl")
     if not fastlstm.openmp_enabled():
         pytest.skip("serial build: nothing to break")
     proc = run_python(_FORK_SCRIPT, cwd=tmp_path, timeout=120)
