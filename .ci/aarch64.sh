@@ -42,5 +42,13 @@ for compiler in "aarch64-linux-gnu-gcc -fopenmp" aarch64-linux-gnu-gcc "clang --
         cat "$work/native.log"
         exit 1
     fi
+    $compiler -static -O2 -Wall -Wextra -Werror -Isrc tests/native/gru_test.c -lm \
+        -o "$work/gru_test" 2> >(grep -v "dlopen\|in function .goacc_profiling_initialize" >&2)
+    if "$qemu" "$work/gru_test" > "$work/native.log"; then
+        grep -v '^ok  ' "$work/native.log"
+    else
+        cat "$work/native.log"
+        exit 1
+    fi
 done
 echo "aarch64.sh: all passed"

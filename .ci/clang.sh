@@ -40,10 +40,15 @@ run_native() {  # $1: the test binary; prints its header, failures and summary (
 echo "== tests/native with clang"
 clang -O2 -fopenmp -Wall -Wextra -Werror -Isrc "${native[@]}" -lm -o "$work/kernel_test"
 run_native "$work/kernel_test"
+clang -O2 -fopenmp -Wall -Wextra -Werror -Isrc tests/native/gru_test.c -lm -o "$work/gru_test"
+run_native "$work/gru_test"
 echo "== tests/native with clang under AddressSanitizer + UBSan"
 clang -O1 -g -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
     -Wall -Wextra -Werror -Isrc "${native[@]}" -lm -o "$work/kernel_test_asan"
 ASAN_OPTIONS=detect_leaks=1 run_native "$work/kernel_test_asan"
+clang -O1 -g -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
+    -Wall -Wextra -Werror -Isrc tests/native/gru_test.c -lm -o "$work/gru_test_asan"
+ASAN_OPTIONS=detect_leaks=1 run_native "$work/gru_test_asan"
 
 # a clean copy of the clone's files (tracked and new, not ignored): no build/ or generated C of another
 # compiler can be reused by the builds below

@@ -3,9 +3,9 @@
     import fastlstm.torch
     model = fastlstm.torch.accelerate(model)     # in place; also returns model
 
-Every ``torch.nn.LSTM`` in the model (or the model itself) changes class to a subclass of its own class, made
-here, whose ``forward`` computes with fastlstm when torch's result would need no gradient and the tensors are
-float32/float64 on the CPU, and calls torch's own ``forward`` otherwise. Parameters, buffers, state_dict keys,
+Every ``torch.nn.LSTM`` and ``torch.nn.GRU`` in the model (or the model itself) changes class to a subclass of
+its own class, made here, whose ``forward`` computes with fastlstm when torch's result would need no gradient
+and the tensors are float32/float64 on the CPU, and calls torch's own ``forward`` otherwise. Parameters, buffers, state_dict keys,
 hooks and repr stay those of the module. Importing this module imports torch; ``import fastlstm`` does not.
 
 The fastlstm copy of the weights is rebuilt when a parameter changed since it was made: every call compares

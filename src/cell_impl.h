@@ -432,7 +432,7 @@ ATTR static void FN(input_blocks)(const lstm_layer *layer, const lstm_rows *rows
    caller alternates the order from step to step, the blocks read last (both their matrices) are still cached
    when the next step starts with them. chunk: the step's x rows (B, I) stride x_bs and a gx scratch (B, NB*4V)
    stride g_bs; the rest as cell_blocks at t = 0. */
-ATTR static void FN(step_blocks)(const lstm_layer *layer, const lstm_rows *rows, const lstm_chunk *chunk,
+ATTR static __attribute__((unused)) void FN(step_blocks)(const lstm_layer *layer, const lstm_rows *rows, const lstm_chunk *chunk,
                                  const lstm_state *state, lstm_blocks blocks, int descending)
 {
     for (int jj = blocks.first; jj < blocks.end; jj += 2) {
@@ -462,7 +462,7 @@ ATTR static inline __attribute__((always_inline)) void FN(proj_tile)(
 
 /* Projection blocks [first, end) (the `proj` kernel kind, kernel_api.h): w_hr (NP, H, V); hc (B, H) stride ldc;
    hout (B, NP*V) stride ldo. Rows with t >= lengths[b] are skipped (the caller keeps their state). */
-ATTR static void FN(proj_blocks)(const lstm_layer *layer, const lstm_rows *rows, const void *hc_any, long ldc,
+ATTR static __attribute__((unused)) void FN(proj_blocks)(const lstm_layer *layer, const lstm_rows *rows, const void *hc_any, long ldc,
                                  void *hout_any, long ldo, int t, lstm_blocks blocks)
 {
     const REAL *w_hr = (const REAL *)layer->w_hr, *hc = (const REAL *)hc_any;

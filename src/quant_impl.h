@@ -532,7 +532,7 @@ ATTR static void FN(qproj_blocks)(const lstm_layer *layer, const lstm_rows *rows
 
 /* the kernel table of this instantiation (kernel_api.h) */
 static const lstm_kernel_table FN(lstm_table) = {QTABLE_NAME, VBYTES, QBT, FN(qinput_blocks), FN(qcell_blocks),
-                                                  FN(qstep_blocks), FN(qproj_blocks)};
+                                                  FN(qstep_blocks), FN(qproj_blocks), 0 /* finish: never split */};
 
 #undef QK
 #undef QEL

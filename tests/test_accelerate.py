@@ -32,17 +32,16 @@ CONFIGS = [
 
 @pytest.fixture
 def fast_calls(monkeypatch):
-    """A list that grows by (model, result) for each call of a fastlstm.LSTM (what an accelerated module computes
-    with)."""
+    """A list that grows by (model, result) for each call of a fastlstm.LSTM or fastlstm.GRU (what an accelerated
+    module computes with)."""
     calls = []
-    original = fastlstm.LSTM.__call__
+    for cls in (fastlstm.LSTM, fastlstm.GRU):
+        def counting(self, *args, _original=cls.__call__, **kwargs):
+            result = _original(self, *args, **kwargs)
+            calls.append((self, result))
+            return result
 
-    def counting(self, *args, **kwargs):
-        result = original(self, *args, **kwargs)
-        calls.append((self, result))
-        return result
-
-    monkeypatch.setattr(fastlstm.LSTM, "__call__", counting)
+        monkeypatch.setattr(cls, "__call__", counting)
     return calls
 
 
@@ -413,7 +412,26 @@ def test_model_with_lstms_and_a_gru_inside(fast_calls):
     assert list(net.state_dict()) == keys
     x = torch.randn(2, 7, 3)
     assert_close(*run_both(net, original, x), torch.float32)
-    assert len(fast_calls) == 2
+    assert len(fast_calls) == 3
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gru_tensor_packed_and_unbatched_input(config, dtype, fast_calls):
+    I, H, L, bi, _, bf = config
+    torch.manual_seed(1)
+    module = torch.nn.GRU(I, H, L, bidirectional=bi, batch_first=bf).to(dtype).eval()
+    original = copy.deepcopy(module)
+    assert fastlstm.torch.accelerate(module) is module and isinstance(module, torch.nn.GRU)
+    T, B, D = 7, 4, 2 if bi else 1
+    x = torch.randn((B, T, I) if bf else (T, B, I), dtype=dtype)
+    hx = torch.randn(D * L, B, H, dtype=dtype)
+    assert_close(*run_both(module, original, x), dtype)
+    assert_close(*run_both(module, original, x, hx), dtype)
+    packed = pack_padded_sequence(x, torch.tensor([3, 7, 1, 5]), batch_first=bf, enforce_sorted=False)
+    assert_close(*run_both(module, original, packed, hx), dtype)
+    assert_close(*run_both(module, original, x[0] if bf else x[:, 0], hx[:, 0]), dtype)
+    assert len(fast_calls) == 4
 
 
 def test_subclass_with_own_forward_is_left_alone():

@@ -441,6 +441,9 @@ def test_errors_use_the_lstm_rules():
             cls(3, 4, proj_size=2)
     with pytest.raises(ValueError, match="Missing key"):
         gru.load_state_dict({})
+    for cls in (fastlstm.GRU, fastlstm.reference.GRU):   # (bf16 / int8 kernels exist for the LSTM only)
+        with pytest.raises(NotImplementedError, match=r"GRU.quantize\('bf16'\): reduced-precision"):
+            cls(3, 4).quantize("bf16")
 
 
 @pytest.mark.parametrize("lbr", [True, False])

@@ -43,9 +43,9 @@ static int kt_tables(int is_double, const lstm_kernel_table **out, int max) {
     const unsigned features = lstm_cpu_features();
     const int format = is_double ? LSTM_FORMAT_F64 : LSTM_FORMAT_F32;
     int n = 0;
-#define KT_TABLE(cell, fmt, needs, sfx)                                                                         \
+#define KT_TABLE(cell, fmt, needs, table)                                                                       \
     if ((cell) == LSTM_CELL_LSTM && (fmt) == format && ((needs) & ~features) == 0 && n < max)                  \
-        out[n++] = &CAT3(lstm_table, _, sfx);
+        out[n++] = &table;
     LSTM_INSTANCES(KT_TABLE)
 #undef KT_TABLE
     return n;
