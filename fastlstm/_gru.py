@@ -88,13 +88,6 @@ class GRUBase(LSTMBase):
 
     forward = __call__  # type: ignore[assignment]
 
-    def quantize(self: _GRU, weights: str) -> _GRU:
-        """Not yet for a GRU: the bf16 and int8 kernels (src/quant_impl.h) exist for the LSTM only."""
-        raise NotImplementedError(
-            f"{type(self).__name__}.quantize({weights!r}): reduced-precision weights exist for LSTMs only so far; "
-            "a GRU runs in float32 or float64"
-        )
-
     def _config(self) -> Dict[str, Any]:
         config = super()._config()
         for lstm_only in ("proj_size", "peepholes", "input_forget"):

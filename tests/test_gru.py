@@ -442,7 +442,7 @@ def test_errors_use_the_lstm_rules():
     with pytest.raises(ValueError, match="Missing key"):
         gru.load_state_dict({})
     for cls in (fastlstm.GRU, fastlstm.reference.GRU):   # (bf16 / int8 kernels exist for the LSTM only)
-        with pytest.raises(NotImplementedError, match=r"GRU.quantize\('bf16'\): reduced-precision"):
+        with pytest.raises(NotImplementedError, match="GRU has no bf16 kernels yet"):
             cls(3, 4).quantize("bf16")
 
 
