@@ -60,7 +60,7 @@ python3 -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install --quiet --upgrade pip
 # the build's own requirements once, for both builds (no isolated build environment each time)
 "$work/venv/bin/python" -m pip install --quiet "pytest>=7" "hypothesis>=6" scipy "setuptools>=77" wheel "Cython>=3.0" \
-    "numpy>=2.0"
+    "numpy>=2.0" mypy threadpoolctl
 build() {  # $1: log file; the rest: environment assignments for the build
     local log="$1"
     shift

@@ -13,7 +13,7 @@ tests=("${@:--q}")
 fresh_venv() {  # $1: path
     python3 -m venv "$1"
     "$1/bin/python" -m pip install --quiet --upgrade pip
-    "$1/bin/python" -m pip install --quiet "pytest>=7" "hypothesis>=6" scipy
+    "$1/bin/python" -m pip install --quiet "pytest>=7" "hypothesis>=6" scipy mypy threadpoolctl
 }
 
 echo "== wheel + auditwheel repair"
