@@ -91,7 +91,8 @@ def extension(name, source, headers):
 
 
 extensions = [
-    extension("_kernels", "src/_kernels.pyx", ["kernel_api.h", "cell_kernels.h", "cell_impl.h", "quant_impl.h", "team.h"]),
+    extension("_kernels", "src/_kernels.pyx", ["kernel_api.h", "cell_kernels.h", "cell_impl.h", "quant_impl.h", "gru_impl.h",
+                                                   "gru_quant_impl.h", "team.h"]),
     extension("_probes", "src/_probes.pyx", ["probes.h", "probe_impl.h", "team.h"]),
 ]
 

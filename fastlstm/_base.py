@@ -264,8 +264,6 @@ class LSTMBase:
         and so do inputs, outputs and states. Only float32 models (float64: ValueError). This model is unchanged.
         """
         _quant.check_format(weights)
-        if self._cell.name != "lstm":
-            raise NotImplementedError(f"quantize: {type(self).__name__} has no {weights} kernels yet (LSTM only)")
         if self.dtype != np.float32:
             raise ValueError(f"quantize: only float32 models can be quantized, this one is {self.dtype}")
         config = self._config()

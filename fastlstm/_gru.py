@@ -16,9 +16,9 @@ from . import _cpu, _kernels
 from ._base import LSTMBase, _check_bool
 from ._cells import GRU_CELL
 from ._lstm import NativeModel
-from ._packing import _aligned_empty, _take_rows
+from ._packing import _aligned_empty, _pack_quant_gates, _take_rows, gate_rows
 
-__all__ = ["GRU", "GRUBase", "pack_gru_direction"]
+__all__ = ["GRU", "GRUBase", "pack_gru_direction", "pack_gru_direction_quant"]
 
 _GRU = TypeVar("_GRU", bound="GRUBase")
 # what a GRU call returns: output, h_n
@@ -45,6 +45,7 @@ class GRUBase(LSTMBase):
         linear_before_reset: bool = True,
         clip: Optional[float] = None,
         direction: Optional[str] = None,
+        weights: Optional[str] = None,
     ) -> None:
         # set before the parameters are made: packing them reads it
         object.__setattr__(self, "_linear_before_reset", _check_bool("linear_before_reset", linear_before_reset))
@@ -59,6 +60,7 @@ class GRUBase(LSTMBase):
             seed=seed,
             clip=clip,
             direction=direction,
+            weights=weights,
         )
 
     @property
@@ -173,9 +175,7 @@ def pack_gru_direction(
     dtype = w_ih.dtype
     H = w_hh.shape[0] // 3
     NB = -(-H // V)
-    j, g, v = np.meshgrid(np.arange(NB), np.arange(3), np.arange(V), indexing="ij")
-    unit = j * V + v
-    rows = np.where(unit < H, g * H + unit, -1).reshape(-1)     # torch row of every packed (j, g, v), -1: padding
+    rows = gate_rows(H, V, narrow=False, num_gates=3)     # torch row of every packed (j, g, v), -1: padding
 
     def pack(w: np.ndarray) -> np.ndarray:  # (3H, n) -> (NB, n, 3, V)
         return _take_rows(w, rows).reshape(NB, 3, V, w.shape[1]).transpose(0, 3, 1, 2)
@@ -202,6 +202,35 @@ def pack_gru_direction(
         bias_hn_p = _aligned_empty((NB, V), dtype)
         bias_hn_p.reshape(-1)[:H] = b_hh[2 * H :]
     return w_ih_p, w_hh_p, bias_p, None, None, bias_hn_p
+
+
+def pack_gru_direction_quant(
+    w_ih: Tuple[np.ndarray, Optional[np.ndarray]], w_hh: Tuple[np.ndarray, Optional[np.ndarray]],
+    b_ih: Optional[np.ndarray], b_hh: Optional[np.ndarray], V: int, linear_before_reset: bool,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray, None, None, Optional[np.ndarray], int]:
+    """Pack one layer-direction of a bf16 or int8 GRU for the kernels of src/gru_quant_impl.h (layouts at its top).
+
+    w_ih, w_hh: stored matrices (q, scale) as fastlstm._quant.quantize_matrix makes them (scale None for bf16),
+    gate order r, z, n; b_ih, b_hh (3H,) float32 or None -> (w_ih_p, w_hh_p, bias_p, None, None, bias_hn_p or None,
+    input size): the PackedModel entry. Biases as pack_gru_direction packs them.
+    """
+    H, I = w_hh[0].shape[0] // 3, w_ih[0].shape[1]
+    _, _, bias_p, _, _, bias_hn_p = pack_gru_direction(
+        np.zeros((3 * H, 0), np.float32), np.zeros((3 * H, 0), np.float32), b_ih, b_hh, V, linear_before_reset)
+    rows = gate_rows(H, V, narrow=False, num_gates=3)
+    w_ih_p = _pack_quant_gates(w_ih[0], w_ih[1], rows, 3, V)
+    if linear_before_reset:
+        w_hh_p = _pack_quant_gates(w_hh[0], w_hh[1], rows, 3, V)
+    else:  # per block: the block of gates r, z, then the block of gate n
+        NB = rows.size // (3 * V)
+        by_gate = rows.reshape(NB, 3, V)
+        halves = [_pack_quant_gates(w_hh[0], w_hh[1], by_gate[:, gates].reshape(-1), ng, V).reshape(NB, -1)
+                  for gates, ng in ((slice(0, 2), 2), (slice(2, 3), 1))]
+        w_hh_p = _aligned_empty((NB, halves[0].shape[1] + halves[1].shape[1]), halves[0].dtype)
+        w_hh_p[:, : halves[0].shape[1]] = halves[0]
+        w_hh_p[:, halves[0].shape[1] :] = halves[1]
+    return w_ih_p, w_hh_p, bias_p, None, None, bias_hn_p, I
+
 
 
 class GRU(GRUBase, NativeModel):  # type: ignore[misc]  # (its call returns (output, h_n): GRUBase.__call__)
@@ -235,25 +264,32 @@ class GRU(GRUBase, NativeModel):  # type: ignore[misc]  # (its call returns (out
         linear_before_reset: bool = True,
         clip: Optional[float] = None,
         direction: Optional[str] = None,
+        weights: Optional[str] = None,
     ) -> None:
         super().__init__(
             input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional,
             dtype=dtype, seed=seed, linear_before_reset=linear_before_reset, clip=clip, direction=direction,
+            weights=weights,
         )
 
     def _parameters_changed(self) -> None:
-        dtype, features = np.dtype(self.dtype), _cpu.features()
-        V = _cpu.kernels_for(self._cell.name, dtype, features)[1] // dtype.itemsize
+        features, fmt = _cpu.features(), self.weights      # "float32", "float64", "bf16" or "int8"
+        V = _cpu.kernels_for(self._cell.name, fmt, features)[1] // np.dtype(self.dtype).itemsize
         arrays: List[Tuple[Any, ...]] = []
         for layer in range(self.num_layers):
             for sfx in self._suffixes():
-                params = self._params
-                w_ih, w_hh = params[f"weight_ih_l{layer}{sfx}"], params[f"weight_hh_l{layer}{sfx}"]
+                params, w_ih, w_hh = self._params, f"weight_ih_l{layer}{sfx}", f"weight_hh_l{layer}{sfx}"
                 b_ih, b_hh = params.get(f"bias_ih_l{layer}{sfx}"), params.get(f"bias_hh_l{layer}{sfx}")
-                arrays.append(pack_gru_direction(w_ih, w_hh, b_ih, b_hh, V, self.linear_before_reset))
+                entry: Tuple[Any, ...]
+                if self._format is None:
+                    entry = pack_gru_direction(params[w_ih], params[w_hh], b_ih, b_hh, V, self.linear_before_reset)
+                else:
+                    entry = pack_gru_direction_quant(self._qparams[w_ih], self._qparams[w_hh], b_ih, b_hh, V,
+                                                     self.linear_before_reset)
+                arrays.append(entry)
         packed = _kernels.PackedModel(
             self._cell.name,
-            dtype.name,
+            fmt,
             features,
             self.num_layers,
             self.num_directions,

@@ -32,17 +32,17 @@ def narrow_last_block(hidden_size: int, V: int) -> bool:
     return 0 < hidden_size % V <= V // 2
 
 
-def gate_rows(hidden_size: int, V: int, narrow: bool = True) -> np.ndarray:
-    """Row index into the (4H, ...) torch layout for every packed row (j, g, v); -1 for padding units.
+def gate_rows(hidden_size: int, V: int, narrow: bool = True, num_gates: int = 4) -> np.ndarray:
+    """Row index into the (num_gates*H, ...) torch layout for every packed row (j, g, v); -1 for padding units.
 
-    A narrow last block lists its 2V rows first ([i | f], [g | o], V/2 units each), then 2V of padding
-    (only when ``narrow`` allows it: the reduced-precision layouts have no narrow block).
+    A narrow last block of an LSTM lists its 2V rows first ([i | f], [g | o], V/2 units each), then 2V of padding
+    (only when ``narrow`` allows it: the reduced-precision layouts and the GRU's have no narrow block).
     """
     NB = -(-hidden_size // V)
-    j, g, v = np.meshgrid(np.arange(NB), np.arange(4), np.arange(V), indexing="ij")
+    j, g, v = np.meshgrid(np.arange(NB), np.arange(num_gates), np.arange(V), indexing="ij")
     unit = j * V + v
     rows = np.where(unit < hidden_size, g * hidden_size + unit, -1)
-    if narrow and narrow_last_block(hidden_size, V):
+    if narrow and num_gates == 4 and narrow_last_block(hidden_size, V):
         half = V // 2
         pair, lane = np.divmod(np.arange(2 * V), V)           # vector 0 = gates i, f; vector 1 = g, o
         gate, unit = 2 * pair + lane // half, (NB - 1) * V + lane % half

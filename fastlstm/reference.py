@@ -12,9 +12,10 @@ The GRU (torch.nn.GRU, gate order r, z, n; linear_before_reset=False is ONNX's d
     r = sigmoid(W_ir x_t + b_ir + W_hr h + b_hr);  z likewise;  h_t = (1 - z) * n + z * h_{t-1}
     n = tanh(W_in x_t + b_in + r * (W_hn h + b_hn))   or   tanh(W_in x_t + b_in + W_hn (r * h) + b_hn)
 
-A quantized LSTM (``quantize("bf16" | "int8")``) computes with its stored weights (bf16 values, or int8 q times
-its row scale, in float64) and rounds x, h and the projection's input at every step by the rules of
-fastlstm._quant, in float64 otherwise: the oracle of the reduced-precision kernels.
+A quantized model (``quantize("bf16" | "int8")``) computes with its stored weights (bf16 values, or int8 q times
+its row scale, in float64) and rounds at every step, by the rules of fastlstm._quant, the rows each weight matrix
+multiplies: x, h and the LSTM projection's input; the GRU's r * h without linear_before_reset. In float64
+otherwise: the oracle of the reduced-precision kernels.
 
 They share parameter handling and validation with fastlstm.LSTM and fastlstm.GRU (fastlstm._base, _gru) but
 none of their compute: no kernels, no packing, no BLAS calls of ours. They are slow on purpose; they are what
@@ -22,7 +23,7 @@ every path is tested against.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -37,6 +38,22 @@ __all__ = ["LSTM", "GRU"]
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     s: np.ndarray = 1.0 / (1.0 + np.exp(-z))
     return s
+
+
+def _param64(model: LSTMBase, key: str) -> np.ndarray:
+    """A parameter's values in float64: a quantized model's weight matrices exactly as stored."""
+    if key in model._qparams:
+        q, scale = model._qparams[key]
+        return _quant.dequantize(q, scale, np.float64)
+    return np.asarray(getattr(model, key), dtype=np.float64)
+
+
+def _rounding(model: LSTMBase) -> Callable[[np.ndarray], np.ndarray]:
+    """The values the kernels use for activation rows v (..., K): v itself, or rounded by the model's format."""
+    fmt = model._format
+    if fmt is None:
+        return lambda v: v
+    return lambda v: _quant.round_rows(v, fmt)
 
 
 class LSTM(LSTMBase):
@@ -101,11 +118,7 @@ class LSTM(LSTMBase):
         self, layer: int, sfx: str
     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
         def p(name: str) -> np.ndarray:
-            key = f"{name}_l{layer}{sfx}"
-            if key in self._qparams:  # the stored values, exactly
-                q, scale = self._qparams[key]
-                return _quant.dequantize(q, scale, np.float64)
-            return np.asarray(getattr(self, key), dtype=np.float64)
+            return _param64(self, f"{name}_l{layer}{sfx}")
 
         H = self.hidden_size
         w_ih, w_hh = p("weight_ih"), p("weight_hh")
@@ -122,11 +135,7 @@ class LSTM(LSTMBase):
         H = self.hidden_size
         w_ih, w_hh, b, w_hr, w_ph = self._weights(layer, sfx)
         clip = self.clip if self.clip is not None else np.inf
-        fmt = self._format
-
-        def rounded(v: np.ndarray) -> np.ndarray:  # the values the kernels use for activations v
-            return v if fmt is None else _quant.round_rows(v, fmt)
-
+        rounded = _rounding(self)
         out = np.zeros((T, B, self.out_size))
         h, c = h0.copy(), c0.copy()
         steps = range(T - 1, -1, -1) if reverse else range(T)
@@ -172,10 +181,12 @@ class GRU(GRUBase):
         linear_before_reset: bool = True,
         clip: Optional[float] = None,
         direction: Optional[str] = None,
+        weights: Optional[str] = None,
     ) -> None:
         super().__init__(
             input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional,
             dtype=dtype, seed=seed, linear_before_reset=linear_before_reset, clip=clip, direction=direction,
+            weights=weights,
         )
 
     def _forward_validated(self, call: ValidatedCall) -> Any:   # (output, h_n): GRUBase.__call__ types it
@@ -212,24 +223,26 @@ class GRU(GRUBase):
         T, B, _ = x.shape
         H = self.hidden_size
         def p(name: str) -> np.ndarray:
-            return np.asarray(getattr(self, f"{name}_l{layer}{sfx}"), dtype=np.float64)
+            return _param64(self, f"{name}_l{layer}{sfx}")
 
         w_ih, w_hh = p("weight_ih"), p("weight_hh")
         b_ih, b_hh = (p("bias_ih"), p("bias_hh")) if self.bias else (np.zeros(3 * H), np.zeros(3 * H))
         clip = self.clip if self.clip is not None else np.inf
+        rounded = _rounding(self)
         out = np.zeros((T, B, H))
         h = h0.copy()
         steps = range(T - 1, -1, -1) if reverse else range(T)
         for t in steps:
             with np.errstate(all="ignore"):  # NaN and inf inputs propagate silently, like the kernels
                 active = t < lengths
-                gx = x[t] @ w_ih.T + b_ih
-                r = _sigmoid(np.clip(gx[:, :H] + h @ w_hh[:H].T + b_hh[:H], -clip, clip))
-                z = _sigmoid(np.clip(gx[:, H : 2 * H] + h @ w_hh[H : 2 * H].T + b_hh[H : 2 * H], -clip, clip))
+                gx = rounded(x[t]) @ w_ih.T + b_ih
+                hq = rounded(h)
+                r = _sigmoid(np.clip(gx[:, :H] + hq @ w_hh[:H].T + b_hh[:H], -clip, clip))
+                z = _sigmoid(np.clip(gx[:, H : 2 * H] + hq @ w_hh[H : 2 * H].T + b_hh[H : 2 * H], -clip, clip))
                 if self.linear_before_reset:
-                    pre_n = gx[:, 2 * H :] + r * (h @ w_hh[2 * H :].T + b_hh[2 * H :])
+                    pre_n = gx[:, 2 * H :] + r * (hq @ w_hh[2 * H :].T + b_hh[2 * H :])
                 else:
-                    pre_n = gx[:, 2 * H :] + (r * h) @ w_hh[2 * H :].T + b_hh[2 * H :]
+                    pre_n = gx[:, 2 * H :] + rounded(r * h) @ w_hh[2 * H :].T + b_hh[2 * H :]
                 n = np.tanh(np.clip(pre_n, -clip, clip))
                 h_new = (1.0 - z) * n + z * h
                 h = np.where(active[:, None], h_new, h)

@@ -61,8 +61,8 @@ def accelerate(model: torch.nn.Module, weights: Optional[str] = None) -> torch.n
         left unchanged. Calling accelerate again changes nothing.
     weights : None, "bf16" or "int8"
         The weight format: None computes with the parameters' own dtype; "bf16" and "int8" with
-        ``fastlstm.LSTM.quantize``'s reduced-precision weights (float32 LSTMs only: a model holding an
-        ``nn.GRU`` then raises ValueError, as GRUs have no reduced-precision kernels in this release).
+        ``fastlstm.LSTM.quantize``'s and ``fastlstm.GRU.quantize``'s reduced-precision weights (float32 modules;
+        a float64 one runs torch's own forward).
 
     Returns
     -------
@@ -72,9 +72,6 @@ def accelerate(model: torch.nn.Module, weights: Optional[str] = None) -> torch.n
         raise ValueError(f"weights must be one of {list(_WEIGHT_FORMATS)}, got {weights!r}")
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"accelerate expects a torch.nn.Module, got {type(model).__name__}")
-    if weights is not None and any(_kind_base(type(m)) is torch.nn.GRU for m in model.modules()):
-        raise ValueError(f"weights={weights!r}: reduced-precision weights exist for nn.LSTM only; this model holds "
-                         f"an nn.GRU (accelerate it with weights=None)")
     for module in model.modules():
         cls = type(module)
         if issubclass(cls, _Accelerated):

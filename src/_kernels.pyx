@@ -209,7 +209,8 @@ cdef class PackedModel:
                   bint reverse_only, tuple arrays, bint linear_before_reset=True):
         """The packed weights `arrays` (one (w_ih, w_hh, bias, peep or None, w_hr or None) per layer-direction, as
         fastlstm._packing packs them for kernel_table(cell, weight_format, features); a GRU's entries add a sixth,
-        b_hn packed or None; bf16 and int8 entries end with the layer's input size) of a model of this shape; its
+        b_hn packed or None; bf16 and int8 entries end with the layer's input size: (..., w_hr or None, I) for an
+        LSTM, (..., None, b_hn or None, I) for a GRU) of a model of this shape; its
         kernels are chosen here from the same three keys and kept: later changes to the feature cap do not affect
         this model. linear_before_reset: the GRU's n (without it, each step runs in two halves)."""
         info = kernel_table(cell, weight_format, features)
@@ -247,14 +248,14 @@ cdef class PackedModel:
             w.peep = NULL if entry[3] is None else cnp.PyArray_DATA(entry[3])
             w.w_hr = NULL if entry[4] is None else cnp.PyArray_DATA(entry[4])
             # a quantized entry ends with the layer's input size (its packed w_ih pads it); a float one has w_ih
-            # (NB, I, gates, V), and a GRU's ends with b_hn packed, or None
-            w.input_size = entry[5] if quantized else entry[0].shape[1]
+            # (NB, I, gates, V); a GRU's holds b_hn packed, or None, at index 5
+            w.input_size = entry[len(entry) - 1] if quantized else entry[0].shape[1]
             w.hidden_size = hidden_size
             w.out_size = self.info.out_size
             w.narrow = self.info.narrow_block
             w.clip = clip
             w.input_forget = input_forget
-            w.bias_hn = NULL if quantized or len(entry) < 6 or entry[5] is None else cnp.PyArray_DATA(entry[5])
+            w.bias_hn = NULL if cell != "gru" or entry[5] is None else cnp.PyArray_DATA(entry[5])
             w.split_step = cell == "gru" and not linear_before_reset
 
     def __dealloc__(self):

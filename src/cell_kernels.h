@@ -151,7 +151,8 @@
 #endif
 
 
-/* ---- reduced precision: quant_impl.h per (format, instruction set), each defining lstm_qtable_<SFX> ---------
+/* ---- reduced precision: quant_impl.h per (format, instruction set), each defining lstm_table_<SFX> and (through
+   gru_quant_impl.h) gru_table_<SFX> ---------
    Their float math has no fused multiply-adds (CELL_NO_FMA; the build has contraction off): the same float
    operations on every instruction set, so the int8 results are bitwise the same everywhere. */
 #define CELL_NO_FMA
@@ -164,20 +165,24 @@
 #define BT 4          /* cell_impl.h's tile of rows: of cell_impl.h, quant_impl.h uses only the float helpers */
 #define SFX bf16_base
 #define QTABLE_NAME "lstm/bf16/baseline"
+#define GRU_QTABLE_NAME "gru/bf16/baseline"
 #include "quant_impl.h"
 #undef QINT8
 #undef QBT
 #undef SFX
 #undef QTABLE_NAME
+#undef GRU_QTABLE_NAME
 #define QINT8 1
 #define QBT 4
 #define SFX int8_base
 #define QTABLE_NAME "lstm/int8/baseline"
+#define GRU_QTABLE_NAME "gru/int8/baseline"
 #include "quant_impl.h"
 #undef QINT8
 #undef QBT
 #undef SFX
 #undef QTABLE_NAME
+#undef GRU_QTABLE_NAME
 #undef VBYTES
 #undef LANES
 #undef ATTR
@@ -190,20 +195,24 @@
 #define QBT 1
 #define SFX bf16_avx2
 #define QTABLE_NAME "lstm/bf16/avx2"
+#define GRU_QTABLE_NAME "gru/bf16/avx2"
 #include "quant_impl.h"
 #undef QINT8
 #undef QBT
 #undef SFX
 #undef QTABLE_NAME
+#undef GRU_QTABLE_NAME
 #define QINT8 1
 #define QBT 4
 #define SFX int8_avx2
 #define QTABLE_NAME "lstm/int8/avx2"
+#define GRU_QTABLE_NAME "gru/int8/avx2"
 #include "quant_impl.h"
 #undef QINT8
 #undef QBT
 #undef SFX
 #undef QTABLE_NAME
+#undef GRU_QTABLE_NAME
 #undef VBYTES
 #undef LANES
 #undef ATTR
@@ -217,23 +226,27 @@
 #define QBT 3
 #define SFX bf16_avx512
 #define QTABLE_NAME "lstm/bf16/avx512bf16"
+#define GRU_QTABLE_NAME "gru/bf16/avx512bf16"
 #include "quant_impl.h"
 #undef ATTR
 #undef QINT8
 #undef QBT
 #undef SFX
 #undef QTABLE_NAME
+#undef GRU_QTABLE_NAME
 #define ATTR __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,avx512vnni")))
 #define QINT8 1
 #define QBT 4
 #define SFX int8_avx512
 #define QTABLE_NAME "lstm/int8/avx512vnni"
+#define GRU_QTABLE_NAME "gru/int8/avx512vnni"
 #include "quant_impl.h"
 #undef ATTR
 #undef QINT8
 #undef QBT
 #undef SFX
 #undef QTABLE_NAME
+#undef GRU_QTABLE_NAME
 #undef VBYTES
 #undef LANES
 #endif
@@ -309,6 +322,10 @@ static inline const char *lstm_feature_name(int bit) {
     X(LSTM_CELL_LSTM, LSTM_FORMAT_INT8, LSTM_NEEDS_AVX512 | LSTM_FEATURE_avx512_vnni, lstm_table_int8_avx512)       \
     X(LSTM_CELL_LSTM, LSTM_FORMAT_BF16, LSTM_NEEDS_AVX2, lstm_table_bf16_avx2)                                      \
     X(LSTM_CELL_LSTM, LSTM_FORMAT_INT8, LSTM_NEEDS_AVX2, lstm_table_int8_avx2)                                      \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_BF16, LSTM_NEEDS_AVX512 | LSTM_FEATURE_avx512_bf16, gru_table_bf16_avx512)         \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_INT8, LSTM_NEEDS_AVX512 | LSTM_FEATURE_avx512_vnni, gru_table_int8_avx512)         \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_BF16, LSTM_NEEDS_AVX2, gru_table_bf16_avx2)                                        \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_INT8, LSTM_NEEDS_AVX2, gru_table_int8_avx2)                                        \
     X(LSTM_CELL_LSTM, LSTM_FORMAT_F32, LSTM_NEEDS_AVX512, lstm_table_f32_avx512)                                    \
     X(LSTM_CELL_LSTM, LSTM_FORMAT_F64, LSTM_NEEDS_AVX512, lstm_table_f64_avx512)                                    \
     X(LSTM_CELL_LSTM, LSTM_FORMAT_F32, LSTM_NEEDS_AVX2, lstm_table_f32_avx2)                                        \
@@ -327,7 +344,9 @@ static inline const char *lstm_feature_name(int bit) {
     X(LSTM_CELL_GRU, LSTM_FORMAT_F32, 0u, gru_table_f32_base)                                                       \
     X(LSTM_CELL_GRU, LSTM_FORMAT_F64, 0u, gru_table_f64_base)                                                       \
     X(LSTM_CELL_LSTM, LSTM_FORMAT_BF16, 0u, lstm_table_bf16_base)                                                   \
-    X(LSTM_CELL_LSTM, LSTM_FORMAT_INT8, 0u, lstm_table_int8_base)
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_INT8, 0u, lstm_table_int8_base)                                                   \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_BF16, 0u, gru_table_bf16_base)                                                     \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_INT8, 0u, gru_table_int8_base)
 
 /* The kernels for a cell kind and weight format on a CPU with `features` (LSTM_FEATURE_* bits, possibly
    capped by the caller): the first instantiation of that kind and format whose needs the features meet, or

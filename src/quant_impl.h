@@ -4,8 +4,10 @@
  *   QINT8        1: int8 weights (per-row scales, int32 dot products); 0: bf16 weights (float32 dot products)
  *   QNATIVE      1: the format's dot-product instruction (vpdpbusd with AVX512-VNNI, vdpbf16ps with
  *                AVX512-BF16; VBYTES 64); 0: the portable widening fallback (same int8 bits, bf16 within rounding)
- *   SFX, VBYTES, LANES, ATTR, QBT (batch rows per register tile), QTABLE_NAME ("lstm/int8/avx512vnni", ...)
- * It defines the kernels of LSTM_KERNEL_KINDS (kernel_api.h) and the table FN(lstm_table).
+ *   SFX, VBYTES, LANES, ATTR, QBT (batch rows per register tile), QTABLE_NAME ("lstm/int8/avx512vnni", ...),
+ *   GRU_QTABLE_NAME ("gru/int8/avx512vnni", ...)
+ * It defines the kernels of LSTM_KERNEL_KINDS (kernel_api.h) and the table FN(lstm_table), and through
+ * gru_quant_impl.h the GRU's kernels on the same quantization and dot products, and the table FN(gru_table).
  * The float math (activations, cell update) is cell_impl.h's, instantiated here for float; cell_kernels.h
  * includes this file with floating-point contraction off, so the same float operations run on every
  * instruction set and the int8 kernels give the same bits everywhere.
@@ -352,28 +354,30 @@ static inline int FN(group_rows)(long row_elems) {
     return n < QBT ? QBT : n > QGROUP_MAX ? QGROUP_MAX : (int)n;
 }
 
-/* gx rows of block j for the group's rows: gx_r + j*4V = bias + W_ih x_r; quantized x rows (n, ldq), row
-   pointers gr (n) */
-ATTR static void FN(qinput_block)(const lstm_layer *layer, int j, const QEL *xq, long ldq, const float *xs, int n,
-                                  float *const *gr)
+/* gx rows of block j for the group's rows: gx_r + j*ng*V = bias + W_ih x_r, ng gate vectors per block (4: LSTM,
+   3: GRU); quantized x rows (n, ldq), row pointers gr (n) */
+ATTR static inline __attribute__((always_inline)) void FN(qinput_block)(
+    const lstm_layer *layer, int j, const QEL *xq, long ldq, const float *xs, int n, float *const *gr, const int ng)
 {
     const int n_in = layer->input_size;
-    const char *wj = (const char *)layer->w_ih + j * FN(block_bytes)(n_in, 4);
-    const float *bj = (const float *)layer->bias + (long)j * 4 * VL;
+    const char *wj = (const char *)layer->w_ih + j * FN(block_bytes)(n_in, ng);
+    const float *bj = (const float *)layer->bias + (long)j * ng * VL;
     VEC pre[QBT][4];
     for (int r0 = 0; r0 < n; r0 += QBT) {
         const int nr = n - r0 < QBT ? n - r0 : QBT;
-#define QNG 4
+#define QNG ng
         QDOT_ROWS(nr, wj, FN(groups)(n_in), xq + r0 * ldq, ldq, xs + r0, bj, 0, pre)
 #undef QNG
         for (int r = 0; r < nr; r++)
-            for (int g = 0; g < 4; g++) FN(vstore)(gr[r0 + r] + (long)j * 4 * VL + g * VL, pre[r][g]);
+            for (int g = 0; g < ng; g++) FN(vstore)(gr[r0 + r] + (long)j * ng * VL + g * VL, pre[r][g]);
     }
 }
 
-/* Input projection (the `input` kernel kind): as cell_impl.h's input_blocks, each row of x quantized once. */
-ATTR static void FN(qinput_blocks)(const lstm_layer *layer, const lstm_rows *rows, const lstm_chunk *chunk, int t0,
-                                   int nsteps, lstm_blocks blocks)
+/* Input projection of a cell of ng gates (the `input` kernel kind; ng 4 here, 3 in gru_quant_impl.h): as
+   cell_impl.h's input_blocks, each row of x quantized once. */
+ATTR static inline __attribute__((always_inline)) void FN(qinput_gate_blocks)(
+    const lstm_layer *layer, const lstm_rows *rows, const lstm_chunk *chunk, int t0, int nsteps, lstm_blocks blocks,
+    const int ng)
 {
     const float *x = (const float *)chunk->x;
     float *gx = (float *)chunk->gx;
@@ -390,12 +394,18 @@ ATTR static void FN(qinput_blocks)(const lstm_layer *layer, const lstm_rows *row
             FN(quant_rows)(x + s * chunk->x_ts + b * chunk->x_bs, 0, 1, n_in, xq + n * ldq, ldq, xs + n);
             gr[n++] = gx + s * chunk->g_ts + b * chunk->g_bs;
             if (n == G) {
-                for (int j = blocks.first; j < blocks.end; j++) FN(qinput_block)(layer, j, xq, ldq, xs, n, gr);
+                for (int j = blocks.first; j < blocks.end; j++) FN(qinput_block)(layer, j, xq, ldq, xs, n, gr, ng);
                 n = 0;
             }
         }
     if (n)
-        for (int j = blocks.first; j < blocks.end; j++) FN(qinput_block)(layer, j, xq, ldq, xs, n, gr);
+        for (int j = blocks.first; j < blocks.end; j++) FN(qinput_block)(layer, j, xq, ldq, xs, n, gr, ng);
+}
+
+ATTR static void FN(qinput_blocks)(const lstm_layer *layer, const lstm_rows *rows, const lstm_chunk *chunk, int t0,
+                                   int nsteps, lstm_blocks blocks)
+{
+    FN(qinput_gate_blocks)(layer, rows, chunk, t0, nsteps, blocks, 4);
 }
 
 /* gate sums and cell update of block j for n rows (tiles of QBT) from quantized h rows; rows with active[r] == 0
@@ -475,7 +485,7 @@ ATTR static void FN(qstep_blocks)(const lstm_layer *layer, const lstm_rows *rows
         FN(quant_rows)(h + b0 * state->ldh, state->ldh, n, layer->out_size, hq, ldq, hs);
         for (int jj = j0; jj < j1; jj++) {
             const int j = descending ? j1 - 1 - (jj - j0) : jj;
-            FN(qinput_block)(layer, j, xq, ldx, xs, n, gr);
+            FN(qinput_block)(layer, j, xq, ldx, xs, n, gr, 4);
             FN(qcell_block)(layer, j, hq, ldq, hs, n, gx + b0 * ldg, ldg, c + b0 * state->ldc, state->ldc,
                             hout + b0 * state->ldo, state->ldo, active);
         }
@@ -524,6 +534,12 @@ ATTR static void FN(qproj_blocks)(const lstm_layer *layer, const lstm_rows *rows
     if (n)
         for (int q = blocks.first; q < blocks.end; q++) FN(qproj_block)(layer, q, hq, ldq, hs, n, idx, hout, ldo);
 }
+
+/* the GRU's kernels of this instantiation, on the same machinery (gru_quant_impl.h) */
+#ifdef GRU_QTABLE_NAME
+#include "gru_quant_impl.h"
+#endif
+
 #undef QGROUP_BYTES
 #undef QGROUP_MAX
 #undef QDOT_ROWS

@@ -493,20 +493,20 @@ def test_accelerate_arguments():
     assert type(module) is torch.nn.LSTM  # nothing changed by a failed call
     with pytest.raises(TypeError, match="torch.nn.Module"):
         fastlstm.torch.accelerate(fastlstm.LSTM(3, 4))
-    with pytest.raises(ValueError, match="nn.LSTM only"):
-        fastlstm.torch.accelerate(torch.nn.Sequential(torch.nn.GRU(3, 4)), weights="int8")
 
 
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
 @pytest.mark.parametrize("weights", ["bf16", "int8"])
-def test_reduced_precision_weights(weights, fast_calls):
-    """weights= computes with LSTM.quantize's model: the bits of the quantized fastlstm model, near torch's."""
+def test_reduced_precision_weights(weights, kind, fast_calls):
+    """weights= computes with LSTM.quantize's (GRU.quantize's) model: the bits of the quantized fastlstm model,
+    near torch's."""
     torch.manual_seed(0)
-    module = torch.nn.LSTM(6, 12, 2, batch_first=True).eval()
+    module = getattr(torch.nn, kind)(6, 12, 2, batch_first=True).eval()
     original = copy.deepcopy(module)
     fastlstm.torch.accelerate(module, weights=weights)
     x = torch.randn(3, 9, 6)
     got, want = run_both(module, original, x)
-    q = fastlstm.LSTM.from_torch(original).quantize(weights)
+    q = getattr(fastlstm, kind).from_torch(original).quantize(weights)
     expect = q(x.numpy())
     assert got[0].numpy().tobytes() == expect[0].tobytes()
     assert fast_calls and fast_calls[-1][0].weights == weights

@@ -441,9 +441,9 @@ def test_errors_use_the_lstm_rules():
             cls(3, 4, proj_size=2)
     with pytest.raises(ValueError, match="Missing key"):
         gru.load_state_dict({})
-    for cls in (fastlstm.GRU, fastlstm.reference.GRU):   # (bf16 / int8 kernels exist for the LSTM only)
-        with pytest.raises(NotImplementedError, match="GRU has no bf16 kernels yet"):
-            cls(3, 4).quantize("bf16")
+    for cls in (fastlstm.GRU, fastlstm.reference.GRU):   # (tests/test_gru_quantize.py: the quantized GRU)
+        with pytest.raises(ValueError, match="only float32 models can be quantized"):
+            cls(3, 4, dtype=np.float64).quantize("bf16")
 
 
 @pytest.mark.parametrize("lbr", [True, False])

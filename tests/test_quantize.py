@@ -123,8 +123,6 @@ def test_errors():
         fastlstm.LSTM(4, 8, dtype=np.float64).quantize("int8")
     with pytest.raises(ValueError, match="needs a float32 model"):
         fastlstm.LSTM(4, 8, dtype=np.float64, weights="bf16")
-    with pytest.raises(NotImplementedError, match="GRU has no int8 kernels"):
-        fastlstm.GRU(4, 8).quantize("int8")
     with pytest.raises(ValueError, match="int8 weights: input_size"):
         fastlstm.LSTM(200000, 4, weights="int8")
     q = m.quantize("int8")
