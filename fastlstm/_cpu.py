@@ -68,7 +68,7 @@ def kernels_for(cell: str, dtype: Any, found: Optional[int] = None) -> Tuple[str
     "bf16", "int8") is packed for on features ``found`` (default: features())."""
     fmt = dtype if isinstance(dtype, str) and dtype in ("bf16", "int8") else np.dtype(dtype).name
     table = _kernels.kernel_table(cell, fmt, features() if found is None else found)
-    if table is None:  # (a GRU has no bf16 or int8 kernels yet)
+    if table is None:  # (every build has kernels for every cell kind and format: a defensive check)
         raise ValueError(f"no {cell} kernels for {fmt}")
     return table
 
