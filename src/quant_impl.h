@@ -4,6 +4,8 @@
  *   QINT8        1: int8 weights (per-row scales, int32 dot products); 0: bf16 weights (float32 dot products)
  *   QNATIVE      1: the format's dot-product instruction (vpdpbusd with AVX512-VNNI, vdpbf16ps with
  *                AVX512-BF16; VBYTES 64); 0: the portable widening fallback (same int8 bits, bf16 within rounding)
+ *   QAMX         1 (int8 with QNATIVE only): groups of 16 rows take AMX tiles (tdpbusd) where a dot product's
+ *                length is a multiple of 64; the int32 sums, and so the results, are those of vpdpbusd
  *   SFX, VBYTES, LANES, ATTR, QBT (batch rows per register tile), QTABLE_NAME ("lstm/int8/avx512vnni", ...)
  * It defines the kernels of LSTM_KERNEL_KINDS (kernel_api.h) and the table FN(lstm_table).
  * The float math (activations, cell update) is cell_impl.h's, instantiated here for float; cell_kernels.h
@@ -152,6 +154,15 @@ ATTR static inline void FN(quant_rows)(const float *x, long ldx, int nr, int n, 
 }
 
 #if QINT8
+/* One gate vector of a row from its exact int32 sums: init + (float)tot * (s_w * s_row) (init NULL: no addend);
+   sw (V,) the rows' weight scales. */
+ATTR static inline __attribute__((always_inline)) VEC FN(dequant)(IVEC tot, const float *sw, float rscale,
+                                                                   const float *init)
+{
+    VEC p = __builtin_convertvector(tot, VEC) * (FN(vload)(sw) * rscale);
+    return init ? FN(vload)(init) + p : p;
+}
+
 /* pre[r][g] = init[r][g] + (float)(q_r . w[:, g]) * (s_w[g] * rscale[r]) (init NULL: no addend) for nr rows and
    ng gate vectors of one packed block `blk` (header and (K4, ng, V, 4) weights, see the top); q rows (nr, 4*K4)
    stride ldq; init rows (nr, ng*V) stride ldi. */
@@ -244,12 +255,10 @@ ATTR static inline __attribute__((always_inline)) void FN(qdot)(
     }
 #endif
     for (int r = 0; r < nr; r++)
-        for (int g = 0; g < ng; g++) {
-            VEC f = FN(vload)(sw + g * VL) * rscale[r];
-            VEC p = __builtin_convertvector(tot[r][g], VEC) * f;
-            pre[r][g] = init ? FN(vload)(init + r * ldi + g * VL) + p : p;
-        }
+        for (int g = 0; g < ng; g++)
+            pre[r][g] = FN(dequant)(tot[r][g], sw + g * VL, rscale[r], init ? init + r * ldi + g * VL : 0);
 }
+
 
 #else
 /* pre[r][g] = init[r][g] + sum_k w[k, g] q_r[k] (init NULL: from zero) for nr rows and ng gate vectors of one
@@ -323,6 +332,74 @@ static inline long FN(block_bytes)(int K, int ng) {
     return (long)FN(groups)(K) * ng * VBYTES + (QINT8 ? 2 * ng * VBYTES : 0);
 }
 
+#if QAMX
+/* Rows per AMX tile, and whether a K-long dot product takes the tiles: its groups of 4 k fill whole tiles of 16
+   groups (64 bytes per row). A tile always loads AMX_ROWS rows of activations (the buffers of quantized rows
+   have AMX_ROWS rows more than they use); the rows past the used ones are never read back. */
+#define AMX_ROWS 16
+static inline int FN(amx_fits)(int K) { return FN(groups)(K) % 16 == 0; }
+
+/* Configure this thread's tiles for amx_dot: tiles 0-3 the int32 sums of up to 4 gate vectors (16 rows x 16
+   units), tile 4 16 rows of quantized activations (16 groups of 4 bytes), tiles 5-7 weights (16 groups x 16 units
+   x 4 bytes). Called by the kernels that may use the tiles, _tile_release() at their end. */
+ATTR static inline void FN(amx_begin)(void)
+{
+    struct { uint8_t palette, start_row, reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; } cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    _tile_loadconfig(&cfg);
+}
+
+/* qdot for nr <= AMX_ROWS rows on the tiles amx_begin configured: pre[r][g] = init[r][g] + (float)(q_r . w[:, g])
+   * (s_w[g] * rscale[r]); q rows (16, 4*K4) stride ldq, K4 a multiple of 16; ng = 4 or 1 gate vectors of the block
+   blk (header, (K4, ng, V, 4) weights). tdpbusd sums the same exact int32 products as vpdpbusd: the same bits. */
+ATTR static inline void FN(amx_dot)(const char *restrict blk, int K4, const QEL *restrict q, long ldq,
+                                    const float *rscale, const float *restrict init, long ldi,
+                                    VEC pre[AMX_ROWS][4], int nr, const int ng)
+{
+    const float *sw = (const float *)blk;
+    const int32_t *corr = (const int32_t *)(blk + ng * VBYTES);
+    const int8_t *w = (const int8_t *)(blk + 2 * ng * VBYTES);
+    const long ldw = (long)ng * VBYTES;
+    int32_t sums[AMX_ROWS][4 * VL] __attribute__((aligned(64)));
+    _tile_zero(0);
+    if (ng == 4) {
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    for (int kk = 0; kk < K4; kk += 16) {
+        const int8_t *wk = w + (long)kk * ldw;
+        _tile_loadd(4, q + 4 * kk, ldq);
+        _tile_loadd(5, wk, ldw);
+        _tile_dpbusd(0, 4, 5);
+        if (ng == 4) {
+            _tile_loadd(6, wk + VBYTES, ldw);
+            _tile_dpbusd(1, 4, 6);
+            _tile_loadd(7, wk + 2 * VBYTES, ldw);
+            _tile_dpbusd(2, 4, 7);
+            _tile_loadd(5, wk + 3 * VBYTES, ldw);
+            _tile_dpbusd(3, 4, 5);
+        }
+    }
+    _tile_stored(0, sums[0], sizeof sums[0]);
+    if (ng == 4) {
+        _tile_stored(1, sums[0] + VL, sizeof sums[0]);
+        _tile_stored(2, sums[0] + 2 * VL, sizeof sums[0]);
+        _tile_stored(3, sums[0] + 3 * VL, sizeof sums[0]);
+    }
+    for (int r = 0; r < nr; r++)
+        for (int g = 0; g < ng; g++) {
+            IVEC tot = *(const IVEC *)(sums[r] + g * VL) + *(const IVEC *)(corr + g * VL);
+            pre[r][g] = FN(dequant)(tot, sw + g * VL, rscale[r], init ? init + r * ldi + g * VL : 0);
+        }
+}
+#endif
+
 /* qdot for nr <= QBT rows (switching to a compile-time row count); QNG gate vectors */
 #if QBT >= 4
 #define QDOT_CASES_34(...) case 4: FN(qdot)(__VA_ARGS__, 4, QNG); break; case 3: FN(qdot)(__VA_ARGS__, 3, QNG); break;
@@ -343,6 +420,18 @@ static inline long FN(block_bytes)(int K, int ng) {
         default: FN(qdot)(__VA_ARGS__, 1, QNG); break;                                                          \
     }
 
+/* With AMX, the kernels below configure the tiles at their start and release them at their end, and their buffers
+   of quantized rows have AMX_PAD rows more than they use (see amx_fits). */
+#if QAMX
+#define AMX_BEGIN() FN(amx_begin)();
+#define AMX_END() _tile_release();
+#define AMX_PAD AMX_ROWS
+#else
+#define AMX_BEGIN()
+#define AMX_END()
+#define AMX_PAD 0
+#endif
+
 /* Rows are quantized once per call, a group of rows at a time (at most QGROUP_BYTES of quantized rows, on the
    stack), and each block of weights then serves every tile of the group while it is in cache. */
 #define QGROUP_BYTES 262144
@@ -361,7 +450,19 @@ ATTR static void FN(qinput_block)(const lstm_layer *layer, int j, const QEL *xq,
     const char *wj = (const char *)layer->w_ih + j * FN(block_bytes)(n_in, 4);
     const float *bj = (const float *)layer->bias + (long)j * 4 * VL;
     VEC pre[QBT][4];
-    for (int r0 = 0; r0 < n; r0 += QBT) {
+    int r0 = 0;
+#if QAMX
+    if (FN(amx_fits)(n_in)) {
+        VEC pre16[AMX_ROWS][4];
+        for (; r0 < n; r0 += AMX_ROWS) {
+            const int nr = n - r0 < AMX_ROWS ? n - r0 : AMX_ROWS;
+            FN(amx_dot)(wj, FN(groups)(n_in), xq + r0 * ldq, ldq, xs + r0, bj, 0, pre16, nr, 4);
+            for (int r = 0; r < nr; r++)
+                for (int g = 0; g < 4; g++) FN(vstore)(gr[r0 + r] + (long)j * 4 * VL + g * VL, pre16[r][g]);
+        }
+    }
+#endif
+    for (; r0 < n; r0 += QBT) {
         const int nr = n - r0 < QBT ? n - r0 : QBT;
 #define QNG 4
         QDOT_ROWS(nr, wj, FN(groups)(n_in), xq + r0 * ldq, ldq, xs + r0, bj, 0, pre)
@@ -380,7 +481,8 @@ ATTR static void FN(qinput_blocks)(const lstm_layer *layer, const lstm_rows *row
     const int n_in = layer->input_size, B = rows->count;
     const long ldq = (long)FN(groups)(n_in) * QK;
     const int G = FN(group_rows)(ldq);
-    QEL xq[G * ldq];
+    AMX_BEGIN()
+    QEL xq[(G + AMX_PAD) * ldq];
     float xs[G];
     float *gr[G];
     int n = 0;
@@ -396,6 +498,7 @@ ATTR static void FN(qinput_blocks)(const lstm_layer *layer, const lstm_rows *row
         }
     if (n)
         for (int j = blocks.first; j < blocks.end; j++) FN(qinput_block)(layer, j, xq, ldq, xs, n, gr);
+    AMX_END()
 }
 
 /* gate sums and cell update of block j for n rows (tiles of QBT) from quantized h rows; rows with active[r] == 0
@@ -408,7 +511,25 @@ ATTR static void FN(qcell_block)(const lstm_layer *layer, int j, const QEL *hq, 
     const char *wj = (const char *)layer->w_hh + j * FN(block_bytes)(K, 4);
     const float *pj = layer->peep ? (const float *)layer->peep + (long)j * 3 * VL : 0;
     VEC pre[QBT][4];
-    for (int r0 = 0; r0 < n; r0 += QBT) {
+    int r0 = 0;
+#if QAMX
+    if (FN(amx_fits)(K)) {
+        VEC pre16[AMX_ROWS][4];
+        for (; r0 < n; r0 += AMX_ROWS) {
+            const int nr = n - r0 < AMX_ROWS ? n - r0 : AMX_ROWS;
+            int any = 0;
+            for (int r = 0; r < nr; r++) any |= active[r0 + r];
+            if (!any) continue;
+            FN(amx_dot)(wj, FN(groups)(K), hq + r0 * ldq, ldq, hs + r0, g0 + r0 * ldg + (long)j * 4 * VL, ldg, pre16,
+                        nr, 4);
+            for (int r = 0; r < nr; r++)
+                if (active[r0 + r])
+                    FN(cell_update)(pre16[r], pj, (float)layer->clip, layer->input_forget,
+                                    c0 + (r0 + r) * ldc + (long)j * VL, o0 + (r0 + r) * ldo + (long)j * VL, 4);
+        }
+    }
+#endif
+    for (; r0 < n; r0 += QBT) {
         const int nr = n - r0 < QBT ? n - r0 : QBT;
         int any = 0;
         for (int r = 0; r < nr; r++) any |= active[r0 + r];
@@ -433,7 +554,8 @@ ATTR static void FN(qcell_blocks)(const lstm_layer *layer, const lstm_rows *rows
     const int B = rows->count, j0 = blocks.first, j1 = blocks.end, descending = t & 1;
     const long ldq = (long)FN(groups)(layer->out_size) * QK;
     const int G = FN(group_rows)(ldq);
-    QEL hq[G * ldq];
+    AMX_BEGIN()
+    QEL hq[(G + AMX_PAD) * ldq];
     float hs[G];
     unsigned char active[G];
     for (int b0 = 0; b0 < B; b0 += G) {
@@ -448,6 +570,7 @@ ATTR static void FN(qcell_blocks)(const lstm_layer *layer, const lstm_rows *rows
                             hout + b0 * state->ldo, state->ldo, active);
         }
     }
+    AMX_END()
 }
 
 /* One time step (T = 1, the `step` kernel kind), as cell_impl.h's step_blocks: per group of rows, x and h
@@ -461,7 +584,8 @@ ATTR static void FN(qstep_blocks)(const lstm_layer *layer, const lstm_rows *rows
     const int B = rows->count, n_in = layer->input_size, j0 = blocks.first, j1 = blocks.end;
     const long ldx = (long)FN(groups)(n_in) * QK, ldq = (long)FN(groups)(layer->out_size) * QK, ldg = chunk->g_bs;
     const int G = FN(group_rows)(ldx + ldq);
-    QEL xq[G * ldx], hq[G * ldq];
+    AMX_BEGIN()
+    QEL xq[(G + AMX_PAD) * ldx], hq[(G + AMX_PAD) * ldq];
     float xs[G], hs[G];
     float *gr[G];
     unsigned char active[G];
@@ -480,6 +604,7 @@ ATTR static void FN(qstep_blocks)(const lstm_layer *layer, const lstm_rows *rows
                             hout + b0 * state->ldo, state->ldo, active);
         }
     }
+    AMX_END()
 }
 
 /* projected block q of the group's rows: hout[idx[r]] + q*V = W_hr hc_r from quantized hc rows (n, ldq) */
@@ -489,7 +614,18 @@ ATTR static void FN(qproj_block)(const lstm_layer *layer, int q, const QEL *hq, 
     const int H = layer->hidden_size;
     const char *wq = (const char *)layer->w_hr + q * FN(block_bytes)(H, 1);
     VEC pre[QBT][4];
-    for (int r0 = 0; r0 < n; r0 += QBT) {
+    int r0 = 0;
+#if QAMX
+    if (FN(amx_fits)(H)) {
+        VEC pre16[AMX_ROWS][4];
+        for (; r0 < n; r0 += AMX_ROWS) {
+            const int nr = n - r0 < AMX_ROWS ? n - r0 : AMX_ROWS;
+            FN(amx_dot)(wq, FN(groups)(H), hq + r0 * ldq, ldq, hs + r0, 0, 0, pre16, nr, 1);
+            for (int r = 0; r < nr; r++) FN(vstore)(hout + idx[r0 + r] * ldo + (long)q * VL, pre16[r][0]);
+        }
+    }
+#endif
+    for (; r0 < n; r0 += QBT) {
         const int nr = n - r0 < QBT ? n - r0 : QBT;
 #define QNG 1
         QDOT_ROWS(nr, wq, FN(groups)(H), hq + r0 * ldq, ldq, hs + r0, 0, 0, pre)
@@ -508,7 +644,8 @@ ATTR static void FN(qproj_blocks)(const lstm_layer *layer, const lstm_rows *rows
     const int H = layer->hidden_size, B = rows->count;
     const long ldq = (long)FN(groups)(H) * QK;
     const int G = FN(group_rows)(ldq);
-    QEL hq[G * ldq];
+    AMX_BEGIN()
+    QEL hq[(G + AMX_PAD) * ldq];
     float hs[G];
     int idx[G];
     int n = 0;
@@ -523,12 +660,17 @@ ATTR static void FN(qproj_blocks)(const lstm_layer *layer, const lstm_rows *rows
     }
     if (n)
         for (int q = blocks.first; q < blocks.end; q++) FN(qproj_block)(layer, q, hq, ldq, hs, n, idx, hout, ldo);
+    AMX_END()
 }
 #undef QGROUP_BYTES
 #undef QGROUP_MAX
 #undef QDOT_ROWS
 #undef QDOT_CASES_34
 #undef QDOT_CASE_2
+#undef AMX_BEGIN
+#undef AMX_END
+#undef AMX_ROWS
+#undef AMX_PAD
 
 /* the kernel table of this instantiation (kernel_api.h) */
 static const lstm_kernel_table FN(lstm_table) = {QTABLE_NAME, VBYTES, QBT, FN(qinput_blocks), FN(qcell_blocks),
