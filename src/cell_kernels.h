@@ -228,6 +228,21 @@
 #undef QBT
 #undef SFX
 #undef QTABLE_NAME
+#undef QAMX
+#define QAMX 1
+#define ATTR __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,avx512bf16,amx-tile,amx-bf16")))
+#define QINT8 0
+#define QBT 3
+#define SFX bf16_amx
+#define QTABLE_NAME "lstm/bf16/amx"
+#include "quant_impl.h"
+#undef ATTR
+#undef QINT8
+#undef QBT
+#undef SFX
+#undef QTABLE_NAME
+#undef QAMX
+#define QAMX 0
 #define ATTR __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,avx512vnni")))
 #define QINT8 1
 #define QBT 4
@@ -304,10 +319,12 @@ static unsigned lstm_cpu_features(void) {
         if ((b >> 31) & 1) f |= LSTM_FEATURE_avx512vl;
         if ((c >> 11) & 1) f |= LSTM_FEATURE_avx512_vnni;
     }
-    /* AMX: the CPU's tiles (leaf 7 EDX bits 24 and 25), their state enabled by the OS (XCR0 bits 17 and 18), and
+    /* AMX: the CPU's tiles (leaf 7 EDX bit 24; int8 and bf16 products: bits 25 and 22), their state enabled by the OS (XCR0 bits 17 and 18), and
        this process's permission to use them (Linux asks for it once: lstm_amx_permitted) */
-    if (zmm_state && ((d >> 24) & 1) && ((d >> 25) & 1) && (xcr0 & 0x60000) == 0x60000 && lstm_amx_permitted())
-        f |= LSTM_FEATURE_amx_int8;
+    if (zmm_state && ((d >> 24) & 1) && (xcr0 & 0x60000) == 0x60000 && lstm_amx_permitted()) {
+        if ((d >> 25) & 1) f |= LSTM_FEATURE_amx_int8;
+        if ((d >> 22) & 1) f |= LSTM_FEATURE_amx_bf16;
+    }
     if (max_sub >= 1) {
         __cpuid_count(7, 1, a, b, c, d);
         if ((a >> 4) & 1) f |= LSTM_FEATURE_avx_vnni;
@@ -340,6 +357,8 @@ static inline const char *lstm_feature_name(int bit) {
 /* Every instantiation: cell kind, weight format, the features it needs, its table; the best of a kind first. */
 #ifdef FASTLSTM_X86
 #define LSTM_WIDE_INSTANCES(X)                                                                                  \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_BF16, LSTM_NEEDS_AVX512 | LSTM_FEATURE_avx512_bf16 | LSTM_FEATURE_amx_bf16,         \
+      lstm_table_bf16_amx)                                                                                          \
     X(LSTM_CELL_LSTM, LSTM_FORMAT_BF16, LSTM_NEEDS_AVX512 | LSTM_FEATURE_avx512_bf16, lstm_table_bf16_avx512)       \
     X(LSTM_CELL_LSTM, LSTM_FORMAT_INT8, LSTM_NEEDS_AVX512 | LSTM_FEATURE_avx512_vnni | LSTM_FEATURE_amx_int8,         \
       lstm_table_int8_amx)                                                                                          \

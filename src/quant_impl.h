@@ -4,8 +4,9 @@
  *   QINT8        1: int8 weights (per-row scales, int32 dot products); 0: bf16 weights (float32 dot products)
  *   QNATIVE      1: the format's dot-product instruction (vpdpbusd with AVX512-VNNI, vdpbf16ps with
  *                AVX512-BF16; VBYTES 64); 0: the portable widening fallback (same int8 bits, bf16 within rounding)
- *   QAMX         1 (int8 with QNATIVE only): groups of 16 rows take AMX tiles (tdpbusd) where a dot product's
- *                length is a multiple of 64; the int32 sums, and so the results, are those of vpdpbusd
+ *   QAMX         1 (with QNATIVE): the dot products take AMX tiles, 16 rows at a time, wherever their length is a
+ *                multiple of 64 (int8) or 32 (bf16), for every batch: tdpbusd's int32 sums are vpdpbusd's (the same
+ *                bits); tdpbf16ps sums a row's products in the order of k (bf16 within rounding of vdpbf16ps)
  *   SFX, VBYTES, LANES, ATTR, QBT (batch rows per register tile), QTABLE_NAME ("lstm/int8/avx512vnni", ...)
  * It defines the kernels of LSTM_KERNEL_KINDS (kernel_api.h) and the table FN(lstm_table).
  * The float math (activations, cell update) is cell_impl.h's, instantiated here for float; cell_kernels.h
@@ -354,50 +355,148 @@ ATTR static inline void FN(amx_begin)(void)
     _tile_loadconfig(&cfg);
 }
 
-/* qdot for nr <= AMX_ROWS rows on the tiles amx_begin configured: pre[r][g] = init[r][g] + (float)(q_r . w[:, g])
-   * (s_w[g] * rscale[r]); q rows (16, 4*K4) stride ldq, K4 a multiple of 16; ng = 4 or 1 gate vectors of the block
-   blk (header, (K4, ng, V, 4) weights). tdpbusd sums the same exact int32 products as vpdpbusd: the same bits. */
-ATTR static inline void FN(amx_dot)(const char *restrict blk, int K4, const QEL *restrict q, long ldq,
-                                    const float *rscale, const float *restrict init, long ldi,
-                                    VEC pre[AMX_ROWS][4], int nr, const int ng)
+#if QINT8
+#define AMX_DOT(c, a, b) _tile_dpbusd(c, a, b)     /* int32 += unsigned bytes of a . signed bytes of b */
+typedef int32_t FN(amx_sum);
+#else
+#define AMX_DOT(c, a, b) _tile_dpbf16ps(c, a, b)   /* float32 += bf16 pairs of a . bf16 pairs of b, k in order */
+typedef float FN(amx_sum);
+#endif
+
+/* Groups of k per pass over a block's weights with 4 gate vectors (4 times as many with one): AMX_KC * 4 * 64
+   bytes = 32 KiB of weights per pass, which stay in L1 while every 16 rows take them. */
+#define AMX_KC 128
+
+/* Two tiles of rows (a: rows r0.., b: rows r0+16..) by two gate vectors (g, g+1) over the groups [k0, k1):
+   sums of tiles 0-3 (a g, a g+1, b g, b g+1) loaded from s (or zero when k0 == 0), summed, stored back. Each
+   loaded tile of rows and of weights takes two products. */
+ATTR static inline void FN(amx_pass2x2)(const char *w, long ldw, int g, const QEL *q, long ldq, int k0, int k1,
+                                        FN(amx_sum) *s, long lds)
 {
-    const float *sw = (const float *)blk;
-    const int32_t *corr = (const int32_t *)(blk + ng * VBYTES);
-    const int8_t *w = (const int8_t *)(blk + 2 * ng * VBYTES);
-    const long ldw = (long)ng * VBYTES;
-    int32_t sums[AMX_ROWS][4 * VL] __attribute__((aligned(64)));
-    _tile_zero(0);
-    if (ng == 4) {
+    FN(amx_sum) *sb = s + AMX_ROWS * (lds / (long)sizeof(FN(amx_sum)));
+    if (k0 == 0) {
+        _tile_zero(0);
         _tile_zero(1);
         _tile_zero(2);
         _tile_zero(3);
+    } else {
+        _tile_loadd(0, s + g * VL, lds);
+        _tile_loadd(1, s + (g + 1) * VL, lds);
+        _tile_loadd(2, sb + g * VL, lds);
+        _tile_loadd(3, sb + (g + 1) * VL, lds);
     }
-    for (int kk = 0; kk < K4; kk += 16) {
-        const int8_t *wk = w + (long)kk * ldw;
-        _tile_loadd(4, q + 4 * kk, ldq);
+    const long ldq_bytes = ldq * (long)sizeof(QEL);
+    for (int kk = k0; kk < k1; kk += 16) {
+        const char *wk = w + (long)kk * ldw + g * VBYTES;
+        _tile_loadd(4, q + QK * kk, ldq_bytes);
+        _tile_loadd(6, wk, ldw);
+        AMX_DOT(0, 4, 6);
+        _tile_loadd(7, wk + VBYTES, ldw);
+        AMX_DOT(1, 4, 7);
+        _tile_loadd(5, q + AMX_ROWS * ldq + QK * kk, ldq_bytes);
+        AMX_DOT(2, 5, 6);
+        AMX_DOT(3, 5, 7);
+    }
+    _tile_stored(0, s + g * VL, lds);
+    _tile_stored(1, s + (g + 1) * VL, lds);
+    _tile_stored(2, sb + g * VL, lds);
+    _tile_stored(3, sb + (g + 1) * VL, lds);
+}
+
+/* One tile of rows by ng = 4 or 1 gate vectors over the groups [k0, k1), as amx_pass2x2. */
+ATTR static inline void FN(amx_pass1)(const char *w, long ldw, const QEL *q, long ldq, int k0, int k1,
+                                      FN(amx_sum) *s, long lds, const int ng)
+{
+    if (k0 == 0) {
+        _tile_zero(0);
+        if (ng == 4) {
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+        }
+    } else {
+        _tile_loadd(0, s, lds);
+        if (ng == 4) {
+            _tile_loadd(1, s + VL, lds);
+            _tile_loadd(2, s + 2 * VL, lds);
+            _tile_loadd(3, s + 3 * VL, lds);
+        }
+    }
+    for (int kk = k0; kk < k1; kk += 16) {
+        const char *wk = w + (long)kk * ldw;
+        _tile_loadd(4, q + QK * kk, ldq * (long)sizeof(QEL));
         _tile_loadd(5, wk, ldw);
-        _tile_dpbusd(0, 4, 5);
+        AMX_DOT(0, 4, 5);
         if (ng == 4) {
             _tile_loadd(6, wk + VBYTES, ldw);
-            _tile_dpbusd(1, 4, 6);
+            AMX_DOT(1, 4, 6);
             _tile_loadd(7, wk + 2 * VBYTES, ldw);
-            _tile_dpbusd(2, 4, 7);
+            AMX_DOT(2, 4, 7);
             _tile_loadd(5, wk + 3 * VBYTES, ldw);
-            _tile_dpbusd(3, 4, 5);
+            AMX_DOT(3, 4, 5);
         }
     }
-    _tile_stored(0, sums[0], sizeof sums[0]);
+    _tile_stored(0, s, lds);
     if (ng == 4) {
-        _tile_stored(1, sums[0] + VL, sizeof sums[0]);
-        _tile_stored(2, sums[0] + 2 * VL, sizeof sums[0]);
-        _tile_stored(3, sums[0] + 3 * VL, sizeof sums[0]);
+        _tile_stored(1, s + VL, lds);
+        _tile_stored(2, s + 2 * VL, lds);
+        _tile_stored(3, s + 3 * VL, lds);
     }
-    for (int r = 0; r < nr; r++)
-        for (int g = 0; g < ng; g++) {
-            IVEC tot = *(const IVEC *)(sums[r] + g * VL) + *(const IVEC *)(corr + g * VL);
-            pre[r][g] = FN(dequant)(tot, sw + g * VL, rscale[r], init ? init + r * ldi + g * VL : 0);
-        }
 }
+
+/* The dot products of n rows with ng = 4 or 1 gate vectors of the block blk (see the top), on the tiles amx_begin
+   configured: sums[r][g*V + v] = q_r . w[:, g, v] (int8: exact int32; bf16: float32 summed in the order of k,
+   from zero, so a row's bits depend on no other row). q rows (n, QK*KG) stride ldq, KG groups of QK k (a
+   multiple of 16), readable up to the next multiple of 16 rows; active (n) or NULL: tiles of rows without an
+   active row are skipped. The weights go in passes of AMX_KC groups, every tile of rows taking each pass while it
+   is in L1; a tile's sums wait in `sums` between passes (stored and loaded exactly). */
+ATTR static void FN(amx_sums)(const char *restrict blk, int KG, const QEL *restrict q, long ldq, int n,
+                              const unsigned char *active, FN(amx_sum) (*restrict sums)[4 * VL], const int ng)
+{
+    const long ldw = (long)ng * VBYTES;    /* bytes of one group of k across the block's gate vectors */
+    const long lds = sizeof sums[0];
+    const char *w = blk + (QINT8 ? 2 * ng * VBYTES : 0);
+    const int kc = ng == 4 ? AMX_KC : 4 * AMX_KC;
+    for (int k0 = 0; k0 < KG; k0 += kc) {
+        const int k1 = KG - k0 < kc ? KG : k0 + kc;
+        for (int r0 = 0; r0 < n;) {
+            const int pair = ng == 4 && n - r0 > AMX_ROWS, rows = pair ? 2 * AMX_ROWS : AMX_ROWS;
+            int any = !active;
+            for (int r = r0; !any && r < n && r < r0 + rows; r++) any = active[r];
+            if (any) {
+                if (pair) {
+                    FN(amx_pass2x2)(w, ldw, 0, q + r0 * ldq, ldq, k0, k1, sums[r0], lds);
+                    FN(amx_pass2x2)(w, ldw, 2, q + r0 * ldq, ldq, k0, k1, sums[r0], lds);
+                } else {
+                    FN(amx_pass1)(w, ldw, q + r0 * ldq, ldq, k0, k1, sums[r0], lds, ng);
+                }
+            }
+            r0 += rows;
+        }
+    }
+}
+
+/* A row's gate vectors from its amx_sums row: int8: pre[g] = init[g] + (float)(sum + corrections) * (s_w[g] *
+   rscale), as qdot; bf16: pre[g] = init[g] + sum. init (ng*V) or NULL. */
+ATTR static inline __attribute__((always_inline)) void FN(amx_pre)(const FN(amx_sum) *sum, const char *blk,
+                                                                    float rscale, const float *init, VEC pre[4],
+                                                                    const int ng)
+{
+    for (int g = 0; g < ng; g++) {
+        const float *gate_init = init ? init + g * VL : 0;
+#if QINT8
+        const int32_t *corr = (const int32_t *)(blk + ng * VBYTES);
+        IVEC tot = *(const IVEC *)(sum + g * VL) + *(const IVEC *)(corr + g * VL);
+        pre[g] = FN(dequant)(tot, (const float *)blk + g * VL, rscale, gate_init);
+#else
+        (void)blk;
+        (void)rscale;
+        VEC v = *(const VEC *)(sum + g * VL);
+        pre[g] = gate_init ? FN(vload)(gate_init) + v : v;
+#endif
+    }
+}
+#undef AMX_DOT
 #endif
 
 /* qdot for nr <= QBT rows (switching to a compile-time row count); QNG gate vectors */
@@ -450,19 +549,18 @@ ATTR static void FN(qinput_block)(const lstm_layer *layer, int j, const QEL *xq,
     const char *wj = (const char *)layer->w_ih + j * FN(block_bytes)(n_in, 4);
     const float *bj = (const float *)layer->bias + (long)j * 4 * VL;
     VEC pre[QBT][4];
-    int r0 = 0;
 #if QAMX
     if (FN(amx_fits)(n_in)) {
-        VEC pre16[AMX_ROWS][4];
-        for (; r0 < n; r0 += AMX_ROWS) {
-            const int nr = n - r0 < AMX_ROWS ? n - r0 : AMX_ROWS;
-            FN(amx_dot)(wj, FN(groups)(n_in), xq + r0 * ldq, ldq, xs + r0, bj, 0, pre16, nr, 4);
-            for (int r = 0; r < nr; r++)
-                for (int g = 0; g < 4; g++) FN(vstore)(gr[r0 + r] + (long)j * 4 * VL + g * VL, pre16[r][g]);
+        FN(amx_sum) sums[(n + 2 * AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS][4 * VL] __attribute__((aligned(64)));
+        FN(amx_sums)(wj, FN(groups)(n_in), xq, ldq, n, 0, sums, 4);
+        for (int r = 0; r < n; r++) {
+            FN(amx_pre)(sums[r], wj, xs[r], bj, pre[0], 4);
+            for (int g = 0; g < 4; g++) FN(vstore)(gr[r] + (long)j * 4 * VL + g * VL, pre[0][g]);
         }
+        return;
     }
 #endif
-    for (; r0 < n; r0 += QBT) {
+    for (int r0 = 0; r0 < n; r0 += QBT) {
         const int nr = n - r0 < QBT ? n - r0 : QBT;
 #define QNG 4
         QDOT_ROWS(nr, wj, FN(groups)(n_in), xq + r0 * ldq, ldq, xs + r0, bj, 0, pre)
@@ -511,25 +609,20 @@ ATTR static void FN(qcell_block)(const lstm_layer *layer, int j, const QEL *hq, 
     const char *wj = (const char *)layer->w_hh + j * FN(block_bytes)(K, 4);
     const float *pj = layer->peep ? (const float *)layer->peep + (long)j * 3 * VL : 0;
     VEC pre[QBT][4];
-    int r0 = 0;
 #if QAMX
     if (FN(amx_fits)(K)) {
-        VEC pre16[AMX_ROWS][4];
-        for (; r0 < n; r0 += AMX_ROWS) {
-            const int nr = n - r0 < AMX_ROWS ? n - r0 : AMX_ROWS;
-            int any = 0;
-            for (int r = 0; r < nr; r++) any |= active[r0 + r];
-            if (!any) continue;
-            FN(amx_dot)(wj, FN(groups)(K), hq + r0 * ldq, ldq, hs + r0, g0 + r0 * ldg + (long)j * 4 * VL, ldg, pre16,
-                        nr, 4);
-            for (int r = 0; r < nr; r++)
-                if (active[r0 + r])
-                    FN(cell_update)(pre16[r], pj, (float)layer->clip, layer->input_forget,
-                                    c0 + (r0 + r) * ldc + (long)j * VL, o0 + (r0 + r) * ldo + (long)j * VL, 4);
-        }
+        FN(amx_sum) sums[(n + 2 * AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS][4 * VL] __attribute__((aligned(64)));
+        FN(amx_sums)(wj, FN(groups)(K), hq, ldq, n, active, sums, 4);
+        for (int r = 0; r < n; r++)
+            if (active[r]) {
+                FN(amx_pre)(sums[r], wj, hs[r], g0 + r * ldg + (long)j * 4 * VL, pre[0], 4);
+                FN(cell_update)(pre[0], pj, (float)layer->clip, layer->input_forget, c0 + r * ldc + (long)j * VL,
+                                o0 + r * ldo + (long)j * VL, 4);
+            }
+        return;
     }
 #endif
-    for (; r0 < n; r0 += QBT) {
+    for (int r0 = 0; r0 < n; r0 += QBT) {
         const int nr = n - r0 < QBT ? n - r0 : QBT;
         int any = 0;
         for (int r = 0; r < nr; r++) any |= active[r0 + r];
@@ -614,18 +707,18 @@ ATTR static void FN(qproj_block)(const lstm_layer *layer, int q, const QEL *hq, 
     const int H = layer->hidden_size;
     const char *wq = (const char *)layer->w_hr + q * FN(block_bytes)(H, 1);
     VEC pre[QBT][4];
-    int r0 = 0;
 #if QAMX
     if (FN(amx_fits)(H)) {
-        VEC pre16[AMX_ROWS][4];
-        for (; r0 < n; r0 += AMX_ROWS) {
-            const int nr = n - r0 < AMX_ROWS ? n - r0 : AMX_ROWS;
-            FN(amx_dot)(wq, FN(groups)(H), hq + r0 * ldq, ldq, hs + r0, 0, 0, pre16, nr, 1);
-            for (int r = 0; r < nr; r++) FN(vstore)(hout + idx[r0 + r] * ldo + (long)q * VL, pre16[r][0]);
+        FN(amx_sum) sums[(n + 2 * AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS][4 * VL] __attribute__((aligned(64)));
+        FN(amx_sums)(wq, FN(groups)(H), hq, ldq, n, 0, sums, 1);
+        for (int r = 0; r < n; r++) {
+            FN(amx_pre)(sums[r], wq, hs[r], 0, pre[0], 1);
+            FN(vstore)(hout + idx[r] * ldo + (long)q * VL, pre[0][0]);
         }
+        return;
     }
 #endif
-    for (; r0 < n; r0 += QBT) {
+    for (int r0 = 0; r0 < n; r0 += QBT) {
         const int nr = n - r0 < QBT ? n - r0 : QBT;
 #define QNG 1
         QDOT_ROWS(nr, wq, FN(groups)(H), hq + r0 * ldq, ldq, hs + r0, 0, 0, pre)
@@ -671,6 +764,7 @@ ATTR static void FN(qproj_blocks)(const lstm_layer *layer, const lstm_rows *rows
 #undef AMX_END
 #undef AMX_ROWS
 #undef AMX_PAD
+#undef AMX_KC
 
 /* the kernel table of this instantiation (kernel_api.h) */
 static const lstm_kernel_table FN(lstm_table) = {QTABLE_NAME, VBYTES, QBT, FN(qinput_blocks), FN(qcell_blocks),
