@@ -1,7 +1,8 @@
 """The CPU features fastlstm's kernels may use, and the kernels a model is packed for.
 
 The features are this CPU's (found at run time by the compiled module), capped by the environment variable
-FASTLSTM_ISA, read once at import: "avx512" (no cap), "avx2" (AVX2, FMA, AVX-VNNI), "baseline" (the
+FASTLSTM_ISA, read once at import: "amx" (no cap), "avx512" (AVX-512 with its VNNI and BF16 extensions, no AMX
+tiles), "avx2" (AVX2, FMA, AVX-VNNI), "baseline" (the
 architecture's baseline vectors: SSE2 on x86-64, ASIMD on aarch64; "sse2" is accepted as a synonym). A model is
 packed for the kernels these features select (see _kernels.kernel_table) and keeps them: changing the cap later
 (tests do, through set_cap) never changes a packed model's kernels or its bits.
@@ -16,8 +17,11 @@ import numpy as np
 from . import _kernels
 
 # FASTLSTM_ISA's values: the feature names each allows (None: every feature)
+_AVX512_FEATURES = frozenset({"avx2", "fma", "avx_vnni", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_bf16",
+                              "avx512_vnni"})
 ISA_CAPS: Dict[str, Optional[FrozenSet[str]]] = {
-    "avx512": None,
+    "amx": None,
+    "avx512": _AVX512_FEATURES,
     "avx2": frozenset({"avx2", "fma", "avx_vnni"}),
     "baseline": frozenset({"asimd"}),
     "sse2": frozenset({"asimd"}),

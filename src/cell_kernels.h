@@ -20,6 +20,10 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #include <immintrin.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #define FASTLSTM_X86 1
 #endif
 #if defined(__aarch64__)
@@ -160,6 +164,7 @@
 #define LANES 4
 #define ATTR
 #define QNATIVE 0
+#define QAMX 0
 #define QINT8 0
 #define QBT 1         /* the bf16 fallback's two partial sums per gate fill the 16 vector registers at one row */
 #define BT 4          /* cell_impl.h's tile of rows: of cell_impl.h, quant_impl.h uses only the float helpers */
@@ -234,6 +239,21 @@
 #undef SFX
 #undef QTABLE_NAME
 #undef GRU_QTABLE_NAME
+#undef QAMX
+#define QAMX 1
+#define ATTR __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,avx512bf16,amx-tile,amx-bf16")))
+#define QINT8 0
+#define QBT 3
+#define SFX bf16_amx
+#define QTABLE_NAME "lstm/bf16/amx"
+#include "quant_impl.h"
+#undef ATTR
+#undef QINT8
+#undef QBT
+#undef SFX
+#undef QTABLE_NAME
+#undef QAMX
+#define QAMX 0
 #define ATTR __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,avx512vnni")))
 #define QINT8 1
 #define QBT 4
@@ -247,10 +267,24 @@
 #undef SFX
 #undef QTABLE_NAME
 #undef GRU_QTABLE_NAME
+#undef QAMX
+#define QAMX 1
+#define ATTR __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,avx512vnni,amx-tile,amx-int8")))
+#define QINT8 1
+#define QBT 4
+#define SFX int8_amx
+#define QTABLE_NAME "lstm/int8/amx"
+#include "quant_impl.h"
+#undef ATTR
+#undef QINT8
+#undef QBT
+#undef SFX
+#undef QTABLE_NAME
 #undef VBYTES
 #undef LANES
 #endif
 #undef QNATIVE
+#undef QAMX
 #undef BT
 #undef CELL_NO_FMA
 
@@ -259,6 +293,18 @@
 #define LSTM_NEEDS_AVX2 (LSTM_FEATURE_avx2 | LSTM_FEATURE_fma)
 #define LSTM_NEEDS_AVX512                                                                                       \
     (LSTM_NEEDS_AVX2 | LSTM_FEATURE_avx512f | LSTM_FEATURE_avx512bw | LSTM_FEATURE_avx512dq | LSTM_FEATURE_avx512vl)
+
+#ifdef FASTLSTM_X86
+/* Whether this process may use AMX tiles: Linux gives their register state only to a process that asks
+   (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA; children inherit it); elsewhere, no. */
+static int lstm_amx_permitted(void) {
+#if defined(__linux__)
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+    return 0;
+#endif
+}
+#endif
 
 /* The features of this CPU (and enabled by the OS: AVX and AVX-512 register state), LSTM_FEATURE_* bits. */
 static unsigned lstm_cpu_features(void) {
@@ -285,6 +331,12 @@ static unsigned lstm_cpu_features(void) {
         if ((b >> 30) & 1) f |= LSTM_FEATURE_avx512bw;
         if ((b >> 31) & 1) f |= LSTM_FEATURE_avx512vl;
         if ((c >> 11) & 1) f |= LSTM_FEATURE_avx512_vnni;
+    }
+    /* AMX: the CPU's tiles (leaf 7 EDX bit 24; int8 and bf16 products: bits 25 and 22), their state enabled by the OS (XCR0 bits 17 and 18), and
+       this process's permission to use them (Linux asks for it once: lstm_amx_permitted) */
+    if (zmm_state && ((d >> 24) & 1) && (xcr0 & 0x60000) == 0x60000 && lstm_amx_permitted()) {
+        if ((d >> 25) & 1) f |= LSTM_FEATURE_amx_int8;
+        if ((d >> 22) & 1) f |= LSTM_FEATURE_amx_bf16;
     }
     if (max_sub >= 1) {
         __cpuid_count(7, 1, a, b, c, d);
@@ -318,7 +370,11 @@ static inline const char *lstm_feature_name(int bit) {
 /* Every instantiation: cell kind, weight format, the features it needs, its table; the best of a kind first. */
 #ifdef FASTLSTM_X86
 #define LSTM_WIDE_INSTANCES(X)                                                                                  \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_BF16, LSTM_NEEDS_AVX512 | LSTM_FEATURE_avx512_bf16 | LSTM_FEATURE_amx_bf16,         \
+      lstm_table_bf16_amx)                                                                                          \
     X(LSTM_CELL_LSTM, LSTM_FORMAT_BF16, LSTM_NEEDS_AVX512 | LSTM_FEATURE_avx512_bf16, lstm_table_bf16_avx512)       \
+    X(LSTM_CELL_LSTM, LSTM_FORMAT_INT8, LSTM_NEEDS_AVX512 | LSTM_FEATURE_avx512_vnni | LSTM_FEATURE_amx_int8,         \
+      lstm_table_int8_amx)                                                                                          \
     X(LSTM_CELL_LSTM, LSTM_FORMAT_INT8, LSTM_NEEDS_AVX512 | LSTM_FEATURE_avx512_vnni, lstm_table_int8_avx512)       \
     X(LSTM_CELL_LSTM, LSTM_FORMAT_BF16, LSTM_NEEDS_AVX2, lstm_table_bf16_avx2)                                      \
     X(LSTM_CELL_LSTM, LSTM_FORMAT_INT8, LSTM_NEEDS_AVX2, lstm_table_int8_avx2)                                      \

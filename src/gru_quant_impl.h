@@ -10,12 +10,19 @@
  * at run time, each with its own scale (int8) per batch row: x (the input projection), h_{t-1} (the r, z sums, and
  * W_hn h with linear_before_reset) and, without linear_before_reset, r * h_{t-1} (W_hn (r * h)).
  *
+ * Not instantiated with QAMX (its buffers of rows have no AMX_PAD rows, and the tiles take blocks of 4 or 1 gate
+ * vectors): on CPUs with AMX a GRU runs the AVX-512 (vpdpbusd / vdpbf16ps) kernels.
+ *
  * Packed layouts (fastlstm/_gru.py, pack_gru_direction_quant; blocks as quant_impl.h's, none narrow):
  *   w_ih     per block j, one block of 3 gate vectors (r, z, n) over I: FN(block_bytes)(I, 3) bytes
  *   w_hh     per block j, FN(block_bytes)(K, 3) bytes: linear_before_reset: one block of 3 gate vectors (r, z, n);
  *            otherwise a block of 2 (r, z) followed by a block of 1 (n), as the two halves of a step read them
  *   bias     (NB, 3, V) and bias_hn (NB, V) float32, gx per batch row (NB, 3, V): as gru_impl.h's
  */
+
+#if QAMX
+#error "gru_quant_impl.h has no AMX kernels"
+#endif
 
 /* bytes of one block of W_hh (either layout) */
 static inline long FN(gru_hh_bytes)(int K) { return FN(block_bytes)(K, 3); }

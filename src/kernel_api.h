@@ -23,7 +23,7 @@ enum { LSTM_FORMAT_F32 = 0, LSTM_FORMAT_F64 = 1, LSTM_FORMAT_BF16 = 2, LSTM_FORM
 /* CPU features, one bit each (cell_kernels.h finds them at run time): bit, name */
 #define LSTM_FEATURES(X)                                                                                        \
     X(0, avx2) X(1, fma) X(2, avx512f) X(3, avx512bw) X(4, avx512dq) X(5, avx512vl) X(6, avx512_bf16)            \
-    X(7, avx512_vnni) X(8, avx_vnni) X(16, asimd) X(17, bf16) X(18, dotprod) X(19, i8mm)
+    X(7, avx512_vnni) X(8, avx_vnni) X(9, amx_int8) X(10, amx_bf16) X(16, asimd) X(17, bf16) X(18, dotprod) X(19, i8mm)
 #define LSTM_FEATURE_ENUM(bit, name) LSTM_FEATURE_##name = 1u << bit,
 enum { LSTM_FEATURES(LSTM_FEATURE_ENUM) };
 #undef LSTM_FEATURE_ENUM

@@ -4,8 +4,11 @@
  *   QINT8        1: int8 weights (per-row scales, int32 dot products); 0: bf16 weights (float32 dot products)
  *   QNATIVE      1: the format's dot-product instruction (vpdpbusd with AVX512-VNNI, vdpbf16ps with
  *                AVX512-BF16; VBYTES 64); 0: the portable widening fallback (same int8 bits, bf16 within rounding)
+ *   QAMX         1 (with QNATIVE): the dot products take AMX tiles, 16 rows at a time, wherever their length is a
+ *                multiple of 64 (int8) or 32 (bf16), for every batch: tdpbusd's int32 sums are vpdpbusd's (the same
+ *                bits); tdpbf16ps sums a row's products in the order of k (bf16 within rounding of vdpbf16ps)
  *   SFX, VBYTES, LANES, ATTR, QBT (batch rows per register tile), QTABLE_NAME ("lstm/int8/avx512vnni", ...),
- *   GRU_QTABLE_NAME ("gru/int8/avx512vnni", ...)
+ *   GRU_QTABLE_NAME ("gru/int8/avx512vnni", ...; not with QAMX)
  * It defines the kernels of LSTM_KERNEL_KINDS (kernel_api.h) and the table FN(lstm_table), and through
  * gru_quant_impl.h the GRU's kernels on the same quantization and dot products, and the table FN(gru_table).
  * The float math (activations, cell update) is cell_impl.h's, instantiated here for float; cell_kernels.h
@@ -154,6 +157,15 @@ ATTR static inline void FN(quant_rows)(const float *x, long ldx, int nr, int n, 
 }
 
 #if QINT8
+/* One gate vector of a row from its exact int32 sums: init + (float)tot * (s_w * s_row) (init NULL: no addend);
+   sw (V,) the rows' weight scales. */
+ATTR static inline __attribute__((always_inline)) VEC FN(dequant)(IVEC tot, const float *sw, float rscale,
+                                                                   const float *init)
+{
+    VEC p = __builtin_convertvector(tot, VEC) * (FN(vload)(sw) * rscale);
+    return init ? FN(vload)(init) + p : p;
+}
+
 /* pre[r][g] = init[r][g] + (float)(q_r . w[:, g]) * (s_w[g] * rscale[r]) (init NULL: no addend) for nr rows and
    ng gate vectors of one packed block `blk` (header and (K4, ng, V, 4) weights, see the top); q rows (nr, 4*K4)
    stride ldq; init rows (nr, ng*V) stride ldi. */
@@ -246,12 +258,10 @@ ATTR static inline __attribute__((always_inline)) void FN(qdot)(
     }
 #endif
     for (int r = 0; r < nr; r++)
-        for (int g = 0; g < ng; g++) {
-            VEC f = FN(vload)(sw + g * VL) * rscale[r];
-            VEC p = __builtin_convertvector(tot[r][g], VEC) * f;
-            pre[r][g] = init ? FN(vload)(init + r * ldi + g * VL) + p : p;
-        }
+        for (int g = 0; g < ng; g++)
+            pre[r][g] = FN(dequant)(tot[r][g], sw + g * VL, rscale[r], init ? init + r * ldi + g * VL : 0);
 }
+
 
 #else
 /* pre[r][g] = init[r][g] + sum_k w[k, g] q_r[k] (init NULL: from zero) for nr rows and ng gate vectors of one
@@ -325,6 +335,172 @@ static inline long FN(block_bytes)(int K, int ng) {
     return (long)FN(groups)(K) * ng * VBYTES + (QINT8 ? 2 * ng * VBYTES : 0);
 }
 
+#if QAMX
+/* Rows per AMX tile, and whether a K-long dot product takes the tiles: its groups of 4 k fill whole tiles of 16
+   groups (64 bytes per row). A tile always loads AMX_ROWS rows of activations (the buffers of quantized rows
+   have AMX_ROWS rows more than they use); the rows past the used ones are never read back. */
+#define AMX_ROWS 16
+static inline int FN(amx_fits)(int K) { return FN(groups)(K) % 16 == 0; }
+
+/* Configure this thread's tiles for amx_dot: tiles 0-3 the int32 sums of up to 4 gate vectors (16 rows x 16
+   units), tile 4 16 rows of quantized activations (16 groups of 4 bytes), tiles 5-7 weights (16 groups x 16 units
+   x 4 bytes). Called by the kernels that may use the tiles, _tile_release() at their end. */
+ATTR static inline void FN(amx_begin)(void)
+{
+    struct { uint8_t palette, start_row, reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; } cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    _tile_loadconfig(&cfg);
+}
+
+#if QINT8
+#define AMX_DOT(c, a, b) _tile_dpbusd(c, a, b)     /* int32 += unsigned bytes of a . signed bytes of b */
+typedef int32_t FN(amx_sum);
+#else
+#define AMX_DOT(c, a, b) _tile_dpbf16ps(c, a, b)   /* float32 += bf16 pairs of a . bf16 pairs of b, k in order */
+typedef float FN(amx_sum);
+#endif
+
+/* Groups of k per pass over a block's weights with 4 gate vectors (4 times as many with one): AMX_KC * 4 * 64
+   bytes = 32 KiB of weights per pass, which stay in L1 while every 16 rows take them. */
+#define AMX_KC 128
+
+/* Two tiles of rows (a: rows r0.., b: rows r0+16..) by two gate vectors (g, g+1) over the groups [k0, k1):
+   sums of tiles 0-3 (a g, a g+1, b g, b g+1) loaded from s (or zero when k0 == 0), summed, stored back. Each
+   loaded tile of rows and of weights takes two products. */
+ATTR static inline void FN(amx_pass2x2)(const char *w, long ldw, int g, const QEL *q, long ldq, int k0, int k1,
+                                        FN(amx_sum) *s, long lds)
+{
+    FN(amx_sum) *sb = s + AMX_ROWS * (lds / (long)sizeof(FN(amx_sum)));
+    if (k0 == 0) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    } else {
+        _tile_loadd(0, s + g * VL, lds);
+        _tile_loadd(1, s + (g + 1) * VL, lds);
+        _tile_loadd(2, sb + g * VL, lds);
+        _tile_loadd(3, sb + (g + 1) * VL, lds);
+    }
+    const long ldq_bytes = ldq * (long)sizeof(QEL);
+    for (int kk = k0; kk < k1; kk += 16) {
+        const char *wk = w + (long)kk * ldw + g * VBYTES;
+        _tile_loadd(4, q + QK * kk, ldq_bytes);
+        _tile_loadd(6, wk, ldw);
+        AMX_DOT(0, 4, 6);
+        _tile_loadd(7, wk + VBYTES, ldw);
+        AMX_DOT(1, 4, 7);
+        _tile_loadd(5, q + AMX_ROWS * ldq + QK * kk, ldq_bytes);
+        AMX_DOT(2, 5, 6);
+        AMX_DOT(3, 5, 7);
+    }
+    _tile_stored(0, s + g * VL, lds);
+    _tile_stored(1, s + (g + 1) * VL, lds);
+    _tile_stored(2, sb + g * VL, lds);
+    _tile_stored(3, sb + (g + 1) * VL, lds);
+}
+
+/* One tile of rows by ng = 4 or 1 gate vectors over the groups [k0, k1), as amx_pass2x2. */
+ATTR static inline void FN(amx_pass1)(const char *w, long ldw, const QEL *q, long ldq, int k0, int k1,
+                                      FN(amx_sum) *s, long lds, const int ng)
+{
+    if (k0 == 0) {
+        _tile_zero(0);
+        if (ng == 4) {
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+        }
+    } else {
+        _tile_loadd(0, s, lds);
+        if (ng == 4) {
+            _tile_loadd(1, s + VL, lds);
+            _tile_loadd(2, s + 2 * VL, lds);
+            _tile_loadd(3, s + 3 * VL, lds);
+        }
+    }
+    for (int kk = k0; kk < k1; kk += 16) {
+        const char *wk = w + (long)kk * ldw;
+        _tile_loadd(4, q + QK * kk, ldq * (long)sizeof(QEL));
+        _tile_loadd(5, wk, ldw);
+        AMX_DOT(0, 4, 5);
+        if (ng == 4) {
+            _tile_loadd(6, wk + VBYTES, ldw);
+            AMX_DOT(1, 4, 6);
+            _tile_loadd(7, wk + 2 * VBYTES, ldw);
+            AMX_DOT(2, 4, 7);
+            _tile_loadd(5, wk + 3 * VBYTES, ldw);
+            AMX_DOT(3, 4, 5);
+        }
+    }
+    _tile_stored(0, s, lds);
+    if (ng == 4) {
+        _tile_stored(1, s + VL, lds);
+        _tile_stored(2, s + 2 * VL, lds);
+        _tile_stored(3, s + 3 * VL, lds);
+    }
+}
+
+/* The dot products of n rows with ng = 4 or 1 gate vectors of the block blk (see the top), on the tiles amx_begin
+   configured: sums[r][g*V + v] = q_r . w[:, g, v] (int8: exact int32; bf16: float32 summed in the order of k,
+   from zero, so a row's bits depend on no other row). q rows (n, QK*KG) stride ldq, KG groups of QK k (a
+   multiple of 16), readable up to the next multiple of 16 rows; active (n) or NULL: tiles of rows without an
+   active row are skipped. The weights go in passes of AMX_KC groups, every tile of rows taking each pass while it
+   is in L1; a tile's sums wait in `sums` between passes (stored and loaded exactly). */
+ATTR static void FN(amx_sums)(const char *restrict blk, int KG, const QEL *restrict q, long ldq, int n,
+                              const unsigned char *active, FN(amx_sum) (*restrict sums)[4 * VL], const int ng)
+{
+    const long ldw = (long)ng * VBYTES;    /* bytes of one group of k across the block's gate vectors */
+    const long lds = sizeof sums[0];
+    const char *w = blk + (QINT8 ? 2 * ng * VBYTES : 0);
+    const int kc = ng == 4 ? AMX_KC : 4 * AMX_KC;
+    for (int k0 = 0; k0 < KG; k0 += kc) {
+        const int k1 = KG - k0 < kc ? KG : k0 + kc;
+        for (int r0 = 0; r0 < n;) {
+            const int pair = ng == 4 && n - r0 > AMX_ROWS, rows = pair ? 2 * AMX_ROWS : AMX_ROWS;
+            int any = !active;
+            for (int r = r0; !any && r < n && r < r0 + rows; r++) any = active[r];
+            if (any) {
+                if (pair) {
+                    FN(amx_pass2x2)(w, ldw, 0, q + r0 * ldq, ldq, k0, k1, sums[r0], lds);
+                    FN(amx_pass2x2)(w, ldw, 2, q + r0 * ldq, ldq, k0, k1, sums[r0], lds);
+                } else {
+                    FN(amx_pass1)(w, ldw, q + r0 * ldq, ldq, k0, k1, sums[r0], lds, ng);
+                }
+            }
+            r0 += rows;
+        }
+    }
+}
+
+/* A row's gate vectors from its amx_sums row: int8: pre[g] = init[g] + (float)(sum + corrections) * (s_w[g] *
+   rscale), as qdot; bf16: pre[g] = init[g] + sum. init (ng*V) or NULL. */
+ATTR static inline __attribute__((always_inline)) void FN(amx_pre)(const FN(amx_sum) *sum, const char *blk,
+                                                                    float rscale, const float *init, VEC pre[4],
+                                                                    const int ng)
+{
+    for (int g = 0; g < ng; g++) {
+        const float *gate_init = init ? init + g * VL : 0;
+#if QINT8
+        const int32_t *corr = (const int32_t *)(blk + ng * VBYTES);
+        IVEC tot = *(const IVEC *)(sum + g * VL) + *(const IVEC *)(corr + g * VL);
+        pre[g] = FN(dequant)(tot, (const float *)blk + g * VL, rscale, gate_init);
+#else
+        (void)blk;
+        (void)rscale;
+        VEC v = *(const VEC *)(sum + g * VL);
+        pre[g] = gate_init ? FN(vload)(gate_init) + v : v;
+#endif
+    }
+}
+#undef AMX_DOT
+#endif
+
 /* qdot for nr <= QBT rows (switching to a compile-time row count); QNG gate vectors */
 #if QBT >= 4
 #define QDOT_CASES_34(...) case 4: FN(qdot)(__VA_ARGS__, 4, QNG); break; case 3: FN(qdot)(__VA_ARGS__, 3, QNG); break;
@@ -345,6 +521,18 @@ static inline long FN(block_bytes)(int K, int ng) {
         default: FN(qdot)(__VA_ARGS__, 1, QNG); break;                                                          \
     }
 
+/* With AMX, the kernels below configure the tiles at their start and release them at their end, and their buffers
+   of quantized rows have AMX_PAD rows more than they use (see amx_fits). */
+#if QAMX
+#define AMX_BEGIN() FN(amx_begin)();
+#define AMX_END() _tile_release();
+#define AMX_PAD AMX_ROWS
+#else
+#define AMX_BEGIN()
+#define AMX_END()
+#define AMX_PAD 0
+#endif
+
 /* Rows are quantized once per call, a group of rows at a time (at most QGROUP_BYTES of quantized rows, on the
    stack), and each block of weights then serves every tile of the group while it is in cache. */
 #define QGROUP_BYTES 262144
@@ -363,6 +551,17 @@ ATTR static inline __attribute__((always_inline)) void FN(qinput_block)(
     const char *wj = (const char *)layer->w_ih + j * FN(block_bytes)(n_in, ng);
     const float *bj = (const float *)layer->bias + (long)j * ng * VL;
     VEC pre[QBT][4];
+#if QAMX
+    if (ng == 4 && FN(amx_fits)(n_in)) {
+        FN(amx_sum) sums[(n + 2 * AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS][4 * VL] __attribute__((aligned(64)));
+        FN(amx_sums)(wj, FN(groups)(n_in), xq, ldq, n, 0, sums, 4);
+        for (int r = 0; r < n; r++) {
+            FN(amx_pre)(sums[r], wj, xs[r], bj, pre[0], 4);
+            for (int g = 0; g < 4; g++) FN(vstore)(gr[r] + (long)j * 4 * VL + g * VL, pre[0][g]);
+        }
+        return;
+    }
+#endif
     for (int r0 = 0; r0 < n; r0 += QBT) {
         const int nr = n - r0 < QBT ? n - r0 : QBT;
 #define QNG ng
@@ -384,7 +583,8 @@ ATTR static inline __attribute__((always_inline)) void FN(qinput_gate_blocks)(
     const int n_in = layer->input_size, B = rows->count;
     const long ldq = (long)FN(groups)(n_in) * QK;
     const int G = FN(group_rows)(ldq);
-    QEL xq[G * ldq];
+    AMX_BEGIN()
+    QEL xq[(G + AMX_PAD) * ldq];
     float xs[G];
     float *gr[G];
     int n = 0;
@@ -400,8 +600,10 @@ ATTR static inline __attribute__((always_inline)) void FN(qinput_gate_blocks)(
         }
     if (n)
         for (int j = blocks.first; j < blocks.end; j++) FN(qinput_block)(layer, j, xq, ldq, xs, n, gr, ng);
+    AMX_END()
 }
 
+/* the LSTM's input projection: qinput_gate_blocks with 4 gates per block */
 ATTR static void FN(qinput_blocks)(const lstm_layer *layer, const lstm_rows *rows, const lstm_chunk *chunk, int t0,
                                    int nsteps, lstm_blocks blocks)
 {
@@ -418,6 +620,19 @@ ATTR static void FN(qcell_block)(const lstm_layer *layer, int j, const QEL *hq, 
     const char *wj = (const char *)layer->w_hh + j * FN(block_bytes)(K, 4);
     const float *pj = layer->peep ? (const float *)layer->peep + (long)j * 3 * VL : 0;
     VEC pre[QBT][4];
+#if QAMX
+    if (FN(amx_fits)(K)) {
+        FN(amx_sum) sums[(n + 2 * AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS][4 * VL] __attribute__((aligned(64)));
+        FN(amx_sums)(wj, FN(groups)(K), hq, ldq, n, active, sums, 4);
+        for (int r = 0; r < n; r++)
+            if (active[r]) {
+                FN(amx_pre)(sums[r], wj, hs[r], g0 + r * ldg + (long)j * 4 * VL, pre[0], 4);
+                FN(cell_update)(pre[0], pj, (float)layer->clip, layer->input_forget, c0 + r * ldc + (long)j * VL,
+                                o0 + r * ldo + (long)j * VL, 4);
+            }
+        return;
+    }
+#endif
     for (int r0 = 0; r0 < n; r0 += QBT) {
         const int nr = n - r0 < QBT ? n - r0 : QBT;
         int any = 0;
@@ -443,7 +658,8 @@ ATTR static void FN(qcell_blocks)(const lstm_layer *layer, const lstm_rows *rows
     const int B = rows->count, j0 = blocks.first, j1 = blocks.end, descending = t & 1;
     const long ldq = (long)FN(groups)(layer->out_size) * QK;
     const int G = FN(group_rows)(ldq);
-    QEL hq[G * ldq];
+    AMX_BEGIN()
+    QEL hq[(G + AMX_PAD) * ldq];
     float hs[G];
     unsigned char active[G];
     for (int b0 = 0; b0 < B; b0 += G) {
@@ -458,6 +674,7 @@ ATTR static void FN(qcell_blocks)(const lstm_layer *layer, const lstm_rows *rows
                             hout + b0 * state->ldo, state->ldo, active);
         }
     }
+    AMX_END()
 }
 
 /* One time step (T = 1, the `step` kernel kind), as cell_impl.h's step_blocks: per group of rows, x and h
@@ -471,7 +688,8 @@ ATTR static void FN(qstep_blocks)(const lstm_layer *layer, const lstm_rows *rows
     const int B = rows->count, n_in = layer->input_size, j0 = blocks.first, j1 = blocks.end;
     const long ldx = (long)FN(groups)(n_in) * QK, ldq = (long)FN(groups)(layer->out_size) * QK, ldg = chunk->g_bs;
     const int G = FN(group_rows)(ldx + ldq);
-    QEL xq[G * ldx], hq[G * ldq];
+    AMX_BEGIN()
+    QEL xq[(G + AMX_PAD) * ldx], hq[(G + AMX_PAD) * ldq];
     float xs[G], hs[G];
     float *gr[G];
     unsigned char active[G];
@@ -490,6 +708,7 @@ ATTR static void FN(qstep_blocks)(const lstm_layer *layer, const lstm_rows *rows
                             hout + b0 * state->ldo, state->ldo, active);
         }
     }
+    AMX_END()
 }
 
 /* projected block q of the group's rows: hout[idx[r]] + q*V = W_hr hc_r from quantized hc rows (n, ldq) */
@@ -499,6 +718,17 @@ ATTR static void FN(qproj_block)(const lstm_layer *layer, int q, const QEL *hq, 
     const int H = layer->hidden_size;
     const char *wq = (const char *)layer->w_hr + q * FN(block_bytes)(H, 1);
     VEC pre[QBT][4];
+#if QAMX
+    if (FN(amx_fits)(H)) {
+        FN(amx_sum) sums[(n + 2 * AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS][4 * VL] __attribute__((aligned(64)));
+        FN(amx_sums)(wq, FN(groups)(H), hq, ldq, n, 0, sums, 1);
+        for (int r = 0; r < n; r++) {
+            FN(amx_pre)(sums[r], wq, hs[r], 0, pre[0], 1);
+            FN(vstore)(hout + idx[r] * ldo + (long)q * VL, pre[0][0]);
+        }
+        return;
+    }
+#endif
     for (int r0 = 0; r0 < n; r0 += QBT) {
         const int nr = n - r0 < QBT ? n - r0 : QBT;
 #define QNG 1
@@ -518,7 +748,8 @@ ATTR static void FN(qproj_blocks)(const lstm_layer *layer, const lstm_rows *rows
     const int H = layer->hidden_size, B = rows->count;
     const long ldq = (long)FN(groups)(H) * QK;
     const int G = FN(group_rows)(ldq);
-    QEL hq[G * ldq];
+    AMX_BEGIN()
+    QEL hq[(G + AMX_PAD) * ldq];
     float hs[G];
     int idx[G];
     int n = 0;
@@ -533,6 +764,7 @@ ATTR static void FN(qproj_blocks)(const lstm_layer *layer, const lstm_rows *rows
     }
     if (n)
         for (int q = blocks.first; q < blocks.end; q++) FN(qproj_block)(layer, q, hq, ldq, hs, n, idx, hout, ldo);
+    AMX_END()
 }
 
 /* the GRU's kernels of this instantiation, on the same machinery (gru_quant_impl.h) */
@@ -545,6 +777,11 @@ ATTR static void FN(qproj_blocks)(const lstm_layer *layer, const lstm_rows *rows
 #undef QDOT_ROWS
 #undef QDOT_CASES_34
 #undef QDOT_CASE_2
+#undef AMX_BEGIN
+#undef AMX_END
+#undef AMX_ROWS
+#undef AMX_PAD
+#undef AMX_KC
 
 /* the kernel table of this instantiation (kernel_api.h) */
 static const lstm_kernel_table FN(lstm_table) = {QTABLE_NAME, VBYTES, QBT, FN(qinput_blocks), FN(qcell_blocks),

@@ -244,6 +244,10 @@ def test_kernel_tables():
         assert _kernels.kernel_table("gru", "int8", avx512)[0] == "gru/int8/avx2"
         assert _kernels.kernel_table("gru", "bf16", avx512 | bit["avx512_bf16"])[0] == "gru/bf16/avx512bf16"
         assert _kernels.kernel_table("gru", "int8", avx512 | bit["avx512_vnni"])[0] == "gru/int8/avx512vnni"
+        # no AMX tables for the GRU (gru_quant_impl.h): the AVX-512 ones run where the tiles exist
+        amx = avx512 | bit["avx512_vnni"] | bit["avx512_bf16"] | bit["amx_int8"] | bit["amx_bf16"]
+        assert _kernels.kernel_table("gru", "int8", amx)[0] == "gru/int8/avx512vnni"
+        assert _kernels.kernel_table("gru", "bf16", amx)[0] == "gru/bf16/avx512bf16"
 
 
 @pytest.mark.parametrize("lbr", [True, False], ids=["lbr", "no-lbr"])

@@ -255,6 +255,8 @@ def test_kernel_tables():
         assert _kernels.kernel_table("lstm", "bf16", avx512)[0] == "lstm/bf16/avx2"
         assert _kernels.kernel_table("lstm", "bf16", avx512 | bit["avx512_bf16"])[0] == "lstm/bf16/avx512bf16"
         assert _kernels.kernel_table("lstm", "int8", avx512 | bit["avx512_vnni"])[0] == "lstm/int8/avx512vnni"
+        amx = avx512 | bit["avx512_vnni"] | bit["amx_int8"]
+        assert _kernels.kernel_table("lstm", "int8", amx)[0] == "lstm/int8/amx"
 
 
 _ISA_SCRIPT = """
@@ -275,9 +277,9 @@ np.savez(PATH, **out)
 
 def test_instruction_sets_agree(tmp_path):
     """Each FASTLSTM_ISA cap, in its own process: int8 bitwise equal everywhere (integer dot products, the same
-    float operations), bf16 within rounding of the native vdpbf16ps results."""
+    float operations; AMX tiles included where the CPU has them), bf16 within rounding of the native results."""
     results = {}
-    for isa in ("avx512", "avx2", "baseline"):
+    for isa in ("amx", "avx512", "avx2", "baseline"):
         path = tmp_path / f"{isa}.npz"
         proc = run_python(_ISA_SCRIPT.replace("PATH", repr(str(path))), cwd=tmp_path, env={"FASTLSTM_ISA": isa})
         assert proc.returncode == 0, proc.stderr
@@ -285,10 +287,13 @@ def test_instruction_sets_agree(tmp_path):
             results[isa] = {k: f[k] for k in f.files}
     assert str(results["baseline"]["0-int8-kernel"]) == "lstm/int8/baseline"
     available = _cpu.available_isas()
-    for isa in ("avx2", "avx512"):
-        if isa not in available:
+    has_amx = "amx_int8" in _cpu.feature_names(_kernels.cpu_features())
+    assert str(results["amx"]["0-int8-kernel"]).startswith("lstm/int8/amx") == has_amx
+    for isa in ("avx2", "avx512", "amx"):
+        if isa not in available and not (isa == "amx" and has_amx):
             continue
-        assert str(results[isa]["0-bf16-kernel"]).startswith(f"lstm/bf16/{isa}")
+        if isa != "amx":
+            assert str(results[isa]["0-bf16-kernel"]).startswith(f"lstm/bf16/{isa}")
         for key, value in results[isa].items():
             if key.endswith("-kernel"):
                 continue
