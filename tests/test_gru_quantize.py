@@ -195,6 +195,16 @@ def test_streaming_is_bitwise_forward(fmt, lbr):
         steps = np.stack([s.step(x[t]) for t in range(8)])
         assert_bitwise_equal(steps, out)
         assert_bitwise_equal(s.state, hn)
+    # a stream fed its own output in place (x_t and out one array: the input kernel, then the cell kernel)
+    q = fastlstm.GRU(24, 24, 2, seed=4, linear_before_reset=lbr).quantize(fmt)
+    y = rng.standard_normal((3, 24)).astype(np.float32)
+    s, inputs = q.stream(3), []
+    for _ in range(5):
+        inputs.append(y.copy())
+        assert s.step(y, out=y) is y
+    out, hn = q(np.stack(inputs))
+    assert_bitwise_equal(y, out[-1])
+    assert_bitwise_equal(s.state, hn)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
