@@ -246,12 +246,14 @@
 #define QBT 3
 #define SFX bf16_amx
 #define QTABLE_NAME "lstm/bf16/amx"
+#define GRU_QTABLE_NAME "gru/bf16/amx"
 #include "quant_impl.h"
 #undef ATTR
 #undef QINT8
 #undef QBT
 #undef SFX
 #undef QTABLE_NAME
+#undef GRU_QTABLE_NAME
 #undef QAMX
 #define QAMX 0
 #define ATTR __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,avx512vnni")))
@@ -274,12 +276,14 @@
 #define QBT 4
 #define SFX int8_amx
 #define QTABLE_NAME "lstm/int8/amx"
+#define GRU_QTABLE_NAME "gru/int8/amx"
 #include "quant_impl.h"
 #undef ATTR
 #undef QINT8
 #undef QBT
 #undef SFX
 #undef QTABLE_NAME
+#undef GRU_QTABLE_NAME
 #undef VBYTES
 #undef LANES
 #endif
@@ -378,7 +382,11 @@ static inline const char *lstm_feature_name(int bit) {
     X(LSTM_CELL_LSTM, LSTM_FORMAT_INT8, LSTM_NEEDS_AVX512 | LSTM_FEATURE_avx512_vnni, lstm_table_int8_avx512)       \
     X(LSTM_CELL_LSTM, LSTM_FORMAT_BF16, LSTM_NEEDS_AVX2, lstm_table_bf16_avx2)                                      \
     X(LSTM_CELL_LSTM, LSTM_FORMAT_INT8, LSTM_NEEDS_AVX2, lstm_table_int8_avx2)                                      \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_BF16, LSTM_NEEDS_AVX512 | LSTM_FEATURE_avx512_bf16 | LSTM_FEATURE_amx_bf16,          \
+      gru_table_bf16_amx)                                                                                           \
     X(LSTM_CELL_GRU, LSTM_FORMAT_BF16, LSTM_NEEDS_AVX512 | LSTM_FEATURE_avx512_bf16, gru_table_bf16_avx512)         \
+    X(LSTM_CELL_GRU, LSTM_FORMAT_INT8, LSTM_NEEDS_AVX512 | LSTM_FEATURE_avx512_vnni | LSTM_FEATURE_amx_int8,          \
+      gru_table_int8_amx)                                                                                           \
     X(LSTM_CELL_GRU, LSTM_FORMAT_INT8, LSTM_NEEDS_AVX512 | LSTM_FEATURE_avx512_vnni, gru_table_int8_avx512)         \
     X(LSTM_CELL_GRU, LSTM_FORMAT_BF16, LSTM_NEEDS_AVX2, gru_table_bf16_avx2)                                        \
     X(LSTM_CELL_GRU, LSTM_FORMAT_INT8, LSTM_NEEDS_AVX2, gru_table_int8_avx2)                                        \

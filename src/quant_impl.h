@@ -8,7 +8,7 @@
  *                multiple of 64 (int8) or 32 (bf16), for every batch: tdpbusd's int32 sums are vpdpbusd's (the same
  *                bits); tdpbf16ps sums a row's products in the order of k (bf16 within rounding of vdpbf16ps)
  *   SFX, VBYTES, LANES, ATTR, QBT (batch rows per register tile), QTABLE_NAME ("lstm/int8/avx512vnni", ...),
- *   GRU_QTABLE_NAME ("gru/int8/avx512vnni", ...; not with QAMX)
+ *   GRU_QTABLE_NAME ("gru/int8/avx512vnni", ...)
  * It defines the kernels of LSTM_KERNEL_KINDS (kernel_api.h) and the table FN(lstm_table), and through
  * gru_quant_impl.h the GRU's kernels on the same quantization and dot products, and the table FN(gru_table).
  * The float math (activations, cell update) is cell_impl.h's, instantiated here for float; cell_kernels.h
@@ -405,48 +405,47 @@ ATTR static inline void FN(amx_pass2x2)(const char *w, long ldw, int g, const QE
     _tile_stored(3, sb + (g + 1) * VL, lds);
 }
 
-/* One tile of rows by ng = 4 or 1 gate vectors over the groups [k0, k1), as amx_pass2x2. */
+/* One tile of rows by ng = 1 to 4 gate vectors (the GRU's blocks have 3 or 2) over the groups [k0, k1), as
+   amx_pass2x2. */
 ATTR static inline void FN(amx_pass1)(const char *w, long ldw, const QEL *q, long ldq, int k0, int k1,
                                       FN(amx_sum) *s, long lds, const int ng)
 {
     if (k0 == 0) {
         _tile_zero(0);
-        if (ng == 4) {
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-        }
+        if (ng >= 2) _tile_zero(1);
+        if (ng >= 3) _tile_zero(2);
+        if (ng == 4) _tile_zero(3);
     } else {
         _tile_loadd(0, s, lds);
-        if (ng == 4) {
-            _tile_loadd(1, s + VL, lds);
-            _tile_loadd(2, s + 2 * VL, lds);
-            _tile_loadd(3, s + 3 * VL, lds);
-        }
+        if (ng >= 2) _tile_loadd(1, s + VL, lds);
+        if (ng >= 3) _tile_loadd(2, s + 2 * VL, lds);
+        if (ng == 4) _tile_loadd(3, s + 3 * VL, lds);
     }
     for (int kk = k0; kk < k1; kk += 16) {
         const char *wk = w + (long)kk * ldw;
         _tile_loadd(4, q + QK * kk, ldq * (long)sizeof(QEL));
         _tile_loadd(5, wk, ldw);
         AMX_DOT(0, 4, 5);
-        if (ng == 4) {
+        if (ng >= 2) {
             _tile_loadd(6, wk + VBYTES, ldw);
             AMX_DOT(1, 4, 6);
+        }
+        if (ng >= 3) {
             _tile_loadd(7, wk + 2 * VBYTES, ldw);
             AMX_DOT(2, 4, 7);
+        }
+        if (ng == 4) {
             _tile_loadd(5, wk + 3 * VBYTES, ldw);
             AMX_DOT(3, 4, 5);
         }
     }
     _tile_stored(0, s, lds);
-    if (ng == 4) {
-        _tile_stored(1, s + VL, lds);
-        _tile_stored(2, s + 2 * VL, lds);
-        _tile_stored(3, s + 3 * VL, lds);
-    }
+    if (ng >= 2) _tile_stored(1, s + VL, lds);
+    if (ng >= 3) _tile_stored(2, s + 2 * VL, lds);
+    if (ng == 4) _tile_stored(3, s + 3 * VL, lds);
 }
 
-/* The dot products of n rows with ng = 4 or 1 gate vectors of the block blk (see the top), on the tiles amx_begin
+/* The dot products of n rows with ng = 1 to 4 gate vectors of the block blk (see the top), on the tiles amx_begin
    configured: sums[r][g*V + v] = q_r . w[:, g, v] (int8: exact int32; bf16: float32 summed in the order of k,
    from zero, so a row's bits depend on no other row). q rows (n, QK*KG) stride ldq, KG groups of QK k (a
    multiple of 16), readable up to the next multiple of 16 rows; active (n) or NULL: tiles of rows without an
@@ -458,7 +457,7 @@ ATTR static void FN(amx_sums)(const char *restrict blk, int KG, const QEL *restr
     const long ldw = (long)ng * VBYTES;    /* bytes of one group of k across the block's gate vectors */
     const long lds = sizeof sums[0];
     const char *w = blk + (QINT8 ? 2 * ng * VBYTES : 0);
-    const int kc = ng == 4 ? AMX_KC : 4 * AMX_KC;
+    const int kc = 4 * AMX_KC / ng / 16 * 16;   /* the same bytes per pass for any ng, whole tiles of groups */
     for (int k0 = 0; k0 < KG; k0 += kc) {
         const int k1 = KG - k0 < kc ? KG : k0 + kc;
         for (int r0 = 0; r0 < n;) {
@@ -552,12 +551,12 @@ ATTR static inline __attribute__((always_inline)) void FN(qinput_block)(
     const float *bj = (const float *)layer->bias + (long)j * ng * VL;
     VEC pre[QBT][4];
 #if QAMX
-    if (ng == 4 && FN(amx_fits)(n_in)) {
+    if (FN(amx_fits)(n_in)) {
         FN(amx_sum) sums[(n + 2 * AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS][4 * VL] __attribute__((aligned(64)));
-        FN(amx_sums)(wj, FN(groups)(n_in), xq, ldq, n, 0, sums, 4);
+        FN(amx_sums)(wj, FN(groups)(n_in), xq, ldq, n, 0, sums, ng);
         for (int r = 0; r < n; r++) {
-            FN(amx_pre)(sums[r], wj, xs[r], bj, pre[0], 4);
-            for (int g = 0; g < 4; g++) FN(vstore)(gr[r] + (long)j * 4 * VL + g * VL, pre[0][g]);
+            FN(amx_pre)(sums[r], wj, xs[r], bj, pre[0], ng);
+            for (int g = 0; g < ng; g++) FN(vstore)(gr[r] + (long)j * ng * VL + g * VL, pre[0][g]);
         }
         return;
     }

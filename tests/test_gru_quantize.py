@@ -27,6 +27,8 @@ CONFIGS = [
     dict(input_size=17, hidden_size=40, clip=1.5, bias=False, batch_first=True),
     dict(input_size=5, hidden_size=3),
     dict(input_size=6, hidden_size=18, direction="reverse"),
+    dict(input_size=64, hidden_size=64, num_layers=2, bidirectional=True),   # lengths that fit AMX tiles
+    dict(input_size=128, hidden_size=128, clip=2.0),
 ]
 
 
@@ -60,10 +62,17 @@ def assert_gru_bitwise(got, want, what=""):
         assert_bitwise_equal(a, e, name=f"{what} {label}")
 
 
-@pytest.fixture(params=_cpu.available_isas())
+def _isas():
+    """The instruction sets of this CPU the GRU's kernels can be capped to, narrowest first ("amx": no cap, where the
+    CPU has AMX tiles)."""
+    has_amx = {"amx_int8", "amx_bf16"} <= set(_cpu.feature_names(_kernels.cpu_features()))
+    return _cpu.available_isas() + (["amx"] if has_amx else [])
+
+
+@pytest.fixture(params=_isas())
 def isa(request):
-    """Models packed in the test use the kernels of this instruction set (vdpbf16ps / vpdpbusd where the CPU has
-    them with AVX-512, else the widening fallbacks)."""
+    """Models packed in the test use the kernels of this instruction set (AMX tiles, or vdpbf16ps / vpdpbusd where
+    the CPU has them with AVX-512, else the widening fallbacks)."""
     _cpu.set_cap(request.param)
     yield request.param
     _cpu.set_cap(os.environ.get("FASTLSTM_ISA", ""))
@@ -141,7 +150,8 @@ def test_weights_state_dict_load_and_repr(fmt):
 def test_bitwise_across_thread_counts(fmt, lbr):
     rng = np.random.default_rng(6)
     models = [fastlstm.GRU(48, 160, 2, bidirectional=True, seed=2, linear_before_reset=lbr).quantize(fmt),
-              fastlstm.GRU(48, 200, seed=3, linear_before_reset=lbr).quantize(fmt)]
+              fastlstm.GRU(48, 200, seed=3, linear_before_reset=lbr).quantize(fmt),
+              fastlstm.GRU(64, 256, seed=4, linear_before_reset=lbr).quantize(fmt)]
     try:
         for model in models:
             for T in (12, 1):
@@ -160,7 +170,7 @@ def test_bitwise_across_thread_counts(fmt, lbr):
 
 @pytest.mark.parametrize("lbr", [True, False], ids=["lbr", "no-lbr"])
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("config", [dict(hidden_size=70), dict(hidden_size=24),
+@pytest.mark.parametrize("config", [dict(hidden_size=70), dict(hidden_size=24), dict(hidden_size=128),
                                     dict(hidden_size=40, num_layers=2, bidirectional=True)], ids=_config_id)
 def test_sequence_bits_do_not_depend_on_its_batch(config, fmt, lbr):
     """A sequence alone, in batches of every size (other tile shapes, row splits, more than one group of rows) and
@@ -243,7 +253,7 @@ def test_nan_stays_in_its_row_and_empty_calls(fmt, lbr):
 
 
 def test_kernel_tables():
-    """Every build has bf16 and int8 GRU kernels; vdpbf16ps / vpdpbusd only where the CPU has them."""
+    """Every build has bf16 and int8 GRU kernels; AMX tiles, vdpbf16ps / vpdpbusd only where the CPU has them."""
     names = _kernels.feature_names()
     bit = {name: 1 << b for b, name in names.items()}
     for fmt in FORMATS:
@@ -254,30 +264,32 @@ def test_kernel_tables():
         assert _kernels.kernel_table("gru", "int8", avx512)[0] == "gru/int8/avx2"
         assert _kernels.kernel_table("gru", "bf16", avx512 | bit["avx512_bf16"])[0] == "gru/bf16/avx512bf16"
         assert _kernels.kernel_table("gru", "int8", avx512 | bit["avx512_vnni"])[0] == "gru/int8/avx512vnni"
-        # no AMX tables for the GRU (gru_quant_impl.h): the AVX-512 ones run where the tiles exist
         amx = avx512 | bit["avx512_vnni"] | bit["avx512_bf16"] | bit["amx_int8"] | bit["amx_bf16"]
-        assert _kernels.kernel_table("gru", "int8", amx)[0] == "gru/int8/avx512vnni"
-        assert _kernels.kernel_table("gru", "bf16", amx)[0] == "gru/bf16/avx512bf16"
+        assert _kernels.kernel_table("gru", "int8", amx)[0] == "gru/int8/amx"
+        assert _kernels.kernel_table("gru", "bf16", amx)[0] == "gru/bf16/amx"
 
 
 @pytest.mark.parametrize("lbr", [True, False], ids=["lbr", "no-lbr"])
 def test_instruction_sets_agree(lbr):
     """int8: bitwise the same on every instruction set (exact integer dot products, the same float operations);
-    bf16: within float32 rounding of each other (vdpbf16ps and its emulation sum the same products)."""
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((9, 5, 23)).astype(np.float32)
-    h0 = (rng.standard_normal((4, 5, 70)) * 0.5).astype(np.float32)
+    bf16: within float32 rounding of each other (the tiles, vdpbf16ps and its emulation sum the same products)."""
     results = {}
     try:
-        for isa_name in _cpu.available_isas():
+        for isa_name in _isas():
             _cpu.set_cap(isa_name)
-            for fmt in FORMATS:
-                q = fastlstm.GRU(23, 70, 2, bidirectional=True, seed=1, linear_before_reset=lbr).quantize(fmt)
-                assert q._packed.kernel_name.startswith(f"gru/{fmt}/{isa_name}")
-                out, hn = q(x, h0, lengths=[9, 2, 5, 9, 1])
-                results[isa_name, fmt] = np.concatenate([out.ravel(), hn.ravel()])
+            rng = np.random.default_rng(0)           # the same inputs for every instruction set
+            for I, H in ((23, 70), (64, 128)):     # (the second's lengths fit AMX tiles)
+                x = rng.standard_normal((9, 5, I)).astype(np.float32)
+                h0 = (rng.standard_normal((4, 5, H)) * 0.5).astype(np.float32)
+                for fmt in FORMATS:
+                    q = fastlstm.GRU(I, H, 2, bidirectional=True, seed=1, linear_before_reset=lbr).quantize(fmt)
+                    assert q._packed.kernel_name.startswith(f"gru/{fmt}/{isa_name}")
+                    out, hn = q(x, h0, lengths=[9, 2, 5, 9, 1])
+                    results[isa_name, fmt, H] = np.concatenate([out.ravel(), hn.ravel()])
     finally:
         _cpu.set_cap(os.environ.get("FASTLSTM_ISA", ""))
-    for isa_name in _cpu.available_isas()[1:]:
-        assert_bitwise_equal(results[isa_name, "int8"], results["baseline", "int8"], name=f"{isa_name} int8")
-        assert_close(results[isa_name, "bf16"], results["baseline", "bf16"], atol=1e-4, name=f"{isa_name} bf16")
+    for (isa_name, fmt, H), value in results.items():
+        if fmt == "int8":
+            assert_bitwise_equal(value, results["baseline", fmt, H], name=f"{isa_name} int8 H={H}")
+        else:
+            assert_close(value, results["baseline", fmt, H], atol=1e-4, name=f"{isa_name} bf16 H={H}")
