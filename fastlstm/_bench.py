@@ -223,9 +223,17 @@ def time_interleaved(runners: Dict[str, Callable[[], object]], seconds: float, m
     return {name: t.median for name, t in time_rounds(runners, seconds, min_rounds).items()}
 
 
-def bench_shape(shape: Shape, threads: int, seconds: float, with_reference: bool) -> Row:
+def min_rounds(shape: Shape, quick: bool) -> int:
+    """Rounds of time_rounds at least: a streaming step's blocks of calls are short, so it needs more rounds for
+    the same care; --quick takes fewer."""
     if shape.streaming:
-        return bench_step(shape, threads, seconds)
+        return 15 if quick else 50
+    return 3 if quick else 5
+
+
+def bench_shape(shape: Shape, threads: int, seconds: float, with_reference: bool, quick: bool = False) -> Row:
+    if shape.streaming:
+        return bench_step(shape, threads, seconds, quick)
     rng = np.random.default_rng(0)
     model = LSTM(shape.I, shape.H, shape.layers, bidirectional=shape.bidirectional, seed=0)
     x = rng.standard_normal((shape.T, shape.B, shape.I)).astype(np.float32)
@@ -245,11 +253,11 @@ def bench_shape(shape: Shape, threads: int, seconds: float, with_reference: bool
         if name != "fastlstm":
             row.max_abs_diff[name] = float(np.max(np.abs(run(x) - ours), initial=0.0))
     calls: Dict[str, Callable[[], object]] = {n: functools.partial(r, x) for n, r in runners.items()}
-    finish_row(row, time_rounds({**calls, **probes.calls}, seconds, min_rounds=5), probes)
+    finish_row(row, time_rounds({**calls, **probes.calls}, seconds, min_rounds(shape, quick)), probes)
     return row
 
 
-def bench_step(shape: Shape, threads: int, seconds: float) -> Row:
+def bench_step(shape: Shape, threads: int, seconds: float, quick: bool = False) -> Row:
     """One streaming step: fastlstm Stream.step(out=) vs torch (T=1, hx) vs onnxruntime (state in/out)."""
     rng = np.random.default_rng(0)
     model = LSTM(shape.I, shape.H, shape.layers, seed=0)
@@ -267,7 +275,7 @@ def bench_step(shape: Shape, threads: int, seconds: float) -> Row:
     steppers["fastlstm"] = lambda a: stream.step(a, out=out)
     x0 = xs[0]
     calls: Dict[str, Callable[[], object]] = {n: functools.partial(s, x0) for n, s in steppers.items()}
-    finish_row(row, time_rounds({**calls, **probes.calls}, seconds, min_rounds=50), probes)
+    finish_row(row, time_rounds({**calls, **probes.calls}, seconds, min_rounds(shape, quick)), probes)
     return row
 
 
@@ -652,14 +660,14 @@ class F32Result:
     warnings: List[str]
 
 
-def measure_f32(shapes: List[Shape], threads: int, seconds: float) -> F32Result:
+def measure_f32(shapes: List[Shape], threads: int, seconds: float, quick: bool) -> F32Result:
     """Time the float32 shapes (and the machine's limits), printing progress."""
     fma = measure_fma_gflops(threads)
     sgemm = measure_sgemm_gflops()
     rows = []
     for shape in shapes:
         with_reference = shape.T * shape.B * shape.H <= 100 * 4 * 256
-        rows.append(bench_shape(shape, threads, seconds, with_reference))
+        rows.append(bench_shape(shape, threads, seconds, with_reference, quick))
         print(f"  measured f32: {shape.name}", flush=True)
     return F32Result(rows, fma, sgemm, warnings_for(rows, fma))
 
@@ -713,7 +721,7 @@ def run(
     if missing:
         print(f"not installed, not compared: {', '.join(missing)}")
 
-    f32 = measure_f32(f32_shapes, n, seconds) if "f32" in names else None
+    f32 = measure_f32(f32_shapes, n, seconds, quick) if "f32" in names else None
     measured: Dict[str, List[_bench_sections.SectionRow]] = {}
     notes: Dict[str, List[str]] = {}
     for section in sections:

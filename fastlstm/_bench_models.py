@@ -12,6 +12,7 @@ Random weights stand in for trained ones. Importing this module imports torch.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -108,7 +109,9 @@ def case_runners(quick: bool = False) -> Dict[str, ModelCase]:
     calls["streaming speech, one frame per call"] = (50 if quick else 200, stream(speech), stream(fast_speech))
 
     cases = {}
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        # torch's notice at its first LSTM with projection (once per process), not about this comparison
+        warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
         for name, (count, slow, fast) in calls.items():
             cases[name] = ModelCase(count, slow, fast, max_difference(name, slow, fast))
     return cases

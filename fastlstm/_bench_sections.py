@@ -172,13 +172,6 @@ def step_case(name: str, steppers: Dict[str, Run], base: str, xs: np.ndarray, mi
     return Case(name, {n: functools.partial(step, xs[0]) for n, step in steppers.items()}, diffs, min_rounds)
 
 
-def min_rounds(shape: Shape, quick: bool) -> int:
-    """Rounds at least: a streaming step's block of calls is short, so it needs more rounds for the same care."""
-    if shape.streaming:
-        return 15 if quick else 50
-    return 3 if quick else 5
-
-
 def quant_case(shape: Shape, threads: int, quick: bool) -> Case:
     """One row of the reduced-precision section: errors against the float32 model, then the calls."""
     model = LSTM(shape.I, shape.H, shape.layers, bidirectional=shape.bidirectional, seed=0)
@@ -186,11 +179,11 @@ def quant_case(shape: Shape, threads: int, quick: bool) -> Case:
     if shape.streaming:
         xs = rng.standard_normal((AGREEMENT_STEPS, shape.B, shape.I)).astype(np.float32)
         steppers, precision = quant_steppers(model, shape.B, threads)
-        case = step_case(shape.name, steppers, "fastlstm f32", xs, min_rounds(shape, quick))
+        case = step_case(shape.name, steppers, "fastlstm f32", xs, _bench.min_rounds(shape, quick))
     else:
         x = rng.standard_normal((shape.T, shape.B, shape.I)).astype(np.float32)
         runners, precision = quant_runners(model, x.shape, threads)
-        case = forward_case(shape.name, runners, "fastlstm f32", x, min_rounds(shape, quick))
+        case = forward_case(shape.name, runners, "fastlstm f32", x, _bench.min_rounds(shape, quick))
     if precision:
         case.note = f"OpenVINO's default precision here: {precision}"
     return case
@@ -202,9 +195,10 @@ def gru_case(shape: Shape, threads: int, quick: bool) -> Case:
     rng = np.random.default_rng(0)
     if shape.streaming:
         xs = rng.standard_normal((AGREEMENT_STEPS, shape.B, shape.I)).astype(np.float32)
-        return step_case(shape.name, gru_steppers(model, shape.B, threads), "fastlstm", xs, min_rounds(shape, quick))
+        steppers = gru_steppers(model, shape.B, threads)
+        return step_case(shape.name, steppers, "fastlstm", xs, _bench.min_rounds(shape, quick))
     x = rng.standard_normal((shape.T, shape.B, shape.I)).astype(np.float32)
-    return forward_case(shape.name, gru_runners(model, threads), "fastlstm", x, min_rounds(shape, quick))
+    return forward_case(shape.name, gru_runners(model, threads), "fastlstm", x, _bench.min_rounds(shape, quick))
 
 
 def quant_cases(quick: bool, threads: int) -> Iterator[Case]:
