@@ -461,6 +461,8 @@ def _shapes(n: int) -> str:
 
 
 class Spread(Timed, Protocol):
+    """A measured row with the 25th and 75th percentiles of each runner's calls."""
+
     spread_ms: Dict[str, Tuple[float, float]]
 
 
@@ -706,10 +708,15 @@ def run(
     n = _threads.get_num_threads()
     seconds = 0.3 if quick else 2.0
     f32_shapes = QUICK_SHAPES if quick else SHAPES
-    sections = [s for s in _bench_sections.SECTIONS if s.name in names]
-    skipped = {s.name: f"{module} is not installed" for s in sections
-               for module in [_bench_sections.SECTION_NEEDS.get(s.name)] if module and not installed(module)}
-    sections = [s for s in sections if s.name not in skipped]
+    sections, skipped = [], {}
+    for section in _bench_sections.SECTIONS:
+        needed = _bench_sections.SECTION_NEEDS.get(section.name)
+        if section.name not in names:
+            continue
+        if needed is not None and not installed(needed):
+            skipped[section.name] = f"{needed} is not installed"
+        else:
+            sections.append(section)
     counts = ([f"f32 ({_shapes(len(f32_shapes))})"] if "f32" in names else []) + [
         f"{s.name} ({_shapes(len(s.shape_names(quick)))})" for s in sections]
     machine = f"{cpu_model()}, {n} thread{'s' * (n != 1)}"
