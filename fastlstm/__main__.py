@@ -61,7 +61,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     bench.add_argument("--threads", type=int, default=None, metavar="N",
                        help="threads for fastlstm and the peers (default: fastlstm's own setting)")
     bench.add_argument("--plot", metavar="FILE.png", default=None,
-                       help="draw the speed-ups to this PNG file (needs matplotlib)")
+                       help="draw every section's ratios to this PNG file, a panel per section (needs matplotlib)")
     bench.add_argument("--json", metavar="FILE", default=None, help="write the measurements to this JSON file")
     args = parser.parse_args(argv)
     if args.command == "info":
