@@ -2,7 +2,8 @@
 
     python benchmarks/accelerate.py [--threads 2] [--rounds 15] [--quick] [--only streaming]
 
-The models (random weights stand in for trained ones):
+The models (fastlstm/_bench_models.py, shared with `python -m fastlstm bench`; random weights stand in for
+trained ones):
 
 - text classifier: Embedding(20000, 128) -> 2-layer bidirectional LSTM(256, batch_first) -> Linear(512, 5) on
   the final states of the last layer; T=100 tokens. Batch 1 is a plain tensor; batch 32 is a padded batch of
@@ -16,12 +17,11 @@ round); the ratio is torch time / accelerated time, from the medians of the per-
 fastest round of each (on a machine shared with other programs, the closest to their times alone). Outputs are
 checked to agree (2e-5) before anything is timed. The load average printed before and after says how busy
 the machine was: torch's LSTM meets its threads at every step, and on a shared machine it was measured 2-30x
-slower at 2 threads when other processes kept the cores busy. `case_runners` gives the cases for other programs (the bench).
+slower at 2 threads when other processes kept the cores busy.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import time
 from typing import Callable, Dict, List, Tuple
@@ -29,99 +29,10 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
 import fastlstm
 import fastlstm.torch
-
-VOCAB, EMBED, HIDDEN, CLASSES, TOKENS = 20000, 128, 256, 5, 100
-FEATURES, FRONT, SPEECH_HIDDEN, SPEECH_PROJ, SYMBOLS = 80, 256, 512, 256, 40
-TOLERANCE = 2e-5
-
-
-class TextClassifier(nn.Module):
-    """Embedding -> 2-layer bidirectional LSTM (batch_first) -> Linear on the last layer's two final states."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(VOCAB, EMBED)
-        self.lstm = nn.LSTM(EMBED, HIDDEN, num_layers=2, bidirectional=True, batch_first=True)
-        self.head = nn.Linear(2 * HIDDEN, CLASSES)
-
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """tokens (B, T) int64; lengths (B,) when the batch is padded (then packed), else None."""
-        x = self.embedding(tokens)
-        if lengths is not None:
-            x = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        _, (h_n, _) = self.lstm(x)
-        return self.head(torch.cat([h_n[-2], h_n[-1]], dim=1))
-
-
-class StreamingSpeech(nn.Module):
-    """Linear + ReLU front-end -> 2-layer LSTM with projection -> Linear, one frame per call."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.front = nn.Linear(FEATURES, FRONT)
-        self.lstm = nn.LSTM(FRONT, SPEECH_HIDDEN, num_layers=2, proj_size=SPEECH_PROJ)
-        self.head = nn.Linear(SPEECH_PROJ, SYMBOLS)
-
-    def forward(self, frame: torch.Tensor, state: Tuple[torch.Tensor, torch.Tensor] | None = None):
-        """frame (B, 80) -> (logits (B, 40), state for the next frame)."""
-        x = torch.relu(self.front(frame)).unsqueeze(0)  # (T=1, B, 256)
-        y, state = self.lstm(x, state)
-        return self.head(y[0]), state
-
-
-def case_runners(quick: bool = False) -> Dict[str, Tuple[int, Callable[[], object], Callable[[], object]]]:
-    """Per case: (calls per block, a call of the torch model, the same call of the accelerated model).
-
-    The two models of a case have the same weights; the outputs of their calls are checked to agree here.
-    """
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(0)
-    cases = {}
-
-    classifier = TextClassifier().eval()
-    fast_classifier = fastlstm.torch.accelerate(copy.deepcopy(classifier))
-    tokens1 = torch.randint(0, VOCAB, (1, TOKENS), generator=gen)
-    tokens32 = torch.randint(0, VOCAB, (32, TOKENS), generator=gen)
-    lengths32 = torch.randint(TOKENS // 4, TOKENS + 1, (32,), generator=gen)
-    lengths32[0] = TOKENS
-    tokens32[torch.arange(TOKENS)[None, :] >= lengths32[:, None]] = 0  # padding
-    cases["text classifier, batch 1"] = (5 if quick else 20, lambda: classifier(tokens1),
-                                         lambda: fast_classifier(tokens1))
-    cases["text classifier, batch 32, PackedSequence"] = (
-        1 if quick else 3, lambda: classifier(tokens32, lengths32), lambda: fast_classifier(tokens32, lengths32))
-
-    speech = StreamingSpeech().eval()
-    fast_speech = fastlstm.torch.accelerate(copy.deepcopy(speech))
-    frames = torch.randn(64, 1, FEATURES, generator=gen)
-
-    def stream(model: nn.Module) -> Callable[[], object]:
-        carried = {"state": None, "i": 0}
-
-        def call():
-            i = carried["i"] = (carried["i"] + 1) % len(frames)
-            logits, carried["state"] = model(frames[i], carried["state"])
-            return logits
-        return call
-
-    cases["streaming speech, one frame per call"] = (50 if quick else 200, stream(speech), stream(fast_speech))
-
-    with torch.inference_mode():
-        for name, (_, slow, fast) in cases.items():
-            _check_same(name, slow, fast)
-    return cases
-
-
-def _check_same(name: str, slow: Callable[[], object], fast: Callable[[], object]) -> None:
-    """Both calls (several for the streaming case, its state carried) give the same outputs within TOLERANCE."""
-    for _ in range(3):
-        a, b = slow(), fast()
-        diff = float((a - b).abs().max())
-        if not diff <= TOLERANCE:
-            raise AssertionError(f"{name}: accelerated output differs from torch's by {diff:.3g}")
+from fastlstm._bench_models import case_runners
 
 
 def time_case(calls: int, slow: Callable[[], object], fast: Callable[[], object],
@@ -193,10 +104,11 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.2f} at the start")
     print(f"{'model':<44} {'torch':>11} {'accelerated':>12} {'ratio':>6}   {'best rounds: torch':>18} "
           f"{'accelerated':>12} {'ratio':>6}", flush=True)
-    for name, (calls, slow, fast) in cases.items():
+    for name, case in cases.items():
         if args.only and args.only not in name:
             continue
-        t_slow, t_fast, best_slow, best_fast = time_case(calls, slow, fast, rounds)
+        t_slow, t_fast, best_slow, best_fast = time_case(case.calls_per_block, case.torch_call,
+                                                         case.accelerated_call, rounds)
         print(f"{name:<44} {_fmt(t_slow):>11} {_fmt(t_fast):>12} {t_slow / t_fast:>5.2f}x   {_fmt(best_slow):>18} "
               f"{_fmt(best_fast):>12} {best_slow / best_fast:>5.2f}x", flush=True)
     print(f"load average {os.getloadavg()[0]:.2f} at the end (a team of threads that meets every step, as torch's "

@@ -15,8 +15,8 @@ import sys
 
 import numpy as np
 
-import fastlstm  # noqa: E402
-import quant_peers  # noqa: E402
+import fastlstm
+from fastlstm import _bench_sections
 
 # (label, T, B, I, H, layers, bidirectional): the bench's shapes
 SHAPES = [
@@ -32,22 +32,13 @@ SHAPES = [
 
 
 def errors(T, B, I, H, L, bidirectional, seed):
-    """{name: max abs difference from the float32 model} for one shape, and OpenVINO's precision (or None)."""
+    """{name: max abs difference from the float32 model} for one shape, and OpenVINO's precision ("" when it is
+    not installed)."""
     model = fastlstm.LSTM(I, H, L, bidirectional=bidirectional, seed=seed)
     x = np.random.default_rng(seed).standard_normal((T, B, I)).astype(np.float32)
-    exact = model(x)[0]
-    found = {f"fastlstm {fmt}": np.abs(model.quantize(fmt)(x)[0] - exact).max() for fmt in ("bf16", "int8")}
-    precision = None
-    try:
-        run, precision = quant_peers.openvino_runner(model, x.shape)
-        found["openvino default"] = np.abs(run(x) - exact).max()
-    except ImportError:
-        pass
-    try:
-        found["onnxruntime int8"] = np.abs(quant_peers.ort_int8_runner(model)(x) - exact).max()
-    except ImportError:
-        pass
-    return found, precision
+    runners, precision = _bench_sections.quant_runners(model, x.shape, threads=None)
+    exact = runners.pop("fastlstm f32")(x)
+    return {name: _bench_sections.max_abs_diff(run(x), exact) for name, run in runners.items()}, precision
 
 
 def main(argv=None) -> int:
@@ -66,7 +57,7 @@ def main(argv=None) -> int:
         text = [f"{'-':>9}" if v is None else (f"{v:>6.2f}" if i in (2, 5) else f"{v:>9.2e}") for i, v in
                 enumerate(cells)]
         print(f"{label:<52} " + " ".join(text), flush=True)
-    if precision is not None:
+    if precision:
         print(f"(OpenVINO's default precision here: {precision})")
     return 0
 

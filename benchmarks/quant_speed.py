@@ -21,58 +21,13 @@ import time
 
 import numpy as np
 
-import fastlstm  # noqa: E402
-import quant_peers  # noqa: E402
+import fastlstm
+from fastlstm import _bench_sections
 
-# (label, T, B, I, H, layers); T = 0: one streaming step
-SHAPES = [
-    ("streaming step, B=1, I=256, H=512", 0, 1, 256, 512, 1),
-    ("T=100, B=1, I=256, H=512", 100, 1, 256, 512, 1),
-    ("T=100, B=4, I=128, H=256", 100, 4, 128, 256, 1),
-    ("T=100, B=32, I=256, H=512", 100, 32, 256, 512, 1),
-    ("T=50, B=64, I=512, H=1024, 2 layers", 50, 64, 512, 1024, 2),
-]
 # seconds between two blocks: the thread pools of the runner before (onnxruntime's and OpenVINO's spin after a
 # call) go back to sleep instead of taking the cores from the next block's team
 PAUSE = 0.05
-RATIOS = [("bf16 vs OpenVINO default", "openvino default", "fastlstm bf16"),
-          ("int8 vs onnxruntime int8", "onnxruntime int8", "fastlstm int8"),
-          ("int8 vs fastlstm f32", "fastlstm f32", "fastlstm int8")]
-
-
-def runners(T, B, I, H, L, threads):
-    """{name: zero-argument callable running one call} for one shape, each on the same weights and input."""
-    rng = np.random.default_rng(0)
-    model = fastlstm.LSTM(I, H, L, seed=0)
-    found = {}
-    if T == 0:
-        x = rng.standard_normal((B, I)).astype(np.float32)
-        for fmt in ("f32", "bf16", "int8"):
-            stream = (model if fmt == "f32" else model.quantize(fmt)).stream(batch_size=B)
-            out = np.empty((B, H), np.float32)
-            found[f"fastlstm {fmt}"] = lambda s=stream, o=out: s.step(x, out=o)
-        peers = [("openvino default", lambda: quant_peers.openvino_step_runner(model, B, threads)[0]),
-                 ("onnxruntime int8", lambda: quant_peers.ort_int8_step_runner(model, threads))]
-        for name, make in peers:
-            try:
-                step = make()
-            except ImportError:
-                continue
-            found[name] = lambda step=step: step(x)
-        return found
-    x = rng.standard_normal((T, B, I)).astype(np.float32)
-    for fmt in ("f32", "bf16", "int8"):
-        m = model if fmt == "f32" else model.quantize(fmt)
-        found[f"fastlstm {fmt}"] = lambda m=m: m(x)
-    peers = [("openvino default", lambda: quant_peers.openvino_runner(model, x.shape, threads)[0]),
-             ("onnxruntime int8", lambda: quant_peers.ort_int8_runner(model, threads))]
-    for name, make in peers:
-        try:
-            run = make()
-        except ImportError:
-            continue
-        found[name] = lambda run=run: run(x)
-    return found
+SECTION = next(s for s in _bench_sections.SECTIONS if s.name == "quant")
 
 
 def measure(found, rounds, block_seconds, clock=time.perf_counter):
@@ -108,21 +63,21 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     fastlstm.set_num_threads(args.threads)
     rounds, block = (3, 0.05) if args.quick else (args.rounds, 0.2)
-    shapes = SHAPES[:3] if args.quick else SHAPES
+    shapes = _bench_sections.QUANT_SHAPES[:3] if args.quick else _bench_sections.QUANT_SHAPES
     clock = time.process_time if args.cpu_time else time.perf_counter
     print(f"threads {args.threads}, {rounds} rounds, medians of {'CPU' if args.cpu_time else 'wall-clock'} time; "
           "ratio = peer time / fastlstm time")
-    for label, T, B, I, H, L in shapes:
-        found = runners(T, B, I, H, L, args.threads)
+    for shape in shapes:
+        found = _bench_sections.quant_case(shape, args.threads, args.quick).calls
         times = measure(found, rounds, block, clock)
-        unit, scale = ("us", 1e6) if T == 0 else ("ms", 1e3)
+        unit, scale = ("us", 1e6) if shape.streaming else ("ms", 1e3)
         cells = ", ".join(f"{name} {np.median(t) * scale:.3g} {unit}" for name, t in times.items())
         ratios = []
-        for text, peer, ours in RATIOS:
+        for text, peer, ours in SECTION.comparisons:
             if peer in times and ours in times:
                 ratio = np.median(np.array(times[peer]) / np.array(times[ours]))
                 ratios.append(f"{text} {ratio:.2f}x")
-        print(f"{label}: {cells}\n    " + "; ".join(ratios), flush=True)
+        print(f"{shape.name}: {cells}\n    " + "; ".join(ratios), flush=True)
     return 0
 
 

@@ -63,9 +63,11 @@ def dask_runs(path: str, model, chunk: int) -> Iterator[Dict[str, Run]]:
     shape = rows.shape
     del rows
 
-    def load(block_id=None):
+    def load_encode(model, block_id=None):
+        # one task per chunk reads its rows and reduces them where they are read (two map_blocks, a load and an
+        # encode, let the scheduler run them on different workers and move the chunk between them)
         lo = block_id[0] * chunk
-        return np.array(np.load(path, mmap_mode="r")[lo:lo + chunk])
+        return encode(np.array(np.load(path, mmap_mode="r")[lo:lo + chunk]), model)
 
     blocks = tuple(min(chunk, shape[0] - lo) for lo in range(0, shape[0], chunk))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
@@ -73,13 +75,14 @@ def dask_runs(path: str, model, chunk: int) -> Iterator[Dict[str, Run]]:
         threads = set(client.run(fastlstm.get_num_threads).values())
         assert threads == {1}, f"Dask: fastlstm threads in the workers {threads}, expected 1"
         remote = client.scatter(model, broadcast=True)
-        x = da.map_blocks(load, chunks=(blocks, (shape[1],), (shape[2],)), dtype=np.float32,
-                          meta=np.empty((0, 0, 0), np.float32))
-        encoded = x.map_blocks(encode, remote, drop_axis=1, chunks=(blocks, (model.out_size,)), dtype=np.float32,
-                               meta=np.empty((0, 0), np.float32))
         first = sorted(client.scheduler_info()["workers"])[:1]
+        runs = iter(range(1 << 30))
 
         def run(workers):
+            # a graph of its own per run: the same keys again would keep the previous run's worker restriction
+            # while the scheduler still holds them (measured: "both" workers then ran as fast as one)
+            encoded = da.map_blocks(load_encode, remote, chunks=(blocks, (model.out_size,)), dtype=np.float32,
+                                    meta=np.empty((0, 0), np.float32), name=f"encode-{next(runs)}")
             with get_task_stream(client) as tasks:
                 result = client.compute(encoded, workers=workers).result(timeout=600)
             busy = sum(span["stop"] - span["start"] for task in tasks.data for span in task["startstops"]

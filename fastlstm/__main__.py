@@ -1,4 +1,5 @@
-"""The command line: python -m fastlstm info | bench [--quick] [--threads N] [--plot FILE.png] [--json FILE]."""
+"""The command line: python -m fastlstm info | bench [--quick] [--only SECTION[,SECTION]] [--threads N]
+[--plot FILE.png] [--json FILE]."""
 from __future__ import annotations
 
 import argparse
@@ -35,6 +36,8 @@ def info() -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command line with `argv` (default: sys.argv[1:]); returns the exit status."""
+    from . import _bench
+
     parser = argparse.ArgumentParser(
         prog="python -m fastlstm", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -43,29 +46,35 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub.add_parser("info", help="version, build (OpenMP), CPU features, the kernels each model kind runs, threads")
     bench = sub.add_parser(
         "bench",
-        help="time fastlstm against the installed peers (torch, onnxruntime) and the NumPy reference",
-        description="Time fastlstm against the installed peers and the NumPy reference on built-in shapes: a "
-        "summary first (speed ratio and agreement per peer), then the details per shape.",
+        help="time fastlstm against the installed peers (torch, onnxruntime, OpenVINO) and the NumPy reference",
+        description="Time fastlstm against the installed peers and the NumPy reference on built-in shapes, in "
+        "sections: f32 (float32 LSTMs: torch, onnxruntime, OpenVINO f32, the reference), quant (bf16 and int8 "
+        "weights: OpenVINO at its default precision, onnxruntime int8), gru (torch, onnxruntime, OpenVINO f32), "
+        "models (PyTorch models before and after fastlstm.torch.accelerate; needs torch). A summary first (speed "
+        "ratios and agreement or errors per peer and section), then the details per shape. Peers that are not "
+        "installed are left out (and said so).",
     )
-    bench.add_argument("--quick", action="store_true", help="fewer and smaller shapes: a run of seconds")
+    bench.add_argument("--quick", action="store_true",
+                       help="fewer and smaller shapes, shorter timing: a run of about a minute for all sections")
+    bench.add_argument("--only", metavar="SECTION[,SECTION]", default=None,
+                       help=f"run only these sections, of {', '.join(_bench.SECTION_NAMES)} (default: all)")
     bench.add_argument("--threads", type=int, default=None, metavar="N",
                        help="threads for fastlstm and the peers (default: fastlstm's own setting)")
     bench.add_argument("--plot", metavar="FILE.png", default=None,
-                       help="draw the speed-ups to this PNG file (needs matplotlib)")
+                       help="draw every section's ratios to this PNG file, a panel per section (needs matplotlib)")
     bench.add_argument("--json", metavar="FILE", default=None, help="write the measurements to this JSON file")
     args = parser.parse_args(argv)
     if args.command == "info":
         info()
         return 0
-    from . import _bench
-
     if args.threads is not None and args.threads < 1:
         bench.error(f"--threads must be >= 1, got {args.threads}")
     try:
+        only = None if args.only is None else _bench.parse_only(args.only)
         _bench.check_output_paths(args.plot, args.json)
     except ValueError as exc:
         bench.error(str(exc))
-    _bench.run(quick=args.quick, threads=args.threads, plot_path=args.plot, json_path=args.json)
+    _bench.run(quick=args.quick, threads=args.threads, plot_path=args.plot, json_path=args.json, only=only)
     return 0
 
 

@@ -1,12 +1,15 @@
 """``python -m fastlstm bench``: fastlstm against the reference and the installed peers, in one run.
 
-For every built-in shape, all implementations get the same weights and input; their outputs are checked to
-agree, then they are timed in interleaved rounds (blocks of calls of each in turn, so machine noise hits all
-alike). The report opens with a summary (per peer: the median speed ratio and how closely the outputs
-agree), then a table per shape with the spread of the times. Peers run as their users run them: torch under
-inference_mode, onnxruntime with one LSTM node per layer; all with the same thread count. A number that
-cannot be right (a limit below what a row achieved, a peer far slower than in its own other rounds) is
-replaced by a warning.
+Sections (``--only`` picks some): "f32", float32 LSTMs (this module); "quant", bf16 and int8 weights; "gru";
+"models", PyTorch models accelerated end to end (the last three: _bench_sections). For every built-in shape of a
+section, all implementations get the same weights and input; their outputs are checked to agree (or, for reduced
+precision, their errors measured), then they are timed in interleaved rounds (blocks of calls of each in turn, so
+machine noise hits all alike). The report opens with a summary (per section and peer: the median speed ratio and
+how closely the outputs agree), then a table per section with the spread of the times. Peers run as their users
+run them: torch under inference_mode, onnxruntime with one LSTM node per layer, OpenVINO compiled for the input's
+shape (asked for f32 beside float32 models: its default is bf16 on CPUs with AVX512-BF16); all with the same
+thread count. A number that cannot be right (a limit below what a row achieved, a peer far slower than in its
+own other rounds) is replaced by a warning.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -27,7 +30,15 @@ from ._lstm import LSTM
 from ._packing import _aligned_empty
 from .reference import LSTM as ReferenceLSTM
 
-PEERS = ("onnxruntime", "torch")  # compared when installed, in this order
+PEERS = ("onnxruntime", "torch", "openvino f32")  # compared with float32 LSTMs when installed, in this order
+# the modules each peer of any section needs; its first word names the distribution whose version is shown
+PEER_NEEDS = {
+    "torch": ("torch",),
+    "onnxruntime": ("onnxruntime", "onnx"),
+    "onnxruntime int8": ("onnxruntime", "onnx"),
+    "openvino f32": ("openvino", "onnx"),
+    "openvino default": ("openvino", "onnx"),
+}
 # A row that ran faster than this multiple of a measured limit shows that the probe was disturbed.
 LIMIT_SLACK = 1.25
 # A runner whose median call is this many times slower than its fastest round was disturbed (or stalled).
@@ -130,6 +141,20 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def available(peer: str) -> bool:
+    """Whether every module the peer needs (PEER_NEEDS) is installed."""
+    return all(installed(module) for module in PEER_NEEDS[peer])
+
+
+def peer_label(name: str) -> str:
+    """A runner's name with the version of its library after the library's name: "openvino 2026.4.1 f32";
+    fastlstm's own runners as they are."""
+    library, _, rest = name.partition(" ")
+    if library not in {peer.split(" ")[0] for peer in PEER_NEEDS}:
+        return name
+    return " ".join(part for part in (library, version_of(library), rest) if part)
+
+
 def version_of(distribution: str) -> str:
     """The installed version of a distribution, or "" when its metadata is absent."""
     try:
@@ -198,9 +223,17 @@ def time_interleaved(runners: Dict[str, Callable[[], object]], seconds: float, m
     return {name: t.median for name, t in time_rounds(runners, seconds, min_rounds).items()}
 
 
-def bench_shape(shape: Shape, threads: int, seconds: float, with_reference: bool) -> Row:
+def min_rounds(shape: Shape, quick: bool) -> int:
+    """Rounds of time_rounds at least: a streaming step's blocks of calls are short, so it needs more rounds for
+    the same care; --quick takes fewer."""
     if shape.streaming:
-        return bench_step(shape, threads, seconds)
+        return 15 if quick else 50
+    return 3 if quick else 5
+
+
+def bench_shape(shape: Shape, threads: int, seconds: float, with_reference: bool, quick: bool = False) -> Row:
+    if shape.streaming:
+        return bench_step(shape, threads, seconds, quick)
     rng = np.random.default_rng(0)
     model = LSTM(shape.I, shape.H, shape.layers, bidirectional=shape.bidirectional, seed=0)
     x = rng.standard_normal((shape.T, shape.B, shape.I)).astype(np.float32)
@@ -208,21 +241,23 @@ def bench_shape(shape: Shape, threads: int, seconds: float, with_reference: bool
     if with_reference:
         ref = ReferenceLSTM(shape.I, shape.H, shape.layers, bidirectional=shape.bidirectional, seed=0)
         runners["reference"] = lambda a: ref(a)[0]
-    if installed("torch"):
+    if available("torch"):
         runners["torch"] = _peers.torch_runner(model, threads)
-    if installed("onnxruntime") and installed("onnx"):
+    if available("onnxruntime"):
         runners["onnxruntime"] = _peers.ort_runner(model, threads)
+    if available("openvino f32"):
+        runners["openvino f32"] = _peers.openvino_runner(model, x.shape, threads, "f32")[0]
     row, probes = new_row(shape, model, threads)
     ours = runners["fastlstm"](x)
     for name, run in runners.items():
         if name != "fastlstm":
             row.max_abs_diff[name] = float(np.max(np.abs(run(x) - ours), initial=0.0))
     calls: Dict[str, Callable[[], object]] = {n: functools.partial(r, x) for n, r in runners.items()}
-    finish_row(row, time_rounds({**calls, **probes.calls}, seconds, min_rounds=5), probes)
+    finish_row(row, time_rounds({**calls, **probes.calls}, seconds, min_rounds(shape, quick)), probes)
     return row
 
 
-def bench_step(shape: Shape, threads: int, seconds: float) -> Row:
+def bench_step(shape: Shape, threads: int, seconds: float, quick: bool = False) -> Row:
     """One streaming step: fastlstm Stream.step(out=) vs torch (T=1, hx) vs onnxruntime (state in/out)."""
     rng = np.random.default_rng(0)
     model = LSTM(shape.I, shape.H, shape.layers, seed=0)
@@ -230,7 +265,7 @@ def bench_step(shape: Shape, threads: int, seconds: float) -> Row:
     stream = model.stream(shape.B)
     out = np.empty((shape.B, model.out_size), np.float32)
     steppers: Dict[str, Callable[[np.ndarray], np.ndarray]] = {"fastlstm": lambda a: stream.step(a, out=out).copy()}
-    steppers.update(peer_steppers(model, threads))
+    steppers.update(peer_steppers(model, shape.B, threads))
     row, probes = new_row(shape, model, threads)
     # agreement over a few steps from the zero state; all steppers then keep running from there
     ours = np.stack([steppers["fastlstm"](x) for x in xs])
@@ -240,18 +275,21 @@ def bench_step(shape: Shape, threads: int, seconds: float) -> Row:
     steppers["fastlstm"] = lambda a: stream.step(a, out=out)
     x0 = xs[0]
     calls: Dict[str, Callable[[], object]] = {n: functools.partial(s, x0) for n, s in steppers.items()}
-    finish_row(row, time_rounds({**calls, **probes.calls}, seconds, min_rounds=50), probes)
+    finish_row(row, time_rounds({**calls, **probes.calls}, seconds, min_rounds(shape, quick)), probes)
     return row
 
 
-def peer_steppers(model: LSTM, threads: int) -> Dict[str, Callable[[np.ndarray], np.ndarray]]:
+def peer_steppers(model: LSTM, batch: int, threads: int) -> Dict[str, Callable[[np.ndarray], np.ndarray]]:
     """One streaming step of `model` in each installed peer, as users run them: torch nn.LSTM on T=1 with hx,
-    onnxruntime with the state as graph inputs and outputs. Each takes x_t (B, I) and carries its own state."""
+    onnxruntime and OpenVINO (f32, compiled for `batch`) with the state as graph inputs and outputs. Each takes
+    x_t (B, I) and carries its own state."""
     steppers: Dict[str, Callable[[np.ndarray], np.ndarray]] = {}
-    if installed("torch"):
+    if available("torch"):
         steppers["torch"] = _peers.torch_step_runner(model, threads)
-    if installed("onnxruntime") and installed("onnx"):
+    if available("onnxruntime"):
         steppers["onnxruntime"] = _peers.ort_step_runner(model, threads)
+    if available("openvino f32"):
+        steppers["openvino f32"] = _peers.openvino_step_runner(model, batch, threads, "f32")[0]
     return steppers
 
 
@@ -355,18 +393,25 @@ def limit_fraction(row: Row, fma_gflops: float) -> Tuple[float, str]:
     return bound_ms / row.median_ms["fastlstm"], bound
 
 
-def disturbed(row: Row, name: str) -> bool:
+class Timed(Protocol):
+    """A measured row of any section: median ms per runner, and the median call of each one's fastest round."""
+
+    median_ms: Dict[str, float]
+    fastest_round_ms: Dict[str, float]
+
+
+def disturbed(row: Timed, name: str) -> bool:
     """Whether `name`'s median call on this row is implausibly slow: ROUND_SPREAD_LIMIT times its fastest round
     or more (a stall of the machine or of the implementation's thread pool, not its speed)."""
     fastest = row.fastest_round_ms.get(name)
     return fastest is not None and row.median_ms[name] >= ROUND_SPREAD_LIMIT * fastest
 
 
-def ratio(row: Row, peer: str) -> Optional[float]:
-    """The peer's median time over fastlstm's on this row; None when absent or either time is disturbed."""
-    if peer not in row.median_ms or disturbed(row, peer) or disturbed(row, "fastlstm"):
+def ratio(row: Timed, peer: str, ours: str = "fastlstm") -> Optional[float]:
+    """The peer's median time over ours on this row; None when either is absent or its time disturbed."""
+    if any(name not in row.median_ms or disturbed(row, name) for name in (peer, ours)):
         return None
-    return row.median_ms[peer] / row.median_ms["fastlstm"]
+    return row.median_ms[peer] / row.median_ms[ours]
 
 
 def fastest_row(rows: List[Row]) -> Tuple[Row, float]:
@@ -415,6 +460,33 @@ def _shapes(n: int) -> str:
     return f"{n} shape{'s' * (n != 1)}"
 
 
+class Spread(Timed, Protocol):
+    """A measured row with the 25th and 75th percentiles of each runner's calls."""
+
+    spread_ms: Dict[str, Tuple[float, float]]
+
+
+def timing_cell(row: Spread, name: str) -> str:
+    """A runner's median ms with the 25th-75th percentile of its calls, "?" after it when disturbed; "-" when the
+    row has no time of it."""
+    if name not in row.median_ms:
+        return "-"
+    lo, hi = row.spread_ms.get(name, (row.median_ms[name], row.median_ms[name]))
+    cell = f"{format_ms(row.median_ms[name])} ({format_ms(lo)}-{format_ms(hi)})"
+    return cell + (" ?" if disturbed(row, name) else "")
+
+
+def markdown_table(lines: Sequence[Sequence[str]]) -> str:
+    """A Markdown table of these cells, columns padded to their widest cell; lines[0] is the head."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    out = []
+    for k, line in enumerate(lines):
+        out.append("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |")
+        if k == 0:
+            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(out)
+
+
 def format_table(rows: List[Row], fma_gflops: Optional[float] = None) -> str:
     """The details: per row, each implementation's median ms with the 25th-75th percentile of its calls, and
     fastlstm's speed ratio over each other implementation ("?" where a number cannot be right)."""
@@ -422,33 +494,19 @@ def format_table(rows: List[Row], fma_gflops: Optional[float] = None) -> str:
     head = ["shape", "fastlstm ms", "GFLOP/s", "weights GB/s"] + (["% of limit"] if fma_gflops else [])
     head += [f"{p} ms" for p in present] + [f"x vs {p}" for p in present]
     lines = [head]
-
-    def timing(r: Row, name: str) -> str:
-        if name not in r.median_ms:
-            return "-"
-        lo, hi = r.spread_ms.get(name, (r.median_ms[name], r.median_ms[name]))
-        cell = f"{format_ms(r.median_ms[name])} ({format_ms(lo)}-{format_ms(hi)})"
-        return cell + (" ?" if disturbed(r, name) else "")
-
     for r in rows:
         ours = r.median_ms["fastlstm"]
-        cells = [r.shape, timing(r, "fastlstm"), f"{r.gflop / ours * 1e3:.1f}", f"{r.weight_gb / ours * 1e3:.0f}"]
+        cells = [r.shape, timing_cell(r, "fastlstm"), f"{r.gflop / ours * 1e3:.1f}", f"{r.weight_gb / ours * 1e3:.0f}"]
         if fma_gflops:
             fraction, bound = limit_fraction(r, fma_gflops)
             plausible = fraction <= LIMIT_SLACK and not disturbed(r, "fastlstm")
             cells.append(f"{100 * fraction:.0f}% {bound}" if plausible else "?")
-        cells += [timing(r, p) for p in present]
+        cells += [timing_cell(r, p) for p in present]
         for p in present:
             x = ratio(r, p)
             cells.append("-" if p not in r.median_ms else "?" if x is None else f"{x:.2f}")
         lines.append(cells)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    out = []
-    for k, line in enumerate(lines):
-        out.append("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |")
-        if k == 0:
-            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(out)
+    return markdown_table(lines)
 
 
 def format_summary(rows: List[Row]) -> List[str]:
@@ -466,7 +524,7 @@ def format_summary(rows: List[Row]) -> List[str]:
             lines.append(f"vs the NumPy reference: {agree} ({_shapes(len(diffs))})")
             continue
         ratios = [x for x in (ratio(r, name) for r in rows) if x is not None]
-        label = f"vs {name} {version_of(name)}".strip()
+        label = f"vs {peer_label(name)}"
         if not ratios:
             lines.append(f"{label}: no plausible timing (see the warnings); {agree}")
             continue
@@ -478,13 +536,28 @@ def format_summary(rows: List[Row]) -> List[str]:
 
 
 def plot_title(threads: int) -> str:
-    return f"fastlstm {__version__} speed-up, float32 ({cpu_model()}, {threads} thread{'s' * (threads != 1)})"
+    return f"fastlstm {__version__} speed-up ({cpu_model()}, {threads} thread{'s' * (threads != 1)})"
 
 
-def plot(rows: List[Row], path: str, threads: int) -> bool:
-    """Draw fastlstm's speed-up over each installed peer per row (log scale) to `path`; False (and nothing
-    drawn) when no peer has a plausible ratio."""
-    fig = figure(rows, threads)
+@dataclass
+class Panel:
+    """One section of the plot: its rows' names and, per series (a peer or a comparison), a ratio per row."""
+
+    title: str
+    shapes: List[str]
+    series: Dict[str, List[Optional[float]]]  # legend label -> ratio per row (None: no plausible ratio)
+
+
+def f32_panel(rows: List[Row]) -> Panel:
+    """The float32 section's panel: fastlstm's speed-up over each peer with a plausible ratio."""
+    series = {f"vs {peer_label(p)}": [ratio(r, p) for r in rows] for p in PEERS}
+    return Panel(f"{F32_HEADING} (f32)", [r.shape for r in rows], series)
+
+
+def plot(panels: List[Panel], path: str, threads: int) -> bool:
+    """Draw the panels' ratios (log scale) to `path`; False (and nothing drawn) when no panel has a plausible
+    ratio."""
+    fig = figure(panels, threads)
     if fig is None:
         return False
     fig.savefig(path, dpi=120)
@@ -494,11 +567,16 @@ def plot(rows: List[Row], path: str, threads: int) -> bool:
     return True
 
 
-def figure(rows: List[Row], threads: int) -> Any:
-    """The matplotlib figure of fastlstm's speed-up over each peer per row, on a log scale, titled with the
-    machine and the thread count; None when no peer has a plausible ratio."""
-    peers = [p for p in PEERS if any(ratio(r, p) is not None for r in rows)]
-    if not peers:
+def figure(panels: List[Panel], threads: int) -> Any:
+    """The matplotlib figure of the ratios, one panel per section stacked (each on a log scale with its own
+    series of bars from 1, the same speed), titled with the machine and the thread count; None when no series
+    has a plausible ratio. Series without one are left out."""
+    shown = []
+    for panel in panels:
+        series = {k: v for k, v in panel.series.items() if any(x is not None for x in v)}
+        if series:
+            shown.append(Panel(panel.title, panel.shapes, series))
+    if not shown:
         return None
     import matplotlib
 
@@ -506,29 +584,35 @@ def figure(rows: List[Row], threads: int) -> Any:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(10, 0.6 * len(rows) + 2))
-    ys = np.arange(len(rows))
-    height = 0.8 / len(peers)
-    for k, p in enumerate(peers):
-        ratios = [ratio(r, p) for r in rows]
-        # bars from 1 (same speed): rightwards where fastlstm is faster, leftwards where it is slower
-        widths = [np.nan if x is None else x - 1.0 for x in ratios]
-        bars = ax.barh(ys + k * height, widths, height, left=1.0, label=f"vs {p} {version_of(p)}".rstrip())
-        for bar, x in zip(bars, ratios):
-            if x is not None:
-                right = x >= 1
-                ax.annotate(f"{x:.2f}x", (x, bar.get_y() + bar.get_height() / 2), va="center", fontsize=8,
-                            xytext=(3 if right else -3, 0), textcoords="offset points", ha="left" if right else "right")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
-    ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_yticks(ys + height * (len(peers) - 1) / 2)
-    ax.set_yticklabels([r.shape for r in rows])
-    ax.invert_yaxis()
-    ax.margins(x=0.15)
-    ax.set_xlabel("peer's time / fastlstm's time (log scale; > 1: fastlstm is faster)")
-    ax.set_title(plot_title(threads), fontsize=10)
-    ax.legend()
+    heights = [len(p.shapes) * (0.25 * len(p.series) + 0.2) + 0.9 for p in shown]
+    fig, axes = plt.subplots(len(shown), 1, figsize=(10, sum(heights) + 0.8), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, panel in zip(axes[:, 0], shown):
+        ys = np.arange(len(panel.shapes))
+        height = 0.8 / len(panel.series)
+        for k, (label, ratios) in enumerate(panel.series.items()):
+            # bars from 1 (same speed): rightwards where fastlstm is faster, leftwards where it is slower
+            widths = [np.nan if x is None else x - 1.0 for x in ratios]
+            bars = ax.barh(ys + k * height, widths, height, left=1.0, label=label)
+            for bar, x in zip(bars, ratios):
+                if x is not None:
+                    right = x >= 1
+                    ax.annotate(f"{x:.2f}x", (x, bar.get_y() + bar.get_height() / 2), va="center", fontsize=8,
+                                xytext=(3 if right else -3, 0), textcoords="offset points",
+                                ha="left" if right else "right")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_yticks(ys + height * (len(panel.series) - 1) / 2)
+        ax.set_yticklabels(panel.shapes)
+        ax.invert_yaxis()
+        ax.margins(x=0.15)
+        ax.set_title(panel.title, fontsize=10)
+        ax.legend(fontsize=8, loc="best")
+    axes[-1, 0].set_xlabel("the other's time / fastlstm's time (log scale; > 1: fastlstm is faster)")
+    fig.suptitle(plot_title(threads), fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -552,77 +636,180 @@ def check_output_paths(plot_path: Optional[str], json_path: Optional[str]) -> No
             raise ValueError("--plot needs matplotlib: pip install matplotlib")
 
 
-def run(
-    quick: bool = False,
-    threads: Optional[int] = None,
-    plot_path: Optional[str] = None,
-    json_path: Optional[str] = None,
-) -> List[Row]:
-    """Run the bench and print its report; SystemExit when the outputs disagree (ValueError for bad paths)."""
-    check_output_paths(plot_path, json_path)
-    if threads is not None:
-        _threads.set_num_threads(threads)
-    n = _threads.get_num_threads()
-    shapes = QUICK_SHAPES if quick else SHAPES
-    seconds = 0.3 if quick else 2.0
-    missing = [p for p in PEERS if not installed(p) or (p == "onnxruntime" and not installed("onnx"))]
-    machine = f"{cpu_model()}, {n} thread{'s' * (n != 1)}"
-    print(f"fastlstm {__version__} bench{' --quick' if quick else ''}: float32, {machine}; {_shapes(len(shapes))}")
-    if missing:
-        print(f"not installed, not compared: {', '.join(missing)}")
-        if plot_path and len(missing) == len(PEERS):
-            print("--plot: with no peer installed there is nothing to plot; no plot will be written")
-    fma = measure_fma_gflops(n)
+SECTION_NAMES = ("f32", "quant", "gru", "models")  # in the order they run and print
+F32_HEADING = "float32 LSTM"
+F32_TITLE = "float32 LSTM: fastlstm beside torch.nn.LSTM, onnxruntime, OpenVINO (f32) and the NumPy reference"
+
+
+def parse_only(text: str) -> List[str]:
+    """--only's comma-separated section names, in the bench's order; ValueError naming the unknown ones."""
+    asked = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in asked if name not in SECTION_NAMES]
+    if unknown or not asked:
+        given = ", ".join(repr(name) for name in unknown) if unknown else repr(text)
+        raise ValueError(f"--only: unknown section {given}; choose from {', '.join(SECTION_NAMES)} "
+                         "(comma-separated)")
+    return [name for name in SECTION_NAMES if name in asked]
+
+
+@dataclass
+class F32Result:
+    """The float32 section's measurements: rows, the machine's measured limits and what cannot be right."""
+
+    rows: List[Row]
+    fma_gflops: float
+    sgemm_gflops: float
+    warnings: List[str]
+
+
+def measure_f32(shapes: List[Shape], threads: int, seconds: float, quick: bool) -> F32Result:
+    """Time the float32 shapes (and the machine's limits), printing progress."""
+    fma = measure_fma_gflops(threads)
     sgemm = measure_sgemm_gflops()
     rows = []
     for shape in shapes:
         with_reference = shape.T * shape.B * shape.H <= 100 * 4 * 256
-        rows.append(bench_shape(shape, n, seconds, with_reference))
-        print(f"  measured {shape.name}", flush=True)
-    warnings = warnings_for(rows, fma)
+        rows.append(bench_shape(shape, threads, seconds, with_reference, quick))
+        print(f"  measured f32: {shape.name}", flush=True)
+    return F32Result(rows, fma, sgemm, warnings_for(rows, fma))
+
+
+def print_f32_details(result: F32Result) -> None:
+    rows, fma = result.rows, result.fma_gflops
     peak_ok = peak_plausible(rows, fma)
-    print()
-    print("Summary")
-    for line in format_summary(rows):
-        print(f"  {line}")
-    if missing:
-        print(f"  not compared (not installed): {', '.join(missing)}")
-    if warnings:
-        print(f"  {len(warnings)} warning{'s' * (len(warnings) != 1)} below: numbers of this run that cannot be "
-              "right are left out (a busy machine?)")
-    print()
-    print("Details (times: median ms of the calls, with the 25th-75th percentile in brackets; x vs P: P's median")
-    print("time over fastlstm's)")
     print(format_table(rows, fma if peak_ok else None))
     if peak_ok:
         print(f"% of limit: the row's time at this machine's limit over its time. The limit is its FLOPs at the "
               f"FMA peak ({fma:.0f} GFLOP/s measured, {probe_isa()})")
         print("or its weight bytes at the speed of reading a buffer of one step's weights, whichever is slower,")
         print("plus, where the threads hand every step to each other, the measured cost of each hand-off.")
-    print(f"NumPy's sgemm, for comparison: {sgemm:.0f} GFLOP/s")
+    print(f"NumPy's sgemm, for comparison: {result.sgemm_gflops:.0f} GFLOP/s")
+    print("max |fastlstm - other| of the outputs:")
+    for r in rows:
+        print(f"  {r.shape}: " + ", ".join(f"{p} {d:.1e}" for p, d in r.max_abs_diff.items()))
+
+
+def run(
+    quick: bool = False,
+    threads: Optional[int] = None,
+    plot_path: Optional[str] = None,
+    json_path: Optional[str] = None,
+    only: Optional[Sequence[str]] = None,
+) -> Dict[str, List[Any]]:
+    """Run the bench's sections (`only`: these of SECTION_NAMES, default all) and print their report; returns
+    each section's rows by name (a section that could not run is absent). SystemExit when outputs disagree
+    (ValueError for bad paths or section names)."""
+    from . import _bench_sections
+
+    check_output_paths(plot_path, json_path)
+    names = list(SECTION_NAMES) if only is None else parse_only(",".join(only))
+    if threads is not None:
+        _threads.set_num_threads(threads)
+    n = _threads.get_num_threads()
+    seconds = 0.3 if quick else 2.0
+    f32_shapes = QUICK_SHAPES if quick else SHAPES
+    sections, skipped = [], {}
+    for section in _bench_sections.SECTIONS:
+        needed = _bench_sections.SECTION_NEEDS.get(section.name)
+        if section.name not in names:
+            continue
+        if needed is not None and not installed(needed):
+            skipped[section.name] = f"{needed} is not installed"
+        else:
+            sections.append(section)
+    counts = ([f"f32 ({_shapes(len(f32_shapes))})"] if "f32" in names else []) + [
+        f"{s.name} ({_shapes(len(s.shape_names(quick)))})" for s in sections]
+    machine = f"{cpu_model()}, {n} thread{'s' * (n != 1)}"
+    print(f"fastlstm {__version__} bench{' --quick' if quick else ''}: {machine}; sections {', '.join(counts)}")
+    for name, why in skipped.items():
+        print(f"section {name} skipped: {why}")
+    peers = (list(PEERS) if "f32" in names else []) + [p for s in sections for p in s.peers]
+    missing = [p for p in dict.fromkeys(peers) if not available(p)]
+    if missing:
+        print(f"not installed, not compared: {', '.join(missing)}")
+
+    f32 = measure_f32(f32_shapes, n, seconds, quick) if "f32" in names else None
+    measured: Dict[str, List[_bench_sections.SectionRow]] = {}
+    notes: Dict[str, List[str]] = {}
+    for section in sections:
+        measured[section.name], notes[section.name] = [], []
+        for case in section.cases(quick, n):
+            measured[section.name].append(_bench_sections.measure(section, case, seconds))
+            if case.note and case.note not in notes[section.name]:
+                notes[section.name].append(case.note)
+            print(f"  measured {section.name}: {case.name}", flush=True)
+    warnings = list(f32.warnings) if f32 else []
+    for section in sections:
+        for r in measured[section.name]:
+            for name in r.median_ms:
+                if disturbed(r, name):
+                    warnings.append(f"{section.name}, {r.shape}: {name}'s median call ({format_ms(r.median_ms[name])}"
+                                    f" ms) is {r.median_ms[name] / r.fastest_round_ms[name]:.0f}x its fastest round's:"
+                                    " it stalled, its ratios are not shown")
+
+    print()
+    print("Summary")
+    if f32:
+        print(f"  {F32_HEADING} (f32)")
+        for line in format_summary(f32.rows):
+            print(f"    {line}")
+    for section in sections:
+        print(f"  {section.heading} ({section.name})")
+        for line in _bench_sections.summary(section, measured[section.name]):
+            print(f"    {line}")
+    for name, why in skipped.items():
+        print(f"  section {name} not run: {why}")
+    if missing:
+        print(f"  not compared (not installed): {', '.join(missing)}")
+    if warnings:
+        print(f"  {len(warnings)} warning{'s' * (len(warnings) != 1)} below: numbers of this run that cannot be "
+              "right are left out (a busy machine?)")
+    print()
+    print("Details (times: median ms of the calls, with the 25th-75th percentile in brackets; x vs P and the")
+    print("sections' ratios: the other's median time over fastlstm's)")
+    if f32:
+        print()
+        print(f"{F32_TITLE} (f32)")
+        print_f32_details(f32)
+    for section in sections:
+        print()
+        print(f"{section.title} ({section.name}); diff: {section.diff_heading}")
+        print(_bench_sections.table(section, measured[section.name]))
+        for note in notes[section.name]:
+            print(note)
     if warnings:
         print()
         print("Warnings")
         for w in warnings:
             print(f"  {w}")
-    print()
-    print("max |fastlstm - other| of the outputs:")
-    for r in rows:
-        print(f"  {r.shape}: " + ", ".join(f"{p} {d:.1e}" for p, d in r.max_abs_diff.items()))
+    results: Dict[str, List[Any]] = {**({"f32": f32.rows} if f32 else {}), **measured}
     if json_path:
+        report: Dict[str, Any] = {"version": __version__, "cpu": cpu_model(), "threads": n, "quick": quick,
+                                  "warnings": warnings, "not_installed": missing, "skipped": skipped, "sections": {}}
+        if f32:
+            report["sections"]["f32"] = {"title": F32_TITLE, "fma_gflops": f32.fma_gflops,
+                                         "sgemm_gflops": f32.sgemm_gflops, "rows": [asdict(r) for r in f32.rows]}
+        for section in sections:
+            report["sections"][section.name] = {
+                "title": section.title, "diff": section.diff_heading, "notes": notes[section.name],
+                "ratios": {label: [slower, faster] for label, slower, faster in section.comparisons},
+                "rows": [asdict(r) for r in measured[section.name]]}
         with open(json_path, "w") as f:
-            summary = {"version": __version__, "cpu": cpu_model(), "threads": n, "fma_gflops": fma,
-                       "sgemm_gflops": sgemm, "warnings": warnings, "rows": [asdict(r) for r in rows]}
-            json.dump(summary, f, indent=2)
+            json.dump(report, f, indent=2)
         print(f"measurements written to {json_path}")
     if plot_path:
-        if plot(rows, plot_path, n):
+        panels = ([f32_panel(f32.rows)] if f32 else []) + [
+            Panel(f"{s.heading} ({s.name})", [r.shape for r in measured[s.name]],
+                  {label: [r.ratios[label] for r in measured[s.name]] for label, _, _ in s.comparisons})
+            for s in sections]
+        if plot(panels, plot_path, n):
             print(f"plot written to {plot_path}")
         else:
-            print("no plot written: no installed peer has a plausible timing to compare with (pip install onnx "
-                  "onnxruntime, and torch's CPU build: pip install torch --index-url "
+            print("no plot written: no section has a plausible ratio to draw (for the float32 section's peers: "
+                  "pip install onnx onnxruntime openvino, and torch's CPU build: pip install torch --index-url "
                   "https://download.pytorch.org/whl/cpu)")
-    worst = max([0.0] + [d for r in rows for d in r.max_abs_diff.values()])
+    worst = max([0.0] + [d for r in (f32.rows if f32 else []) for d in r.max_abs_diff.values()])
+    worst = max([worst] + [_bench_sections.disagreement(s, measured[s.name]) for s in sections])
     if worst > AGREEMENT:
         raise SystemExit(f"outputs disagree: max abs difference {worst:.2e} > {AGREEMENT:.0e}")
-    return rows
+    return results

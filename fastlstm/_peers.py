@@ -1,12 +1,14 @@
-"""The peers fastlstm is compared with, built from the same weights: torch.nn.LSTM and onnxruntime.
+"""The peers fastlstm is compared with, built from the same weights: torch.nn.LSTM, onnxruntime and OpenVINO.
 
 Each builder returns a callable ``run(x) -> output`` that runs the peer the way its users run it: torch under
-``torch.inference_mode()``; onnxruntime with one ONNX LSTM node per layer. Peers are imported only here,
-only when asked for.
+``torch.inference_mode()``; onnxruntime with one ONNX LSTM node per layer; OpenVINO on the same ONNX graph
+compiled for the input's shape, at the precision asked for (its default is bf16 on a CPU with AVX512-BF16, so a
+float32 comparison asks for "f32"). A streaming ``step(x_t) -> h_t`` carries the state inside. Peers are imported
+only here (and in _peers_gru, _peers_quant), only when asked for.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -120,15 +122,19 @@ def onnx_model(model: LSTMBase, batch_first: bool = False) -> Any:
     return proto
 
 
-def ort_runner(model: LSTMBase, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
+def ort_session(proto: Any, threads: Optional[int] = None) -> Any:
+    """An onnxruntime CPU session of the ONNX graph ``proto`` on ``threads`` intra-op threads (None: its default)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if threads is not None:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-    proto = onnx_model(model, batch_first=model.batch_first)
-    session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def ort_runner(model: LSTMBase, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
+    session = ort_session(onnx_model(model, batch_first=model.batch_first), threads)
 
     def run(x: np.ndarray) -> np.ndarray:
         return np.asarray(session.run(["Y"], {"X": x})[0])
@@ -153,13 +159,13 @@ def torch_step_runner(model: LSTMBase, threads: Optional[int] = None) -> Callabl
     return step
 
 
-def ort_step_runner(model: LSTMBase, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
-    """One streaming step in onnxruntime: a one-node LSTM graph with the state as inputs and outputs."""
-    import onnxruntime as ort
+def step_onnx_model(model: LSTMBase) -> Any:
+    """A one-node ONNX LSTM graph of a one-layer forward model without projection, for a streaming step: inputs
+    X (1, B, I), h and c (1, B, H); outputs h_out and c_out (1, B, H)."""
     from onnx import TensorProto, helper, numpy_helper
 
     if model.num_layers != 1 or model.direction != "forward" or model.proj_size:
-        raise ValueError("the onnxruntime streaming peer covers single-layer forward LSTMs")
+        raise ValueError("the streaming peers cover single-layer forward LSTMs without projection")
     H = model.hidden_size
     elem = TensorProto.DOUBLE if model.dtype == np.float64 else TensorProto.FLOAT
     state = model.state_dict()
@@ -173,6 +179,7 @@ def ort_step_runner(model: LSTMBase, threads: Optional[int] = None) -> Callable[
     node = helper.make_node(
         "LSTM", ["X", "W", "R", "B" if model.bias else "", "", "h", "c"], ["", "h_out", "c_out"], hidden_size=H
     )
+
     def io(name: str, shape: List[Optional[int]]) -> Any:
         return helper.make_tensor_value_info(name, elem, shape)
 
@@ -185,19 +192,90 @@ def ort_step_runner(model: LSTMBase, threads: Optional[int] = None) -> Callable[
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
     proto.ir_version = 8
-    opts = ort.SessionOptions()
-    if threads is not None:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return proto
+
+
+def ort_state_stepper(session: Any, model: LSTMBase) -> Callable[[np.ndarray], np.ndarray]:
+    """step(x_t (B, I)) -> h_t (B, H) on an onnxruntime session of a step_onnx_model graph (float32 or one
+    quantized from it), the state carried from call to call, starting at zero."""
     carried: Dict[str, np.ndarray] = {}
 
     def step(x_t: np.ndarray) -> np.ndarray:
-        B = x_t.shape[0]
         if "h" not in carried:
-            carried["h"] = carried["c"] = np.zeros((1, B, H), model.dtype)
+            carried["h"] = carried["c"] = np.zeros((1, x_t.shape[0], model.hidden_size), model.dtype)
         carried["h"], carried["c"] = session.run(None, {"X": x_t[None], "h": carried["h"], "c": carried["c"]})
         h: np.ndarray = carried["h"][0]
         return h
 
     return step
+
+
+def ort_step_runner(model: LSTMBase, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
+    """One streaming step in onnxruntime: a one-node LSTM graph with the state as inputs and outputs."""
+    return ort_state_stepper(ort_session(step_onnx_model(model), threads), model)
+
+
+# ---- OpenVINO -------------------------------------------------------------------------------------
+
+
+def openvino_compiled(
+    proto: Any, threads: Optional[int], precision: Optional[str], shapes: Optional[Dict[str, List[int]]] = None
+) -> Any:
+    """The ONNX graph ``proto`` compiled by OpenVINO for the CPU at ``precision`` ("f32", "bf16"; None: its default,
+    bf16 on a CPU with AVX512-BF16), for latency, on ``threads`` threads; with static input ``shapes`` when given
+    (as a latency-minded user compiles), else the graph's own (dynamic) shapes."""
+    import openvino as ov
+
+    core = ov.Core()
+    ov_model = core.read_model(proto.SerializeToString(), b"")
+    if shapes is not None:
+        ov_model.reshape(shapes)
+    config: Dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = threads
+    if precision is not None:
+        config["INFERENCE_PRECISION_HINT"] = precision
+    return core.compile_model(ov_model, "CPU", config)
+
+
+def openvino_precision(compiled: Any) -> str:
+    """The precision OpenVINO chose for a compiled model ("bf16", "f32", ...)."""
+    value = compiled.get_property("INFERENCE_PRECISION_HINT")
+    return value.to_string() if hasattr(value, "to_string") else str(value)
+
+
+def openvino_runner(
+    model: LSTMBase, shape: Sequence[int], threads: Optional[int] = None, precision: Optional[str] = None
+) -> Tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """OpenVINO forward of ``model``'s graph compiled for input ``shape`` (T, B, I) at ``precision`` (None: its
+    default). Returns (run(x) -> (T, B, D*H), the precision it runs)."""
+    compiled = openvino_compiled(onnx_model(model), threads, precision, {"X": list(shape)})
+    request = compiled.create_infer_request()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        request.infer({"X": x})
+        out: np.ndarray = request.get_output_tensor(0).data.copy()
+        return out
+
+    return run, openvino_precision(compiled)
+
+
+def openvino_step_runner(
+    model: LSTMBase, batch: int = 1, threads: Optional[int] = None, precision: Optional[str] = None
+) -> Tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """OpenVINO streaming step at ``precision`` (None: its default), compiled for ``batch``: (step(x_t (B, I)) ->
+    h_t (B, H), the state carried from zero; the precision it runs)."""
+    H = model.hidden_size
+    shapes = {"X": [1, batch, model.input_size], "h": [1, batch, H], "c": [1, batch, H]}
+    compiled = openvino_compiled(step_onnx_model(model), threads, precision, shapes)
+    request = compiled.create_infer_request()
+    carried = {"h": np.zeros((1, batch, H), model.dtype), "c": np.zeros((1, batch, H), model.dtype)}
+
+    def step(x_t: np.ndarray) -> np.ndarray:
+        request.infer({"X": x_t[None], "h": carried["h"], "c": carried["c"]})
+        carried["h"] = request.get_tensor("h_out").data.copy()
+        carried["c"] = request.get_tensor("c_out").data.copy()
+        h: np.ndarray = carried["h"][0]
+        return h
+
+    return step, openvino_precision(compiled)

@@ -11,6 +11,8 @@ from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
+from . import _peers
+
 # ONNX's gate blocks are z, r, h; torch's r, z, n (the same permutation both ways)
 TORCH_TO_ONNX_GRU_GATES = (1, 0, 2)
 
@@ -113,25 +115,15 @@ def onnx_model(model: Any, *, with_state: bool = False) -> Any:
     return proto
 
 
-def _ort_session(proto: Any, threads: Optional[int]) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads is not None:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
-
 def ort_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
     """onnxruntime on a time-major x (T, B, I)."""
-    session = _ort_session(onnx_model(model), threads)
+    session = _peers.ort_session(onnx_model(model), threads)
     return lambda x: session.run(["Y"], {"X": x})[0]
 
 
 def ort_step_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
     """One streaming step in onnxruntime: a one-node GRU graph with the state as input and output."""
-    session = _ort_session(onnx_model(model, with_state=True), threads)
+    session = _peers.ort_session(onnx_model(model, with_state=True), threads)
     carried: Dict[str, np.ndarray] = {}
 
     def step(x_t: np.ndarray) -> np.ndarray:
@@ -144,26 +136,15 @@ def ort_step_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.n
     return step
 
 
-def _openvino_compiled(proto: Any, threads: Optional[int]) -> Any:
-    import openvino as ov
-
-    core = ov.Core()
-    ov_model = core.read_model(proto.SerializeToString(), b"")
-    config: Dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-    if threads is not None:
-        config["INFERENCE_NUM_THREADS"] = threads
-    return core.compile_model(ov_model, "CPU", config)
-
-
 def openvino_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
     """OpenVINO (f32) on a time-major x (T, B, I)."""
-    request = _openvino_compiled(onnx_model(model), threads).create_infer_request()
+    request = _peers.openvino_compiled(onnx_model(model), threads, "f32").create_infer_request()
     return lambda x: request.infer({"X": x})[0]
 
 
 def openvino_step_runner(model: Any, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
     """One streaming step in OpenVINO (f32): the one-node GRU graph with the state as input and output."""
-    request = _openvino_compiled(onnx_model(model, with_state=True), threads).create_infer_request()
+    request = _peers.openvino_compiled(onnx_model(model, with_state=True), threads, "f32").create_infer_request()
     carried: Dict[str, np.ndarray] = {}
 
     def step(x_t: np.ndarray) -> np.ndarray:

@@ -46,7 +46,19 @@ typedef IREAL IVEC __attribute__((vector_size(VBYTES), aligned(sizeof(REAL))));
 
 ATTR static inline VEC FN(vload)(const REAL *p) { return *(const VEC *)p; }
 ATTR static inline void FN(vstore)(REAL *p, VEC v) { *(VEC *)p = v; }
-ATTR static inline VEC FN(vset1)(REAL s) { VEC z = {0}; return z + s; }
+/* every lane s: an initializer, so that a scalar read from memory becomes one broadcast load (no arithmetic
+   uop: on Intel, `zero + s` took an add and a shuffle on the FMA ports for each row of each k) */
+#if LANES == 16
+#define SPLAT_LANES(s) {s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s}
+#elif LANES == 8
+#define SPLAT_LANES(s) {s, s, s, s, s, s, s, s}
+#elif LANES == 4
+#define SPLAT_LANES(s) {s, s, s, s}
+#else
+#define SPLAT_LANES(s) {s, s}
+#endif
+ATTR static inline VEC FN(vset1)(REAL s) { VEC v = SPLAT_LANES(s); return v; }
+#undef SPLAT_LANES
 
 /* halves of a vector: [a | b] -> [b | a]; the lower half loaded into both; the lower half stored;
    all-ones in the lanes of the lower half */
@@ -279,6 +291,63 @@ ATTR static inline __attribute__((always_inline)) void FN(cell_tile)(
         if (active[r]) FN(cell_update)(pre[r], peep, clip, input_forget, c + r * ldc, hout + r * ldo, ng);
 }
 
+/* Weights per pass of cell_block_passes: CELL_PASS_K rows of k of a full block (4 gate vectors) make 32 KiB, which
+   stay in L1 while every tile of up to CELL_PASS_ROWS rows takes them. */
+#define CELL_PASS_K (32768 / (4 * VBYTES))
+#define CELL_PASS_ROWS 64
+
+/* Gate sums and cell update of block jb for rows [0, B) in passes over k (when its weights exceed L1 and more
+   than one tile of rows reads them): each row's chains stop after a pass in `partial` and go on from there, so
+   every row is summed exactly as gate_sums sums it in one pass (the same bits). w (K, ng, V); gx rows (B, ng*V)
+   stride ldg at this block; peep as cell_update; h (B, K) stride ldh; c, hout (B, V) strides ldc, ldo at this
+   block; rows with t >= lengths[b] untouched. */
+ATTR static inline __attribute__((always_inline)) void FN(cell_block_passes)(const REAL *w, const REAL *gx, long ldg, const REAL *peep, REAL clip,
+    int input_forget, const REAL *h, long ldh, REAL *c, long ldc, REAL *hout, long ldo, const int *lengths, int t, int B,
+    int K, const int ng)
+{
+    REAL partial[CELL_PASS_ROWS * 4 * VL] __attribute__((aligned(64)));
+    unsigned char active[CELL_PASS_ROWS];
+    VEC pre[BT][4];
+    const long ldp = 4 * VL;
+    for (int b0 = 0; b0 < B; b0 += CELL_PASS_ROWS) {
+        const int nb = B - b0 < CELL_PASS_ROWS ? B - b0 : CELL_PASS_ROWS;
+        int any_row = 0;
+        for (int r = 0; r < nb; r++) any_row |= active[r] = t < lengths[b0 + r];
+        if (!any_row) continue;
+        for (int k0 = 0; k0 < K; k0 += CELL_PASS_K) {
+            const int kn = K - k0 < CELL_PASS_K ? K - k0 : CELL_PASS_K, last = k0 + kn == K;
+            for (int r0 = 0; r0 < nb; r0 += BT) {
+                const int nr = nb - r0 < BT ? nb - r0 : BT;
+                int any = 0;
+                for (int r = r0; r < r0 + nr; r++) any |= active[r];
+                if (!any) continue;
+                const REAL *init = k0 == 0 ? gx + (b0 + r0) * ldg : partial + r0 * ldp;
+                const long ldi = k0 == 0 ? ldg : ldp;
+                const REAL *hk = h + (b0 + r0) * ldh + k0, *wk = w + (long)k0 * ng * VL;
+#define PASS_SUMS(n) FN(gate_sums)(wk, init, ldi, hk, ldh, pre, kn, n, ng)
+                switch (nr) {
+#if BT >= 4
+                    case 4: PASS_SUMS(4); break;
+                    case 3: PASS_SUMS(3); break;
+#endif
+                    case 2: PASS_SUMS(2); break;
+                    default: PASS_SUMS(1); break;
+                }
+#undef PASS_SUMS
+                for (int r = 0; r < nr; r++) {
+                    if (last) {
+                        if (active[r0 + r])
+                            FN(cell_update)(pre[r], peep, clip, input_forget, c + (b0 + r0 + r) * ldc,
+                                            hout + (b0 + r0 + r) * ldo, ng);
+                    } else {
+                        for (int g = 0; g < ng; g++) FN(vstore)(partial + (r0 + r) * ldp + g * VL, pre[r][g]);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /* Blocks [first, end) of one time step t for rows.count rows (the `cell` kernel kind, kernel_api.h).
    w_hh (NB, K, 4, V); gx (B, NB*4V) stride ldg, from the input kernel; state: h (B, K), c (B, NB*V),
    hout (B, NB*V); a row b is computed only when t < lengths[b]. */
@@ -298,6 +367,8 @@ ATTR static void FN(cell_blocks)(const lstm_layer *layer, const lstm_rows *rows,
        a tile of one row computes both blocks of its pair in one pass (gate_sums_pair); larger tiles do the
        first block for every tile, then the second. */
     const int descending = t & 1;
+    /* weights beyond L1 read by several tiles of rows: in passes (cell_block_passes; the same bits) */
+    const int passes = K > CELL_PASS_K && B > BT;
     for (int jj = j0; jj < j1; jj += 2) {
         const int j = descending ? j1 - 1 - (jj - j0) : jj, paired = jj + 1 < j1;
         const int j2 = descending ? j - 1 : j + 1;
@@ -305,6 +376,14 @@ ATTR static void FN(cell_blocks)(const lstm_layer *layer, const lstm_rows *rows,
             const int jb = second ? j2 : j, ng = jb == narrow ? 2 : 4;
             const REAL *wj = w_hh + (long)jb * K * 4 * VL;
             const REAL *pj = peep ? peep + (long)jb * 3 * VL : 0;
+            if (passes) {
+#define BLOCK_PASSES(n) FN(cell_block_passes)(wj, gx + (long)jb * 4 * VL, ldg, pj, clip, input_forget, h, ldh, \
+                                              c + (long)jb * VL, ldc, hout + (long)jb * VL, ldo, lengths, t, B, K, n)
+                if (ng == 4) BLOCK_PASSES(4);
+                else BLOCK_PASSES(2);
+#undef BLOCK_PASSES
+                continue;
+            }
             for (int b0 = 0; b0 < B; b0 += BT) {
                 int nr = B - b0 < BT ? B - b0 : BT, any = 0;
                 if (nr == 1 && second) continue;           /* done with its pair */
@@ -354,20 +433,21 @@ ATTR static void FN(cell_blocks)(const lstm_layer *layer, const lstm_rows *rows,
     }
 }
 
-/* One register tile of the input projection: gx rows = bias + W_ih x for nr rows of one block (ng gate
-   vectors: 4, or 2 for a narrow block). w (I, ng, V) packed block; bias (ng, V); x rows xr[r] (I,);
-   gx rows gr[r] (ng*V,). */
+/* One register tile of the input projection over k in [k0, k1): gx rows = bias + W_ih x for nr rows of one
+   block (ng gate vectors: 4, or 2 for a narrow block), each row's chains starting from bias when k0 == 0, else
+   from the gx row where the pass before stopped (the same sums as one pass). w (I, ng, V) packed block;
+   bias (ng, V); x rows xr[r] (I,); gx rows gr[r] (ng*V,). */
 ATTR static inline __attribute__((always_inline)) void FN(input_tile)(
-    const REAL *restrict w, const REAL *restrict bias, const REAL *const *xr, REAL *const *gr, int n_in,
+    const REAL *restrict w, const REAL *restrict bias, const REAL *const *xr, REAL *const *gr, int k0, int k1,
     const int nr, const int ng)
 {
     VEC acc[BT][4];
     const REAL *xp[BT];
     for (int r = 0; r < nr; r++) {
         xp[r] = xr[r];
-        for (int g = 0; g < ng; g++) acc[r][g] = FN(vload)(bias + g * VL);
+        for (int g = 0; g < ng; g++) acc[r][g] = FN(vload)((k0 == 0 ? bias : gr[r]) + g * VL);
     }
-    for (int k = 0; k < n_in; k++) {
+    for (int k = k0; k < k1; k++) {
         const REAL *wk = w + (long)k * ng * VL;
         VEC wv[4];
         for (int g = 0; g < ng; g++) wv[g] = FN(vload)(wk + g * VL);
@@ -394,12 +474,16 @@ ATTR static void FN(input_blocks)(const lstm_layer *layer, const lstm_rows *rows
     const int *lengths = rows->lengths;
     const REAL *xr[BT];
     REAL *gr[BT];
-    for (int j = j0; j < j1; j++) {
+    /* weights beyond L1 (CELL_PASS_K rows of k of a block) go in passes over k, every row taking each pass */
+    for (int pass = 0; pass < (j1 - j0) * ((n_in + CELL_PASS_K - 1) / CELL_PASS_K); pass++) {
+        const int passes_per_block = (n_in + CELL_PASS_K - 1) / CELL_PASS_K;
+        const int j = j0 + pass / passes_per_block, k0 = pass % passes_per_block * CELL_PASS_K;
+        const int k1 = n_in - k0 < CELL_PASS_K ? n_in : k0 + CELL_PASS_K;
         const REAL *wj = w_ih + (long)j * n_in * 4 * VL;
         const REAL *bj = bias + (long)j * 4 * VL;
         const int is_narrow = j == narrow;
 #define INPUT_TILE(n) \
-    (is_narrow ? FN(input_tile)(wj, bj, xr, gr, n_in, n, 2) : FN(input_tile)(wj, bj, xr, gr, n_in, n, 4))
+    (is_narrow ? FN(input_tile)(wj, bj, xr, gr, k0, k1, n, 2) : FN(input_tile)(wj, bj, xr, gr, k0, k1, n, 4))
         int nr = 0;
         for (int s = 0; s < nsteps; s++) {
             for (int b = 0; b < B; b++) {
@@ -514,5 +598,7 @@ static const lstm_kernel_table FN(lstm_table) = {TABLE_NAME, VBYTES, BT, FN(inpu
 #undef FN
 #undef VL
 #undef PROJ_ROWS
+#undef CELL_PASS_K
+#undef CELL_PASS_ROWS
 #undef VEC
 #undef IVEC

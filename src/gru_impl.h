@@ -197,12 +197,12 @@ ATTR static void FN(gru_input_blocks)(const lstm_layer *layer, const lstm_rows *
                 xr[nr] = x + s * x_ts + b * x_bs;
                 gr[nr] = gx + s * g_ts + b * g_bs + (long)j * 3 * VL;
                 if (++nr == BT) {
-                    FN(input_tile)(wj, bj, xr, gr, n_in, BT, 3);
+                    FN(input_tile)(wj, bj, xr, gr, 0, n_in, BT, 3);
                     nr = 0;
                 }
             }
         }
-#define INPUT_TILE(n) FN(input_tile)(wj, bj, xr, gr, n_in, n, 3)
+#define INPUT_TILE(n) FN(input_tile)(wj, bj, xr, gr, 0, n_in, n, 3)
         if (nr > 0) GRU_TILES(INPUT_TILE, nr)
 #undef INPUT_TILE
     }

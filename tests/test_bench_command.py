@@ -1,7 +1,9 @@
 """The parts of ``python -m fastlstm bench`` that are not timing: the bytes and FLOPs of a shape match the model's
 parameters, the fraction of the limit follows from the numbers it is given (the probes of the machine's limits:
 test_probes.py), the report (summary, spread, warnings instead of implausible numbers, the plot) says what its
-rows say, and bad output paths fail before anything runs; and the command line's --version and --help."""
+rows say, bad output paths and section names fail before anything runs, the sections (float32, bf16/int8, GRU,
+PyTorch models) measure what they say with the peers that are installed and say which are not; and the command
+line's --version and --help. Whole runs use tiny shapes and no pauses."""
 from __future__ import annotations
 
 import json
@@ -14,7 +16,7 @@ import pytest
 
 import fastlstm
 from conftest import package_parent, require, run_python
-from fastlstm import _bench, _probes
+from fastlstm import _bench, _bench_sections, _probes
 
 
 @pytest.mark.parametrize("shape", _bench.SHAPES, ids=lambda s: s.name.replace(" ", ""))
@@ -159,14 +161,16 @@ def test_plot_is_log_scale_titled_with_machine_and_threads(tmp_path):
     rows = [_row(fastlstm=1.0, torch=30.0, onnxruntime=0.5), _row(fastlstm=1.0, torch=3.0)]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fig = _bench.figure(rows, threads=3)
+        fig = _bench.figure([_bench.f32_panel(rows)], threads=3)
         ax = fig.axes[0]
         assert ax.get_xscale() == "log"
-        assert _bench.cpu_model() in ax.get_title() and "3 threads" in ax.get_title()
+        assert _bench.cpu_model() in fig.get_suptitle() and "3 threads" in fig.get_suptitle()
+        labels = [text.get_text() for text in ax.get_legend().get_texts()]
+        assert labels == [f"vs {_bench.peer_label(p)}" for p in ("onnxruntime", "torch")], "no empty series"
         widths = sorted(round(p.get_width(), 6) for p in ax.patches if not np.isnan(p.get_width()))
         assert widths == [-0.5, 2.0, 29.0], "bars start at 1 (same speed)"
         path = tmp_path / "bench.png"
-        assert _bench.plot(rows, str(path), threads=3)
+        assert _bench.plot([_bench.f32_panel(rows)], str(path), threads=3)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -176,7 +180,8 @@ def test_no_peer_no_plot(tmp_path):
     path = tmp_path / "bench.png"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert not _bench.plot([_row(fastlstm=1.0), _row(fastlstm=2.0, reference=50.0)], str(path), threads=2)
+        rows = [_row(fastlstm=1.0), _row(fastlstm=2.0, reference=50.0)]
+        assert not _bench.plot([_bench.f32_panel(rows)], str(path), threads=2)
     assert not path.exists()
 
 
@@ -247,8 +252,8 @@ def test_a_run_reports_summary_then_details(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(_bench, "PAUSE_S", 0.0)
     json_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
     monkeypatch.setattr(fastlstm._threads, "_override", fastlstm._threads._override)  # run() sets the threads
-    rows = _bench.run(quick=True, threads=1, json_path=str(json_path),
-                      plot_path=str(plot_path) if _bench.installed("matplotlib") else None)
+    rows = _bench.run(quick=True, threads=1, json_path=str(json_path), only=["f32"],
+                      plot_path=str(plot_path) if _bench.installed("matplotlib") else None)["f32"]
     out = capsys.readouterr().out
     assert out.index("Summary") < out.index("Details") and "1 thread;" in out.splitlines()[0]
     assert len(rows) == 1 and rows[0].median_ms["fastlstm"] > 0
@@ -256,9 +261,10 @@ def test_a_run_reports_summary_then_details(tmp_path, monkeypatch, capsys):
     assert lo <= rows[0].median_ms["fastlstm"] <= hi
     assert "vs the NumPy reference: outputs agree within" in out
     for peer in _bench.PEERS:
-        assert (f"vs {peer}" in out) == (peer in rows[0].median_ms)
+        assert (f"vs {_bench.peer_label(peer)}" in out) == (peer in rows[0].median_ms)
     data = json.loads(json_path.read_text())
-    assert data["threads"] == 1 and data["cpu"] == _bench.cpu_model() and len(data["rows"]) == 1
+    assert data["threads"] == 1 and data["cpu"] == _bench.cpu_model() and list(data["sections"]) == ["f32"]
+    assert len(data["sections"]["f32"]["rows"]) == 1
     if _bench.installed("matplotlib"):
         assert plot_path.exists() == any(p in rows[0].median_ms for p in _bench.PEERS)
 
@@ -274,9 +280,216 @@ def test_a_run_without_peers_says_so_and_draws_nothing(tmp_path, monkeypatch, ca
     plot_path = tmp_path / "bench.png"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _bench.run(quick=True, threads=1, plot_path=str(plot_path) if real("matplotlib") else None)
+        _bench.run(quick=True, threads=1, plot_path=str(plot_path) if real("matplotlib") else None, only=["f32"])
     out = capsys.readouterr().out
-    assert "not compared (not installed): onnxruntime, torch" in out
+    assert "not compared (not installed): onnxruntime, torch, openvino f32" in out
     assert "vs the NumPy reference: outputs agree within" in out and "vs torch" not in out
     if real("matplotlib"):
         assert "no plot written" in out and not plot_path.exists()
+
+
+# ---- sections and --only -------------------------------------------------------------------------
+
+
+def test_the_sections_cover_the_issues_shapes():
+    """The reduced-precision section times issue 17's shapes and the GRU section issue 18's, each once."""
+    def fields(shapes):
+        return [(s.T if not s.streaming else "step", s.B, s.I, s.H, s.layers, s.bidirectional) for s in shapes]
+
+    assert fields(_bench_sections.QUANT_SHAPES) == [
+        ("step", 1, 256, 512, 1, False), (100, 1, 256, 512, 1, False), (100, 4, 128, 256, 1, False),
+        (100, 32, 256, 512, 1, False), (50, 64, 512, 1024, 2, False)]
+    assert fields(_bench_sections.GRU_SHAPES) == [
+        ("step", 1, 128, 128, 1, False), ("step", 1, 256, 512, 1, False), (100, 1, 32, 70, 1, False),
+        (100, 1, 256, 512, 1, False), (100, 32, 256, 512, 1, False), (100, 1, 128, 256, 2, True)]
+    assert [s.name for s in _bench_sections.SECTIONS] == list(_bench.SECTION_NAMES[1:])
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("f32", ["f32"]), ("gru,quant", ["quant", "gru"]), (" models , f32 ", ["f32", "models"]),
+    ("quant,quant", ["quant"]),
+])
+def test_only_takes_section_names_in_the_bench_order(text, expected):
+    assert _bench.parse_only(text) == expected
+
+
+@pytest.mark.parametrize("text,message", [
+    ("lstm", "unknown section 'lstm'"), ("f32,int8", "unknown section 'int8'"), ("", "unknown section ''"),
+    (",", "unknown section ','"),
+])
+def test_bad_only_fails_before_anything_runs(monkeypatch, capsys, text, message):
+    from fastlstm import __main__ as cli
+
+    def must_not_run(**kwargs):
+        raise AssertionError("the bench ran before --only was checked")
+
+    real_run = _bench.run
+    monkeypatch.setattr(_bench, "run", must_not_run)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--quick", "--only", text])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--only" in err and message in err and "choose from f32, quant, gru, models" in err
+    with pytest.raises(ValueError, match=message):  # the same check when run() is called directly
+        real_run(quick=True, only=[text])
+    assert capsys.readouterr().out == ""
+
+
+def test_the_command_line_passes_its_options_to_the_run(monkeypatch):
+    from fastlstm import __main__ as cli
+
+    calls = []
+    monkeypatch.setattr(_bench, "run", lambda **kwargs: calls.append(kwargs))
+    assert cli.main(["bench", "--quick", "--only", "gru,quant", "--threads", "1"]) == 0
+    assert cli.main(["bench"]) == 0
+    assert calls == [
+        {"quick": True, "threads": 1, "plot_path": None, "json_path": None, "only": ["quant", "gru"]},
+        {"quick": False, "threads": None, "plot_path": None, "json_path": None, "only": None},
+    ]
+
+
+@pytest.fixture
+def tiny_sections(monkeypatch):
+    """Every section on tiny shapes, without pauses; the threads run() sets are restored afterwards."""
+    monkeypatch.setattr(_bench, "QUICK_SHAPES", [_bench.Shape(6, 2, 8, 16)])
+    monkeypatch.setattr(_bench_sections, "QUANT_QUICK_SHAPES", [_bench.Shape(1, 2, 8, 16, streaming=True),
+                                                                  _bench.Shape(6, 2, 8, 16)])
+    monkeypatch.setattr(_bench_sections, "GRU_QUICK_SHAPES", [_bench.Shape(1, 2, 8, 16, streaming=True),
+                                                                _bench.Shape(6, 2, 8, 16, layers=2, bidirectional=True)])
+    monkeypatch.setattr(_bench, "PAUSE_S", 0.0)
+    monkeypatch.setattr(fastlstm._threads, "_override", fastlstm._threads._override)
+
+
+def test_quant_and_gru_sections_report_ratios_errors_and_agreement(tiny_sections, tmp_path, capsys):
+    json_path = tmp_path / "bench.json"
+    results = _bench.run(quick=True, threads=1, json_path=str(json_path), only=["gru", "quant"])
+    out = capsys.readouterr().out
+    assert list(results) == ["quant", "gru"]
+    assert "sections quant (2 shapes), gru (2 shapes)" in out.splitlines()[0] and "float32 LSTM" not in out
+    quant, gru = _bench_sections.SECTIONS[:2]
+    summary = out[out.index("Summary"):out.index("Details")]
+    for section in (quant, gru):
+        assert f"{section.heading} ({section.name})" in summary and f"{section.title} ({section.name})" in out
+        for row in results[section.name]:
+            present = [n for n in section.runners if n in section.peers and _bench.available(n)]
+            want = [n for n in section.runners if n not in section.peers] + present
+            assert sorted(row.median_ms) == sorted(want) and all(v > 0 for v in row.median_ms.values())
+            assert list(row.ratios) == [label for label, _, _ in section.comparisons]
+    for row in results["quant"]:
+        # the reduced-precision outputs differ from the float32 model's, by rounding only
+        assert set(row.max_abs_diff) == set(row.median_ms) - {"fastlstm f32"}
+        assert all(0 < d < 0.05 for d in row.max_abs_diff.values()), row.max_abs_diff
+        assert row.ratios["int8 vs fastlstm f32"] == pytest.approx(
+            row.median_ms["fastlstm f32"] / row.median_ms["fastlstm int8"])
+    for row in results["gru"]:
+        assert set(row.max_abs_diff) == set(row.median_ms) - {"fastlstm"}
+        assert all(d <= _bench.AGREEMENT for d in row.max_abs_diff.values()), row.max_abs_diff
+    assert "fastlstm int8 vs fastlstm f32: " in summary and "max abs error against the float32 model" in summary
+    data = json.loads(json_path.read_text())
+    assert list(data["sections"]) == ["quant", "gru"]
+    for section in (quant, gru):
+        saved = data["sections"][section.name]
+        assert saved["title"] == section.title and len(saved["rows"]) == 2
+        assert saved["ratios"] == {label: [slower, faster] for label, slower, faster in section.comparisons}
+        assert set(saved["rows"][0]) == {"shape", "median_ms", "spread_ms", "fastest_round_ms", "max_abs_diff",
+                                         "ratios"}
+    if _bench.available("openvino default"):
+        assert any(n.startswith("OpenVINO's default precision here: ") for n in data["sections"]["quant"]["notes"])
+
+
+def test_missing_peers_are_named_and_left_out(tiny_sections, monkeypatch, capsys):
+    real = _bench.installed
+    monkeypatch.setattr(_bench, "installed", lambda m: m not in ("torch", "openvino", "onnxruntime") and real(m))
+    results = _bench.run(quick=True, threads=1, only=["quant", "gru", "models"])
+    out = capsys.readouterr().out
+    assert "section models skipped: torch is not installed" in out and "models" not in results
+    assert ("not installed, not compared: openvino default, onnxruntime int8, torch, onnxruntime, openvino f32"
+            in out)
+    assert set(results["quant"][0].median_ms) == {"fastlstm f32", "fastlstm bf16", "fastlstm int8"}
+    assert set(results["gru"][0].median_ms) == {"fastlstm"}
+    assert f"fastlstm bf16 vs {_bench.peer_label('openvino default')}: not measured" in out
+    int8_line = next(line for line in out.splitlines() if "fastlstm int8 vs fastlstm f32: " in line)
+    assert "x faster (median of 2 shapes" in int8_line or "x slower (median of 2 shapes" in int8_line
+
+
+def test_every_section_in_one_run_json_and_plot(tiny_sections, monkeypatch, tmp_path, capsys):
+    """All sections by default; the models section on a small stand-in model (the real ones: the next test)."""
+    torch = require("torch")
+    require("matplotlib")
+    import fastlstm.torch
+    from fastlstm import _bench_models
+
+    def small_cases(quick):
+        torch.manual_seed(0)
+        module = torch.nn.LSTM(8, 16).eval()
+        fast = fastlstm.torch.accelerate(torch.nn.LSTM(8, 16).eval())
+        fast.load_state_dict(module.state_dict())
+        x = torch.randn(5, 2, 8)
+        slow_call, fast_call = (lambda: module(x)[0]), (lambda: fast(x)[0])
+        with torch.inference_mode():
+            diff = _bench_models.max_difference("small", slow_call, fast_call)
+        return {"small LSTM": _bench_models.ModelCase(3, slow_call, fast_call, diff)}
+
+    monkeypatch.setattr(_bench_models, "case_runners", small_cases)
+    json_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
+    results = _bench.run(quick=True, threads=1, json_path=str(json_path), plot_path=str(plot_path))
+    out = capsys.readouterr().out
+    assert list(results) == list(_bench.SECTION_NAMES)
+    assert results["models"][0].shape == "small LSTM" and results["models"][0].max_abs_diff["accelerated"] <= 2e-5
+    assert "accelerated vs torch" in out and "torch / accelerated" in out
+    data = json.loads(json_path.read_text())
+    assert list(data["sections"]) == list(_bench.SECTION_NAMES)
+    assert {"fma_gflops", "sgemm_gflops", "rows"} <= set(data["sections"]["f32"])
+    assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_models_section_runs_the_real_models(monkeypatch, capsys):
+    require("torch")
+    monkeypatch.setattr(_bench, "PAUSE_S", 0.0)
+    monkeypatch.setattr(fastlstm._threads, "_override", fastlstm._threads._override)
+    rows = _bench.run(quick=True, threads=1, only=["models"])["models"]
+    assert [r.shape for r in rows] == _bench_sections.MODEL_CASES
+    for r in rows:
+        assert set(r.median_ms) == {"torch", "accelerated"} and r.max_abs_diff["accelerated"] <= 2e-5
+    assert "PyTorch models, accelerated (models)" in capsys.readouterr().out
+
+
+def _section_row(shape, diffs=None, **medians):
+    row = _bench_sections.SectionRow(shape, median_ms=medians, spread_ms={k: (v, v) for k, v in medians.items()},
+                                     fastest_round_ms=dict(medians), max_abs_diff=diffs or {})
+    for label, slower, faster in _bench_sections.SECTIONS[1].comparisons:
+        row.ratios[label] = _bench.ratio(row, slower, faster)
+    return row
+
+
+def test_section_summary_table_and_disagreement():
+    gru = _bench_sections.SECTIONS[1]
+    rows = [_section_row("a", {"torch": 1e-7}, fastlstm=1.0, torch=4.0, onnxruntime=1.5),
+            _section_row("b", {"torch": 3e-5}, fastlstm=2.0, torch=4.0, onnxruntime=1.0)]
+    lines = _bench_sections.summary(gru, rows)
+    assert lines[0] == f"fastlstm vs {_bench.peer_label('torch')}: 3.00x faster (median of 2 shapes: 2.00x to 4.00x)"
+    assert lines[1].endswith("1.00x faster (median of 2 shapes: 0.50x to 1.50x)")
+    assert lines[2] == f"fastlstm vs {_bench.peer_label('openvino f32')}: not measured"
+    assert "outputs DISAGREE (> 2e-05): torch" in lines[-1]
+    assert _bench_sections.disagreement(gru, rows) == 3e-5
+    body = _bench_sections.table(gru, rows).splitlines()
+    assert "vs torch" in body[0] and "openvino f32 ms" not in body[0]
+    assert "| 4.00 " in body[2] and "| 0.50 " in body[3] and "3.0e-05" in body[3]
+    quant = _bench_sections.SECTIONS[0]
+    assert _bench_sections.disagreement(quant, [_section_row("c", {"fastlstm bf16": 1e-2}, fastlstm=1.0)]) == 0.0
+
+
+def test_plot_draws_a_panel_per_section_with_ratios(tmp_path):
+    require("matplotlib")
+    gru = _bench_sections.SECTIONS[1]
+    rows = [_section_row("a", fastlstm=1.0, torch=4.0), _section_row("b", fastlstm=2.0, torch=1.0)]
+    panels = [_bench.f32_panel([_row(fastlstm=1.0, torch=3.0)]),
+              _bench.Panel("GRU", [r.shape for r in rows], {k: [r.ratios[k] for r in rows] for k in rows[0].ratios}),
+              _bench.Panel("nothing", ["c"], {"vs x": [None]})]
+    fig = _bench.figure(panels, threads=2)
+    assert [ax.get_title() for ax in fig.axes] == ["float32 LSTM (f32)", "GRU"]
+    assert all(ax.get_xscale() == "log" for ax in fig.axes)
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["vs torch"]
+    widths = sorted(round(p.get_width(), 6) for p in fig.axes[1].patches if not np.isnan(p.get_width()))
+    assert widths == [-0.5, 3.0]
+    assert gru.comparisons[0][0] == "vs torch"

@@ -380,8 +380,10 @@ def test_quant_benchmark_programs_run():
     assert set(found) == {"fastlstm bf16", "fastlstm int8", "openvino default", "onnxruntime int8"}
     assert all(1e-5 < err < 5e-2 for err in found.values()), found
     assert precision in ("bf16", "f32")
-    for T in (0, 5):
-        runners = quant_speed.runners(T, 2, 16, 32, 1, threads=1)
+    from fastlstm import _bench, _bench_sections
+
+    for shape in (_bench.Shape(1, 2, 16, 32, streaming=True), _bench.Shape(5, 2, 16, 32)):
+        runners = _bench_sections.quant_case(shape, threads=1, quick=True).calls  # quant_speed's runners
         times = quant_speed.measure(runners, rounds=1, block_seconds=0.001)
         assert set(times) == {"fastlstm f32", "fastlstm bf16", "fastlstm int8", "openvino default",
                               "onnxruntime int8"}
