@@ -291,7 +291,8 @@ ATTR static inline __attribute__((always_inline)) void FN(cell_tile)(
         if (active[r]) FN(cell_update)(pre[r], peep, clip, input_forget, c + r * ldc, hout + r * ldo, ng);
 }
 
-/* Weights per pass of cell_block_passes: CELL_PASS_K rows of k of a full block (4 gate vectors) make 32 KiB, which
+/* Weights per pass of cell_block_passes (and of the input kernels, gru_impl.h too; the macro stays defined, the
+   same for every inclusion): CELL_PASS_K rows of k of a full block (4 gate vectors) make 32 KiB, which
    stay in L1 while every tile of up to CELL_PASS_ROWS rows takes them. */
 #define CELL_PASS_K (32768 / (4 * VBYTES))
 #define CELL_PASS_ROWS 64
@@ -598,7 +599,6 @@ static const lstm_kernel_table FN(lstm_table) = {TABLE_NAME, VBYTES, BT, FN(inpu
 #undef FN
 #undef VL
 #undef PROJ_ROWS
-#undef CELL_PASS_K
 #undef CELL_PASS_ROWS
 #undef VEC
 #undef IVEC

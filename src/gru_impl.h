@@ -188,7 +188,11 @@ ATTR static void FN(gru_input_blocks)(const lstm_layer *layer, const lstm_rows *
     const int *lengths = rows->lengths;
     const REAL *xr[BT];
     REAL *gr[BT];
-    for (int j = blocks.first; j < blocks.end; j++) {
+    /* weights beyond L1 go in passes over k (cell_impl.h's CELL_PASS_K rows of 4 gate vectors; the same sums) */
+    const int passes = (n_in + CELL_PASS_K - 1) / CELL_PASS_K;
+    for (int pass = 0; pass < (blocks.end - blocks.first) * passes; pass++) {
+        const int j = blocks.first + pass / passes, k0 = pass % passes * CELL_PASS_K;
+        const int k1 = n_in - k0 < CELL_PASS_K ? n_in : k0 + CELL_PASS_K;
         const REAL *wj = w_ih + (long)j * n_in * 3 * VL, *bj = bias + (long)j * 3 * VL;
         int nr = 0;
         for (int s = 0; s < nsteps; s++) {
@@ -197,12 +201,12 @@ ATTR static void FN(gru_input_blocks)(const lstm_layer *layer, const lstm_rows *
                 xr[nr] = x + s * x_ts + b * x_bs;
                 gr[nr] = gx + s * g_ts + b * g_bs + (long)j * 3 * VL;
                 if (++nr == BT) {
-                    FN(input_tile)(wj, bj, xr, gr, 0, n_in, BT, 3);
+                    FN(input_tile)(wj, bj, xr, gr, k0, k1, BT, 3);
                     nr = 0;
                 }
             }
         }
-#define INPUT_TILE(n) FN(input_tile)(wj, bj, xr, gr, 0, n_in, n, 3)
+#define INPUT_TILE(n) FN(input_tile)(wj, bj, xr, gr, k0, k1, n, 3)
         if (nr > 0) GRU_TILES(INPUT_TILE, nr)
 #undef INPUT_TILE
     }
