@@ -19,15 +19,22 @@
 #endif
 #endif
 
-/* pause instructions a barrier waiter spins before it starts yielding its CPU (~50 us: a pause took 25 ns on
-   the 2-core test machine) */
-#define LSTM_BARRIER_SPINS 2000
-/* A wait that outlasts its spinning (LSTM_BARRIER_SPINS pauses, ~50 us) found a member late: at B = 1 a step
-   is well under a microsecond of work, so the member was not running (another process or a hypervisor had its
-   core) and the call is already several times slower than on one thread; the team then stops meeting for a
-   while (see "contention" below). A wait still unanswered LSTM_ABORT_NS after its spinning ended gives the
-   team up altogether: the waiter reruns the call alone (_kernels.pyx). */
-#define LSTM_ABORT_NS 200000LL
+/* A waiter spins (pause instructions) for LSTM_SPIN_NS, then yields its CPU at each check, so that a member
+   that was descheduled (more threads than free cores) gets to run. Waits are timed by the clock, read from the
+   LSTM_CLOCK_SPINS-th check on (every 16th check while spinning), so a short wait costs no clock read: a pause
+   takes 10 ns on one of this project's machines (Intel Xeon) and 25 ns on another (AMD Zen 4).
+   A wait finds a member late (it was not running: another process or the hypervisor had a core) when a yield
+   of it lasted LSTM_TAKEN_NS (another task ran on this CPU meanwhile), or when it lasted LSTM_LATE_NS in all (the
+   member's CPU was taken); the team then stops meeting for a while (see "contention" below). A wait spinning
+   longer than LSTM_SPIN_NS alone is not late: the first steps of a call whose weights are not yet in a member's
+   caches, or a worker the OpenMP runtime had put to sleep, made waits of more than 50 us on an idle VM here
+   (counted, at 50 us as this file once did, they put most quiet calls on one thread). A late wait that has
+   lasted LSTM_ABORT_NS gives the team up altogether: the waiter reruns the call alone (_kernels.pyx). */
+#define LSTM_SPIN_NS 50000LL
+#define LSTM_CLOCK_SPINS 256
+#define LSTM_TAKEN_NS 100000LL
+#define LSTM_LATE_NS 500000LL
+#define LSTM_ABORT_NS 250000LL
 /* How long a team stops meeting after a late call: doubled at each late call up to the maximum, halved at each
    call whose team met on time. A late call costs up to a time slice of the machine's scheduler (measured
    3-25 ms here with other processes running), so the windows grow long enough to make that rare. */
@@ -64,21 +71,40 @@ static inline int lstm_team_size(void) {
 #endif
 }
 
-/* One check of a waiting loop: a pause for the first LSTM_BARRIER_SPINS checks, then the CPU is given up.
-   *yield_start records when the spinning ended. Returns 0 while spinning, 1 after (the member is late), 2 once
-   the wait has gone on LSTM_ABORT_NS past the spinning (checked every 64 yields). */
-static inline int lstm_wait_a_while(long spins, long long *yield_start) {
-    if (spins < LSTM_BARRIER_SPINS) {
+/* The clock of one wait (zeros at its start): when it was first timed, whether it has stopped spinning, and
+   how late it is (0, 1: late, 2: long enough to give the team up). */
+typedef struct {
+    long long since;
+    int yielding, late;
+} lstm_wait_clock;
+
+static inline void lstm_pause(void) {
 #if defined(FASTLSTM_X86)
-        _mm_pause();
+    _mm_pause();
 #elif defined(__aarch64__)
-        __asm__ __volatile__("yield");
+    __asm__ __volatile__("yield");
 #endif
+}
+
+/* One check of a waiting loop (spins: the checks before it): a pause while the wait is shorter than
+   LSTM_SPIN_NS, then the CPU is given up. Returns how late the wait is (see lstm_wait_clock). */
+static inline int lstm_wait_a_while(long spins, lstm_wait_clock *clock) {
+    if (!clock->yielding) {
+        lstm_pause();
+        if (spins < LSTM_CLOCK_SPINS || (spins & 15)) return 0;
+        const long long now = lstm_now_ns();
+        if (clock->since == 0)
+            clock->since = now;
+        else if (now - clock->since > LSTM_SPIN_NS)
+            clock->yielding = 1;
         return 0;
     }
+    const long long before = lstm_now_ns();
     sched_yield();
-    if (spins == LSTM_BARRIER_SPINS) *yield_start = lstm_now_ns();
-    return (spins & 63) == 0 && lstm_now_ns() - *yield_start > LSTM_ABORT_NS ? 2 : 1;
+    const long long now = lstm_now_ns(), waited = now - clock->since;
+    if (!clock->late && (now - before > LSTM_TAKEN_NS || waited > LSTM_LATE_NS)) clock->late = 1;
+    if (clock->late && waited > LSTM_ABORT_NS) clock->late = 2;
+    return clock->late;
 }
 
 /* What the members of one forward's team share about lateness: how many waits found a member late (for the
@@ -96,17 +122,17 @@ typedef struct {
 enum { LSTM_WAIT_DONE = 0, LSTM_WAIT_ABORTED = 1, LSTM_WAIT_LATE = 2 };
 
 /* One check of a waiting loop that found the others not there yet: LSTM_WAIT_ABORTED when the team was given
-   up; LSTM_WAIT_LATE once the wait has gone on LSTM_ABORT_NS past its spinning, when the call can be given up
+   up; LSTM_WAIT_LATE once the wait has lasted LSTM_ABORT_NS, when the call can be given up
    and this waiter has not declined to (may_abort); else LSTM_WAIT_DONE to keep waiting. A wait past its
    spinning is counted in state->late once (*noted). */
-static inline int lstm_wait_check(long spins, long long *yield_start, int *noted, lstm_team_state *state,
+static inline int lstm_wait_check(long spins, lstm_wait_clock *clock, int *noted, lstm_team_state *state,
                                   int may_abort) {
     if (state == NULL) {
-        lstm_wait_a_while(spins, yield_start);
+        lstm_wait_a_while(spins, clock);
         return LSTM_WAIT_DONE;
     }
     if (__atomic_load_n(&state->abort, __ATOMIC_ACQUIRE)) return LSTM_WAIT_ABORTED;
-    const int how_late = lstm_wait_a_while(spins, yield_start);
+    const int how_late = lstm_wait_a_while(spins, clock);
     if (how_late && !*noted) {
         *noted = 1;
         __atomic_fetch_add(&state->late, 1, __ATOMIC_RELAXED);
@@ -151,10 +177,10 @@ static inline int lstm_barrier_wait(lstm_team_barrier *bar, lstm_team_state *sta
         __atomic_store_n(&bar->generation, gen + 1, __ATOMIC_RELEASE);
         return LSTM_WAIT_DONE;
     }
-    long long yield_start = 0;
+    lstm_wait_clock clock = {0, 0, 0};
     int noted = 0, code;
     for (long spins = 0; __atomic_load_n(&bar->generation, __ATOMIC_ACQUIRE) == gen; spins++)
-        if ((code = lstm_wait_check(spins, &yield_start, &noted, state, may_abort)) != LSTM_WAIT_DONE) return code;
+        if ((code = lstm_wait_check(spins, &clock, &noted, state, may_abort)) != LSTM_WAIT_DONE) return code;
     return LSTM_WAIT_DONE;
 #else
     (void)bar;
@@ -185,10 +211,10 @@ static inline int lstm_step_wait(const lstm_step_flag *flags, int tid, int first
                                  lstm_team_state *state, int may_abort) {
     for (int j = first; j < first + count; j++) {
         if (j == tid) continue;
-        long long yield_start = 0;
+        lstm_wait_clock clock = {0, 0, 0};
         int noted = 0, code;
         for (long spins = 0; __atomic_load_n(&flags[j].steps, __ATOMIC_ACQUIRE) < steps; spins++)
-            if ((code = lstm_wait_check(spins, &yield_start, &noted, state, may_abort)) != LSTM_WAIT_DONE)
+            if ((code = lstm_wait_check(spins, &clock, &noted, state, may_abort)) != LSTM_WAIT_DONE)
                 return code;
     }
     return LSTM_WAIT_DONE;
