@@ -43,7 +43,7 @@ def step_calls(input_size: int, hidden_size: int, threads: int) -> Dict[str, Cal
     x_t = np.random.default_rng(0).standard_normal((1, input_size)).astype(np.float32)
     stream, out = model.stream(1), np.empty((1, hidden_size), np.float32)
     calls: Dict[str, Callable[[], object]] = {"fastlstm": lambda: stream.step(x_t, out=out)}
-    for name, peer_step in _bench.peer_steppers(model, threads).items():
+    for name, peer_step in _bench.peer_steppers(model, 1, threads).items():
         calls[name] = lambda s=peer_step: s(x_t)
     return calls
 
