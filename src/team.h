@@ -37,8 +37,12 @@
 #define LSTM_ABORT_NS 250000LL
 /* How long a team stops meeting after a late call: doubled at each late call up to the maximum, halved at each
    call whose team met on time. A late call costs up to a time slice of the machine's scheduler (measured
-   3-25 ms here with other processes running), so the windows grow long enough to make that rare. */
-#define LSTM_CONTENTION_MIN_NS 50000000LL
+   3-25 ms here with other processes running), so the windows grow long enough to make that rare. The minimum is
+   short: another library's thread pool spinning on the cores for a while after its own calls (torch's,
+   OpenVINO's) made a late call now and then in a process that also runs them, and a 50 ms minimum then kept
+   fastlstm's streaming steps on one thread most of the time (benchmarks/contention.py with 1 and 2 busy
+   processes measured the same with 10 ms as with 50; 1 ms put a busy machine's calls at 1.44x one thread). */
+#define LSTM_CONTENTION_MIN_NS 10000000LL
 #define LSTM_CONTENTION_MAX_NS 5000000000LL
 
 static inline long long lstm_now_ns(void) {
