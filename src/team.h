@@ -44,6 +44,9 @@
    processes measured the same with 10 ms as with 50; 1 ms put a busy machine's calls at 1.44x one thread). */
 #define LSTM_CONTENTION_MIN_NS 10000000LL
 #define LSTM_CONTENTION_MAX_NS 5000000000LL
+/* the shortest window in calls (of the late call's length): 32 kept a quiet stretch after one late call of a
+   10 ms forward on one thread for 0.3 s */
+#define LSTM_CONTENTION_CALLS 8
 
 static inline long long lstm_now_ns(void) {
     struct timespec ts;
@@ -242,14 +245,14 @@ static inline int lstm_team_contended(void) {
 }
 
 /* After a forward whose team met every step and took call_ns: late != 0 when a member was found late (opens
-   the window, at least twice the last one and 32 calls long, capped), else the window's length halves. With a
+   the window, at least twice the last one and LSTM_CONTENTION_CALLS calls long, capped), else the window's length halves. With a
    window open, such forwards split the batch's rows or run on one thread instead; after it, a team meets again
    (a late member then costs one call at most about its time on one thread, plus the wait that found it late:
    the call is given up and rerun, see _kernels.pyx). */
 static inline void lstm_team_report(int late, long long call_ns) {
     long long window = __atomic_load_n(&lstm_contention_window, __ATOMIC_RELAXED);
     if (late) {
-        window = 2 * window > 32 * call_ns ? 2 * window : 32 * call_ns;
+        window = 2 * window > LSTM_CONTENTION_CALLS * call_ns ? 2 * window : LSTM_CONTENTION_CALLS * call_ns;
         if (window < LSTM_CONTENTION_MIN_NS) window = LSTM_CONTENTION_MIN_NS;
         if (window > LSTM_CONTENTION_MAX_NS) window = LSTM_CONTENTION_MAX_NS;
         __atomic_store_n(&lstm_contention_window, window, __ATOMIC_RELAXED);
