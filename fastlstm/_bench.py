@@ -176,6 +176,8 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+# Seconds for NumPy's BLAS threads to go idle after measure_sgemm_gflops (OpenBLAS's spin for ~0.1 s).
+BLAS_SETTLE_S = 0.5
 # Pause before each block of calls. Measured on the 2-core test machine (T=100, B=1, I=128, H=256, 2 layers,
 # bidirectional, fastlstm beside onnxruntime 1.31): after a 20 ms pause fastlstm took 4.2-6.6 ms, after 50 ms
 # and more 2.4-2.6 ms (its time alone); onnxruntime's and torch's times were the same either way.
@@ -665,12 +667,16 @@ class F32Result:
 def measure_f32(shapes: List[Shape], threads: int, seconds: float, quick: bool) -> F32Result:
     """Time the float32 shapes (and the machine's limits), printing progress."""
     fma = measure_fma_gflops(threads)
-    sgemm = measure_sgemm_gflops()
     rows = []
     for shape in shapes:
         with_reference = shape.T * shape.B * shape.H <= 100 * 4 * 256
         rows.append(bench_shape(shape, threads, seconds, with_reference, quick))
         print(f"  measured f32: {shape.name}", flush=True)
+    # NumPy's BLAS last, and time for its threads to stop: OpenBLAS's idle threads keep taking the cores for a
+    # while after a product (measured first, it put the first rows' fastlstm calls on one thread: their
+    # teams found members late, rightly, and stopped meeting; see DESIGN, "Threads")
+    sgemm = measure_sgemm_gflops()
+    time.sleep(BLAS_SETTLE_S)
     return F32Result(rows, fma, sgemm, warnings_for(rows, fma))
 
 
