@@ -615,7 +615,7 @@ def figure(panels: List[Panel], threads: int) -> Any:
         ax.legend(fontsize=8, loc="best")
     axes[-1, 0].set_xlabel("the other's time / fastlstm's time (log scale; > 1: fastlstm is faster)")
     fig.suptitle(plot_title(threads), fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.45 / (sum(heights) + 0.8)))   # room for the figure's title
     return fig
 
 
