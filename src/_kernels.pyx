@@ -571,10 +571,10 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
     cdef bint rows_alone = run.row_split and nt >= 2
     cdef bint split = D == 2 and nt >= 2 and not rows_alone
     if nt >= 2 and not rows_alone:
-        # the team starts together, without counting lateness: a worker that the OpenMP runtime put to sleep
-        # between calls takes a while to wake (on this project's VMs often more than the ~50 us after which a
-        # waiter counts a member late). Counted, that wake-up opened a contention window at the first call after
-        # every idle spell, and the calls of the window left the worker asleep again for the next one.
+        # the team starts together, without counting lateness (team.h): a worker that the OpenMP runtime put to
+        # sleep between calls takes a while to wake, and it was not taken away by another task. Counted, that
+        # wake-up opened a contention window at the first call after every idle spell, and the calls of the
+        # window left the worker asleep again for the next one.
         lstm_barrier_wait(run.barrier, NULL, 0)
     cdef int d_first = 0, d_last = D - 1, sub_tid = tid, sub_nt = nt
     cdef Run rows
