@@ -45,6 +45,7 @@ cdef extern from "team.h" nogil:
         LSTM_WAIT_ABORTED
         LSTM_WAIT_LATE
     int lstm_barrier_wait(lstm_team_barrier *bar, lstm_team_state *state, int may_abort)
+    void lstm_team_start(lstm_team_barrier *bar)
     int lstm_team_abort(lstm_team_state *state)
     ctypedef struct lstm_step_flag:
         int steps
@@ -571,11 +572,10 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
     cdef bint rows_alone = run.row_split and nt >= 2
     cdef bint split = D == 2 and nt >= 2 and not rows_alone
     if nt >= 2 and not rows_alone:
-        # the team starts together, without counting lateness (team.h): a worker that the OpenMP runtime put to
-        # sleep between calls takes a while to wake, and it was not taken away by another task. Counted, that
-        # wake-up opened a contention window at the first call after every idle spell, and the calls of the
-        # window left the worker asleep again for the next one.
-        lstm_barrier_wait(run.barrier, NULL, 0)
+        # the team starts together, without counting lateness, and on different CPUs (team.h). Counted, a
+        # worker's wake-up opened a contention window at the first call after every idle spell, and the calls of
+        # the window left the worker asleep again for the next one.
+        lstm_team_start(run.barrier)
     cdef int d_first = 0, d_last = D - 1, sub_tid = tid, sub_nt = nt
     cdef Run rows
     cdef long tiles = _row_tiles(m, B)

@@ -12,6 +12,11 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+/* which CPU a thread is on, and its affinity: glibc declares these with _GNU_SOURCE, which Python.h defines
+   before any system header (a C program without it gets the fallbacks: see lstm_team_start) */
+#if defined(__linux__) && defined(_GNU_SOURCE)
+#define FASTLSTM_CPU_AFFINITY 1
+#endif
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #ifndef FASTLSTM_X86
@@ -161,11 +166,13 @@ static inline int lstm_team_abort(lstm_team_state *state) {
    (acquire), so every write before the barrier is visible after it. After ~50 us of spinning a waiter
    yields its CPU at each check, so a team member that was descheduled (more threads than free cores) gets
    to run. A NULL barrier is not met: the thread works alone (a row split, see _kernels.pyx). */
+#define LSTM_TEAM_CPUS 64   /* the members whose CPUs the start of a call compares (lstm_team_start) */
 typedef struct {
     int arrived;
     char pad_arrived[64 - sizeof(int)];
     int generation;
     char pad_generation[64 - sizeof(int)];
+    int cpu[LSTM_TEAM_CPUS];    /* the CPU each member started the call on (lstm_team_start) */
 } lstm_team_barrier;
 
 static inline void lstm_barrier_init(lstm_team_barrier *bar) {
@@ -194,6 +201,59 @@ static inline int lstm_barrier_wait(lstm_team_barrier *bar, lstm_team_state *sta
     (void)state;
     (void)may_abort;
     return LSTM_WAIT_DONE;
+#endif
+}
+
+/* The CPU this thread runs on, or -1 where the system cannot say. */
+static inline int lstm_current_cpu(void) {
+#if defined(FASTLSTM_CPU_AFFINITY)
+    return sched_getcpu();
+#else
+    return -1;
+#endif
+}
+
+/* Move this thread off the CPUs the other members of its team run on (cpus[0, members), its own at tid): its
+   affinity is set to the CPUs it may run on minus theirs, which moves it, then back to the mask it had, which
+   the scheduler does not undo. Nothing happens when no other allowed CPU is left (the user pinned it). */
+static inline void lstm_team_unstack(const int *cpus, int members, int tid) {
+#if defined(FASTLSTM_CPU_AFFINITY)
+    cpu_set_t had, elsewhere;
+    if (sched_getaffinity(0, sizeof(had), &had) != 0) return;
+    elsewhere = had;
+    for (int j = 0; j < members; j++)
+        if (j != tid && cpus[j] >= 0 && cpus[j] < CPU_SETSIZE) CPU_CLR(cpus[j], &elsewhere);
+    if (CPU_COUNT(&elsewhere) == 0) return;
+    if (sched_setaffinity(0, sizeof(elsewhere), &elsewhere) == 0) sched_setaffinity(0, sizeof(had), &had);
+#else
+    (void)cpus;
+    (void)members;
+    (void)tid;
+#endif
+}
+
+/* The start of a call: the team meets without counting lateness (a worker the OpenMP runtime put to sleep
+   between calls takes a while to wake, and it was not taken away by another task), each member saying which CPU
+   it is on; a worker that finds an earlier member on its own CPU moves off the members' CPUs. On an idle
+   2-vCPU VM (the Intel Xeon here) Linux woke a sleeping worker on the caller's CPU in about one call in three
+   after a 50 ms pause, with the other CPU idle; the two then took turns on one CPU, a wait's yield lasted
+   0.1-3.4 ms (the other member's time slice, or the OpenMP runtime spinning in it), and an idle machine's
+   call was found late. Members beyond LSTM_TEAM_CPUS are not compared. */
+static inline void lstm_team_start(lstm_team_barrier *bar) {
+#ifdef _OPENMP
+    const int tid = omp_get_thread_num(), team = omp_get_num_threads();
+    const int members = team < LSTM_TEAM_CPUS ? team : LSTM_TEAM_CPUS;
+    const int cpu = lstm_current_cpu();
+    if (tid < members) bar->cpu[tid] = cpu;   /* published by the barrier's release */
+    lstm_barrier_wait(bar, NULL, 0);
+    if (tid == 0 || tid >= members || cpu < 0) return;
+    for (int j = 0; j < tid; j++)
+        if (bar->cpu[j] == cpu) {
+            lstm_team_unstack(bar->cpu, members, tid);
+            return;
+        }
+#else
+    (void)bar;
 #endif
 }
 
