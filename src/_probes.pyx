@@ -29,6 +29,10 @@ cdef extern from "probes.h" nogil:
         pass
     int lstm_step_wait(const lstm_step_flag *flags, int tid, int first, int count, int steps,
                        lstm_team_state *state, int may_abort)
+    ctypedef struct lstm_team_barrier:
+        pass
+    void lstm_barrier_init(lstm_team_barrier *bar)
+    void probe_stacked_start(lstm_team_barrier *bar, int *master_cpu, int *before, int *after)
 
 cdef const probe_table *_select(str isa, int *vector_bytes) except NULL:
     """The probes of ``isa`` (a key of fastlstm._cpu.ISAS, which this CPU must have)."""
@@ -193,3 +197,22 @@ def step_handoffs(packed, long T, long B, int num_threads):
     if widest < 2:
         return 0, 1
     return T * packed.num_layers, widest
+
+
+def probe_team_start(int num_threads):
+    """Start a team of num_threads OpenMP threads the way a forward does (lstm_team_start in team.h) after
+    moving every member onto the master's CPU, as Linux sometimes wakes an idle team. Returns two lists: each
+    member's CPU before the start and after it (-1 where the system cannot say). After it, no two members
+    should share a CPU while the process may run on enough others."""
+    if num_threads < 2:
+        raise ValueError(f"num_threads must be >= 2, got {num_threads}")
+    cdef lstm_team_barrier bar
+    lstm_barrier_init(&bar)
+    cpus = np.full((2, num_threads), -2, np.intc)
+    cdef int[:, ::1] slots = cpus
+    cdef int *before = &slots[0, 0]
+    cdef int *after = &slots[1, 0]
+    cdef int master_cpu = -1
+    with nogil, parallel(num_threads=num_threads):
+        probe_stacked_start(&bar, &master_cpu, before, after)
+    return cpus[0].tolist(), cpus[1].tolist()

@@ -63,4 +63,25 @@ static inline const probe_table *probe_select(int isa, int *vector_bytes) {
 static inline int probe_chains(void) { return PROBE_CHAINS; }
 static inline int probe_read_sums(void) { return PROBE_READ_SUMS; }
 
+/* One member's part of the start of a call with its team stacked on one CPU (probe_team_start in _probes.pyx):
+   the master says its CPU, every other member moves onto it (affinity {that CPU}, then back to the mask it had:
+   it stays there until moved), and the team starts as a forward's does (lstm_team_start); each member's CPU
+   before and after. */
+static inline void probe_stacked_start(lstm_team_barrier *bar, int *master_cpu, int *before, int *after) {
+    const int tid = lstm_thread_id();
+    if (tid == 0) *master_cpu = lstm_current_cpu();
+    lstm_barrier_wait(bar, NULL, 0);
+#if defined(FASTLSTM_CPU_AFFINITY)
+    cpu_set_t had, there;
+    if (tid != 0 && *master_cpu >= 0 && sched_getaffinity(0, sizeof(had), &had) == 0) {
+        CPU_ZERO(&there);
+        CPU_SET(*master_cpu, &there);
+        if (sched_setaffinity(0, sizeof(there), &there) == 0) sched_setaffinity(0, sizeof(had), &had);
+    }
+#endif
+    before[tid] = lstm_current_cpu();
+    lstm_team_start(bar);
+    after[tid] = lstm_current_cpu();
+}
+
 #endif

@@ -6,10 +6,12 @@ first call gives its team up."""
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
 import fastlstm
+from fastlstm import _probes
 
 from conftest import run_python
 
@@ -66,3 +68,19 @@ def test_contention_reports_no_window_in_a_fresh_process(tmp_path):
     proc = run_python("from fastlstm import _kernels\nprint(_kernels.contention())", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "(0.0, 0.0)"
+
+
+@pytest.mark.skipif(not fastlstm.openmp_enabled(), reason="a serial build has no team")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="moves threads with Linux's affinity calls")
+def test_a_team_woken_on_one_cpu_starts_on_different_cpus():
+    # Linux sometimes wakes an idle team's worker on the caller's CPU; the start of a call moves it off (team.h)
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        pytest.skip("the process may run on one CPU only")
+    for _ in range(5):
+        before, after = _probes.probe_team_start(2)
+        assert before[0] == before[1], f"the probe did not stack the team: {before}"
+        assert after[0] != after[1], f"still on one CPU after the start: {after}"
+        assert set(after) <= allowed
+    with pytest.raises(ValueError, match="num_threads must be >= 2, got 1"):
+        _probes.probe_team_start(1)
