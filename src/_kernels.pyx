@@ -39,13 +39,13 @@ cdef extern from "team.h" nogil:
         pass
     void lstm_barrier_init(lstm_team_barrier *bar)
     ctypedef struct lstm_team_state:
-        int late, abort, can_abort
+        int late, abort, can_abort, clocked
     enum:
         LSTM_WAIT_DONE
         LSTM_WAIT_ABORTED
         LSTM_WAIT_LATE
     int lstm_barrier_wait(lstm_team_barrier *bar, lstm_team_state *state, int may_abort)
-    void lstm_team_start(lstm_team_barrier *bar)
+    void lstm_team_start(lstm_team_barrier *bar, lstm_team_state *state)
     int lstm_team_abort(lstm_team_state *state)
     ctypedef struct lstm_step_flag:
         int steps
@@ -575,7 +575,7 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
         # the team starts together, without counting lateness, and on different CPUs (team.h). Counted, a
         # worker's wake-up opened a contention window at the first call after every idle spell, and the calls of
         # the window left the worker asleep again for the next one.
-        lstm_team_start(run.barrier)
+        lstm_team_start(run.barrier, run.team_state)
     cdef int d_first = 0, d_last = D - 1, sub_tid = tid, sub_nt = nt
     cdef Run rows
     cdef long tiles = _row_tiles(m, B)
@@ -700,7 +700,7 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
         team = _team_size(m, B, num_threads, run.row_split) if run.row_split else 1
         meets = False
     cdef lstm_team_state state
-    state.late, state.abort = 0, 0
+    state.late, state.abort, state.clocked = 0, 0, 0
     # a late member can be given up (the call rerun by the waiter that found it late) when no output aliases an
     # input (a stream's step updates its state in place)
     state.can_abort = meets and not input_aliases_output and <const void *> h0 != <void *> hn and \

@@ -80,7 +80,7 @@ static inline void probe_stacked_start(lstm_team_barrier *bar, int *master_cpu, 
     }
 #endif
     before[tid] = lstm_current_cpu();
-    lstm_team_start(bar);
+    lstm_team_start(bar, NULL);
     after[tid] = lstm_current_cpu();
 }
 

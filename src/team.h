@@ -16,6 +16,7 @@
    before any system header (a C program without it gets the fallbacks: see lstm_team_start) */
 #if defined(__linux__) && defined(_GNU_SOURCE)
 #define FASTLSTM_CPU_AFFINITY 1
+#include <pthread.h>
 #endif
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -29,16 +30,23 @@
    LSTM_CLOCK_SPINS-th check on (every 16th check while spinning), so a short wait costs no clock read: a pause
    takes 10 ns on one of this project's machines (Intel Xeon) and 25 ns on another (AMD Zen 4).
    A wait finds a member late (it was not running: another process or the hypervisor had a core) when a yield
-   of it lasted LSTM_TAKEN_NS (another task ran on this CPU meanwhile), or when it lasted LSTM_LATE_NS in all (the
-   member's CPU was taken); the team then stops meeting for a while (see "contention" below). A wait spinning
-   longer than LSTM_SPIN_NS alone is not late: the first steps of a call whose weights are not yet in a member's
-   caches, or a worker the OpenMP runtime had put to sleep, made waits of more than 50 us on an idle VM here
-   (counted, at 50 us as this file once did, they put most quiet calls on one thread). A late wait that has
-   lasted LSTM_ABORT_NS gives the team up altogether: the waiter reruns the call alone (_kernels.pyx). */
+   of it lasted LSTM_TAKEN_NS (another task ran on this CPU meanwhile), or when the members it waits for lost
+   more than a third of a stretch of LSTM_LATE_NS of it (their CPU was taken; read from their CPU-time clocks,
+   published at the call's start); where the clocks cannot be read, a wait of LSTM_LATE_NS is late. Both are
+   longer than the blips of an idle machine's own tasks: on the quiet VM here (Linux 6.18) a kernel thread
+   (kdamond) took a member's CPU for 0.75 ms every half second; counted (at a yield of 100 us, or a wait of
+   0.5 ms, as this file once did), they gave up one large call in a few and kept the later ones off their
+   meetings for seconds (T=50 B=64 H=1024 bf16: 80 ms instead of 58). A busy process's time slice is 1.5 ms or
+   more there (the scheduler's base slice on 2 CPUs), so it is still found late. The team then stops meeting
+   for a while (see "contention" below). A wait spinning longer than LSTM_SPIN_NS alone is not late: the first
+   steps of a call whose weights are not yet in a member's caches, or a worker the OpenMP runtime had put to
+   sleep, made waits of more than 50 us on an idle VM here (counted, at 50 us as this file once did, they put
+   most quiet calls on one thread). A late wait that has lasted LSTM_ABORT_NS gives the team up altogether: the
+   waiter reruns the call alone (_kernels.pyx). */
 #define LSTM_SPIN_NS 50000LL
 #define LSTM_CLOCK_SPINS 256
-#define LSTM_TAKEN_NS 100000LL
-#define LSTM_LATE_NS 500000LL
+#define LSTM_TAKEN_NS 1000000LL
+#define LSTM_LATE_NS 3000000LL
 #define LSTM_ABORT_NS 250000LL
 /* How long a team stops meeting after a late call: doubled at each late call up to the maximum, halved at each
    call whose team met on time. A late call costs up to a time slice of the machine's scheduler (measured
@@ -83,12 +91,54 @@ static inline int lstm_team_size(void) {
 #endif
 }
 
-/* The clock of one wait (zeros at its start): when it was first timed, whether it has stopped spinning, and
-   how late it is (0, 1: late, 2: long enough to give the team up). */
+/* The clock of one wait (zeros at its start): when it was first timed, when the awaited members' CPU time was
+   last read and how much it was then (-1: not known), whether it has stopped spinning, and how late it is (0,
+   1: late, 2: long enough to give the team up). */
 typedef struct {
-    long long since;
+    long long since, checked, ran;
     int yielding, late;
 } lstm_wait_clock;
+
+#define LSTM_TEAM_CPUS 64   /* the members whose CPUs and CPU-time clocks a team keeps (lstm_team_start) */
+
+/* What the members of one forward's team share about lateness: how many waits found a member late (for the
+   contention window below), whether a waiter has given up on the team (abort: every member stops at its next
+   wait and the waiter reruns the call alone), whether this call may be given up (its outputs do not alias
+   its inputs, so a rerun reads inputs no member writes), and the members' CPU-time clocks (the first `clocked`
+   members', 0 before the team started or where they cannot be read). */
+typedef struct {
+    int late;
+    int abort;
+    int can_abort;
+    int clocked;
+#if defined(FASTLSTM_CPU_AFFINITY)
+    clockid_t cpu_clock[LSTM_TEAM_CPUS];
+#endif
+} lstm_team_state;
+
+/* The CPU time (ns) the members a wait is for have run: member `awaited`, or with -1 every member but `self`
+   (*count: how many); -1 when it cannot be read. */
+static inline long long lstm_awaited_cpu_ns(const lstm_team_state *state, int awaited, int self, int *count) {
+    *count = 0;
+#if defined(FASTLSTM_CPU_AFFINITY)
+    if (state == NULL || awaited >= state->clocked || state->clocked == 0) return -1;
+    const int first = awaited < 0 ? 0 : awaited, end = awaited < 0 ? state->clocked : awaited + 1;
+    long long total = 0;
+    for (int j = first; j < end; j++) {
+        if (j == self) continue;
+        struct timespec ts;
+        if (clock_gettime(state->cpu_clock[j], &ts) != 0) return -1;
+        total += (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+        ++*count;
+    }
+    return total;
+#else
+    (void)state;
+    (void)awaited;
+    (void)self;
+    return -1;
+#endif
+}
 
 static inline void lstm_pause(void) {
 #if defined(FASTLSTM_X86)
@@ -98,53 +148,61 @@ static inline void lstm_pause(void) {
 #endif
 }
 
-/* One check of a waiting loop (spins: the checks before it): a pause while the wait is shorter than
-   LSTM_SPIN_NS, then the CPU is given up. Returns how late the wait is (see lstm_wait_clock). */
-static inline int lstm_wait_a_while(long spins, lstm_wait_clock *clock) {
+/* One check of a waiting loop (spins: the checks before it) for member `awaited` (-1: every member but `self`) of
+   the team sharing state (NULL: lateness does not matter): a pause while the wait is shorter than LSTM_SPIN_NS,
+   then the CPU is given up. Returns how late the wait is (see lstm_wait_clock). */
+static inline int lstm_wait_a_while(long spins, lstm_wait_clock *clock, const lstm_team_state *state, int awaited,
+                                    int self) {
+    int count;
     if (!clock->yielding) {
         lstm_pause();
         if (spins < LSTM_CLOCK_SPINS || (spins & 15)) return 0;
         const long long now = lstm_now_ns();
-        if (clock->since == 0)
+        if (clock->since == 0) {
             clock->since = now;
-        else if (now - clock->since > LSTM_SPIN_NS)
+        } else if (now - clock->since > LSTM_SPIN_NS) {
             clock->yielding = 1;
+            clock->checked = now;
+            clock->ran = lstm_awaited_cpu_ns(state, awaited, self, &count);
+        }
         return 0;
     }
     const long long before = lstm_now_ns();
     sched_yield();
     const long long now = lstm_now_ns(), waited = now - clock->since;
-    if (!clock->late && (now - before > LSTM_TAKEN_NS || waited > LSTM_LATE_NS)) clock->late = 1;
+    if (!clock->late) {
+        if (now - before > LSTM_TAKEN_NS) {
+            clock->late = 1;
+        } else if (clock->ran < 0) {
+            if (waited > LSTM_LATE_NS) clock->late = 1;
+        } else if (now - clock->checked > LSTM_LATE_NS) {
+            const long long ran = lstm_awaited_cpu_ns(state, awaited, self, &count);
+            /* late when the awaited members together lost more than a third of the stretch */
+            if (ran < 0 || 3 * (ran - clock->ran) < (3LL * count - 1) * (now - clock->checked)) clock->late = 1;
+            clock->checked = now;
+            clock->ran = ran;
+        }
+    }
     if (clock->late && waited > LSTM_ABORT_NS) clock->late = 2;
     return clock->late;
 }
-
-/* What the members of one forward's team share about lateness: how many waits found a member late (for the
-   contention window below), whether a waiter has given up on the team (abort: every member stops at its next
-   wait and the waiter reruns the call alone), and whether this call may be given up (its outputs do not alias
-   its inputs, so a rerun reads inputs no member writes). */
-typedef struct {
-    int late;
-    int abort;
-    int can_abort;
-} lstm_team_state;
 
 /* what a wait returns: the others arrived; the team was given up; this waiter found a member late and may give
    the team up (lstm_team_abort) */
 enum { LSTM_WAIT_DONE = 0, LSTM_WAIT_ABORTED = 1, LSTM_WAIT_LATE = 2 };
 
-/* One check of a waiting loop that found the others not there yet: LSTM_WAIT_ABORTED when the team was given
-   up; LSTM_WAIT_LATE once the wait has lasted LSTM_ABORT_NS, when the call can be given up
-   and this waiter has not declined to (may_abort); else LSTM_WAIT_DONE to keep waiting. A wait past its
-   spinning is counted in state->late once (*noted). */
+/* One check of a waiting loop that found the others (awaited, self: see lstm_wait_a_while) not there yet:
+   LSTM_WAIT_ABORTED when the team was given up; LSTM_WAIT_LATE once the wait has lasted LSTM_ABORT_NS, when the
+   call can be given up and this waiter has not declined to (may_abort); else LSTM_WAIT_DONE to keep waiting. A
+   late wait is counted in state->late once (*noted). */
 static inline int lstm_wait_check(long spins, lstm_wait_clock *clock, int *noted, lstm_team_state *state,
-                                  int may_abort) {
+                                  int may_abort, int awaited, int self) {
     if (state == NULL) {
-        lstm_wait_a_while(spins, clock);
+        lstm_wait_a_while(spins, clock, NULL, awaited, self);
         return LSTM_WAIT_DONE;
     }
     if (__atomic_load_n(&state->abort, __ATOMIC_ACQUIRE)) return LSTM_WAIT_ABORTED;
-    const int how_late = lstm_wait_a_while(spins, clock);
+    const int how_late = lstm_wait_a_while(spins, clock, state, awaited, self);
     if (how_late && !*noted) {
         *noted = 1;
         __atomic_fetch_add(&state->late, 1, __ATOMIC_RELAXED);
@@ -166,7 +224,6 @@ static inline int lstm_team_abort(lstm_team_state *state) {
    (acquire), so every write before the barrier is visible after it. After ~50 us of spinning a waiter
    yields its CPU at each check, so a team member that was descheduled (more threads than free cores) gets
    to run. A NULL barrier is not met: the thread works alone (a row split, see _kernels.pyx). */
-#define LSTM_TEAM_CPUS 64   /* the members whose CPUs the start of a call compares (lstm_team_start) */
 typedef struct {
     int arrived;
     char pad_arrived[64 - sizeof(int)];
@@ -191,10 +248,12 @@ static inline int lstm_barrier_wait(lstm_team_barrier *bar, lstm_team_state *sta
         __atomic_store_n(&bar->generation, gen + 1, __ATOMIC_RELEASE);
         return LSTM_WAIT_DONE;
     }
-    lstm_wait_clock clock = {0, 0, 0};
+    lstm_wait_clock clock = {0, 0, 0, 0, 0};
     int noted = 0, code;
+    const int self = omp_get_thread_num();
     for (long spins = 0; __atomic_load_n(&bar->generation, __ATOMIC_ACQUIRE) == gen; spins++)
-        if ((code = lstm_wait_check(spins, &clock, &noted, state, may_abort)) != LSTM_WAIT_DONE) return code;
+        if ((code = lstm_wait_check(spins, &clock, &noted, state, may_abort, -1, self)) != LSTM_WAIT_DONE)
+            return code;
     return LSTM_WAIT_DONE;
 #else
     (void)bar;
@@ -234,17 +293,25 @@ static inline void lstm_team_unstack(const int *cpus, int members, int tid) {
 
 /* The start of a call: the team meets without counting lateness (a worker the OpenMP runtime put to sleep
    between calls takes a while to wake, and it was not taken away by another task), each member saying which CPU
-   it is on; a worker that finds an earlier member on its own CPU moves off the members' CPUs. On an idle
+   it is on and (state, when not NULL) its CPU-time clock for the waits' lateness; a worker that finds an earlier
+   member on its own CPU moves off the members' CPUs. On an idle
    2-vCPU VM (the Intel Xeon here) Linux woke a sleeping worker on the caller's CPU in about one call in three
    after a 50 ms pause, with the other CPU idle; the two then took turns on one CPU, a wait's yield lasted
    0.1-3.4 ms (the other member's time slice, or the OpenMP runtime spinning in it), and an idle machine's
    call was found late. Members beyond LSTM_TEAM_CPUS are not compared. */
-static inline void lstm_team_start(lstm_team_barrier *bar) {
+static inline void lstm_team_start(lstm_team_barrier *bar, lstm_team_state *state) {
 #ifdef _OPENMP
     const int tid = omp_get_thread_num(), team = omp_get_num_threads();
     const int members = team < LSTM_TEAM_CPUS ? team : LSTM_TEAM_CPUS;
     const int cpu = lstm_current_cpu();
-    if (tid < members) bar->cpu[tid] = cpu;   /* published by the barrier's release */
+    if (tid < members) bar->cpu[tid] = cpu;   /* published by the barrier's release, as the clocks below */
+#if defined(FASTLSTM_CPU_AFFINITY)
+    if (state != NULL) {
+        if (tid == 0) state->clocked = team <= LSTM_TEAM_CPUS ? team : 0;
+        if (tid < members && pthread_getcpuclockid(pthread_self(), &state->cpu_clock[tid]) != 0)
+            state->cpu_clock[tid] = (clockid_t)-1;   /* clock_gettime fails on it: the wait's clock rule */
+    }
+#endif
     lstm_barrier_wait(bar, NULL, 0);
     if (tid == 0 || tid >= members || cpu < 0) return;
     for (int j = 0; j < tid; j++)
@@ -254,6 +321,7 @@ static inline void lstm_team_start(lstm_team_barrier *bar) {
         }
 #else
     (void)bar;
+    (void)state;
 #endif
 }
 
@@ -278,10 +346,10 @@ static inline int lstm_step_wait(const lstm_step_flag *flags, int tid, int first
                                  lstm_team_state *state, int may_abort) {
     for (int j = first; j < first + count; j++) {
         if (j == tid) continue;
-        lstm_wait_clock clock = {0, 0, 0};
+        lstm_wait_clock clock = {0, 0, 0, 0, 0};
         int noted = 0, code;
         for (long spins = 0; __atomic_load_n(&flags[j].steps, __ATOMIC_ACQUIRE) < steps; spins++)
-            if ((code = lstm_wait_check(spins, &clock, &noted, state, may_abort)) != LSTM_WAIT_DONE)
+            if ((code = lstm_wait_check(spins, &clock, &noted, state, may_abort, j, tid)) != LSTM_WAIT_DONE)
                 return code;
     }
     return LSTM_WAIT_DONE;
