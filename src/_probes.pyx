@@ -26,13 +26,15 @@ cdef extern from "probes.h" nogil:
         int steps
     void lstm_step_publish(lstm_step_flag *flags, int tid, int steps)
     ctypedef struct lstm_team_state:
-        pass
+        int late, abort, can_abort, clocked
     int lstm_step_wait(const lstm_step_flag *flags, int tid, int first, int count, int steps,
                        lstm_team_state *state, int may_abort)
     ctypedef struct lstm_team_barrier:
         pass
     void lstm_barrier_init(lstm_team_barrier *bar)
     void probe_stacked_start(lstm_team_barrier *bar, int *master_cpu, int *before, int *after)
+    void probe_member_behind(lstm_team_barrier *bar, lstm_team_state *state, lstm_step_flag *flags, int sleeps,
+                             long long behind_ns, int *team)
 
 cdef const probe_table *_select(str isa, int *vector_bytes) except NULL:
     """The probes of ``isa`` (a key of fastlstm._cpu.ISAS, which this CPU must have)."""
@@ -216,3 +218,23 @@ def probe_team_start(int num_threads):
     with nogil, parallel(num_threads=num_threads):
         probe_stacked_start(&bar, &master_cpu, before, after)
     return cpus[0].tolist(), cpus[1].tolist()
+
+
+def probe_late_member(bint sleeps, double behind_s):
+    """Whether a team of 2 threads finds its second member late (team.h) when that member finishes its step
+    behind_s seconds after the first, running all along (sleeps False: it is behind, not late) or asleep
+    (sleeps True: off its CPU, as when another task has it). Returns (late waits counted, team size)."""
+    if not 0 < behind_s <= 1:
+        raise ValueError(f"behind_s must be in (0, 1], got {behind_s}")
+    cdef lstm_team_barrier bar
+    lstm_barrier_init(&bar)
+    cdef lstm_team_state state
+    state.late, state.abort, state.can_abort, state.clocked = 0, 0, 0, 0
+    flag_lines = np.zeros(2 * sizeof(lstm_step_flag), np.uint8)
+    cdef unsigned char[::1] flag_bytes = flag_lines
+    cdef lstm_step_flag *flags = <lstm_step_flag *> &flag_bytes[0]
+    cdef long long behind_ns = <long long> (behind_s * 1e9)
+    cdef int team = 0
+    with nogil, parallel(num_threads=2):
+        probe_member_behind(&bar, &state, flags, sleeps, behind_ns, &team)
+    return state.late, team

@@ -84,4 +84,26 @@ static inline void probe_stacked_start(lstm_team_barrier *bar, int *master_cpu, 
     after[tid] = lstm_current_cpu();
 }
 
+/* One member's part of a wait for a member that is behind (probe_late_member in _probes.pyx): member 1 either
+   runs (spins on the clock) or sleeps for `behind_ns` before it finishes its step, while member 0 waits for it
+   the way a forward's step waits (lstm_step_wait on the team's state, not giving the team up); *team: the team's
+   size. */
+static inline void probe_member_behind(lstm_team_barrier *bar, lstm_team_state *state, lstm_step_flag *flags,
+                                     int sleeps, long long behind_ns, int *team) {
+    const int tid = lstm_thread_id();
+    if (tid == 0) *team = lstm_team_size();
+    lstm_team_start(bar, state);
+    if (tid == 1) {
+        if (sleeps) {
+            struct timespec ts = {(time_t)(behind_ns / 1000000000LL), (long)(behind_ns % 1000000000LL)};
+            nanosleep(&ts, NULL);
+        } else {
+            const long long until = lstm_now_ns() + behind_ns;
+            while (lstm_now_ns() < until) lstm_pause();
+        }
+    }
+    lstm_step_publish(flags, tid, 1);
+    if (tid == 0) lstm_step_wait(flags, 0, 0, lstm_team_size(), 1, state, 0);
+}
+
 #endif

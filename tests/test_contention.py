@@ -84,3 +84,28 @@ def test_a_team_woken_on_one_cpu_starts_on_different_cpus():
         assert set(after) <= allowed
     with pytest.raises(ValueError, match="num_threads must be >= 2, got 1"):
         _probes.probe_team_start(1)
+
+
+LATE_MEMBER_SCRIPT = """
+from fastlstm import _probes
+behind = [_probes.probe_late_member(False, 0.02) for _ in range(4)]
+asleep = [_probes.probe_late_member(True, 0.02) for _ in range(4)]
+print(behind, asleep)
+assert all(team == 2 for _, team in behind + asleep), (behind, asleep)
+assert all(late == 0 for late, _ in behind), f"a running member 20 ms behind was found late: {behind}"
+assert all(late == 1 for late, _ in asleep), f"a member asleep for 20 ms was not found late: {asleep}"
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not fastlstm.openmp_enabled(), reason="a serial build has no team")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the members' CPU-time clocks on Linux")
+def test_a_member_behind_is_late_only_when_it_does_not_run(tmp_path):
+    # team.h: a waiter reads the awaited member's CPU-time clock; a member that computes is not late however far
+    # behind it is, one that is off its CPU (here asleep) is. In a child without other spinning threads (numpy's
+    # OpenBLAS pool spinning on a 2-core machine takes a member's CPU, which is lateness too).
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("the process may run on one CPU only")
+    proc = run_python(LATE_MEMBER_SCRIPT, cwd=tmp_path, env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "2"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().endswith("ok"), proc.stdout
