@@ -34,7 +34,7 @@ cdef extern from "probes.h" nogil:
     void lstm_barrier_init(lstm_team_barrier *bar)
     void probe_stacked_start(lstm_team_barrier *bar, int *master_cpu, int *before, int *after)
     void probe_member_behind(lstm_team_barrier *bar, lstm_team_state *state, lstm_step_flag *flags, int sleeps,
-                             long long behind_ns, int *team)
+                             long long behind_ns, long long *times, int *team)
 
 cdef const probe_table *_select(str isa, int *vector_bytes) except NULL:
     """The probes of ``isa`` (a key of fastlstm._cpu.ISAS, which this CPU must have)."""
@@ -223,7 +223,9 @@ def probe_team_start(int num_threads):
 def probe_late_member(bint sleeps, double behind_s):
     """Whether a team of 2 threads finds its second member late (team.h) when that member finishes its step
     behind_s seconds after the first, running all along (sleeps False: it is behind, not late) or asleep
-    (sleeps True: off its CPU, as when another task has it). Returns (late waits counted, team size)."""
+    (sleeps True: off its CPU, as when another task has it). Returns (late waits counted, team size, the second
+    member's CPU seconds over its part, the first's CPU seconds over its wait, the wait's seconds): on a busy
+    machine a running member may lose its CPU too, and then it is late."""
     if not 0 < behind_s <= 1:
         raise ValueError(f"behind_s must be in (0, 1], got {behind_s}")
     cdef lstm_team_barrier bar
@@ -234,7 +236,9 @@ def probe_late_member(bint sleeps, double behind_s):
     cdef unsigned char[::1] flag_bytes = flag_lines
     cdef lstm_step_flag *flags = <lstm_step_flag *> &flag_bytes[0]
     cdef long long behind_ns = <long long> (behind_s * 1e9)
+    cdef long long times[3]
+    times[0] = times[1] = times[2] = 0
     cdef int team = 0
     with nogil, parallel(num_threads=2):
-        probe_member_behind(&bar, &state, flags, sleeps, behind_ns, &team)
-    return state.late, team
+        probe_member_behind(&bar, &state, flags, sleeps, behind_ns, times, &team)
+    return state.late, team, times[0] / 1e9, times[1] / 1e9, times[2] / 1e9

@@ -86,14 +86,21 @@ static inline void probe_stacked_start(lstm_team_barrier *bar, int *master_cpu, 
 
 /* One member's part of a wait for a member that is behind (probe_late_member in _probes.pyx): member 1 either
    runs (spins on the clock) or sleeps for `behind_ns` before it finishes its step, while member 0 waits for it
-   the way a forward's step waits (lstm_step_wait on the team's state, not giving the team up); *team: the team's
+   the way a forward's step waits (lstm_step_wait on the team's state, not giving the team up). times: member
+   1's CPU time over its part, member 0's CPU time over its wait and the wait's length (ns); *team: the team's
    size. */
+static inline long long probe_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
 static inline void probe_member_behind(lstm_team_barrier *bar, lstm_team_state *state, lstm_step_flag *flags,
-                                     int sleeps, long long behind_ns, int *team) {
+                                       int sleeps, long long behind_ns, long long *times, int *team) {
     const int tid = lstm_thread_id();
     if (tid == 0) *team = lstm_team_size();
     lstm_team_start(bar, state);
     if (tid == 1) {
+        const long long cpu0 = probe_cpu_ns();
         if (sleeps) {
             struct timespec ts = {(time_t)(behind_ns / 1000000000LL), (long)(behind_ns % 1000000000LL)};
             nanosleep(&ts, NULL);
@@ -101,9 +108,15 @@ static inline void probe_member_behind(lstm_team_barrier *bar, lstm_team_state *
             const long long until = lstm_now_ns() + behind_ns;
             while (lstm_now_ns() < until) lstm_pause();
         }
+        times[0] = probe_cpu_ns() - cpu0;
     }
     lstm_step_publish(flags, tid, 1);
-    if (tid == 0) lstm_step_wait(flags, 0, 0, lstm_team_size(), 1, state, 0);
+    if (tid == 0) {
+        const long long cpu0 = probe_cpu_ns(), wall0 = lstm_now_ns();
+        lstm_step_wait(flags, 0, 0, lstm_team_size(), 1, state, 0);
+        times[1] = probe_cpu_ns() - cpu0;
+        times[2] = lstm_now_ns() - wall0;
+    }
 }
 
 #endif

@@ -29,25 +29,27 @@
    that was descheduled (more threads than free cores) gets to run. Waits are timed by the clock, read from the
    LSTM_CLOCK_SPINS-th check on (every 16th check while spinning), so a short wait costs no clock read: a pause
    takes 10 ns on one of this project's machines (Intel Xeon) and 25 ns on another (AMD Zen 4).
-   A wait finds a member late (it was not running: another process or the hypervisor had a core) when a yield
-   of it lasted LSTM_TAKEN_NS (another task ran on this CPU meanwhile), or when the members it waits for lost
-   more than a third of a stretch of LSTM_LATE_NS of it (their CPU was taken; read from their CPU-time clocks,
-   published at the call's start); where the clocks cannot be read, a wait of LSTM_LATE_NS is late. Both are
-   longer than the blips of an idle machine's own tasks: on the quiet VM here (Linux 6.18) a kernel thread
-   (kdamond) took a member's CPU for 0.75 ms every half second; counted (at a yield of 100 us, or a wait of
-   0.5 ms, as this file once did), they gave up one large call in a few and kept the later ones off their
-   meetings for seconds (T=50 B=64 H=1024 bf16: 80 ms instead of 58). A busy process's time slice is 1.5 ms or
-   more there (the scheduler's base slice on 2 CPUs), so it is still found late. The team then stops meeting
-   for a while (see "contention" below). A wait spinning longer than LSTM_SPIN_NS alone is not late: the first
+   A wait finds a member late (it was not running: another process or the hypervisor had a core) when one of the
+   waiter's yields lasted LSTM_TAKEN_NS (another task ran on its CPU meanwhile), or when, once it has yielded for
+   LSTM_LATE_NS, the members it waits for have lost more than a third of the CPU time they could have had since
+   it began yielding (their CPU was taken; read every LSTM_CHECK_NS from their CPU-time clocks, which they
+   publish at the call's start); where the clocks cannot be read, a wait of LSTM_LATE_NS is late. A member that
+   runs but is behind is not late. The thresholds are above the blips of an idle machine's own tasks: on the
+   quiet VM here (Linux 6.18) kernel threads (kdamond) took a member's CPU for 0.75-1 ms every half second;
+   counted (at a yield of 100 us, or a wait of 0.5 ms, as this file once did; or at 1 ms of CPU lost in any wait,
+   as tried), they gave up one large call in a few and kept the later ones off their meetings for seconds
+   (T=50 B=64 H=1024 bf16: 74-80 ms instead of 57). A busy process sharing a member's CPU takes half of it in
+   time slices of 1.5 ms or more there (the scheduler's base slice on 2 CPUs), so it is still found late. (Time the hypervisor steals counts as lost only where the guest
+   kernel accounts steal time.) A wait spinning longer than LSTM_SPIN_NS alone is not late either: the first
    steps of a call whose weights are not yet in a member's caches, or a worker the OpenMP runtime had put to
    sleep, made waits of more than 50 us on an idle VM here (counted, at 50 us as this file once did, they put
-   most quiet calls on one thread). A late wait that has lasted LSTM_ABORT_NS gives the team up altogether: the
-   waiter reruns the call alone (_kernels.pyx). */
+   most quiet calls on one thread). A late wait gives the team up altogether: the waiter reruns the call alone
+   (_kernels.pyx), and the team stops meeting for a while (see "contention" below). */
 #define LSTM_SPIN_NS 50000LL
 #define LSTM_CLOCK_SPINS 256
 #define LSTM_TAKEN_NS 1000000LL
 #define LSTM_LATE_NS 3000000LL
-#define LSTM_ABORT_NS 250000LL
+#define LSTM_CHECK_NS 250000LL
 /* How long a team stops meeting after a late call: doubled at each late call up to the maximum, halved at each
    call whose team met on time. A late call costs up to a time slice of the machine's scheduler (measured
    3-25 ms here with other processes running), so the windows grow long enough to make that rare. The minimum is
@@ -91,11 +93,11 @@ static inline int lstm_team_size(void) {
 #endif
 }
 
-/* The clock of one wait (zeros at its start): when it was first timed, when the awaited members' CPU time was
-   last read and how much it was then (-1: not known), whether it has stopped spinning, and how late it is (0,
-   1: late, 2: long enough to give the team up). */
+/* The clock of one wait (zeros at its start): when it was first timed, when it began yielding, the awaited
+   members' CPU time then (-1: not known), when to read it next, whether it has begun yielding, and whether it
+   found a member late. */
 typedef struct {
-    long long since, checked, ran;
+    long long since, yielded, ran, next_check;
     int yielding, late;
 } lstm_wait_clock;
 
@@ -104,8 +106,9 @@ typedef struct {
 /* What the members of one forward's team share about lateness: how many waits found a member late (for the
    contention window below), whether a waiter has given up on the team (abort: every member stops at its next
    wait and the waiter reruns the call alone), whether this call may be given up (its outputs do not alias
-   its inputs, so a rerun reads inputs no member writes), and the members' CPU-time clocks (the first `clocked`
-   members', 0 before the team started or where they cannot be read). */
+   its inputs, so a rerun reads inputs no member writes), and the members' CPU-time clocks: `clocked` of them,
+   0 before the team started and in teams of more than LSTM_TEAM_CPUS (whose waits then use the LSTM_LATE_NS
+   rule); a member whose clock id cannot be had stores (clockid_t)-1, which clock_gettime refuses. */
 typedef struct {
     int late;
     int abort;
@@ -150,7 +153,7 @@ static inline void lstm_pause(void) {
 
 /* One check of a waiting loop (spins: the checks before it) for member `awaited` (-1: every member but `self`) of
    the team sharing state (NULL: lateness does not matter): a pause while the wait is shorter than LSTM_SPIN_NS,
-   then the CPU is given up. Returns how late the wait is (see lstm_wait_clock). */
+   then the CPU is given up. Returns whether the wait has found a member late. */
 static inline int lstm_wait_a_while(long spins, lstm_wait_clock *clock, const lstm_team_state *state, int awaited,
                                     int self) {
     int count;
@@ -162,28 +165,29 @@ static inline int lstm_wait_a_while(long spins, lstm_wait_clock *clock, const ls
             clock->since = now;
         } else if (now - clock->since > LSTM_SPIN_NS) {
             clock->yielding = 1;
-            clock->checked = now;
+            clock->yielded = now;
             clock->ran = lstm_awaited_cpu_ns(state, awaited, self, &count);
+            clock->next_check = now + LSTM_CHECK_NS;
         }
         return 0;
     }
     const long long before = lstm_now_ns();
     sched_yield();
-    const long long now = lstm_now_ns(), waited = now - clock->since;
-    if (!clock->late) {
-        if (now - before > LSTM_TAKEN_NS) {
+    const long long now = lstm_now_ns();
+    if (clock->late) return 1;
+    if (now - before > LSTM_TAKEN_NS) {
+        clock->late = 1;
+    } else if (clock->ran < 0) {
+        clock->late = now - clock->since > LSTM_LATE_NS;
+    } else if (now - clock->yielded >= LSTM_LATE_NS && now >= clock->next_check) {
+        const long long ran = lstm_awaited_cpu_ns(state, awaited, self, &count);
+        const long long could = (long long)count * (now - clock->yielded);   /* CPU time the members could have had */
+        if (ran < 0)
+            clock->ran = -1;   /* the clocks failed: the LSTM_LATE_NS rule from now on */
+        else if (3 * (could - (ran - clock->ran)) > could)
             clock->late = 1;
-        } else if (clock->ran < 0) {
-            if (waited > LSTM_LATE_NS) clock->late = 1;
-        } else if (now - clock->checked > LSTM_LATE_NS) {
-            const long long ran = lstm_awaited_cpu_ns(state, awaited, self, &count);
-            /* late when the awaited members together lost more than a third of the stretch */
-            if (ran < 0 || 3 * (ran - clock->ran) < (3LL * count - 1) * (now - clock->checked)) clock->late = 1;
-            clock->checked = now;
-            clock->ran = ran;
-        }
+        clock->next_check = now + LSTM_CHECK_NS;
     }
-    if (clock->late && waited > LSTM_ABORT_NS) clock->late = 2;
     return clock->late;
 }
 
@@ -192,7 +196,7 @@ static inline int lstm_wait_a_while(long spins, lstm_wait_clock *clock, const ls
 enum { LSTM_WAIT_DONE = 0, LSTM_WAIT_ABORTED = 1, LSTM_WAIT_LATE = 2 };
 
 /* One check of a waiting loop that found the others (awaited, self: see lstm_wait_a_while) not there yet:
-   LSTM_WAIT_ABORTED when the team was given up; LSTM_WAIT_LATE once the wait has lasted LSTM_ABORT_NS, when the
+   LSTM_WAIT_ABORTED when the team was given up; LSTM_WAIT_LATE once the wait has found a member late, when the
    call can be given up and this waiter has not declined to (may_abort); else LSTM_WAIT_DONE to keep waiting. A
    late wait is counted in state->late once (*noted). */
 static inline int lstm_wait_check(long spins, lstm_wait_clock *clock, int *noted, lstm_team_state *state,
@@ -202,12 +206,12 @@ static inline int lstm_wait_check(long spins, lstm_wait_clock *clock, int *noted
         return LSTM_WAIT_DONE;
     }
     if (__atomic_load_n(&state->abort, __ATOMIC_ACQUIRE)) return LSTM_WAIT_ABORTED;
-    const int how_late = lstm_wait_a_while(spins, clock, state, awaited, self);
-    if (how_late && !*noted) {
+    const int late = lstm_wait_a_while(spins, clock, state, awaited, self);
+    if (late && !*noted) {
         *noted = 1;
         __atomic_fetch_add(&state->late, 1, __ATOMIC_RELAXED);
     }
-    if (how_late == 2 && may_abort && state->can_abort) return LSTM_WAIT_LATE;
+    if (late && may_abort && state->can_abort) return LSTM_WAIT_LATE;
     return LSTM_WAIT_DONE;
 }
 
@@ -248,7 +252,7 @@ static inline int lstm_barrier_wait(lstm_team_barrier *bar, lstm_team_state *sta
         __atomic_store_n(&bar->generation, gen + 1, __ATOMIC_RELEASE);
         return LSTM_WAIT_DONE;
     }
-    lstm_wait_clock clock = {0, 0, 0, 0, 0};
+    lstm_wait_clock clock = {0, 0, 0, 0, 0, 0};
     int noted = 0, code;
     const int self = omp_get_thread_num();
     for (long spins = 0; __atomic_load_n(&bar->generation, __ATOMIC_ACQUIRE) == gen; spins++)
@@ -298,7 +302,7 @@ static inline void lstm_team_unstack(const int *cpus, int members, int tid) {
    2-vCPU VM (the Intel Xeon here) Linux woke a sleeping worker on the caller's CPU in about one call in three
    after a 50 ms pause, with the other CPU idle; the two then took turns on one CPU, a wait's yield lasted
    0.1-3.4 ms (the other member's time slice, or the OpenMP runtime spinning in it), and an idle machine's
-   call was found late. Members beyond LSTM_TEAM_CPUS are not compared. */
+   call was found late. Members beyond LSTM_TEAM_CPUS are not compared, and a larger team publishes no clocks. */
 static inline void lstm_team_start(lstm_team_barrier *bar, lstm_team_state *state) {
 #ifdef _OPENMP
     const int tid = omp_get_thread_num(), team = omp_get_num_threads();
@@ -321,8 +325,8 @@ static inline void lstm_team_start(lstm_team_barrier *bar, lstm_team_state *stat
         }
 #else
     (void)bar;
-    (void)state;
 #endif
+    (void)state;
 }
 
 /* The end of a time step among the threads of one direction (a sub-team): each thread publishes how many
@@ -346,7 +350,7 @@ static inline int lstm_step_wait(const lstm_step_flag *flags, int tid, int first
                                  lstm_team_state *state, int may_abort) {
     for (int j = first; j < first + count; j++) {
         if (j == tid) continue;
-        lstm_wait_clock clock = {0, 0, 0, 0, 0};
+        lstm_wait_clock clock = {0, 0, 0, 0, 0, 0};
         int noted = 0, code;
         for (long spins = 0; __atomic_load_n(&flags[j].steps, __ATOMIC_ACQUIRE) < steps; spins++)
             if ((code = lstm_wait_check(spins, &clock, &noted, state, may_abort, j, tid)) != LSTM_WAIT_DONE)

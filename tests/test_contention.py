@@ -70,31 +70,52 @@ def test_contention_reports_no_window_in_a_fresh_process(tmp_path):
     assert proc.stdout.strip() == "(0.0, 0.0)"
 
 
+AFFINITY_SETTINGS = ("OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY", "KMP_AFFINITY")
+
+
 @pytest.mark.skipif(not fastlstm.openmp_enabled(), reason="a serial build has no team")
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="moves threads with Linux's affinity calls")
 def test_a_team_woken_on_one_cpu_starts_on_different_cpus():
     # Linux sometimes wakes an idle team's worker on the caller's CPU; the start of a call moves it off (team.h)
-    allowed = os.sched_getaffinity(0)
-    if len(allowed) < 2:
+    if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("the process may run on one CPU only")
-    for _ in range(5):
+    if any(os.environ.get(name) for name in AFFINITY_SETTINGS):
+        pytest.skip("the OpenMP runtime binds its threads to places (the probe cannot stack them)")
+    allowed = os.sched_getaffinity(0)
+    stacked = 0
+    for _ in range(20):
         before, after = _probes.probe_team_start(2)
-        assert before[0] == before[1], f"the probe did not stack the team: {before}"
+        assert min(before) >= 0, f"not a team of 2 on known CPUs: {before}"
+        if before[0] != before[1]:   # the scheduler moved one before the start: no stacked start to check
+            continue
+        stacked += 1
         assert after[0] != after[1], f"still on one CPU after the start: {after}"
         assert set(after) <= allowed
+        if stacked == 5:
+            break
+    if stacked == 0:
+        pytest.skip("the probe could not stack the team on this machine")
     with pytest.raises(ValueError, match="num_threads must be >= 2, got 1"):
         _probes.probe_team_start(1)
 
 
 LATE_MEMBER_SCRIPT = """
 from fastlstm import _probes
-behind = [_probes.probe_late_member(False, 0.02) for _ in range(4)]
-asleep = [_probes.probe_late_member(True, 0.02) for _ in range(4)]
-print(behind, asleep)
-assert all(team == 2 for _, team in behind + asleep), (behind, asleep)
-assert all(late == 0 for late, _ in behind), f"a running member 20 ms behind was found late: {behind}"
-assert all(late == 1 for late, _ in asleep), f"a member asleep for 20 ms was not found late: {asleep}"
-print("ok")
+BEHIND = 0.02
+CLEAN = 0.5e-3   # a sample where neither thread lost more than this of its CPU says what the rule says
+clean_behind = []
+for _ in range(20):
+    late, team, member_cpu, waiter_cpu, wait = _probes.probe_late_member(False, BEHIND)
+    assert team == 2, team
+    if member_cpu > BEHIND - CLEAN and waiter_cpu > wait - CLEAN:
+        clean_behind.append(late)
+    if len(clean_behind) == 4:
+        break
+asleep = [_probes.probe_late_member(True, BEHIND) for _ in range(4)]
+print(clean_behind, asleep)
+assert all(late == 0 for late in clean_behind), f"a running member 20 ms behind was found late: {clean_behind}"
+assert all(late == 1 and team == 2 for late, team, *_ in asleep), f"a member asleep 20 ms was not late: {asleep}"
+print("ok" if clean_behind else "busy")
 """
 
 
@@ -102,10 +123,13 @@ print("ok")
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the members' CPU-time clocks on Linux")
 def test_a_member_behind_is_late_only_when_it_does_not_run(tmp_path):
     # team.h: a waiter reads the awaited member's CPU-time clock; a member that computes is not late however far
-    # behind it is, one that is off its CPU (here asleep) is. In a child without other spinning threads (numpy's
-    # OpenBLAS pool spinning on a 2-core machine takes a member's CPU, which is lateness too).
+    # behind it is, one that is off its CPU (here asleep) is. In a child without numpy's OpenBLAS pool, whose
+    # threads spin on the cores (which is lateness too); the running case counts only the samples in which no
+    # other task took either thread's CPU (a busy CI machine does that too).
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("the process may run on one CPU only")
     proc = run_python(LATE_MEMBER_SCRIPT, cwd=tmp_path, env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "2"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    if proc.stdout.strip().endswith("busy"):
+        pytest.skip("other tasks took the threads' CPUs in every running sample: " + proc.stdout)
     assert proc.stdout.strip().endswith("ok"), proc.stdout
