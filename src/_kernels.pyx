@@ -50,15 +50,21 @@ cdef extern from "team.h" nogil:
     ctypedef struct lstm_step_flag:
         int steps
     void lstm_step_publish(lstm_step_flag *flags, int tid, int steps)
-    int lstm_step_wait(const lstm_step_flag *flags, int tid, int first, int count, int steps,
+    int lstm_step_wait(lstm_step_flag *flags, int tid, int first, int count, int steps,
                        lstm_team_state *state, int may_abort)
     int lstm_team_contended()
     void lstm_team_report(int late, long long call_ns)
+    int lstm_contended_meets(const void *model, long rows, long steps)
+    void lstm_contended_record(const void *model, long rows, int met, long long ns_per_step)
     long long lstm_now_ns()
+    void lstm_sleep_setup()
+    void lstm_sleep_setup()
     long long lstm_contended_until
     long long lstm_contention_window
     unsigned long lstm_ftz_enter()
     void lstm_ftz_leave(unsigned long saved)
+
+lstm_sleep_setup()   # waiters may sleep on the words they wait for (team.h)
 
 cdef extern from "cell_kernels.h" nogil:
     # the argument structs and the kernel table of kernel_api.h; the kernels' signatures are written once, in
@@ -306,7 +312,7 @@ cdef Sections _plan_workspace(const ModelInfo *m, long T, long B) noexcept nogil
     """Offsets of the workspace sections, each aligned. Per direction slot (one per direction, so that the
     two directions of a layer can run at the same time): gx (T_chunk, B, gates*Hp) input projection; h (2, B, ldh)
     double-buffered hidden state; c (B, Hp) cell state (a GRU's r * h); hc (B, Hp) pre-projection output. Then seq0/seq1
-    (T, B, D*K), the outputs of inner layers; flags, one lstm_step_flag (64 bytes) per possible thread."""
+    (T, B, D*K), the outputs of inner layers; flags, one lstm_step_flag (two cache lines) per possible thread."""
     cdef Sections s
     cdef long Hp = m.num_blocks * m.block
     cdef long ldh = m.num_proj_blocks * m.block if m.proj_size > 0 else Hp
@@ -396,7 +402,7 @@ cdef struct Run:
     void *c                  # (B, Hp): the cell state, or a GRU's r * h
     void *hc                 # (B, Hp) or NULL
     lstm_team_barrier *barrier  # met by the whole team (a no-op outside a parallel region, or when NULL)
-    lstm_step_flag *step_flags  # (team size,): steps finished by each thread, one cache line each
+    lstm_step_flag *step_flags  # (team size,): steps finished by each thread (and its sleepers), cache lines of their own
     lstm_team_state *team_state # lateness shared by the team (see team.h), or NULL
     long rerun_bytes            # bytes of a workspace for rerunning the call alone (after giving the team up)
     int solo                    # this run is one thread's rerun of the whole call: thread 0 of a team of 1
@@ -692,11 +698,16 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     run.row_split = _row_split_wins(m, B) and not input_aliases_output
     cdef int team = _team_size(m, B, num_threads, run.row_split)
     cdef bint meets = _meets_every_step(m, team, run.row_split)
-    if meets and lstm_team_contended():
-        # the machine is busy (a recent call found its team late): no meeting at every step for a while. A large
-        # batch's rows split among the threads (no meeting, only the end of the call waits for the slowest), a
-        # smaller one runs on one thread (which no other waits for); the same bits either way
-        run.row_split = B >= CONTENDED_ROW_SPLIT_TILES * num_threads * m.kernels.tile_rows and not input_aliases_output
+    # the machine is busy (a recent call found its team late): a large batch's rows split among the threads (no
+    # meeting, only the end of the call waits for the slowest); a smaller batch meets every step or runs on one
+    # thread (which no other waits for), whichever was faster for this model and batch size lately (team.h); the
+    # same bits either way
+    cdef bint contended = meets and lstm_team_contended()
+    cdef bint splits = contended and not input_aliases_output and \
+        B >= CONTENDED_ROW_SPLIT_TILES * num_threads * m.kernels.tile_rows
+    cdef bint chooses = contended and not splits
+    if splits or (chooses and not lstm_contended_meets(m, B, T)):
+        run.row_split = splits
         team = _team_size(m, B, num_threads, run.row_split) if run.row_split else 1
         meets = False
     cdef lstm_team_state state
@@ -706,7 +717,7 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     state.can_abort = meets and not input_aliases_output and <const void *> h0 != <void *> hn and \
         <const void *> c0 != <void *> cn
     run.team_state = &state
-    cdef long long started = lstm_now_ns() if meets else 0
+    cdef long long started = lstm_now_ns() if meets or chooses else 0
     run.rerun_bytes = sec.total * sizeof(floating)
     run.solo = 0
     run.step_flags = <lstm_step_flag *> (ws + sec.flags)
@@ -716,8 +727,11 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     else:
         with parallel(num_threads=team):
             _thread_forward(m, &run, x, batch_first, h0, c0, out, hn, cn, ws + sec.seq0, ws + sec.seq1)
+    cdef long long took = lstm_now_ns() - started if started else 0
+    if chooses:
+        lstm_contended_record(m, B, meets, took // max(T, 1))
     if meets:
-        lstm_team_report(state.late, lstm_now_ns() - started)
+        lstm_team_report(state.late, took)
 
 
 cdef void _forward_any(const ModelInfo *m, const void *x, int T, int B, bint batch_first, const void *h0,

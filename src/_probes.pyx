@@ -27,14 +27,21 @@ cdef extern from "probes.h" nogil:
     void lstm_step_publish(lstm_step_flag *flags, int tid, int steps)
     ctypedef struct lstm_team_state:
         int late, abort, can_abort, clocked
-    int lstm_step_wait(const lstm_step_flag *flags, int tid, int first, int count, int steps,
+    int lstm_step_wait(lstm_step_flag *flags, int tid, int first, int count, int steps,
                        lstm_team_state *state, int may_abort)
     ctypedef struct lstm_team_barrier:
         pass
     void lstm_barrier_init(lstm_team_barrier *bar)
+    void lstm_sleep_setup()
+    int lstm_contended_meets(const void *model, long rows, long steps)
+    void lstm_contended_record(const void *model, long rows, int met, long long ns_per_step)
+    long long lstm_now_ns()
     void probe_stacked_start(lstm_team_barrier *bar, int *master_cpu, int *before, int *after)
     void probe_member_behind(lstm_team_barrier *bar, lstm_team_state *state, lstm_step_flag *flags, int sleeps,
                              long long behind_ns, long long *times, int *team)
+
+lstm_sleep_setup()   # the hand-offs measured as the forward's (team.h)
+
 
 cdef const probe_table *_select(str isa, int *vector_bytes) except NULL:
     """The probes of ``isa`` (a key of fastlstm._cpu.ISAS, which this CPU must have)."""
@@ -242,3 +249,29 @@ def probe_late_member(bint sleeps, double behind_s):
     with nogil, parallel(num_threads=2):
         probe_member_behind(&bar, &state, flags, sleeps, behind_ns, times, &team)
     return state.late, team, times[0] / 1e9, times[1] / 1e9, times[2] / 1e9
+
+
+cdef long _choice_keys = 0
+
+
+def probe_contended_choices(double meet_s, double alone_s, int calls):
+    """The ways a busy process's forwards of one new model and batch size take (team.h, lstm_contended_meets): for
+    each of `calls` one-step calls, 1 when it meets every step, 0 when not, each taking meet_s or alone_s seconds
+    (spent waiting on the clock) and recorded so. A key of its own per probe."""
+    if calls < 1 or not 0 < meet_s <= 1 or not 0 < alone_s <= 1:
+        raise ValueError(f"calls >= 1 and meet_s, alone_s in (0, 1] needed, got {calls}, {meet_s}, {alone_s}")
+    global _choice_keys
+    _choice_keys += 1
+    cdef const void *key = <const void *> &_choice_keys
+    cdef long rows = _choice_keys
+    cdef long long took, until
+    ways = []
+    for _ in range(calls):
+        met = lstm_contended_meets(key, rows, 1)
+        took = <long long> ((meet_s if met else alone_s) * 1e9)
+        until = lstm_now_ns() + took
+        while lstm_now_ns() < until:
+            pass
+        lstm_contended_record(key, rows, met, took)
+        ways.append(met)
+    return ways

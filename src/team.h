@@ -1,5 +1,5 @@
 /* team.h: the small shims a team of OpenMP threads needs around the kernels: OpenMP queries with serial
- * fallbacks, waiting (pause or yield hints, then giving the CPU up), the team's barrier, the per-step flags
+ * fallbacks, waiting (pause hints, then sleeping until woken), the team's barrier, the per-step flags
  * of a direction's threads, and flushing denormals to zero. Used by the forward (_kernels.pyx) and by the
  * bench's probes (_probes.pyx), which measure the same hand-off.
  */
@@ -18,6 +18,16 @@
 #define FASTLSTM_CPU_AFFINITY 1
 #include <pthread.h>
 #endif
+/* a waiter sleeps on the word it waits for (a futex), woken by the member that changes it; the fence that makes
+   this safe is the waiter's (membarrier) where the kernel has it (see lstm_sleep_on) */
+#if defined(__linux__) && defined(_GNU_SOURCE)
+#define FASTLSTM_FUTEX 1
+#include <limits.h>
+#include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #ifndef FASTLSTM_X86
@@ -25,14 +35,18 @@
 #endif
 #endif
 
-/* A waiter spins (pause instructions) for LSTM_SPIN_NS, then yields its CPU at each check, so that a member
-   that was descheduled (more threads than free cores) gets to run. Waits are timed by the clock, read from the
+/* A waiter spins (pause instructions) for LSTM_SPIN_NS, then sleeps on the word it waits for until the member
+   that changes it wakes it (lstm_sleep_on; at most LSTM_SLEEP_NS at a time; where it cannot, it yields its CPU at
+   each check), so that a member that was descheduled (more threads than free cores) gets to run. Sleeping, not
+   yielding: with two busy processes on the 2 CPUs here, a team whose waiters yielded ran T=100 B=1 H=512 in
+   11-16 ms, one whose waiters slept in 6.4 ms (one thread: 9-16 ms; onnxruntime's team: 7.7-8.0 ms). Linux
+   (EEVDF) runs a woken sleeper soon, while each yield put the waiter behind the busy processes. Waits are timed by the clock, read from the
    LSTM_CLOCK_SPINS-th check on (every 16th check while spinning), so a short wait costs no clock read: a pause
    takes 10 ns on one of this project's machines (Intel Xeon) and 25 ns on another (AMD Zen 4).
    A wait finds a member late (it was not running: another process or the hypervisor had a core) when one of the
-   waiter's yields lasted LSTM_TAKEN_NS (another task ran on its CPU meanwhile), or when, once it has yielded for
-   LSTM_LATE_NS, the members it waits for have lost more than a third of the CPU time they could have had since
-   it began yielding (their CPU was taken; read every LSTM_CHECK_NS from their CPU-time clocks, which they
+   waiter's yields (where it cannot sleep) lasted LSTM_TAKEN_NS (another task ran on its CPU meanwhile), or when,
+   once it has slept or yielded for LSTM_LATE_NS, the members it waits for have lost more than a third of the CPU time they could have had since
+   it stopped spinning (their CPU was taken; read every LSTM_CHECK_NS from their CPU-time clocks, which they
    publish at the call's start); where the clocks cannot be read, a wait of LSTM_LATE_NS is late. A member that
    runs but is behind is not late. The thresholds are above the blips of an idle machine's own tasks: on the
    quiet VM here (Linux 6.18) kernel threads (kdamond) took a member's CPU for 0.75-1 ms every half second;
@@ -44,8 +58,10 @@
    steps of a call whose weights are not yet in a member's caches, or a worker the OpenMP runtime had put to
    sleep, made waits of more than 50 us on an idle VM here (counted, at 50 us as this file once did, they put
    most quiet calls on one thread). A late wait gives the team up altogether: the waiter reruns the call alone
-   (_kernels.pyx), and the team stops meeting for a while (see "contention" below). */
+   (_kernels.pyx), and for a while the process's teams meet only where that was the faster way (see
+   "contention" below). */
 #define LSTM_SPIN_NS 50000LL
+#define LSTM_SLEEP_NS 1000000L
 #define LSTM_CLOCK_SPINS 256
 #define LSTM_TAKEN_NS 1000000LL
 #define LSTM_LATE_NS 3000000LL
@@ -93,8 +109,9 @@ static inline int lstm_team_size(void) {
 #endif
 }
 
-/* The clock of one wait (zeros at its start): when it was first timed, when it began yielding, the awaited
-   members' CPU time then (-1: not known), when to read it next, whether it has begun yielding, and whether it
+/* The clock of one wait (zeros at its start): when it was first timed, when it stopped spinning (to sleep or
+   yield), the awaited members' CPU time then (-1: not known), when to read it next, whether it has stopped
+   spinning, and whether it
    found a member late. */
 typedef struct {
     long long since, yielded, ran, next_check;
@@ -143,6 +160,66 @@ static inline long long lstm_awaited_cpu_ns(const lstm_team_state *state, int aw
 #endif
 }
 
+/* Sleeping on a word needs a store-load fence on both sides: a sleeper raises its count, then reads the word
+   again; the thread that changed the word reads the count after its change; so either the sleeper sees the change
+   or the changer sees the sleeper. On the changer's side (every step) a fence costs the cross-core trip of the
+   word's cache line (a hand-off between two threads took 314 instead of 240 ns per step here), so the sleeper
+   (after 50 us of waiting) makes every thread of the process run one for it: membarrier's private expedited
+   command, registered once per process (lstm_sleep_setup, at import). Where the kernel refuses it, the changers
+   fence (lstm_changers_fence). */
+static int lstm_changers_fence = 1;
+
+static inline void lstm_sleep_setup(void) {
+#if defined(FASTLSTM_FUTEX) && defined(__NR_membarrier)
+    if (syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
+        __atomic_store_n(&lstm_changers_fence, 0, __ATOMIC_RELAXED);
+#endif
+}
+
+/* Publish a word others may sleep on (release; a full fence where the sleepers cannot fence for us). */
+static inline void lstm_store_waking(int *word, int value) {
+    if (__atomic_load_n(&lstm_changers_fence, __ATOMIC_RELAXED))
+        __atomic_store_n(word, value, __ATOMIC_SEQ_CST);
+    else
+        __atomic_store_n(word, value, __ATOMIC_RELEASE);
+}
+
+/* Sleep until *word is no longer `seen` (woken by lstm_wake_sleepers after the change, or after LSTM_SLEEP_NS at
+   most), counted in *sleepers meanwhile; where threads cannot sleep on a word (no futex, or word NULL), yield the
+   CPU instead. Returns whether it slept. */
+static inline int lstm_sleep_on(int *word, int seen, int *sleepers) {
+#if defined(FASTLSTM_FUTEX)
+    if (word != NULL) {
+        __atomic_fetch_add(sleepers, 1, __ATOMIC_SEQ_CST);
+#if defined(__NR_membarrier)
+        if (!__atomic_load_n(&lstm_changers_fence, __ATOMIC_RELAXED))
+            syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+#endif
+        if (__atomic_load_n(word, __ATOMIC_SEQ_CST) == seen) {
+            struct timespec timeout = {0, LSTM_SLEEP_NS};
+            syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, seen, &timeout, NULL, 0);
+        }
+        __atomic_fetch_sub(sleepers, 1, __ATOMIC_SEQ_CST);
+        return 1;
+    }
+#endif
+    (void)seen;
+    (void)sleepers;
+    sched_yield();
+    return 0;
+}
+
+/* After changing *word (lstm_store_waking): wake whoever sleeps on it (lstm_sleep_on). */
+static inline void lstm_wake_sleepers(int *word, int *sleepers) {
+#if defined(FASTLSTM_FUTEX)
+    if (__atomic_load_n(sleepers, __ATOMIC_SEQ_CST) > 0)
+        syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+#else
+    (void)word;
+    (void)sleepers;
+#endif
+}
+
 static inline void lstm_pause(void) {
 #if defined(FASTLSTM_X86)
     _mm_pause();
@@ -155,7 +232,7 @@ static inline void lstm_pause(void) {
    the team sharing state (NULL: lateness does not matter): a pause while the wait is shorter than LSTM_SPIN_NS,
    then the CPU is given up. Returns whether the wait has found a member late. */
 static inline int lstm_wait_a_while(long spins, lstm_wait_clock *clock, const lstm_team_state *state, int awaited,
-                                    int self) {
+                                    int self, int *word, int seen, int *sleepers) {
     int count;
     if (!clock->yielding) {
         lstm_pause();
@@ -172,10 +249,10 @@ static inline int lstm_wait_a_while(long spins, lstm_wait_clock *clock, const ls
         return 0;
     }
     const long long before = lstm_now_ns();
-    sched_yield();
+    const int slept = lstm_sleep_on(word, seen, sleepers);
     const long long now = lstm_now_ns();
     if (clock->late) return 1;
-    if (now - before > LSTM_TAKEN_NS) {
+    if (!slept && now - before > LSTM_TAKEN_NS) {
         clock->late = 1;
     } else if (clock->ran < 0) {
         clock->late = now - clock->since > LSTM_LATE_NS;
@@ -200,13 +277,13 @@ enum { LSTM_WAIT_DONE = 0, LSTM_WAIT_ABORTED = 1, LSTM_WAIT_LATE = 2 };
    call can be given up and this waiter has not declined to (may_abort); else LSTM_WAIT_DONE to keep waiting. A
    late wait is counted in state->late once (*noted). */
 static inline int lstm_wait_check(long spins, lstm_wait_clock *clock, int *noted, lstm_team_state *state,
-                                  int may_abort, int awaited, int self) {
+                                  int may_abort, int awaited, int self, int *word, int seen, int *sleepers) {
     if (state == NULL) {
-        lstm_wait_a_while(spins, clock, NULL, awaited, self);
+        lstm_wait_a_while(spins, clock, NULL, awaited, self, word, seen, sleepers);
         return LSTM_WAIT_DONE;
     }
     if (__atomic_load_n(&state->abort, __ATOMIC_ACQUIRE)) return LSTM_WAIT_ABORTED;
-    const int late = lstm_wait_a_while(spins, clock, state, awaited, self);
+    const int late = lstm_wait_a_while(spins, clock, state, awaited, self, word, seen, sleepers);
     if (late && !*noted) {
         *noted = 1;
         __atomic_fetch_add(&state->late, 1, __ATOMIC_RELAXED);
@@ -226,13 +303,15 @@ static inline int lstm_team_abort(lstm_team_state *state) {
    2 threads crossing 200000 barriers in a loop): at B = 1 a step is a few hundred ns of work. The last
    thread to arrive resets the count and bumps the generation (release); the others spin on the generation
    (acquire), so every write before the barrier is visible after it. After ~50 us of spinning a waiter
-   yields its CPU at each check, so a team member that was descheduled (more threads than free cores) gets
-   to run. A NULL barrier is not met: the thread works alone (a row split, see _kernels.pyx). */
+   sleeps on the generation (yields at the call's uncounted start: see lstm_team_start), so a team member
+   that was descheduled (more threads than free cores) gets to run. A NULL barrier is not met: the thread works alone (a row split, see _kernels.pyx). */
 typedef struct {
     int arrived;
     char pad_arrived[64 - sizeof(int)];
     int generation;
     char pad_generation[64 - sizeof(int)];
+    int sleepers;               /* waiters asleep on the generation (a line of its own: see lstm_step_flag) */
+    char pad_sleepers[64 - sizeof(int)];
     int cpu[LSTM_TEAM_CPUS];    /* the CPU each member started the call on (lstm_team_start) */
 } lstm_team_barrier;
 
@@ -249,14 +328,16 @@ static inline int lstm_barrier_wait(lstm_team_barrier *bar, lstm_team_state *sta
     const int gen = __atomic_load_n(&bar->generation, __ATOMIC_ACQUIRE);
     if (__atomic_add_fetch(&bar->arrived, 1, __ATOMIC_ACQ_REL) == team) {
         __atomic_store_n(&bar->arrived, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&bar->generation, gen + 1, __ATOMIC_RELEASE);
+        lstm_store_waking(&bar->generation, gen + 1);
+        lstm_wake_sleepers(&bar->generation, &bar->sleepers);
         return LSTM_WAIT_DONE;
     }
     lstm_wait_clock clock = {0, 0, 0, 0, 0, 0};
     int noted = 0, code;
     const int self = omp_get_thread_num();
     for (long spins = 0; __atomic_load_n(&bar->generation, __ATOMIC_ACQUIRE) == gen; spins++)
-        if ((code = lstm_wait_check(spins, &clock, &noted, state, may_abort, -1, self)) != LSTM_WAIT_DONE)
+        if ((code = lstm_wait_check(spins, &clock, &noted, state, may_abort, -1, self,
+                                    state != NULL ? &bar->generation : NULL, gen, &bar->sleepers)) != LSTM_WAIT_DONE)
             return code;
     return LSTM_WAIT_DONE;
 #else
@@ -302,7 +383,9 @@ static inline void lstm_team_unstack(const int *cpus, int members, int tid) {
    2-vCPU VM (the Intel Xeon here) Linux woke a sleeping worker on the caller's CPU in about one call in three
    after a 50 ms pause, with the other CPU idle; the two then took turns on one CPU, a wait's yield lasted
    0.1-3.4 ms (the other member's time slice, or the OpenMP runtime spinning in it), and an idle machine's
-   call was found late. Members beyond LSTM_TEAM_CPUS are not compared, and a larger team publishes no clocks. */
+   call was found late. Members beyond LSTM_TEAM_CPUS are not compared, and a larger team publishes no clocks. Its waits yield rather than sleep: a worker
+   slow to come out of the OpenMP runtime's sleep is not taken away, and a quiet call's start should not wait
+   for a wake-up on top of it. */
 static inline void lstm_team_start(lstm_team_barrier *bar, lstm_team_state *state) {
 #ifdef _OPENMP
     const int tid = omp_get_thread_num(), team = omp_get_num_threads();
@@ -337,23 +420,27 @@ static inline void lstm_team_start(lstm_team_barrier *bar, lstm_team_state *stat
    The store releases this thread's writes (its units of h and out); the loads acquire the others'. */
 typedef struct {
     int steps;
-    char pad[64 - sizeof(int)];
+    char pad_steps[64 - sizeof(int)];
+    int sleepers;       /* waiters asleep on steps: a line of its own, which a publisher reads at every step */
+    char pad_sleepers[64 - sizeof(int)];
 } lstm_step_flag;
 
 static inline void lstm_step_publish(lstm_step_flag *flags, int tid, int steps) {
-    __atomic_store_n(&flags[tid].steps, steps, __ATOMIC_RELEASE);
+    lstm_store_waking(&flags[tid].steps, steps);
+    lstm_wake_sleepers(&flags[tid].steps, &flags[tid].sleepers);
 }
 
 /* Wait until members [first, first + count) other than tid have finished `steps` steps (state: see
    lstm_wait_check; NULL for none). Returns an LSTM_WAIT_* code. */
-static inline int lstm_step_wait(const lstm_step_flag *flags, int tid, int first, int count, int steps,
+static inline int lstm_step_wait(lstm_step_flag *flags, int tid, int first, int count, int steps,
                                  lstm_team_state *state, int may_abort) {
     for (int j = first; j < first + count; j++) {
         if (j == tid) continue;
         lstm_wait_clock clock = {0, 0, 0, 0, 0, 0};
-        int noted = 0, code;
-        for (long spins = 0; __atomic_load_n(&flags[j].steps, __ATOMIC_ACQUIRE) < steps; spins++)
-            if ((code = lstm_wait_check(spins, &clock, &noted, state, may_abort, j, tid)) != LSTM_WAIT_DONE)
+        int noted = 0, code, seen;
+        for (long spins = 0; (seen = __atomic_load_n(&flags[j].steps, __ATOMIC_ACQUIRE)) < steps; spins++)
+            if ((code = lstm_wait_check(spins, &clock, &noted, state, may_abort, j, tid, &flags[j].steps, seen,
+                                        &flags[j].sleepers)) != LSTM_WAIT_DONE)
                 return code;
     }
     return LSTM_WAIT_DONE;
@@ -380,7 +467,8 @@ static inline int lstm_team_contended(void) {
    the window, at least twice the last one and LSTM_CONTENTION_CALLS calls long, capped), else the window's length halves. With a
    window open, such forwards split the batch's rows or run on one thread instead; after it, a team meets again
    (a late member then costs one call at most about its time on one thread, plus the wait that found it late:
-   the call is given up and rerun, see _kernels.pyx). */
+   the call is given up and rerun, see _kernels.pyx). While the window is open a large batch's rows are split,
+   and a smaller batch meets or runs on one thread as lstm_contended_meets says. */
 static inline void lstm_team_report(int late, long long call_ns) {
     long long window = __atomic_load_n(&lstm_contention_window, __ATOMIC_RELAXED);
     if (late) {
@@ -395,6 +483,87 @@ static inline void lstm_team_report(int late, long long call_ns) {
     }
 }
 
+
+/* While a window is open, whether a forward meets anyway is learnt per model and batch size from the calls
+   themselves: the time per step of the forwards that met (a late one's rerun included) and of those that did not
+   (rows split among the threads, or one thread), each a moving average over this window's calls. A key without
+   both tries one way then the other; then the faster way runs, and the other again once as much time has passed
+   as LSTM_CONTENDED_EXPLORE of its calls take (a few per cent of the time spent in it), so that a change in the
+   load is seen: a slower way's call can cost a time slice of the scheduler, 20 times a T=100 H=70 call. Which way wins depends on the load: with one busy process on
+   2 CPUs, one thread has a CPU to itself, while a team's member shares the busy one and runs at half speed (one
+   thread wins at T=100 B=4 H=256, the team at B=1 H=512, whose weights a thread streams from L3 but two threads'
+   halves fit their L2s); with two busy processes a thread of either way gets half a CPU, and a team meets
+   without collapse when its waiters sleep (lstm_sleep_on: a woken sleeper runs soon). Keys are kept for
+   LSTM_CONTENDED_KEYS (model, rows) pairs, the least recently used replaced; entries older than
+   LSTM_CONTENDED_STALE_NS start over. */
+#define LSTM_CONTENDED_KEYS 16
+#define LSTM_CONTENDED_EXPLORE 32
+#define LSTM_CONTENDED_STALE_NS 1000000000LL
+typedef struct {
+    const void *model;
+    long rows;
+    long long ns_per_step[2];   /* [0]: without meetings, [1]: meeting; 0 when not tried */
+    long long used;             /* when last chosen (lstm_now_ns) */
+    long long explored;         /* when the slower way last ran */
+} lstm_contended_entry;
+
+static lstm_contended_entry lstm_contended_table[LSTM_CONTENDED_KEYS];
+static int lstm_contended_lock = 0;
+
+static inline void lstm_contended_acquire(void) {
+    while (__atomic_exchange_n(&lstm_contended_lock, 1, __ATOMIC_ACQUIRE)) lstm_pause();
+}
+static inline void lstm_contended_release(void) {
+    __atomic_store_n(&lstm_contended_lock, 0, __ATOMIC_RELEASE);
+}
+
+/* The entry of (model, rows), made anew (least recently used replaced) if missing or stale; with the lock held. */
+static inline lstm_contended_entry *lstm_contended_find(const void *model, long rows, long long now) {
+    lstm_contended_entry *oldest = &lstm_contended_table[0];
+    for (int i = 0; i < LSTM_CONTENDED_KEYS; i++) {
+        lstm_contended_entry *e = &lstm_contended_table[i];
+        if (e->model == model && e->rows == rows && now - e->used < LSTM_CONTENDED_STALE_NS) return e;
+        if (e->used < oldest->used) oldest = e;
+    }
+    memset(oldest, 0, sizeof(*oldest));
+    oldest->model = model;
+    oldest->rows = rows;
+    oldest->explored = now;
+    return oldest;
+}
+
+/* With a window open: whether this forward of `model` on `rows` rows and `steps` steps should meet every step. */
+static inline int lstm_contended_meets(const void *model, long rows, long steps) {
+    const long long now = lstm_now_ns();
+    lstm_contended_acquire();
+    lstm_contended_entry *e = lstm_contended_find(model, rows, now);
+    int meet;
+    if (e->ns_per_step[1] == 0)
+        meet = 1;
+    else if (e->ns_per_step[0] == 0)
+        meet = 0;
+    else {
+        meet = e->ns_per_step[1] < e->ns_per_step[0];
+        if (now - e->explored > LSTM_CONTENDED_EXPLORE * steps * e->ns_per_step[!meet]) {
+            meet = !meet;
+            e->explored = now;
+        }
+    }
+    e->used = now;
+    lstm_contended_release();
+    return meet;
+}
+
+/* After a forward chosen by lstm_contended_meets: its time per step, met or not. */
+static inline void lstm_contended_record(const void *model, long rows, int met, long long ns_per_step) {
+    const long long now = lstm_now_ns();
+    if (ns_per_step < 1) ns_per_step = 1;
+    lstm_contended_acquire();
+    lstm_contended_entry *e = lstm_contended_find(model, rows, now);
+    long long *average = &e->ns_per_step[met ? 1 : 0];
+    *average = *average == 0 ? ns_per_step : (3 * *average + ns_per_step) / 4;
+    lstm_contended_release();
+}
 
 /* ---- denormals: flush to zero inside the kernels, restore the caller's mode after --------------- */
 
