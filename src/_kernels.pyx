@@ -54,8 +54,8 @@ cdef extern from "team.h" nogil:
                        lstm_team_state *state, int may_abort)
     int lstm_team_contended()
     void lstm_team_report(int late, long long call_ns)
-    int lstm_contended_meets(const void *model, long rows, long steps)
-    void lstm_contended_record(const void *model, long rows, int met, long long ns_per_step)
+    int lstm_contended_meets(long model, long rows, long steps)
+    void lstm_contended_record(long model, long rows, int met, long long ns_per_step)
     long long lstm_now_ns()
     void lstm_sleep_setup()
     void lstm_sleep_setup()
@@ -200,6 +200,10 @@ cdef struct ModelInfo:
     int has_c            # the state is (h, c) (LSTM); else h alone (GRU: the c buffers are the kernels' scratch)
     const lstm_kernel_table *kernels   # chosen when packed, from the cell kind, weight format and CPU features
     lstm_layer *dirs     # (num_layers * num_directions,): each layer-direction's packed weights and cell parameters
+    long serial          # this model's number among the process's packed models (1, 2, ...; never reused)
+
+
+cdef long _packed_models = 0   # models packed so far (their serial numbers)
 
 
 cdef class PackedModel:
@@ -228,6 +232,9 @@ cdef class PackedModel:
         if self.info.dirs == NULL:
             raise MemoryError()
         cdef int block = self.info.kernels.vector_bytes // (8 if weight_format == "float64" else 4)
+        global _packed_models
+        _packed_models += 1
+        self.info.serial = _packed_models
         self.info.num_layers = num_layers
         self.info.num_directions = num_directions
         self.info.hidden_size = hidden_size
@@ -706,15 +713,17 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     cdef bint splits = contended and not input_aliases_output and \
         B >= CONTENDED_ROW_SPLIT_TILES * num_threads * m.kernels.tile_rows
     cdef bint chooses = contended and not splits
-    if splits or (chooses and not lstm_contended_meets(m, B, T)):
+    if splits or (chooses and not lstm_contended_meets(m.serial, B, T)):
         run.row_split = splits
         team = _team_size(m, B, num_threads, run.row_split) if run.row_split else 1
         meets = False
     cdef lstm_team_state state
     state.late, state.abort, state.clocked = 0, 0, 0
     # a late member can be given up (the call rerun by the waiter that found it late) when no output aliases an
-    # input (a stream's step updates its state in place)
-    state.can_abort = meets and not input_aliases_output and <const void *> h0 != <void *> hn and \
+    # input (a stream's step updates its state in place), and not when a busy process's choice was to meet: that
+    # way's time is then the team's own (given up, a call under two busy processes looked slower than on one
+    # thread and the choice stayed one thread: 16.6 ms where the team takes 6.4 at T=100 B=1 H=512)
+    state.can_abort = meets and not chooses and not input_aliases_output and <const void *> h0 != <void *> hn and \
         <const void *> c0 != <void *> cn
     run.team_state = &state
     cdef long long started = lstm_now_ns() if meets or chooses else 0
@@ -729,7 +738,7 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
             _thread_forward(m, &run, x, batch_first, h0, c0, out, hn, cn, ws + sec.seq0, ws + sec.seq1)
     cdef long long took = lstm_now_ns() - started if started else 0
     if chooses:
-        lstm_contended_record(m, B, meets, took // max(T, 1))
+        lstm_contended_record(m.serial, B, meets, took // max(T, 1))
     if meets:
         lstm_team_report(state.late, took)
 

@@ -33,8 +33,8 @@ cdef extern from "probes.h" nogil:
         pass
     void lstm_barrier_init(lstm_team_barrier *bar)
     void lstm_sleep_setup()
-    int lstm_contended_meets(const void *model, long rows, long steps)
-    void lstm_contended_record(const void *model, long rows, int met, long long ns_per_step)
+    int lstm_contended_meets(long model, long rows, long steps)
+    void lstm_contended_record(long model, long rows, int met, long long ns_per_step)
     long long lstm_now_ns()
     void probe_stacked_start(lstm_team_barrier *bar, int *master_cpu, int *before, int *after)
     void probe_member_behind(lstm_team_barrier *bar, lstm_team_state *state, lstm_step_flag *flags, int sleeps,
@@ -262,8 +262,8 @@ def probe_contended_choices(double meet_s, double alone_s, int calls):
         raise ValueError(f"calls >= 1 and meet_s, alone_s in (0, 1] needed, got {calls}, {meet_s}, {alone_s}")
     global _choice_keys
     _choice_keys += 1
-    cdef const void *key = <const void *> &_choice_keys
-    cdef long rows = _choice_keys
+    cdef long key = -_choice_keys    # not a packed model's serial number (those count up from 1)
+    cdef long rows = 1
     cdef long long took, until
     ways = []
     for _ in range(calls):

@@ -500,7 +500,7 @@ static inline void lstm_team_report(int late, long long call_ns) {
 #define LSTM_CONTENDED_EXPLORE 32
 #define LSTM_CONTENDED_STALE_NS 1000000000LL
 typedef struct {
-    const void *model;
+    long model;                 /* the model's serial number (never reused, unlike its address) */
     long rows;
     long long ns_per_step[2];   /* [0]: without meetings, [1]: meeting; 0 when not tried */
     long long used;             /* when last chosen (lstm_now_ns) */
@@ -518,7 +518,7 @@ static inline void lstm_contended_release(void) {
 }
 
 /* The entry of (model, rows), made anew (least recently used replaced) if missing or stale; with the lock held. */
-static inline lstm_contended_entry *lstm_contended_find(const void *model, long rows, long long now) {
+static inline lstm_contended_entry *lstm_contended_find(long model, long rows, long long now) {
     lstm_contended_entry *oldest = &lstm_contended_table[0];
     for (int i = 0; i < LSTM_CONTENDED_KEYS; i++) {
         lstm_contended_entry *e = &lstm_contended_table[i];
@@ -533,7 +533,7 @@ static inline lstm_contended_entry *lstm_contended_find(const void *model, long 
 }
 
 /* With a window open: whether this forward of `model` on `rows` rows and `steps` steps should meet every step. */
-static inline int lstm_contended_meets(const void *model, long rows, long steps) {
+static inline int lstm_contended_meets(long model, long rows, long steps) {
     const long long now = lstm_now_ns();
     lstm_contended_acquire();
     lstm_contended_entry *e = lstm_contended_find(model, rows, now);
@@ -555,7 +555,7 @@ static inline int lstm_contended_meets(const void *model, long rows, long steps)
 }
 
 /* After a forward chosen by lstm_contended_meets: its time per step, met or not. */
-static inline void lstm_contended_record(const void *model, long rows, int met, long long ns_per_step) {
+static inline void lstm_contended_record(long model, long rows, int met, long long ns_per_step) {
     const long long now = lstm_now_ns();
     if (ns_per_step < 1) ns_per_step = 1;
     lstm_contended_acquire();
