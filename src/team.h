@@ -485,26 +485,32 @@ static inline void lstm_team_report(int late, long long call_ns) {
 
 
 /* While a window is open, whether a forward meets anyway is learnt per model and batch size from the calls
-   themselves: the time per step of the forwards that met (a late one's rerun included) and of those that did not
-   (rows split among the threads, or one thread), each a moving average over this window's calls. A key without
-   both tries one way then the other; then the faster way runs, and the other again once as much time has passed
-   as LSTM_CONTENDED_EXPLORE of its calls take (a few per cent of the time spent in it), so that a change in the
-   load is seen: a slower way's call can cost a time slice of the scheduler, 20 times a T=100 H=70 call. Which way wins depends on the load: with one busy process on
-   2 CPUs, one thread has a CPU to itself, while a team's member shares the busy one and runs at half speed (one
-   thread wins at T=100 B=4 H=256, the team at B=1 H=512, whose weights a thread streams from L3 but two threads'
-   halves fit their L2s); with two busy processes a thread of either way gets half a CPU, and a team meets
-   without collapse when its waiters sleep (lstm_sleep_on: a woken sleeper runs soon). Keys are kept for
-   LSTM_CONTENDED_KEYS (model, rows) pairs, the least recently used replaced; entries older than
-   LSTM_CONTENDED_STALE_NS start over. */
+   themselves: the time per step of the last LSTM_CONTENDED_BURST forwards that met (not given up: see
+   _kernels.pyx) and of the last that did not (one thread), each way's estimate their median (a busy machine's
+   call times scatter: a single slow call in a moving average kept a faster way off for a while). A new key runs
+   a burst of LSTM_CONTENDED_BURST calls each way; then the faster way runs, and the other a burst again once as
+   much time has passed as LSTM_CONTENDED_EXPLORE of its calls take (a few per cent of the time spent in it),
+   so that a change in the load is seen: a slower way's call can cost a time slice of the scheduler, 20 times a
+   T=100 H=70 call. Which way wins depends on the load: with one busy process on 2 CPUs, one thread has a CPU to
+   itself, while a team's member shares the busy one (one thread wins at T=100 B=4 H=256); with two busy
+   processes a thread of either way gets half a CPU, and a team meets without collapse when its waiters sleep
+   (lstm_sleep_on: a woken sleeper runs soon), which wins at B=1 H=512 (two threads' halves of the weights fit
+   their L2s, where one thread streams them all from L3). Keys are kept for LSTM_CONTENDED_KEYS (model, rows)
+   pairs, the least recently used replaced; entries unused for LSTM_CONTENDED_STALE_NS start over. */
 #define LSTM_CONTENDED_KEYS 16
-#define LSTM_CONTENDED_EXPLORE 32
+#define LSTM_CONTENDED_BURST 3
+#define LSTM_CONTENDED_EXPLORE 64
 #define LSTM_CONTENDED_STALE_NS 1000000000LL
 typedef struct {
     long model;                 /* the model's serial number (never reused, unlike its address) */
     long rows;
-    long long ns_per_step[2];   /* [0]: without meetings, [1]: meeting; 0 when not tried */
+    long long ns_per_step[2][LSTM_CONTENDED_BURST];   /* [0]: without meetings, [1]: meeting; the last calls' */
+    int count[2];               /* calls recorded each way (up to LSTM_CONTENDED_BURST) */
+    int next[2];                /* where each way's next time goes */
+    int burst;                  /* calls left in the current burst of the slower way */
+    int burst_meets;            /* the way of that burst */
     long long used;             /* when last chosen (lstm_now_ns) */
-    long long explored;         /* when the slower way last ran */
+    long long explored;         /* when the slower way's last burst began */
 } lstm_contended_entry;
 
 static lstm_contended_entry lstm_contended_table[LSTM_CONTENDED_KEYS];
@@ -532,20 +538,34 @@ static inline lstm_contended_entry *lstm_contended_find(long model, long rows, l
     return oldest;
 }
 
+/* One way's estimate (ns per step): the median of its recorded calls (the mean of two). */
+static inline long long lstm_contended_estimate(const lstm_contended_entry *e, int way) {
+    const long long *t = e->ns_per_step[way];
+    if (e->count[way] == 1) return t[0];
+    if (e->count[way] == 2) return (t[0] + t[1]) / 2;
+    const long long lo = t[0] < t[1] ? t[0] : t[1], hi = t[0] < t[1] ? t[1] : t[0];
+    return t[2] < lo ? lo : t[2] > hi ? hi : t[2];
+}
+
 /* With a window open: whether this forward of `model` on `rows` rows and `steps` steps should meet every step. */
 static inline int lstm_contended_meets(long model, long rows, long steps) {
     const long long now = lstm_now_ns();
     lstm_contended_acquire();
     lstm_contended_entry *e = lstm_contended_find(model, rows, now);
     int meet;
-    if (e->ns_per_step[1] == 0)
+    if (e->count[1] < LSTM_CONTENDED_BURST) {
         meet = 1;
-    else if (e->ns_per_step[0] == 0)
+    } else if (e->count[0] < LSTM_CONTENDED_BURST) {
         meet = 0;
-    else {
-        meet = e->ns_per_step[1] < e->ns_per_step[0];
-        if (now - e->explored > LSTM_CONTENDED_EXPLORE * steps * e->ns_per_step[!meet]) {
-            meet = !meet;
+    } else {
+        const long long met = lstm_contended_estimate(e, 1), alone = lstm_contended_estimate(e, 0);
+        meet = met < alone;
+        if (e->burst > 0) {
+            meet = e->burst_meets;
+            e->burst--;
+        } else if (now - e->explored > LSTM_CONTENDED_EXPLORE * steps * (meet ? alone : met)) {
+            meet = e->burst_meets = !meet;
+            e->burst = LSTM_CONTENDED_BURST - 1;
             e->explored = now;
         }
     }
@@ -557,11 +577,12 @@ static inline int lstm_contended_meets(long model, long rows, long steps) {
 /* After a forward chosen by lstm_contended_meets: its time per step, met or not. */
 static inline void lstm_contended_record(long model, long rows, int met, long long ns_per_step) {
     const long long now = lstm_now_ns();
-    if (ns_per_step < 1) ns_per_step = 1;
     lstm_contended_acquire();
     lstm_contended_entry *e = lstm_contended_find(model, rows, now);
-    long long *average = &e->ns_per_step[met ? 1 : 0];
-    *average = *average == 0 ? ns_per_step : (3 * *average + ns_per_step) / 4;
+    const int way = met ? 1 : 0;
+    e->ns_per_step[way][e->next[way]] = ns_per_step;
+    e->next[way] = (e->next[way] + 1) % LSTM_CONTENDED_BURST;
+    if (e->count[way] < LSTM_CONTENDED_BURST) e->count[way]++;
     lstm_contended_release();
 }
 

@@ -137,16 +137,18 @@ def test_a_member_behind_is_late_only_when_it_does_not_run(tmp_path):
 
 def test_a_busy_process_learns_whether_to_meet():
     # while a contention window is open, a small batch meets every step or runs on one thread, whichever was
-    # faster lately for that model and batch size, and tries the other way now and then (team.h)
-    meets = _probes.probe_contended_choices(1e-5, 2e-5, 200)
-    assert meets[:2] == [1, 0], meets[:2]          # one of each first
-    assert sum(meets[2:]) >= 0.8 * 198, meets      # then mostly the faster
-    assert 0 in meets[2:], meets                   # and the slower now and then
-    alone = _probes.probe_contended_choices(2e-5, 1e-5, 200)
-    assert alone[:2] == [1, 0], alone[:2]
-    assert sum(alone[2:]) <= 0.2 * 198, alone
-    assert 1 in alone[2:], alone
-    slow = _probes.probe_contended_choices(1e-3, 2e-3, 20)   # the slower way's turn comes after 32 of its calls'
-    assert slow == [1, 0] + [1] * 18, slow                    # time (64 ms): not within 18 calls of 1 ms
+    # faster lately for that model and batch size (the median of 3 calls each way), and tries the other way in
+    # bursts of 3 calls once 64 of its calls' time has passed (team.h)
+    first = [1, 1, 1, 0, 0, 0]                     # three of each first
+    meets = _probes.probe_contended_choices(1e-5, 2e-5, 600)
+    assert meets[:6] == first, meets[:6]
+    assert sum(meets[6:]) >= 0.9 * 594, meets      # then mostly the faster
+    assert [0, 0, 0] in [meets[i:i + 3] for i in range(6, 597)], meets   # and the slower in bursts
+    alone = _probes.probe_contended_choices(2e-5, 1e-5, 600)
+    assert alone[:6] == first, alone[:6]
+    assert sum(alone[6:]) <= 0.1 * 594, alone
+    assert [1, 1, 1] in [alone[i:i + 3] for i in range(6, 597)], alone
+    slow = _probes.probe_contended_choices(1e-3, 2e-3, 30)   # the slower way's turn: after 128 ms
+    assert slow == first + [1] * 24, slow
     with pytest.raises(ValueError, match="calls"):
         _probes.probe_contended_choices(1e-3, 1e-3, 0)
