@@ -54,8 +54,12 @@ cdef extern from "team.h" nogil:
                        lstm_team_state *state, int may_abort)
     int lstm_team_contended()
     void lstm_team_report(int late, long long call_ns)
-    int lstm_contended_meets(long model, long rows, long steps)
-    void lstm_contended_record(long model, long rows, int met, long long ns_per_step)
+    enum:
+        LSTM_WAY_ALONE
+        LSTM_WAY_MEET
+        LSTM_WAY_SPLIT
+    int lstm_contended_way(long model, long rows, long steps, int ways)
+    void lstm_contended_record(long model, long rows, int way, long long ns_per_step)
     long long lstm_now_ns()
     void lstm_sleep_setup()
     void lstm_sleep_setup()
@@ -705,28 +709,28 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     run.row_split = _row_split_wins(m, B) and not input_aliases_output
     cdef int team = _team_size(m, B, num_threads, run.row_split)
     cdef bint meets = _meets_every_step(m, team, run.row_split)
-    # the machine is busy (a recent call found its team late): a large batch's rows split among the threads (no
-    # meeting, only the end of the call waits for the slowest); a smaller batch meets every step or runs on one
-    # thread (which no other waits for), whichever was faster for this model and batch size lately (team.h); the
-    # same bits either way
-    cdef bint contended = meets and lstm_team_contended()
-    cdef bint splits = contended and not input_aliases_output and \
-        B >= CONTENDED_ROW_SPLIT_TILES * num_threads * m.kernels.tile_rows
-    cdef bint chooses = contended and not splits
-    if splits or (chooses and not lstm_contended_meets(m.serial, B, T)):
-        run.row_split = splits
-        team = _team_size(m, B, num_threads, run.row_split) if run.row_split else 1
-        meets = False
+    # the machine is busy (a recent call found its team late): the call runs on one thread (which no other waits
+    # for), meets every step anyway, or splits a large batch's rows among the threads (no meeting, only the end of
+    # the call waits for the slowest), whichever was fastest for this model and batch size lately (team.h); the
+    # same bits every way
+    cdef int way = -1
+    cdef bint can_split
+    if meets and lstm_team_contended():
+        can_split = not input_aliases_output and B >= CONTENDED_ROW_SPLIT_TILES * num_threads * m.kernels.tile_rows
+        way = lstm_contended_way(m.serial, B, T, (1 << LSTM_WAY_SPLIT) * can_split | (1 << LSTM_WAY_ALONE))
+        if way != LSTM_WAY_MEET:
+            run.row_split = way == LSTM_WAY_SPLIT
+            team = _team_size(m, B, num_threads, run.row_split) if run.row_split else 1
+            meets = False
     cdef lstm_team_state state
     state.late, state.abort, state.clocked = 0, 0, 0
     # a late member can be given up (the call rerun by the waiter that found it late) when no output aliases an
-    # input (a stream's step updates its state in place), and not when a busy process's choice was to meet: that
-    # way's time is then the team's own (given up, a call under two busy processes looked slower than on one
-    # thread and the choice stayed one thread: 16.6 ms where the team takes 6.4 at T=100 B=1 H=512)
-    state.can_abort = meets and not chooses and not input_aliases_output and <const void *> h0 != <void *> hn and \
+    # input (a stream's step updates its state in place), and not when a busy process chose to meet: that way's
+    # time must be the team's own, not a rerun's on one thread
+    state.can_abort = meets and way < 0 and not input_aliases_output and <const void *> h0 != <void *> hn and \
         <const void *> c0 != <void *> cn
     run.team_state = &state
-    cdef long long started = lstm_now_ns() if meets or chooses else 0
+    cdef long long started = lstm_now_ns() if meets or way >= 0 else 0
     run.rerun_bytes = sec.total * sizeof(floating)
     run.solo = 0
     run.step_flags = <lstm_step_flag *> (ws + sec.flags)
@@ -737,8 +741,8 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
         with parallel(num_threads=team):
             _thread_forward(m, &run, x, batch_first, h0, c0, out, hn, cn, ws + sec.seq0, ws + sec.seq1)
     cdef long long took = lstm_now_ns() - started if started else 0
-    if chooses:
-        lstm_contended_record(m.serial, B, meets, took // max(T, 1))
+    if way >= 0:
+        lstm_contended_record(m.serial, B, way, took // max(T, 1))
     if meets:
         lstm_team_report(state.late, took)
 

@@ -33,8 +33,8 @@ cdef extern from "probes.h" nogil:
         pass
     void lstm_barrier_init(lstm_team_barrier *bar)
     void lstm_sleep_setup()
-    int lstm_contended_meets(long model, long rows, long steps)
-    void lstm_contended_record(long model, long rows, int met, long long ns_per_step)
+    int lstm_contended_way(long model, long rows, long steps, int ways)
+    void lstm_contended_record(long model, long rows, int way, long long ns_per_step)
     long long lstm_now_ns()
     void probe_stacked_start(lstm_team_barrier *bar, int *master_cpu, int *before, int *after)
     void probe_member_behind(lstm_team_barrier *bar, lstm_team_state *state, lstm_step_flag *flags, int sleeps,
@@ -254,24 +254,26 @@ def probe_late_member(bint sleeps, double behind_s):
 cdef long _choice_keys = 0
 
 
-def probe_contended_choices(double meet_s, double alone_s, int calls):
-    """The ways a busy process's forwards of one new model and batch size take (team.h, lstm_contended_meets): for
-    each of `calls` one-step calls, 1 when it meets every step, 0 when not, each taking meet_s or alone_s seconds
-    (spent waiting on the clock) and recorded so. A key of its own per probe."""
-    if calls < 1 or not 0 < meet_s <= 1 or not 0 < alone_s <= 1:
-        raise ValueError(f"calls >= 1 and meet_s, alone_s in (0, 1] needed, got {calls}, {meet_s}, {alone_s}")
+def probe_contended_choices(times_s, int calls):
+    """The ways a busy process's forwards of one new model and batch size take (team.h, lstm_contended_way): for
+    each of `calls` one-step calls, its way (0: one thread, 1: meeting every step, 2: rows split), each call of
+    way w taking times_s[w] seconds (spent waiting on the clock; two times: no row split) and recorded so. A key
+    of its own per probe."""
+    times = [float(t) for t in times_s]
+    if calls < 1 or len(times) not in (2, 3) or not all(0 < t <= 1 for t in times):
+        raise ValueError(f"calls >= 1 and 2 or 3 times in (0, 1] needed, got {calls}, {times_s!r}")
     global _choice_keys
     _choice_keys += 1
     cdef long key = -_choice_keys    # not a packed model's serial number (those count up from 1)
-    cdef long rows = 1
+    cdef int ways = (1 << len(times)) - 1
     cdef long long took, until
-    ways = []
+    chosen = []
     for _ in range(calls):
-        met = lstm_contended_meets(key, rows, 1)
-        took = <long long> ((meet_s if met else alone_s) * 1e9)
+        way = lstm_contended_way(key, 1, 1, ways)
+        took = <long long> (times[way] * 1e9)
         until = lstm_now_ns() + took
         while lstm_now_ns() < until:
             pass
-        lstm_contended_record(key, rows, met, took)
-        ways.append(met)
-    return ways
+        lstm_contended_record(key, 1, way, took)
+        chosen.append(way)
+    return chosen

@@ -484,19 +484,22 @@ static inline void lstm_team_report(int late, long long call_ns) {
 }
 
 
-/* While a window is open, whether a forward meets anyway is learnt per model and batch size from the calls
-   themselves: the time per step of the last LSTM_CONTENDED_BURST forwards that met (not given up: see
-   _kernels.pyx) and of the last that did not (one thread), each way's estimate their median (a busy machine's
-   call times scatter: a single slow call in a moving average kept a faster way off for a while). A new key runs
-   a burst of LSTM_CONTENDED_BURST calls each way; then the faster way runs, and the other a burst again once as
-   much time has passed as LSTM_CONTENDED_EXPLORE of its calls take (a few per cent of the time spent in it),
-   so that a change in the load is seen: a slower way's call can cost a time slice of the scheduler, 20 times a
-   T=100 H=70 call. Which way wins depends on the load: with one busy process on 2 CPUs, one thread has a CPU to
-   itself, while a team's member shares the busy one (one thread wins at T=100 B=4 H=256); with two busy
-   processes a thread of either way gets half a CPU, and a team meets without collapse when its waiters sleep
-   (lstm_sleep_on: a woken sleeper runs soon), which wins at B=1 H=512 (two threads' halves of the weights fit
-   their L2s, where one thread streams them all from L3). Keys are kept for LSTM_CONTENDED_KEYS (model, rows)
-   pairs, the least recently used replaced; entries unused for LSTM_CONTENDED_STALE_NS start over. */
+/* While a window is open, how a forward that would meet every step runs is learnt per model and batch size from
+   the calls themselves, among the ways it can: on one thread, meeting every step anyway (not given up: see
+   _kernels.pyx), or with a large batch's rows split among the threads (2 register tiles of rows per thread at
+   least; the end of the call waits for the slowest). Each way's estimate is the median time per step of its last
+   LSTM_CONTENDED_BURST calls (a busy machine's call times scatter: one slow call in a moving average kept a
+   faster way off for a while). A new key runs a burst of LSTM_CONTENDED_BURST calls each way; then the fastest
+   way runs, and another (in turn) a burst again once as much time has passed as LSTM_CONTENDED_EXPLORE of its
+   calls take (a few per cent of the time spent in it), so that a change in the load is seen: a slower way's
+   call can cost a time slice of the scheduler, 20 times a T=100 H=70 call. Which way wins depends on the load:
+   with one busy process on 2 CPUs, one thread has a CPU to itself while a team's member (or a row split's
+   thread) shares the busy one (one thread wins at T=100 B=4 H=256); with two busy processes a thread of any way
+   gets half a CPU, and a team meets without collapse when its waiters sleep (lstm_sleep_on: a woken sleeper
+   runs soon), which wins at B=1 H=512 (two threads' halves of the weights fit their L2s, where one thread
+   streams them all from L3). Keys are kept for LSTM_CONTENDED_KEYS (model, rows) pairs, the least recently used
+   replaced; entries unused for LSTM_CONTENDED_STALE_NS start over. */
+enum { LSTM_WAY_ALONE = 0, LSTM_WAY_MEET = 1, LSTM_WAY_SPLIT = 2, LSTM_WAYS = 3 };
 #define LSTM_CONTENDED_KEYS 16
 #define LSTM_CONTENDED_BURST 3
 #define LSTM_CONTENDED_EXPLORE 64
@@ -504,13 +507,14 @@ static inline void lstm_team_report(int late, long long call_ns) {
 typedef struct {
     long model;                 /* the model's serial number (never reused, unlike its address) */
     long rows;
-    long long ns_per_step[2][LSTM_CONTENDED_BURST];   /* [0]: without meetings, [1]: meeting; the last calls' */
-    int count[2];               /* calls recorded each way (up to LSTM_CONTENDED_BURST) */
-    int next[2];                /* where each way's next time goes */
-    int burst;                  /* calls left in the current burst of the slower way */
-    int burst_meets;            /* the way of that burst */
+    long long ns_per_step[LSTM_WAYS][LSTM_CONTENDED_BURST];   /* each way's last calls (LSTM_WAY_*) */
+    int count[LSTM_WAYS];       /* calls recorded each way (up to LSTM_CONTENDED_BURST) */
+    int next[LSTM_WAYS];        /* where each way's next time goes */
+    int burst;                  /* calls left in the current burst of a slower way */
+    int burst_way;              /* that way */
+    int explore_from;           /* the way after which the next burst's way is looked for */
     long long used;             /* when last chosen (lstm_now_ns) */
-    long long explored;         /* when the slower way's last burst began */
+    long long explored;         /* when the last burst of a slower way began */
 } lstm_contended_entry;
 
 static lstm_contended_entry lstm_contended_table[LSTM_CONTENDED_KEYS];
@@ -547,39 +551,44 @@ static inline long long lstm_contended_estimate(const lstm_contended_entry *e, i
     return t[2] < lo ? lo : t[2] > hi ? hi : t[2];
 }
 
-/* With a window open: whether this forward of `model` on `rows` rows and `steps` steps should meet every step. */
-static inline int lstm_contended_meets(long model, long rows, long steps) {
+/* With a window open: the way (LSTM_WAY_*) this forward of `model` on `rows` rows and `steps` steps runs, among
+   those in `ways` (bit i: way i can run; LSTM_WAY_MEET always can). */
+static inline int lstm_contended_way(long model, long rows, long steps, int ways) {
+    static const int first_tries[LSTM_WAYS] = {LSTM_WAY_MEET, LSTM_WAY_ALONE, LSTM_WAY_SPLIT};
     const long long now = lstm_now_ns();
+    ways |= 1 << LSTM_WAY_MEET;
     lstm_contended_acquire();
     lstm_contended_entry *e = lstm_contended_find(model, rows, now);
-    int meet;
-    if (e->count[1] < LSTM_CONTENDED_BURST) {
-        meet = 1;
-    } else if (e->count[0] < LSTM_CONTENDED_BURST) {
-        meet = 0;
-    } else {
-        const long long met = lstm_contended_estimate(e, 1), alone = lstm_contended_estimate(e, 0);
-        meet = met < alone;
-        if (e->burst > 0) {
-            meet = e->burst_meets;
-            e->burst--;
-        } else if (now - e->explored > LSTM_CONTENDED_EXPLORE * steps * (meet ? alone : met)) {
-            meet = e->burst_meets = !meet;
+    int way = -1;
+    for (int i = 0; i < LSTM_WAYS && way < 0; i++)
+        if ((ways >> first_tries[i] & 1) && e->count[first_tries[i]] < LSTM_CONTENDED_BURST) way = first_tries[i];
+    if (way < 0 && e->burst > 0 && (ways >> e->burst_way & 1)) {
+        way = e->burst_way;
+        e->burst--;
+    }
+    if (way < 0) {
+        int best = LSTM_WAY_MEET;
+        for (int w = 0; w < LSTM_WAYS; w++)
+            if ((ways >> w & 1) && lstm_contended_estimate(e, w) < lstm_contended_estimate(e, best)) best = w;
+        way = best;
+        int other = e->explore_from;   /* the next way after the last explored one, other than the best */
+        do other = (other + 1) % LSTM_WAYS; while (other == best || !(ways >> other & 1));
+        if (now - e->explored > LSTM_CONTENDED_EXPLORE * steps * lstm_contended_estimate(e, other)) {
+            way = e->burst_way = e->explore_from = other;
             e->burst = LSTM_CONTENDED_BURST - 1;
             e->explored = now;
         }
     }
     e->used = now;
     lstm_contended_release();
-    return meet;
+    return way;
 }
 
-/* After a forward chosen by lstm_contended_meets: its time per step, met or not. */
-static inline void lstm_contended_record(long model, long rows, int met, long long ns_per_step) {
+/* After a forward that ran the way lstm_contended_way chose: its time per step. */
+static inline void lstm_contended_record(long model, long rows, int way, long long ns_per_step) {
     const long long now = lstm_now_ns();
     lstm_contended_acquire();
     lstm_contended_entry *e = lstm_contended_find(model, rows, now);
-    const int way = met ? 1 : 0;
     e->ns_per_step[way][e->next[way]] = ns_per_step;
     e->next[way] = (e->next[way] + 1) % LSTM_CONTENDED_BURST;
     if (e->count[way] < LSTM_CONTENDED_BURST) e->count[way]++;

@@ -135,20 +135,29 @@ def test_a_member_behind_is_late_only_when_it_does_not_run(tmp_path):
     assert proc.stdout.strip().endswith("ok"), proc.stdout
 
 
-def test_a_busy_process_learns_whether_to_meet():
-    # while a contention window is open, a small batch meets every step or runs on one thread, whichever was
-    # faster lately for that model and batch size (the median of 3 calls each way), and tries the other way in
-    # bursts of 3 calls once 64 of its calls' time has passed (team.h)
-    first = [1, 1, 1, 0, 0, 0]                     # three of each first
-    meets = _probes.probe_contended_choices(1e-5, 2e-5, 600)
-    assert meets[:6] == first, meets[:6]
-    assert sum(meets[6:]) >= 0.9 * 594, meets      # then mostly the faster
-    assert [0, 0, 0] in [meets[i:i + 3] for i in range(6, 597)], meets   # and the slower in bursts
-    alone = _probes.probe_contended_choices(2e-5, 1e-5, 600)
-    assert alone[:6] == first, alone[:6]
-    assert sum(alone[6:]) <= 0.1 * 594, alone
-    assert [1, 1, 1] in [alone[i:i + 3] for i in range(6, 597)], alone
-    slow = _probes.probe_contended_choices(1e-3, 2e-3, 30)   # the slower way's turn: after 128 ms
-    assert slow == first + [1] * 24, slow
+def test_a_busy_process_learns_how_to_run():
+    # while a contention window is open, a call that would meet every step runs on one thread (0), meets anyway
+    # (1) or splits its rows (2, large batches), whichever was fastest lately for that model and batch size (the
+    # median of 3 calls each way), and tries the others in bursts of 3 calls once 64 of its calls' time has
+    # passed (team.h)
+    def bursts(ways, way):
+        return [way] * 3 in [ways[i:i + 3] for i in range(9, len(ways) - 2)]
+
+    meets = _probes.probe_contended_choices([2e-5, 1e-5], 600)
+    assert meets[:6] == [1, 1, 1, 0, 0, 0], meets[:6]     # three of each first
+    assert meets[6:].count(1) >= 0.9 * 594, meets         # then mostly the fastest
+    assert bursts(meets, 0), meets                        # and the slower in bursts
+    alone = _probes.probe_contended_choices([1e-5, 2e-5], 600)
+    assert alone[:6] == [1, 1, 1, 0, 0, 0], alone[:6]
+    assert alone[6:].count(0) >= 0.9 * 594, alone
+    assert bursts(alone, 1), alone
+    split = _probes.probe_contended_choices([2e-5, 3e-5, 1e-5], 1200)
+    assert split[:9] == [1, 1, 1, 0, 0, 0, 2, 2, 2], split[:9]
+    assert split[9:].count(2) >= 0.85 * 1191, split
+    assert bursts(split, 0) and bursts(split, 1), split   # each slower way in turn
+    slow = _probes.probe_contended_choices([2e-3, 1e-3], 30)   # the slower way's turn: after 128 ms
+    assert slow == [1, 1, 1, 0, 0, 0] + [1] * 24, slow
     with pytest.raises(ValueError, match="calls"):
-        _probes.probe_contended_choices(1e-3, 1e-3, 0)
+        _probes.probe_contended_choices([1e-3, 1e-3], 0)
+    with pytest.raises(ValueError, match="times"):
+        _probes.probe_contended_choices([1e-3], 5)
