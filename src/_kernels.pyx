@@ -39,7 +39,7 @@ cdef extern from "team.h" nogil:
         pass
     void lstm_barrier_init(lstm_team_barrier *bar)
     ctypedef struct lstm_team_state:
-        int late, abort, can_abort, clocked
+        int late, abort, can_abort, clocked, stacked
     enum:
         LSTM_WAIT_DONE
         LSTM_WAIT_ABORTED
@@ -61,7 +61,6 @@ cdef extern from "team.h" nogil:
     int lstm_contended_way(long model, long rows, long steps, int ways)
     void lstm_contended_record(long model, long rows, int way, long long ns_per_step)
     long long lstm_now_ns()
-    void lstm_sleep_setup()
     void lstm_sleep_setup()
     long long lstm_contended_until
     long long lstm_contention_window
@@ -723,7 +722,7 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
             team = _team_size(m, B, num_threads, run.row_split) if run.row_split else 1
             meets = False
     cdef lstm_team_state state
-    state.late, state.abort, state.clocked = 0, 0, 0
+    state.late, state.abort, state.clocked, state.stacked = 0, 0, 0, 0
     # a late member can be given up (the call rerun by the waiter that found it late) when no output aliases an
     # input (a stream's step updates its state in place), and not when a busy process chose to meet: that way's
     # time must be the team's own, not a rerun's on one thread

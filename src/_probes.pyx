@@ -26,7 +26,7 @@ cdef extern from "probes.h" nogil:
         int steps
     void lstm_step_publish(lstm_step_flag *flags, int tid, int steps)
     ctypedef struct lstm_team_state:
-        int late, abort, can_abort, clocked
+        int late, abort, can_abort, clocked, stacked
     int lstm_step_wait(lstm_step_flag *flags, int tid, int first, int count, int steps,
                        lstm_team_state *state, int may_abort)
     ctypedef struct lstm_team_barrier:
@@ -238,7 +238,7 @@ def probe_late_member(bint sleeps, double behind_s):
     cdef lstm_team_barrier bar
     lstm_barrier_init(&bar)
     cdef lstm_team_state state
-    state.late, state.abort, state.can_abort, state.clocked = 0, 0, 0, 0
+    state.late, state.abort, state.can_abort, state.clocked, state.stacked = 0, 0, 0, 0, 0
     flag_lines = np.zeros(2 * sizeof(lstm_step_flag), np.uint8)
     cdef unsigned char[::1] flag_bytes = flag_lines
     cdef lstm_step_flag *flags = <lstm_step_flag *> &flag_bytes[0]
@@ -258,7 +258,7 @@ def probe_contended_choices(times_s, int calls):
     """The ways a busy process's forwards of one new model and batch size take (team.h, lstm_contended_way): for
     each of `calls` one-step calls, its way (0: one thread, 1: meeting every step, 2: rows split), each call of
     way w taking times_s[w] seconds (spent waiting on the clock; two times: no row split) and recorded so. A key
-    of its own per probe."""
+    of its own per probe, in this module's own copy of the table (the forward's, in _kernels, is not touched)."""
     times = [float(t) for t in times_s]
     if calls < 1 or len(times) not in (2, 3) or not all(0 < t <= 1 for t in times):
         raise ValueError(f"calls >= 1 and 2 or 3 times in (0, 1] needed, got {calls}, {times_s!r}")

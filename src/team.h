@@ -24,9 +24,16 @@
 #define FASTLSTM_FUTEX 1
 #include <limits.h>
 #include <linux/futex.h>
-#include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#if defined(__has_include)
+#if __has_include(<linux/membarrier.h>)
+#include <linux/membarrier.h>
+#endif
+#endif
+#if !defined(MEMBARRIER_CMD_PRIVATE_EXPEDITED) || !defined(__NR_membarrier)
+#define FASTLSTM_NO_MEMBARRIER 1   /* kernel headers before 4.14: the changers fence */
+#endif
 #endif
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -66,7 +73,7 @@
 #define LSTM_TAKEN_NS 1000000LL
 #define LSTM_LATE_NS 3000000LL
 #define LSTM_CHECK_NS 250000LL
-/* How long a team stops meeting after a late call: doubled at each late call up to the maximum, halved at each
+/* How long the window a late call opens lasts (calls in it choose how to run): doubled at each late call up to the maximum, halved at each
    call whose team met on time. A late call costs up to a time slice of the machine's scheduler (measured
    3-25 ms here with other processes running), so the windows grow long enough to make that rare. The minimum is
    short: another library's thread pool spinning on the cores for a while after its own calls (torch's,
@@ -125,12 +132,15 @@ typedef struct {
    wait and the waiter reruns the call alone), whether this call may be given up (its outputs do not alias
    its inputs, so a rerun reads inputs no member writes), and the members' CPU-time clocks: `clocked` of them,
    0 before the team started and in teams of more than LSTM_TEAM_CPUS (whose waits then use the LSTM_LATE_NS
-   rule); a member whose clock id cannot be had stores (clockid_t)-1, which clock_gettime refuses. */
+   rule); a member whose clock id cannot be had stores (clockid_t)-1, which clock_gettime refuses; and whether
+   two members share a CPU that they cannot leave (stacked: the user's affinity allows no other; see
+   lstm_team_start), which makes every counted wait late. */
 typedef struct {
     int late;
     int abort;
     int can_abort;
     int clocked;
+    int stacked;
 #if defined(FASTLSTM_CPU_AFFINITY)
     clockid_t cpu_clock[LSTM_TEAM_CPUS];
 #endif
@@ -166,11 +176,17 @@ static inline long long lstm_awaited_cpu_ns(const lstm_team_state *state, int aw
    word's cache line (a hand-off between two threads took 314 instead of 240 ns per step here), so the sleeper
    (after 50 us of waiting) makes every thread of the process run one for it: membarrier's private expedited
    command, registered once per process (lstm_sleep_setup, at import). Where the kernel refuses it, the changers
-   fence (lstm_changers_fence). */
+   fence (lstm_changers_fence), as they do where the kernel refuses the barrier at run time.
+   Without futexes nobody sleeps, and the changers need no fence either. Each extension module including this
+   file has its own flag and registers for itself (the registration is per process: the second is a no-op). */
+#if defined(FASTLSTM_FUTEX)
 static int lstm_changers_fence = 1;
+#else
+static int lstm_changers_fence = 0;
+#endif
 
 static inline void lstm_sleep_setup(void) {
-#if defined(FASTLSTM_FUTEX) && defined(__NR_membarrier)
+#if defined(FASTLSTM_FUTEX) && !defined(FASTLSTM_NO_MEMBARRIER)
     if (syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
         __atomic_store_n(&lstm_changers_fence, 0, __ATOMIC_RELAXED);
 #endif
@@ -182,6 +198,7 @@ static inline void lstm_store_waking(int *word, int value) {
         __atomic_store_n(word, value, __ATOMIC_SEQ_CST);
     else
         __atomic_store_n(word, value, __ATOMIC_RELEASE);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);   /* the compiler keeps the store before the sleepers' count is read */
 }
 
 /* Sleep until *word is no longer `seen` (woken by lstm_wake_sleepers after the change, or after LSTM_SLEEP_NS at
@@ -191,9 +208,10 @@ static inline int lstm_sleep_on(int *word, int seen, int *sleepers) {
 #if defined(FASTLSTM_FUTEX)
     if (word != NULL) {
         __atomic_fetch_add(sleepers, 1, __ATOMIC_SEQ_CST);
-#if defined(__NR_membarrier)
-        if (!__atomic_load_n(&lstm_changers_fence, __ATOMIC_RELAXED))
-            syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+#if !defined(FASTLSTM_NO_MEMBARRIER)
+        if (!__atomic_load_n(&lstm_changers_fence, __ATOMIC_RELAXED) &&
+            syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)
+            __atomic_store_n(&lstm_changers_fence, 1, __ATOMIC_RELAXED);   /* refused now: the changers fence */
 #endif
         if (__atomic_load_n(word, __ATOMIC_SEQ_CST) == seen) {
             struct timespec timeout = {0, LSTM_SLEEP_NS};
@@ -250,6 +268,7 @@ static inline int lstm_wait_a_while(long spins, lstm_wait_clock *clock, const ls
     }
     const long long before = lstm_now_ns();
     const int slept = lstm_sleep_on(word, seen, sleepers);
+    if (word != NULL && __atomic_load_n(word, __ATOMIC_ACQUIRE) != seen) return clock->late;   /* it came */
     const long long now = lstm_now_ns();
     if (clock->late) return 1;
     if (!slept && now - before > LSTM_TAKEN_NS) {
@@ -283,7 +302,8 @@ static inline int lstm_wait_check(long spins, lstm_wait_clock *clock, int *noted
         return LSTM_WAIT_DONE;
     }
     if (__atomic_load_n(&state->abort, __ATOMIC_ACQUIRE)) return LSTM_WAIT_ABORTED;
-    const int late = lstm_wait_a_while(spins, clock, state, awaited, self, word, seen, sleepers);
+    const int late = lstm_wait_a_while(spins, clock, state, awaited, self, word, seen, sleepers) ||
+                     __atomic_load_n(&state->stacked, __ATOMIC_RELAXED);
     if (late && !*noted) {
         *noted = 1;
         __atomic_fetch_add(&state->late, 1, __ATOMIC_RELAXED);
@@ -313,7 +333,15 @@ typedef struct {
     int sleepers;               /* waiters asleep on the generation (a line of its own: see lstm_step_flag) */
     char pad_sleepers[64 - sizeof(int)];
     int cpu[LSTM_TEAM_CPUS];    /* the CPU each member started the call on (lstm_team_start) */
+    int came[LSTM_TEAM_CPUS];   /* each member's last barrier: the generation it ended (gen + 1) */
 } lstm_team_barrier;
+
+/* A member other than self that has not yet come to the barrier ending generation `gen` - 1 (-1: none). */
+static inline int lstm_barrier_absent(const lstm_team_barrier *bar, int team, int self, int gen) {
+    for (int j = 0; j < team && j < LSTM_TEAM_CPUS; j++)
+        if (j != self && __atomic_load_n(&bar->came[j], __ATOMIC_RELAXED) != gen) return j;
+    return -1;
+}
 
 static inline void lstm_barrier_init(lstm_team_barrier *bar) {
     memset(bar, 0, sizeof(*bar));
@@ -326,19 +354,30 @@ static inline int lstm_barrier_wait(lstm_team_barrier *bar, lstm_team_state *sta
     const int team = omp_get_num_threads();
     if (team <= 1 || bar == NULL) return LSTM_WAIT_DONE;
     const int gen = __atomic_load_n(&bar->generation, __ATOMIC_ACQUIRE);
+    const int self = omp_get_thread_num();
+    if (self < LSTM_TEAM_CPUS) __atomic_store_n(&bar->came[self], gen + 1, __ATOMIC_RELAXED);
     if (__atomic_add_fetch(&bar->arrived, 1, __ATOMIC_ACQ_REL) == team) {
         __atomic_store_n(&bar->arrived, 0, __ATOMIC_RELAXED);
         lstm_store_waking(&bar->generation, gen + 1);
         lstm_wake_sleepers(&bar->generation, &bar->sleepers);
         return LSTM_WAIT_DONE;
     }
+    /* the wait's lateness is about one member that has not come (a member that came sleeps and runs no more;
+       counted, it looked late): when it comes, the wait starts over for another */
+    int awaited = team <= LSTM_TEAM_CPUS ? lstm_barrier_absent(bar, team, self, gen + 1) : -1, noted = 0, code;
     lstm_wait_clock clock = {0, 0, 0, 0, 0, 0};
-    int noted = 0, code;
-    const int self = omp_get_thread_num();
-    for (long spins = 0; __atomic_load_n(&bar->generation, __ATOMIC_ACQUIRE) == gen; spins++)
-        if ((code = lstm_wait_check(spins, &clock, &noted, state, may_abort, -1, self,
+    for (long spins = 0; __atomic_load_n(&bar->generation, __ATOMIC_ACQUIRE) == gen; spins++) {
+        if ((code = lstm_wait_check(spins, &clock, &noted, state, may_abort, awaited, self,
                                     state != NULL ? &bar->generation : NULL, gen, &bar->sleepers)) != LSTM_WAIT_DONE)
             return code;
+        if (awaited >= 0 && __atomic_load_n(&bar->came[awaited], __ATOMIC_RELAXED) == gen + 1) {
+            const int next = lstm_barrier_absent(bar, team, self, gen + 1);
+            if (next >= 0) {
+                awaited = next;
+                clock = (lstm_wait_clock){0, 0, 0, 0, 0, 0};
+            }
+        }
+    }
     return LSTM_WAIT_DONE;
 #else
     (void)bar;
@@ -359,21 +398,23 @@ static inline int lstm_current_cpu(void) {
 
 /* Move this thread off the CPUs the other members of its team run on (cpus[0, members), its own at tid): its
    affinity is set to the CPUs it may run on minus theirs, which moves it, then back to the mask it had, which
-   the scheduler does not undo. Nothing happens when no other allowed CPU is left (the user pinned it). */
-static inline void lstm_team_unstack(const int *cpus, int members, int tid) {
+   the scheduler does not undo. Nothing happens when no other allowed CPU is left (the user pinned it): returns 0
+   then (the team stays stacked), else 1. */
+static inline int lstm_team_unstack(const int *cpus, int members, int tid) {
 #if defined(FASTLSTM_CPU_AFFINITY)
     cpu_set_t had, elsewhere;
-    if (sched_getaffinity(0, sizeof(had), &had) != 0) return;
+    if (sched_getaffinity(0, sizeof(had), &had) != 0) return 1;
     elsewhere = had;
     for (int j = 0; j < members; j++)
         if (j != tid && cpus[j] >= 0 && cpus[j] < CPU_SETSIZE) CPU_CLR(cpus[j], &elsewhere);
-    if (CPU_COUNT(&elsewhere) == 0) return;
+    if (CPU_COUNT(&elsewhere) == 0) return 0;
     if (sched_setaffinity(0, sizeof(elsewhere), &elsewhere) == 0) sched_setaffinity(0, sizeof(had), &had);
 #else
     (void)cpus;
     (void)members;
     (void)tid;
 #endif
+    return 1;
 }
 
 /* The start of a call: the team meets without counting lateness (a worker the OpenMP runtime put to sleep
@@ -403,7 +444,10 @@ static inline void lstm_team_start(lstm_team_barrier *bar, lstm_team_state *stat
     if (tid == 0 || tid >= members || cpu < 0) return;
     for (int j = 0; j < tid; j++)
         if (bar->cpu[j] == cpu) {
-            lstm_team_unstack(bar->cpu, members, tid);
+            /* pinned together: the waits find the team late (a 2-thread team on one CPU beside a busy process
+               took 4.8 ms a call where one thread took 0.027, its waiters sleeping in turn at every step) */
+            if (!lstm_team_unstack(bar->cpu, members, tid) && state != NULL)
+                __atomic_store_n(&state->stacked, 1, __ATOMIC_RELAXED);
             return;
         }
 #else
@@ -446,15 +490,15 @@ static inline int lstm_step_wait(lstm_step_flag *flags, int tid, int first, int 
     return LSTM_WAIT_DONE;
 }
 
-/* ---- contention: a team that meets every step stops meeting while the machine is busy ------------ */
+/* ---- contention: while the machine is busy, a call that would meet every step takes the fastest way ---- */
 
 /* Until when (CLOCK_MONOTONIC ns, 0: not contended) teams do not meet, and the current length of that window.
    Shared by every call of the process; updated with relaxed atomics (a lost update only shifts a window). */
 static long long lstm_contended_until = 0;
 static long long lstm_contention_window = 0;
 
-/* Whether a forward that would meet every step should not (a recent call found its team late). The clock is
-   read only while a window is open. */
+/* Whether a forward that would meet every step should choose how it runs (a recent call found its team late:
+   lstm_contended_way). The clock is read only while a window is open. */
 static inline int lstm_team_contended(void) {
     const long long until = __atomic_load_n(&lstm_contended_until, __ATOMIC_RELAXED);
     if (until == 0) return 0;
@@ -464,11 +508,10 @@ static inline int lstm_team_contended(void) {
 }
 
 /* After a forward whose team met every step and took call_ns: late != 0 when a member was found late (opens
-   the window, at least twice the last one and LSTM_CONTENTION_CALLS calls long, capped), else the window's length halves. With a
-   window open, such forwards split the batch's rows or run on one thread instead; after it, a team meets again
-   (a late member then costs one call at most about its time on one thread, plus the wait that found it late:
-   the call is given up and rerun, see _kernels.pyx). While the window is open a large batch's rows are split,
-   and a smaller batch meets or runs on one thread as lstm_contended_meets says. */
+   the window, at least twice the last one and LSTM_CONTENTION_CALLS calls long, capped), else the window's
+   length halves. With a window open, such forwards run the way lstm_contended_way chooses (one thread, meeting,
+   or a row split); after it, a team meets again (a late member then costs one call at most about its time on one
+   thread, plus the wait that found it late: the call is given up and rerun, see _kernels.pyx). */
 static inline void lstm_team_report(int late, long long call_ns) {
     long long window = __atomic_load_n(&lstm_contention_window, __ATOMIC_RELAXED);
     if (late) {
@@ -498,7 +541,8 @@ static inline void lstm_team_report(int late, long long call_ns) {
    gets half a CPU, and a team meets without collapse when its waiters sleep (lstm_sleep_on: a woken sleeper
    runs soon), which wins at B=1 H=512 (two threads' halves of the weights fit their L2s, where one thread
    streams them all from L3). Keys are kept for LSTM_CONTENDED_KEYS (model, rows) pairs, the least recently used
-   replaced; entries unused for LSTM_CONTENDED_STALE_NS start over. */
+   replaced; entries unused for LSTM_CONTENDED_STALE_NS (since a call's end) start over. Every extension module
+   including this file keeps a table of its own. */
 enum { LSTM_WAY_ALONE = 0, LSTM_WAY_MEET = 1, LSTM_WAY_SPLIT = 2, LSTM_WAYS = 3 };
 #define LSTM_CONTENDED_KEYS 16
 #define LSTM_CONTENDED_BURST 3
@@ -520,19 +564,22 @@ typedef struct {
 static lstm_contended_entry lstm_contended_table[LSTM_CONTENDED_KEYS];
 static int lstm_contended_lock = 0;
 
-static inline void lstm_contended_acquire(void) {
-    while (__atomic_exchange_n(&lstm_contended_lock, 1, __ATOMIC_ACQUIRE)) lstm_pause();
+/* Whether this thread got the table's lock (a holder preempted on a busy machine could keep a spinning thread
+   waiting for a time slice: a call that does not get it runs on one thread, a time that does not is dropped). */
+static inline int lstm_contended_acquire(void) {
+    return !__atomic_exchange_n(&lstm_contended_lock, 1, __ATOMIC_ACQUIRE);
 }
 static inline void lstm_contended_release(void) {
     __atomic_store_n(&lstm_contended_lock, 0, __ATOMIC_RELEASE);
 }
 
-/* The entry of (model, rows), made anew (least recently used replaced) if missing or stale; with the lock held. */
-static inline lstm_contended_entry *lstm_contended_find(long model, long rows, long long now) {
+/* The entry of (model, rows), made anew (least recently used replaced) if missing or, when `fresh`, stale; with
+   the lock held. */
+static inline lstm_contended_entry *lstm_contended_find(long model, long rows, long long now, int fresh) {
     lstm_contended_entry *oldest = &lstm_contended_table[0];
     for (int i = 0; i < LSTM_CONTENDED_KEYS; i++) {
         lstm_contended_entry *e = &lstm_contended_table[i];
-        if (e->model == model && e->rows == rows && now - e->used < LSTM_CONTENDED_STALE_NS) return e;
+        if (e->model == model && e->rows == rows && (!fresh || now - e->used < LSTM_CONTENDED_STALE_NS)) return e;
         if (e->used < oldest->used) oldest = e;
     }
     memset(oldest, 0, sizeof(*oldest));
@@ -554,11 +601,11 @@ static inline long long lstm_contended_estimate(const lstm_contended_entry *e, i
 /* With a window open: the way (LSTM_WAY_*) this forward of `model` on `rows` rows and `steps` steps runs, among
    those in `ways` (bit i: way i can run; LSTM_WAY_MEET always can). */
 static inline int lstm_contended_way(long model, long rows, long steps, int ways) {
-    static const int first_tries[LSTM_WAYS] = {LSTM_WAY_MEET, LSTM_WAY_ALONE, LSTM_WAY_SPLIT};
+    static const int first_tries[LSTM_WAYS] = {LSTM_WAY_ALONE, LSTM_WAY_MEET, LSTM_WAY_SPLIT};
     const long long now = lstm_now_ns();
     ways |= 1 << LSTM_WAY_MEET;
-    lstm_contended_acquire();
-    lstm_contended_entry *e = lstm_contended_find(model, rows, now);
+    if (!lstm_contended_acquire()) return LSTM_WAY_ALONE;
+    lstm_contended_entry *e = lstm_contended_find(model, rows, now, 1);
     int way = -1;
     for (int i = 0; i < LSTM_WAYS && way < 0; i++)
         if ((ways >> first_tries[i] & 1) && e->count[first_tries[i]] < LSTM_CONTENDED_BURST) way = first_tries[i];
@@ -573,7 +620,7 @@ static inline int lstm_contended_way(long model, long rows, long steps, int ways
         way = best;
         int other = e->explore_from;   /* the next way after the last explored one, other than the best */
         do other = (other + 1) % LSTM_WAYS; while (other == best || !(ways >> other & 1));
-        if (now - e->explored > LSTM_CONTENDED_EXPLORE * steps * lstm_contended_estimate(e, other)) {
+        if (now - e->explored > (long long)LSTM_CONTENDED_EXPLORE * steps * lstm_contended_estimate(e, other)) {
             way = e->burst_way = e->explore_from = other;
             e->burst = LSTM_CONTENDED_BURST - 1;
             e->explored = now;
@@ -587,8 +634,9 @@ static inline int lstm_contended_way(long model, long rows, long steps, int ways
 /* After a forward that ran the way lstm_contended_way chose: its time per step. */
 static inline void lstm_contended_record(long model, long rows, int way, long long ns_per_step) {
     const long long now = lstm_now_ns();
-    lstm_contended_acquire();
-    lstm_contended_entry *e = lstm_contended_find(model, rows, now);
+    if (!lstm_contended_acquire()) return;
+    lstm_contended_entry *e = lstm_contended_find(model, rows, now, 0);
+    e->used = now;
     e->ns_per_step[way][e->next[way]] = ns_per_step;
     e->next[way] = (e->next[way] + 1) % LSTM_CONTENDED_BURST;
     if (e->count[way] < LSTM_CONTENDED_BURST) e->count[way]++;

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pytest
 
@@ -107,7 +108,8 @@ clean_behind = []
 for _ in range(20):
     late, team, member_cpu, waiter_cpu, wait = _probes.probe_late_member(False, BEHIND)
     assert team == 2, team
-    if member_cpu > BEHIND - CLEAN:   # (the waiter sleeps: its CPU time is not the wait's)
+    if member_cpu > BEHIND - CLEAN and wait < BEHIND + 2e-3:   # (a sleeping waiter runs little: its own CPU
+                                                               # time says nothing, a late wake-up does)
         clean_behind.append(late)
     if len(clean_behind) == 4:
         break
@@ -144,19 +146,21 @@ def test_a_busy_process_learns_how_to_run():
         return [way] * 3 in [ways[i:i + 3] for i in range(9, len(ways) - 2)]
 
     meets = _probes.probe_contended_choices([2e-5, 1e-5], 600)
-    assert meets[:6] == [1, 1, 1, 0, 0, 0], meets[:6]     # three of each first
+    assert meets[:6] == [0, 0, 0, 1, 1, 1], meets[:6]     # three of each first, one thread first
     assert meets[6:].count(1) >= 0.9 * 594, meets         # then mostly the fastest
     assert bursts(meets, 0), meets                        # and the slower in bursts
     alone = _probes.probe_contended_choices([1e-5, 2e-5], 600)
-    assert alone[:6] == [1, 1, 1, 0, 0, 0], alone[:6]
+    assert alone[:6] == [0, 0, 0, 1, 1, 1], alone[:6]
     assert alone[6:].count(0) >= 0.9 * 594, alone
     assert bursts(alone, 1), alone
     split = _probes.probe_contended_choices([2e-5, 3e-5, 1e-5], 1200)
-    assert split[:9] == [1, 1, 1, 0, 0, 0, 2, 2, 2], split[:9]
+    assert split[:9] == [0, 0, 0, 1, 1, 1, 2, 2, 2], split[:9]
     assert split[9:].count(2) >= 0.85 * 1191, split
     assert bursts(split, 0) and bursts(split, 1), split   # each slower way in turn
+    started = time.perf_counter()
     slow = _probes.probe_contended_choices([2e-3, 1e-3], 30)   # the slower way's turn: after 128 ms
-    assert slow == [1, 1, 1, 0, 0, 0] + [1] * 24, slow
+    if time.perf_counter() - started < 0.1:                    # (33 ms of calls, unless the machine stalled us)
+        assert slow == [0, 0, 0, 1, 1, 1] + [1] * 24, slow
     with pytest.raises(ValueError, match="calls"):
         _probes.probe_contended_choices([1e-3, 1e-3], 0)
     with pytest.raises(ValueError, match="times"):
