@@ -33,6 +33,7 @@ cdef extern from "probes.h" nogil:
         pass
     void lstm_barrier_init(lstm_team_barrier *bar)
     void lstm_sleep_setup()
+    int lstm_changers_fence
     int lstm_contended_way(long model, long rows, long steps, int ways)
     void lstm_contended_record(long model, long rows, int way, long long ns_per_step)
     long long lstm_now_ns()
@@ -277,3 +278,9 @@ def probe_contended_choices(times_s, int calls):
         lstm_contended_record(key, 1, way, took)
         chosen.append(way)
     return chosen
+
+
+def changers_fence():
+    """Whether a thread that changes a word others may sleep on fences at each change (team.h: it does not when
+    the sleepers can fence for it with membarrier, registered at import)."""
+    return bool(lstm_changers_fence)

@@ -29,10 +29,13 @@
 #if defined(__has_include)
 #if __has_include(<linux/membarrier.h>)
 #include <linux/membarrier.h>
+#define FASTLSTM_MEMBARRIER_H 1
 #endif
 #endif
-#if !defined(MEMBARRIER_CMD_PRIVATE_EXPEDITED) || !defined(__NR_membarrier)
-#define FASTLSTM_NO_MEMBARRIER 1   /* kernel headers before 4.14: the changers fence */
+/* no membarrier header (its commands are enum constants: the header is tested), or no syscall number: the
+   changers fence. (The private expedited command needs Linux 4.14; older kernels refuse it at run time.) */
+#if !defined(FASTLSTM_MEMBARRIER_H) || !defined(__NR_membarrier)
+#define FASTLSTM_NO_MEMBARRIER 1
 #endif
 #endif
 #if defined(__x86_64__) || defined(__i386__)

@@ -165,3 +165,17 @@ def test_a_busy_process_learns_how_to_run():
         _probes.probe_contended_choices([1e-3, 1e-3], 0)
     with pytest.raises(ValueError, match="times"):
         _probes.probe_contended_choices([1e-3], 5)
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and os.uname().machine == "x86_64"),
+                    reason="asks x86-64 Linux for membarrier by its syscall number")
+def test_a_step_does_not_fence_where_sleepers_can_fence_for_it():
+    # team.h: a waiter that sleeps runs membarrier, so publishing a step stays a plain store (a fence at every
+    # step cost 75 ns a hand-off here); where the kernel offers the private expedited command, no fence
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    membarrier_syscall, query, private_expedited = 324, 0, 1 << 3
+    offered = libc.syscall(membarrier_syscall, query, 0, 0)
+    if offered < 0 or not offered & private_expedited:
+        pytest.skip(f"the kernel does not offer MEMBARRIER_CMD_PRIVATE_EXPEDITED: {offered}")
+    assert _probes.changers_fence() is False
