@@ -224,6 +224,7 @@ static inline int lstm_sleep_on(int *word, int seen, int *sleepers) {
         return 1;
     }
 #endif
+    (void)word;
     (void)seen;
     (void)sleepers;
     sched_yield();
