@@ -45,43 +45,43 @@
 #endif
 #endif
 
-/* A waiter spins (pause instructions) for LSTM_SPIN_NS, then sleeps on the word it waits for until the member
-   that changes it wakes it (lstm_sleep_on; at most LSTM_SLEEP_NS at a time; where it cannot, it yields its CPU at
-   each check), so that a member that was descheduled (more threads than free cores) gets to run. Sleeping, not
-   yielding: with two busy processes on the 2 CPUs here, a team whose waiters yielded ran T=100 B=1 H=512 in
-   11-16 ms, one whose waiters slept in 6.4 ms (one thread: 9-16 ms; onnxruntime's team: 7.7-8.0 ms). Linux
-   (EEVDF) runs a woken sleeper soon, while each yield put the waiter behind the busy processes. Waits are timed by the clock, read from the
-   LSTM_CLOCK_SPINS-th check on (every 16th check while spinning), so a short wait costs no clock read: a pause
-   takes 10 ns on one of this project's machines (Intel Xeon) and 25 ns on another (AMD Zen 4).
-   A wait finds a member late (it was not running: another process or the hypervisor had a core) when one of the
-   waiter's yields (where it cannot sleep) lasted LSTM_TAKEN_NS (another task ran on its CPU meanwhile), or when,
-   once it has slept or yielded for LSTM_LATE_NS, the members it waits for have lost more than a third of the CPU time they could have had since
-   it stopped spinning (their CPU was taken; read every LSTM_CHECK_NS from their CPU-time clocks, which they
-   publish at the call's start); where the clocks cannot be read, a wait of LSTM_LATE_NS is late. A member that
-   runs but is behind is not late. The thresholds are above the blips of an idle machine's own tasks: on the
-   quiet VM here (Linux 6.18) kernel threads (kdamond) took a member's CPU for 0.75-1 ms every half second;
-   counted (at a yield of 100 us, or a wait of 0.5 ms, as this file once did; or at 1 ms of CPU lost in any wait,
-   as tried), they gave up one large call in a few and kept the later ones off their meetings for seconds
-   (T=50 B=64 H=1024 bf16: 74-80 ms instead of 57). A busy process sharing a member's CPU takes half of it in
-   time slices of 1.5 ms or more there (the scheduler's base slice on 2 CPUs), so it is still found late. (Time the hypervisor steals counts as lost only where the guest
-   kernel accounts steal time.) A wait spinning longer than LSTM_SPIN_NS alone is not late either: the first
-   steps of a call whose weights are not yet in a member's caches, or a worker the OpenMP runtime had put to
-   sleep, made waits of more than 50 us on an idle VM here (counted, at 50 us as this file once did, they put
-   most quiet calls on one thread). A late wait gives the team up altogether: the waiter reruns the call alone
-   (_kernels.pyx), and for a while the process's teams meet only where that was the faster way (see
-   "contention" below). */
+/* A waiter spins (pause instructions) for LSTM_SPIN_NS, then sleeps on the word it waits for until the member that
+   changes it wakes it (lstm_sleep_on; at most LSTM_SLEEP_NS at a time; where it cannot, it yields its CPU at each
+   check), so that a member that was descheduled (more threads than free cores) gets to run. Sleeping, not yielding:
+   with two busy processes on the 2 CPUs here, a team whose waiters yielded ran T=100 B=1 H=512 in 11-16 ms, one
+   whose waiters slept in 6.4 ms (one thread: 9-16 ms; onnxruntime's team: 7.7-8.0 ms). Linux (EEVDF) runs a woken
+   sleeper soon, while each yield put the waiter behind the busy processes. Waits are timed by the clock, read from
+   the LSTM_CLOCK_SPINS-th check on (every 16th check while spinning), so a short wait costs no clock read: a pause
+   takes 10 ns on one of this project's machines (Intel Xeon) and 25 ns on another (AMD Zen 4). A wait finds a
+   member late (it was not running: another process or the hypervisor had a core) when one of the waiter's yields
+   (where it cannot sleep) lasted LSTM_TAKEN_NS (another task ran on its CPU meanwhile), or when, once it has slept
+   or yielded for LSTM_LATE_NS, the members it waits for have lost more than a third of the CPU time they could have
+   had since it stopped spinning (their CPU was taken; read every LSTM_CHECK_NS from their CPU-time clocks, which
+   they publish at the call's start); where the clocks cannot be read, a wait of LSTM_LATE_NS is late. A member that
+   runs but is behind is not late. The thresholds are above the blips of an idle machine's own tasks: on the quiet
+   VM here (Linux 6.18) kernel threads (kdamond) took a member's CPU for 0.75-1 ms every half second; counted (at a
+   yield of 100 us, or a wait of 0.5 ms, as this file once did; or at 1 ms of CPU lost in any wait, as tried), they
+   gave up one large call in a few and kept the later ones off their meetings for seconds (T=50 B=64 H=1024 bf16:
+   74-80 ms instead of 57). A busy process sharing a member's CPU takes half of it in time slices of 1.5 ms or more
+   there (the scheduler's base slice on 2 CPUs), so it is still found late. (Time the hypervisor steals counts as
+   lost only where the guest kernel accounts steal time.) A wait spinning longer than LSTM_SPIN_NS alone is not late
+   either: the first steps of a call whose weights are not yet in a member's caches, or a worker the OpenMP runtime
+   had put to sleep, made waits of more than 50 us on an idle VM here (counted, at 50 us as this file once did, they
+   put most quiet calls on one thread). A late wait gives the team up altogether: the waiter reruns the call alone
+   (_kernels.pyx), and for a while the process's teams meet only where that was the faster way (see "contention"
+   below). */
 #define LSTM_SPIN_NS 50000LL
 #define LSTM_SLEEP_NS 1000000L
 #define LSTM_CLOCK_SPINS 256
 #define LSTM_TAKEN_NS 1000000LL
 #define LSTM_LATE_NS 3000000LL
 #define LSTM_CHECK_NS 250000LL
-/* How long the window a late call opens lasts (calls in it choose how to run): doubled at each late call up to the maximum, halved at each
-   call whose team met on time. A late call costs up to a time slice of the machine's scheduler (measured
-   3-25 ms here with other processes running), so the windows grow long enough to make that rare. The minimum is
-   short: another library's thread pool spinning on the cores for a while after its own calls (torch's,
-   OpenVINO's) made a late call now and then in a process that also runs them, and a 50 ms minimum then kept
-   fastlstm's streaming steps on one thread most of the time (benchmarks/contention.py with 1 and 2 busy
+/* How long the window a late call opens lasts (calls in it choose how to run): doubled at each late call up to the
+   maximum, halved at each call whose team met on time. A late call costs up to a time slice of the machine's
+   scheduler (measured 3-25 ms here with other processes running), so the windows grow long enough to make that
+   rare. The minimum is short: another library's thread pool spinning on the cores for a while after its own calls
+   (torch's, OpenVINO's) made a late call now and then in a process that also runs them, and a 50 ms minimum then
+   kept fastlstm's streaming steps on one thread most of the time (benchmarks/contention.py with 1 and 2 busy
    processes measured the same with 10 ms as with 50; 1 ms put a busy machine's calls at 1.44x one thread). */
 #define LSTM_CONTENTION_MIN_NS 10000000LL
 #define LSTM_CONTENTION_MAX_NS 5000000000LL
@@ -328,7 +328,8 @@ static inline int lstm_team_abort(lstm_team_state *state) {
    thread to arrive resets the count and bumps the generation (release); the others spin on the generation
    (acquire), so every write before the barrier is visible after it. After ~50 us of spinning a waiter
    sleeps on the generation (yields at the call's uncounted start: see lstm_team_start), so a team member
-   that was descheduled (more threads than free cores) gets to run. A NULL barrier is not met: the thread works alone (a row split, see _kernels.pyx). */
+   that was descheduled (more threads than free cores) gets to run. A NULL barrier is not met: the thread works
+   alone (a row split, see _kernels.pyx). */
 typedef struct {
     int arrived;
     char pad_arrived[64 - sizeof(int)];
@@ -428,9 +429,9 @@ static inline int lstm_team_unstack(const int *cpus, int members, int tid) {
    2-vCPU VM (the Intel Xeon here) Linux woke a sleeping worker on the caller's CPU in about one call in three
    after a 50 ms pause, with the other CPU idle; the two then took turns on one CPU, a wait's yield lasted
    0.1-3.4 ms (the other member's time slice, or the OpenMP runtime spinning in it), and an idle machine's
-   call was found late. Members beyond LSTM_TEAM_CPUS are not compared, and a larger team publishes no clocks. Its waits yield rather than sleep: a worker
-   slow to come out of the OpenMP runtime's sleep is not taken away, and a quiet call's start should not wait
-   for a wake-up on top of it. */
+   call was found late. Members beyond LSTM_TEAM_CPUS are not compared, and a larger team publishes no clocks.
+   Its waits yield rather than sleep: a worker slow to come out of the OpenMP runtime's sleep is not taken away,
+   and a quiet call's start should not wait for a wake-up on top of it. */
 static inline void lstm_team_start(lstm_team_barrier *bar, lstm_team_state *state) {
 #ifdef _OPENMP
     const int tid = omp_get_thread_num(), team = omp_get_num_threads();
@@ -547,7 +548,7 @@ static inline void lstm_team_report(int late, long long call_ns) {
    streams them all from L3). Keys are kept for LSTM_CONTENDED_KEYS (model, rows) pairs, the least recently used
    replaced; entries unused for LSTM_CONTENDED_STALE_NS (since a call's end) start over. Every extension module
    including this file keeps a table of its own. */
-enum { LSTM_WAY_ALONE = 0, LSTM_WAY_MEET = 1, LSTM_WAY_SPLIT = 2, LSTM_WAYS = 3 };
+enum { LSTM_WAY_ALONE = 0, LSTM_WAY_MEET = 1, LSTM_WAY_SPLIT = 2, LSTM_WAYS = 3 };   /* (one thread tried first) */
 #define LSTM_CONTENDED_KEYS 16
 #define LSTM_CONTENDED_BURST 3
 #define LSTM_CONTENDED_EXPLORE 64
@@ -605,14 +606,13 @@ static inline long long lstm_contended_estimate(const lstm_contended_entry *e, i
 /* With a window open: the way (LSTM_WAY_*) this forward of `model` on `rows` rows and `steps` steps runs, among
    those in `ways` (bit i: way i can run; LSTM_WAY_MEET always can). */
 static inline int lstm_contended_way(long model, long rows, long steps, int ways) {
-    static const int first_tries[LSTM_WAYS] = {LSTM_WAY_ALONE, LSTM_WAY_MEET, LSTM_WAY_SPLIT};
     const long long now = lstm_now_ns();
     ways |= 1 << LSTM_WAY_MEET;
     if (!lstm_contended_acquire()) return LSTM_WAY_ALONE;
     lstm_contended_entry *e = lstm_contended_find(model, rows, now, 1);
     int way = -1;
-    for (int i = 0; i < LSTM_WAYS && way < 0; i++)
-        if ((ways >> first_tries[i] & 1) && e->count[first_tries[i]] < LSTM_CONTENDED_BURST) way = first_tries[i];
+    for (int w = 0; w < LSTM_WAYS && way < 0; w++)   /* first a burst of each way, in the enum's order */
+        if ((ways >> w & 1) && e->count[w] < LSTM_CONTENDED_BURST) way = w;
     if (way < 0 && e->burst > 0 && (ways >> e->burst_way & 1)) {
         way = e->burst_way;
         e->burst--;
