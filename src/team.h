@@ -6,6 +6,7 @@
 #ifndef FASTLSTM_TEAM_H
 #define FASTLSTM_TEAM_H
 
+#include <limits.h>
 #include <sched.h>
 #include <string.h>
 #include <time.h>
@@ -22,7 +23,6 @@
    this safe is the waiter's (membarrier) where the kernel has it (see lstm_sleep_on) */
 #if defined(__linux__) && defined(_GNU_SOURCE)
 #define FASTLSTM_FUTEX 1
-#include <limits.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -537,10 +537,13 @@ static inline void lstm_team_report(int late, long long call_ns) {
    _kernels.pyx), or with a large batch's rows split among the threads (2 register tiles of rows per thread at
    least; the end of the call waits for the slowest). Each way's estimate is the median time per step of its last
    LSTM_CONTENDED_BURST calls (a busy machine's call times scatter: one slow call in a moving average kept a
-   faster way off for a while). A new key runs a burst of LSTM_CONTENDED_BURST calls each way; then the fastest
-   way runs, and another (in turn) a burst again once as much time has passed as LSTM_CONTENDED_EXPLORE of its
-   calls take (a few per cent of the time spent in it), so that a change in the load is seen: a slower way's
-   call can cost a time slice of the scheduler, 20 times a T=100 H=70 call. Which way wins depends on the load:
+   faster way off for a while). A new key first tries the ways in turn, up to LSTM_CONTENDED_BURST calls each,
+   a way whose calls took over LSTM_CONTENDED_CLOSE per cent of the fastest's no more (T=100 B=32 H=512 under two
+   busy processes: 102 ms a call on one thread, 80 split, 69 meeting; 3 tries of each made a short job of 7 calls
+   run at 1.3x the fastest way); then the fastest way runs, and another (in turn) a burst again once as much time
+   has passed as LSTM_CONTENDED_EXPLORE of its calls take (a few per cent of the time spent in it), so that a
+   change in the load is seen: a slower way's call can cost a time slice of the scheduler, 20 times a T=100 H=70
+   call. Which way wins depends on the load:
    with one busy process on 2 CPUs, one thread has a CPU to itself while a team's member (or a row split's
    thread) shares the busy one (one thread wins at T=100 B=4 H=256); with two busy processes a thread of any way
    gets half a CPU, and a team meets without collapse when its waiters sleep (lstm_sleep_on: a woken sleeper
@@ -552,6 +555,7 @@ enum { LSTM_WAY_ALONE = 0, LSTM_WAY_MEET = 1, LSTM_WAY_SPLIT = 2, LSTM_WAYS = 3 
 #define LSTM_CONTENDED_KEYS 16
 #define LSTM_CONTENDED_BURST 3
 #define LSTM_CONTENDED_EXPLORE 64
+#define LSTM_CONTENDED_CLOSE 115
 #define LSTM_CONTENDED_STALE_NS 1000000000LL
 typedef struct {
     long model;                 /* the model's serial number (never reused, unlike its address) */
@@ -610,9 +614,17 @@ static inline int lstm_contended_way(long model, long rows, long steps, int ways
     ways |= 1 << LSTM_WAY_MEET;
     if (!lstm_contended_acquire()) return LSTM_WAY_ALONE;
     lstm_contended_entry *e = lstm_contended_find(model, rows, now, 1);
+    /* first tries: in turn (the enum's order), up to LSTM_CONTENDED_BURST calls each way, a way whose calls so
+       far took over LSTM_CONTENDED_CLOSE per cent of the fastest's no more */
+    long long fastest = LLONG_MAX;
+    for (int w = 0; w < LSTM_WAYS; w++)
+        if ((ways >> w & 1) && e->count[w] > 0 && lstm_contended_estimate(e, w) < fastest)
+            fastest = lstm_contended_estimate(e, w);
     int way = -1;
-    for (int w = 0; w < LSTM_WAYS && way < 0; w++)   /* first a burst of each way, in the enum's order */
-        if ((ways >> w & 1) && e->count[w] < LSTM_CONTENDED_BURST) way = w;
+    for (int w = 0; w < LSTM_WAYS; w++)
+        if ((ways >> w & 1) && e->count[w] < (way < 0 ? LSTM_CONTENDED_BURST : e->count[way]) &&
+            (e->count[w] == 0 || lstm_contended_estimate(e, w) * 100 <= LSTM_CONTENDED_CLOSE * fastest))
+            way = w;
     if (way < 0 && e->burst > 0 && (ways >> e->burst_way & 1)) {
         way = e->burst_way;
         e->burst--;
