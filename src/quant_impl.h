@@ -460,7 +460,9 @@ ATTR static void FN(amx_sums)(const char *restrict blk, int KG, const QEL *restr
     const long ldw = (long)ng * VBYTES;    /* bytes of one group of k across the block's gate vectors */
     const long lds = sizeof sums[0];
     const char *w = blk + (QINT8 ? 2 * ng * VBYTES : 0);
-    const int kc = 4 * AMX_KC / ng / 16 * 16;   /* the same bytes per pass for any ng, whole tiles of groups */
+    /* the same bytes per pass for any ng, whole tiles of groups; one pass for one tile of rows (its sums would
+       only be stored and loaded again between passes) */
+    const int kc = n <= AMX_ROWS ? KG : 4 * AMX_KC / ng / 16 * 16;
     for (int k0 = 0; k0 < KG; k0 += kc) {
         const int k1 = KG - k0 < kc ? KG : k0 + kc;
         for (int r0 = 0; r0 < n;) {

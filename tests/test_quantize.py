@@ -173,10 +173,12 @@ def _default_threads():
 
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("config", [dict(hidden_size=70), dict(hidden_size=24), dict(hidden_size=64, proj_size=20),
-                                    dict(hidden_size=40, num_layers=2, bidirectional=True)], ids=str)
+                                    dict(hidden_size=40, num_layers=2, bidirectional=True), dict(hidden_size=320)],
+                         ids=str)
 def test_sequence_bits_do_not_depend_on_its_batch(fmt, config):
     """A sequence alone, in batches of every size (other tile shapes, row splits) and padded inside a longer
-    batch with lengths: the same bits."""
+    batch with lengths: the same bits. (H=320: on AMX tiles the recurrent dot products of one tile of rows take
+    one pass over a block's weights, of more rows several: quant_impl.h, amx_sums.)"""
     rng = np.random.default_rng(7)
     q = fastlstm.LSTM(19, seed=8, **config).quantize(fmt)
     T = 11
