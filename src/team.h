@@ -540,17 +540,16 @@ static inline void lstm_team_report(int late, long long call_ns) {
    faster way off for a while). A new key first tries the ways in turn, up to LSTM_CONTENDED_BURST calls each,
    a way whose calls took over LSTM_CONTENDED_CLOSE per cent of the fastest's no more (T=100 B=32 H=512 under two
    busy processes: 102 ms a call on one thread, 80 split, 69 meeting; 3 tries of each made a short job of 7 calls
-   run at 1.3x the fastest way); then the fastest way runs, and another (in turn) a burst again once as much time
-   has passed as LSTM_CONTENDED_EXPLORE of its calls take (a few per cent of the time spent in it), so that a
-   change in the load is seen: a slower way's call can cost a time slice of the scheduler, 20 times a T=100 H=70
-   call. Which way wins depends on the load:
-   with one busy process on 2 CPUs, one thread has a CPU to itself while a team's member (or a row split's
-   thread) shares the busy one (one thread wins at T=100 B=4 H=256); with two busy processes a thread of any way
-   gets half a CPU, and a team meets without collapse when its waiters sleep (lstm_sleep_on: a woken sleeper
-   runs soon), which wins at B=1 H=512 (two threads' halves of the weights fit their L2s, where one thread
-   streams them all from L3). Keys are kept for LSTM_CONTENDED_KEYS (model, rows) pairs, the least recently used
-   replaced; entries unused for LSTM_CONTENDED_STALE_NS (since a call's end) start over. Every extension module
-   including this file keeps a table of its own. */
+   take 1.4-1.5x the fastest way's time); then the fastest way runs, and another (in turn) a burst again once as
+   much time has passed as LSTM_CONTENDED_EXPLORE of its calls take (a few per cent of the time spent in it), so
+   that a change in the load is seen: a slower way's call can cost a time slice of the scheduler, 20 times a
+   T=100 H=70 call. Which way wins depends on the load: with one busy process on 2 CPUs, one thread has a CPU to
+   itself while a team's member (or a row split's thread) shares the busy one (one thread wins at T=100 B=4
+   H=256); with two busy processes a thread of any way gets half a CPU, and a team meets without collapse when its
+   waiters sleep (lstm_sleep_on: a woken sleeper runs soon), which wins at B=1 H=512 (two threads' halves of the
+   weights fit their L2s, where one thread streams them all from L3). Keys are kept for LSTM_CONTENDED_KEYS
+   (model, rows) pairs, the least recently used replaced; entries unused for LSTM_CONTENDED_STALE_NS (since a
+   call's end) start over. Every extension module including this file keeps a table of its own. */
 enum { LSTM_WAY_ALONE = 0, LSTM_WAY_MEET = 1, LSTM_WAY_SPLIT = 2, LSTM_WAYS = 3 };   /* (one thread tried first) */
 #define LSTM_CONTENDED_KEYS 16
 #define LSTM_CONTENDED_BURST 3
