@@ -132,11 +132,14 @@ cdef enum:
     # Budget for one chunk of the input projection (T_chunk * B * 4 * Hp elements), in bytes: small
     # enough that each thread's share stays in its L2 until the steps read it.
     GX_CHUNK_BYTES = 1024 * 1024
-    # The same for bf16 and int8 weights, whose recurrent weights a thread keeps in its L2 across steps where
-    # float32 ones do not fit (T=100 B=32 I=256 H=512: 1 MiB of bf16 W_hh per thread): a chunk of 1 MiB pushed
-    # them out; alternated, 256 KiB took T=100 B=32 from 9.04 to 7.94 ms in bf16 and 6.41 to 5.87 in int8 (in
-    # float32 it took 6.5% longer there).
+    # The same for bf16 and int8 weights when a thread's share of a direction's W_hh is at most
+    # QUANT_L2_SHARE_BYTES (half the 2 MiB L2 of the development Xeon), which it then keeps in its L2 across
+    # steps: a chunk of 1 MiB pushed it out. Alternated, T=100 B=32 I=256 H=512 on 2 threads (1 MiB of bf16
+    # W_hh each): 256 KiB took bf16 from 9.04 to 7.94 ms and int8 from 6.41 to 5.87; on one thread (2 MiB of bf16,
+    # which does not stay) bf16 went from 16.7 to 18.3 ms with 256 KiB, int8 (1 MiB) from 11.4 to 10.6. Float32
+    # weights keep GX_CHUNK_BYTES (256 KiB took 6.5% longer at that shape on 2 threads).
     QUANT_GX_CHUNK_BYTES = 256 * 1024
+    QUANT_L2_SHARE_BYTES = 1024 * 1024
     # Workspace sections start on 64-byte boundaries (in elements of the smallest dtype: 16 floats).
     ALIGN_ELEMS = 16
     # The largest team that splits the rows of the batch (one tile of rows per thread at least).
@@ -206,7 +209,7 @@ cdef struct ModelInfo:
     int is_double, reverse_only
     int gates            # gate rows per unit: 4 (LSTM), 3 (GRU)
     int has_c            # the state is (h, c) (LSTM); else h alone (GRU: the c buffers are the kernels' scratch)
-    long gx_chunk_bytes  # the budget of one chunk of the input projection (_chunk_steps)
+    long quant_recurrent_bytes  # bf16/int8: the largest layer-direction's packed W_hh, in bytes; 0 for float
     const lstm_kernel_table *kernels   # chosen when packed, from the cell kind, weight format and CPU features
     lstm_layer *dirs     # (num_layers * num_directions,): each layer-direction's packed weights and cell parameters
     long serial          # this model's number among the process's packed models (1, 2, ...; never reused)
@@ -262,7 +265,7 @@ cdef class PackedModel:
         cdef tuple entry
         cdef lstm_layer *w
         cdef bint quantized = weight_format in ("bf16", "int8")
-        self.info.gx_chunk_bytes = QUANT_GX_CHUNK_BYTES if quantized else GX_CHUNK_BYTES
+        self.info.quant_recurrent_bytes = max([a[1].nbytes for a in arrays]) if quantized else 0
         for i in range(num_layers * num_directions):
             entry = arrays[i]
             w = &self.info.dirs[i]
@@ -313,10 +316,11 @@ cdef class PackedModel:
         return nt, row_split, 1 if row_split else widest
 
 
-cdef long _chunk_steps(const ModelInfo *m, long T, long B) noexcept nogil:
-    """Time steps per chunk of the input projection, so that a chunk of gx fits the model's budget."""
+cdef long _chunk_steps(const ModelInfo *m, long T, long B, long budget=GX_CHUNK_BYTES) noexcept nogil:
+    """Time steps per chunk of the input projection, so that a chunk of gx fits budget bytes (the workspace is
+    planned for GX_CHUNK_BYTES)."""
     cdef long row_bytes = B * m.gates * m.num_blocks * m.block * (8 if m.is_double else 4)
-    cdef long steps = m.gx_chunk_bytes // row_bytes if row_bytes > 0 else T
+    cdef long steps = budget // row_bytes if row_bytes > 0 else T
     return max(1, min(T, steps))
 
 
@@ -728,6 +732,11 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
             run.row_split = way == LSTM_WAY_SPLIT
             team = _team_size(m, B, num_threads, run.row_split) if run.row_split else 1
             meets = False
+    # bf16/int8 weights whose share per thread stays in its L2 (the threads splitting a direction's units share
+    # its W_hh; a row split's or a lone thread reads all of it) take smaller chunks, which do not push it out
+    cdef int readers = 1 if run.row_split else (max(1, team // 2) if m.num_directions == 2 else team)
+    if 0 < m.quant_recurrent_bytes <= QUANT_L2_SHARE_BYTES * readers:
+        run.chunk = _chunk_steps(m, T, B, QUANT_GX_CHUNK_BYTES)
     cdef lstm_team_state state
     state.late, state.abort, state.clocked, state.stacked = 0, 0, 0, 0
     # a late member can be given up (the call rerun by the waiter that found it late) when no output aliases an
