@@ -16,9 +16,10 @@ time). Timed, after a warm-up round (workers started, model shipped):
 One framework runs at a time (its cluster started, timed, shut down), in rounds with the one-process runs (one of
 each per round) so that the load of a shared machine hits them alike; each row shows its best round. Prints
 sequences per second, the ratio of 2 workers to 1 worker (target >= 1.7x) and of each row to the one process on 2
-threads. Every run's result is checked bitwise against the one process's for the same chunks. "busy" is the share of the run's wall time the workers spent computing tasks (summed over
-the workers, divided by workers x wall time): what is left is the framework's scheduling and transfers, or
-workers waiting for a core (on a loaded machine, compare it with the one-process rows).
+threads. Every run's result is checked bitwise against the one process's for the same chunks. "busy" is the share
+of the run's wall time the workers spent computing tasks (summed over the workers, divided by workers x wall time):
+what is left is the framework's scheduling and transfers, or workers waiting for a core (on a loaded machine,
+compare it with the one-process rows).
 """
 import argparse
 import contextlib

@@ -619,7 +619,9 @@ ATTR static void FN(qinput_blocks)(const lstm_layer *layer, const lstm_rows *row
    in another page than the row before (rows 16 KiB apart at H=1024) and, after the step's weights streamed
    through L2, often in L3. 8 rows ahead, alternated with the build before, 4 rounds, ms: T=100 B=32 I=256 H=512
    bf16 8.51 -> 8.01, int8 6.03 -> 6.17; T=50 B=64 I=512 H=1024 2 layers bf16 67.4 -> 64.9, int8 44.1 -> 41.0;
-   B=4 the same; on one thread and under a busy process within 2% (int8 B=64 under one busy 82.0 -> 77.2). */
+   B=4 the same; on one thread and under a busy process within 2% (int8 B=64 under one busy 82.0 -> 77.2). A
+   second run gained less: B=32 bf16 9.13 -> 9.10, int8 6.92 -> 6.84, B=64 bf16 74.9 -> 74.3, int8 48.2 -> 48.3;
+   under two busy processes B=32 bf16 21.9 -> 20.6, int8 16.2 -> 16.3, B=64 bf16 164 -> 162, int8 105 -> 109. */
 #define AMX_CELL_AHEAD 8
 /* gx row (4 gate vectors) and c row of one block, into L1 */
 static inline void FN(prefetch_cell_row)(const float *gx, const float *c)
@@ -642,17 +644,16 @@ ATTR static void FN(qcell_block)(const lstm_layer *layer, int j, const QEL *hq, 
 #if QAMX
     if (FN(amx_fits)(K)) {
         FN(amx_sum) sums[(n + 2 * AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS][4 * VL] __attribute__((aligned(64)));
+        const float *gj = g0 + (long)j * 4 * VL;      /* the block's columns of gx, c and h */
+        float *cj = c0 + (long)j * VL, *oj = o0 + (long)j * VL;
         FN(amx_sums)(wj, FN(groups)(K), hq, ldq, n, active, sums, 4);
-        for (int r = 0; r < AMX_CELL_AHEAD && r < n; r++)
-            FN(prefetch_cell_row)(g0 + r * ldg + (long)j * 4 * VL, c0 + r * ldc + (long)j * VL);
+        for (int r = 0; r < AMX_CELL_AHEAD && r < n; r++) FN(prefetch_cell_row)(gj + r * ldg, cj + r * ldc);
         for (int r = 0; r < n; r++)
             if (active[r]) {
-                if (r + AMX_CELL_AHEAD < n)
-                    FN(prefetch_cell_row)(g0 + (r + AMX_CELL_AHEAD) * ldg + (long)j * 4 * VL,
-                                          c0 + (r + AMX_CELL_AHEAD) * ldc + (long)j * VL);
-                FN(amx_pre)(sums[r], wj, hs[r], g0 + r * ldg + (long)j * 4 * VL, pre[0], 4);
-                FN(cell_update)(pre[0], pj, (float)layer->clip, layer->input_forget, c0 + r * ldc + (long)j * VL,
-                                o0 + r * ldo + (long)j * VL, 4);
+                const int ahead = r + AMX_CELL_AHEAD;
+                if (ahead < n) FN(prefetch_cell_row)(gj + ahead * ldg, cj + ahead * ldc);
+                FN(amx_pre)(sums[r], wj, hs[r], gj + r * ldg, pre[0], 4);
+                FN(cell_update)(pre[0], pj, (float)layer->clip, layer->input_forget, cj + r * ldc, oj + r * ldo, 4);
             }
         return;
     }
