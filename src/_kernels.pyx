@@ -324,6 +324,15 @@ cdef long _chunk_steps(const ModelInfo *m, long T, long B, long budget=GX_CHUNK_
     return max(1, min(T, steps))
 
 
+cdef long _run_chunk_steps(const ModelInfo *m, long T, long B, int readers) noexcept nogil:
+    """_chunk_steps for a call whose direction's W_hh is read by `readers` threads: bf16/int8 weights whose share
+    per thread stays in its L2 take QUANT_GX_CHUNK_BYTES chunks, which do not push it out (the threads splitting a
+    direction's units share its W_hh; a row split's or a lone thread reads all of it)."""
+    if 0 < m.quant_recurrent_bytes <= QUANT_L2_SHARE_BYTES * readers:
+        return _chunk_steps(m, T, B, QUANT_GX_CHUNK_BYTES)
+    return _chunk_steps(m, T, B)
+
+
 cdef struct Sections:
     long gx, h, c, hc, seq0, seq1, flags, total
     long slot           # elements between the buffers of direction slot 0 and slot 1
@@ -673,6 +682,7 @@ cdef void _rerun_alone(const ModelInfo *m, const Run *run, floating *ws, const f
     cdef Sections sec = _plan_workspace(m, run.T, run.B)
     cdef Run alone = run[0]
     alone.solo = 1
+    alone.chunk = _run_chunk_steps(m, run.T, run.B, 1)
     alone.team_state = NULL
     alone.barrier = NULL
     alone.gx = ws + sec.gx
@@ -709,7 +719,6 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     run.input_aliases_output = input_aliases_output
     run.descending = descending
     run.kernels = m.kernels
-    run.chunk = _chunk_steps(m, T, B)
     run.lengths = lengths
     run.slot_stride = sec.slot
     run.gx = ws + sec.gx
@@ -732,11 +741,8 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
             run.row_split = way == LSTM_WAY_SPLIT
             team = _team_size(m, B, num_threads, run.row_split) if run.row_split else 1
             meets = False
-    # bf16/int8 weights whose share per thread stays in its L2 (the threads splitting a direction's units share
-    # its W_hh; a row split's or a lone thread reads all of it) take smaller chunks, which do not push it out
-    cdef int readers = 1 if run.row_split else (max(1, team // 2) if m.num_directions == 2 else team)
-    if 0 < m.quant_recurrent_bytes <= QUANT_L2_SHARE_BYTES * readers:
-        run.chunk = _chunk_steps(m, T, B, QUANT_GX_CHUNK_BYTES)
+    run.chunk = _run_chunk_steps(m, T, B, 1 if run.row_split else (max(1, team // 2) if m.num_directions == 2
+                                                                   else team))
     cdef lstm_team_state state
     state.late, state.abort, state.clocked, state.stacked = 0, 0, 0, 0
     # a late member can be given up (the call rerun by the waiter that found it late) when no output aliases an
