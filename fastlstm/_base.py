@@ -136,10 +136,13 @@ class LSTMBase:
         weights: Optional[str] = None,
     ) -> None:
         hidden_size = _check_int("hidden_size", hidden_size, 1)
-        if isinstance(proj_size, (bool, np.bool_)) or not isinstance(proj_size, numbers.Integral) or proj_size < 0:
-            raise ValueError("proj_size should be a positive integer or zero to disable projections")
+        if isinstance(proj_size, (bool, np.bool_)) or not isinstance(proj_size, numbers.Integral):
+            raise TypeError(f"proj_size should be of type int, got: {type(proj_size).__name__}")
+        if proj_size < 0:
+            raise ValueError(f"proj_size should be a positive integer or zero to disable projections, got {proj_size}")
         if proj_size >= hidden_size:
-            raise ValueError("proj_size has to be smaller than hidden_size")
+            raise ValueError(f"proj_size has to be smaller than hidden_size, got proj_size={proj_size} and "
+                             f"hidden_size={hidden_size}")
         bidirectional = _check_bool("bidirectional", bidirectional)
         if direction is None:
             direction = "bidirectional" if bidirectional else "forward"
@@ -155,6 +158,8 @@ class LSTMBase:
             clip = float(clip)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise TypeError(f"seed should be an int or None, got: {type(seed).__name__}")
+        if seed is not None and seed < 0:
+            raise ValueError(f"seed must be a non-negative integer or None, got {seed}")
         config: Dict[str, Any] = dict(
             _input_size=_check_int("input_size", input_size, 1),
             _hidden_size=hidden_size,
@@ -570,7 +575,9 @@ class LSTMBase:
         Unsqueeze, Reshape, Squeeze, Transpose, Concat, Slice, Cast) on those. Supported:
         direction (lstm.direction), layout (1 gives batch_first=True), hidden_size, peepholes P, clip,
         input_forget. sequence_lens, initial_h and initial_c are runtime data: pass lengths= and hx=
-        (note ONNX's Y is (T, D, B, H); ours is (T, B, D*H)).
+        (note ONNX's Y is (T, D, B, H); ours is (T, B, D*H)). A model whose main graph has com.microsoft
+        DynamicQuantizeLSTM nodes instead (what onnxruntime's ``quantize_dynamic`` writes) loads as an int8
+        model, the nodes chosen the same way (several feeding one another: one stacked int8 model).
         """
         from . import _interop
 
@@ -672,6 +679,12 @@ class LSTMBase:
                 arr = np.asarray(lengths)
             except ValueError as exc:
                 raise ValueError(f"lengths must be a 1-D sequence of integers: {exc}") from exc
+            if arr.dtype == object and arr.ndim == 1 and arr.size and all(
+                isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in arr
+            ):  # Python ints beyond int64 are kept as objects by NumPy: out of range, not of the wrong type
+                lo, hi = min(int(v) for v in arr), max(int(v) for v in arr)
+                if lo < -(2**63) or hi >= 2**63:
+                    raise ValueError(f"lengths: expected 1 <= lengths[b] <= T = {T}, got values from {lo} to {hi}")
             if arr.dtype.kind not in "iu" and not (arr.size == 0 and arr.dtype.kind == "f"):
                 raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
             expected = (B,) if batched else (1,)

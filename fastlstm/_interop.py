@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Protocol, Sequence, Tuple, Type, TypeVar, Union
 
 import numpy as np
 
@@ -434,6 +434,14 @@ class _OnnxLSTM(NamedTuple):
     def num_directions(self) -> int:
         return 2 if self.direction == "bidirectional" else 1
 
+    @property
+    def input_size(self) -> int:
+        return int(self.W.shape[2])
+
+    @property
+    def weight_dtype(self) -> np.dtype:
+        return self.W.dtype
+
 
 def _read_lstm(found: _Found, folder: _Folder) -> _OnnxLSTM:
     from onnx import helper
@@ -496,6 +504,45 @@ def _read_lstm(found: _Found, folder: _Folder) -> _OnnxLSTM:
 # ---- ONNX: LSTM nodes stacked by an exporter --------------------------------------------------------
 
 
+class _StackedNode(Protocol):
+    """What stacking reads of an LSTM node (_OnnxLSTM, or _interop_quant's DynamicQuantizeLSTM node)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def direction(self) -> str: ...
+
+    @property
+    def layout(self) -> int: ...
+
+    @property
+    def hidden_size(self) -> int: ...
+
+    @property
+    def clip(self) -> Optional[float]: ...
+
+    @property
+    def input_forget(self) -> bool: ...
+
+    @property
+    def num_directions(self) -> int: ...
+
+    @property
+    def input_size(self) -> int: ...
+
+    @property
+    def weight_dtype(self) -> np.dtype: ...
+
+
+def _head_sizes(head: _Found, layout: int) -> Tuple[int, int]:
+    """(T, B) of the first stacked node's input as the model records them, else 7 and 3 (for _check_link)."""
+    dims = head.scope.static_shape(head.node.input[0])
+    t_axis, b_axis = (0, 1) if layout == 0 else (1, 0)
+    known = dims if dims and len(dims) == 3 else [None, None, None]
+    return known[t_axis] or 7, known[b_axis] or 3
+
+
 class _Link(NamedTuple):
     """How the Y of one LSTM node reaches the X of the next (``found``) in a stacked export."""
 
@@ -505,17 +552,17 @@ class _Link(NamedTuple):
 
 
 def _glue_from(found: _Found) -> Optional[_Link]:
-    """Follow found's X back through _GLUE_OPS to the Y output of an LSTM node in the same graph, or None
-    when X comes from anything else."""
+    """Follow found's X back through _GLUE_OPS to the Y output of an LSTM node of the same op type (LSTM, or
+    com.microsoft DynamicQuantizeLSTM) in the same graph, or None when X comes from anything else."""
     steps: List[str] = []
     name = found.node.input[0] if found.node.input else ""
     while name:
         kind, node, owner = found.scope.lookup(name)
-        if kind != "node" or owner is not found.scope or node.domain not in _ONNX_DOMAINS:
+        if kind != "node" or owner is not found.scope:
             return None
-        if node.op_type == "LSTM":
+        if node.op_type == found.node.op_type and node.domain == found.node.domain:  # an LSTM node of its kind
             return _Link(name, found, " -> ".join(reversed(steps)) or "nothing") if node.output[0] == name else None
-        if node.op_type not in _GLUE_OPS:
+        if node.domain not in _ONNX_DOMAINS or node.op_type not in _GLUE_OPS:
             return None
         steps.append(f"{node.op_type} {node.name!r}")
         name = node.input[0] if node.input else ""
@@ -549,7 +596,7 @@ def _stack_order(candidates: List[_Found]) -> Tuple[Optional[List[int]], Dict[in
     return order, links, ""
 
 
-def _check_link(prev: _OnnxLSTM, link: _Link, T: int, B: int) -> str:
+def _check_link(prev: _StackedNode, link: _Link, T: int, B: int) -> str:
     """Why the nodes between prev and the next LSTM do not turn prev's Y into that LSTM's input (T, B, D*H),
     or "" when they do.
 
@@ -580,7 +627,7 @@ def _check_link(prev: _OnnxLSTM, link: _Link, T: int, B: int) -> str:
     return ""
 
 
-def _stack_problem(layers: List[_OnnxLSTM], links: List[_Link], T: int, B: int) -> str:
+def _stack_problem(layers: Sequence[_StackedNode], links: List[_Link], T: int, B: int) -> str:
     """Why LSTM nodes feeding one another do not make one stacked LSTM, or "" when they do."""
     first = layers[0]
     for layer in layers[1:]:
@@ -588,11 +635,11 @@ def _stack_problem(layers: List[_OnnxLSTM], links: List[_Link], T: int, B: int) 
             mine, theirs = getattr(layer, attr), getattr(first, attr)
             if mine != theirs:
                 return f"{attr} differs: {theirs!r} in {first.name!r}, {mine!r} in {layer.name!r}"
-        if layer.W.dtype != first.W.dtype:
-            return f"their weights' dtypes differ: {first.W.dtype} and {layer.W.dtype}"
+        if layer.weight_dtype != first.weight_dtype:
+            return f"their weights' dtypes differ: {first.weight_dtype} and {layer.weight_dtype}"
         expected = first.num_directions * first.hidden_size
-        if layer.W.shape[2] != expected:
-            return f"{layer.name!r} takes {layer.W.shape[2]} input features, the layer before it gives {expected}"
+        if layer.input_size != expected:
+            return f"{layer.name!r} takes {layer.input_size} input features, the layer before it gives {expected}"
     for prev, link in zip(layers, links):
         why = _check_link(prev, link, T, B)
         if why:
@@ -658,11 +705,8 @@ def from_onnx(cls: Type[_Model], model: Any, node: Any = None) -> _Model:
     order, links, why = _stack_order(candidates)
     if order is not None:
         layers = [_read_lstm(candidates[k], folder) for k in order]
-        head = candidates[order[0]]
-        dims = head.scope.static_shape(head.node.input[0])
-        t_axis, b_axis = (0, 1) if layers[0].layout == 0 else (1, 0)
-        known = dims if dims and len(dims) == 3 else [None, None, None]
-        why = _stack_problem(layers, [links[k] for k in order[1:]], known[t_axis] or 7, known[b_axis] or 3)
+        sizes = _head_sizes(candidates[order[0]], layers[0].layout)
+        why = _stack_problem(layers, [links[k] for k in order[1:]], *sizes)
         if not why:
             return _build(cls, layers)
         why = "they feed one another but do not make one stacked LSTM: " + why
@@ -780,12 +824,19 @@ def load(cls: Union[Type[_Model], Dict[str, Type[_Model]]], path: _Path) -> _Mod
         raise ValueError(
             f"{os.fspath(path)!r} has format version {header.get('version')}; this fastlstm reads {FORMAT_VERSION}"
         )
-    config: Dict[str, Any] = dict(header["config"])
+    config = header.get("config")
+    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+        raise ValueError(f"{os.fspath(path)!r} is not a readable fastlstm file: its header's config is "
+                         f"{type(config).__name__}, expected a mapping of constructor arguments")
     if isinstance(cls, dict):
         cell = header.get("cell", "lstm")
-        if cell not in cls:
+        if not isinstance(cell, str) or cell not in cls:
             raise ValueError(f"{os.fspath(path)!r} holds a {cell!r} model; this fastlstm reads {sorted(cls)}")
         cls = cls[cell]
-    model = cls(**config)
+    try:
+        model = cls(**config)
+    except TypeError as exc:  # an argument the constructor does not take, or of a type it refuses
+        raise ValueError(f"{os.fspath(path)!r} is not a readable fastlstm file: its config {config} is refused: "
+                         f"{exc}") from exc
     model._load_stored_arrays(arrays)
     return model

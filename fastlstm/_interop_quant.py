@@ -6,12 +6,13 @@ sequence_lens, initial_h, initial_c, P as for the LSTM op, then W_scale, W_zero_
 per tensor (D,) or per output channel (D, 4H). Gate order i, o, f, c as in ONNX. The int8 values and scales
 are kept as they are (zero points must be 0: symmetric weights), so the model computes with exactly
 onnxruntime's weights; x and h are quantized at run time by fastlstm's rules (per batch row), not
-onnxruntime's (per call).
+onnxruntime's (per call). Nodes that feed one another (a stacked export, quantized) load as one stacked model,
+found and checked as _interop stacks LSTM nodes.
 """
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple, Type, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Type, TypeVar
 
 import numpy as np
 
@@ -49,9 +50,7 @@ def load_quantized(cls: Type[_Model], model: Any, node: Any) -> Tuple[Any, Optio
         chosen = next((n for n in quantized if n.name == node), None)
     elif not has_lstm and node is None:
         if len(quantized) != 1:
-            raise ValueError(
-                f"from_onnx: the main graph has {len(quantized)} {OP_TYPE} nodes ({listing}); pass node= to choose"
-            )
+            return model, _stacked(cls, graph, quantized, listing)
         chosen = quantized[0]
     elif not has_lstm and isinstance(node, (int, np.integer)) and not isinstance(node, bool):
         if not -len(quantized) <= node < len(quantized):
@@ -59,7 +58,27 @@ def load_quantized(cls: Type[_Model], model: Any, node: Any) -> Tuple[Any, Optio
         chosen = quantized[node]
     if chosen is None:
         return model, None
-    return model, _from_node(cls, graph, chosen)
+    return model, _build(cls, [_read_node(graph, chosen)])
+
+
+def _stacked(cls: Type[_Model], graph: Any, quantized: List[Any], listing: str) -> _Model:
+    """The stacked int8 model of the main graph's DynamicQuantizeLSTM nodes when they feed one another (what
+    quantize_dynamic makes of a stacked export), as _interop.from_onnx stacks LSTM nodes; else ValueError."""
+    from . import _interop
+
+    scope = _interop._Scope(graph, None, "the main graph")
+    found = [_interop._Found(n, scope) for n in quantized]
+    order, links, why = _interop._stack_order(found)
+    if order is not None:
+        layers = [_read_node(graph, found[k].node) for k in order]
+        why = _interop._stack_problem(layers, [links[k] for k in order[1:]], *_interop._head_sizes(found[order[0]], 0))
+        if not why:
+            return _build(cls, layers)
+        why = "they feed one another but do not make one stacked LSTM: " + why
+    raise ValueError(
+        f"from_onnx: the main graph has {len(quantized)} {OP_TYPE} nodes, which do not load as one model ({why}). "
+        f"Pass node= (a name or an index) to load one of: {listing}"
+    )
 
 
 def _constants(graph: Any) -> Callable[[str], Optional[np.ndarray]]:
@@ -87,8 +106,52 @@ def _constants(graph: Any) -> Callable[[str], Optional[np.ndarray]]:
     return resolve
 
 
-def _from_node(cls: Type[_Model], graph: Any, node: Any) -> _Model:
-    """The int8 model of one DynamicQuantizeLSTM node."""
+class _QuantNode(NamedTuple):
+    """One DynamicQuantizeLSTM node: its configuration, and its parameters as layer 0 of an int8 model
+    (fastlstm._quant's stored arrays: int8 matrices with their row scales, float32 biases and peepholes)."""
+
+    name: str
+    direction: str
+    hidden_size: int
+    input_size: int
+    clip: Optional[float]
+    input_forget: bool
+    arrays: Dict[str, np.ndarray]
+    layout: int = 0  # the op has no layout attribute: Y is (T, D, B, H)
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.direction == "bidirectional" else 1
+
+    @property
+    def weight_dtype(self) -> np.dtype:
+        return np.dtype(np.int8)
+
+
+def _build(cls: Type[_Model], layers: List[_QuantNode]) -> _Model:
+    """The int8 model of one node, or of stacked nodes (checked by _interop._stack_problem); a layer without the
+    biases or peepholes another layer has gets zeros there."""
+    first = layers[0]
+    D, H = first.num_directions, first.hidden_size
+    bias = any(any(k.startswith("bias_") for k in layer.arrays) for layer in layers)
+    peepholes = any(any(k.startswith("weight_ph_") for k in layer.arrays) for layer in layers)
+    model = cls(first.input_size, H, len(layers), bias=bias, dtype=np.float32, peepholes=peepholes,
+                clip=first.clip, input_forget=first.input_forget, direction=first.direction, weights="int8")
+    arrays: Dict[str, np.ndarray] = {}
+    for k, layer in enumerate(layers):
+        for d, sfx in enumerate(["", "_reverse"][:D]):
+            if bias:
+                for name in ("bias_ih", "bias_hh"):
+                    arrays[f"{name}_l{k}{sfx}"] = np.zeros(4 * H, np.float32)
+            if peepholes:
+                arrays[f"weight_ph_l{k}{sfx}"] = np.zeros((3, H), np.float32)
+        arrays.update({name.replace("_l0", f"_l{k}", 1): a for name, a in layer.arrays.items()})
+    model._load_stored_arrays(arrays)
+    return model
+
+
+def _read_node(graph: Any, node: Any) -> _QuantNode:
+    """One DynamicQuantizeLSTM node, checked."""
     from onnx import helper
 
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -137,9 +200,6 @@ def _from_node(cls: Type[_Model], graph: Any, node: Any) -> _Model:
     if P is not None and P.shape != (D, 3 * H):
         raise ValueError(f"from_onnx: P has shape {P.shape}, expected ({D}, {3 * H})")
     clip = attrs.get("clip")
-    model = cls(W.shape[1], H, bias=B is not None, dtype=np.float32, peepholes=P is not None,
-                clip=None if clip is None else float(clip), input_forget=bool(attrs.get("input_forget", 0)),
-                direction=direction, weights="int8")
 
     def gates(a: np.ndarray) -> np.ndarray:  # (4H, ...) in ONNX's gate order -> ours
         return np.concatenate([a[k * H : (k + 1) * H] for k in _GATES], axis=0)
@@ -150,7 +210,7 @@ def _from_node(cls: Type[_Model], graph: Any, node: Any) -> _Model:
             raise ValueError(f"from_onnx: weight scales must be ({D},) or ({D}, {4 * H}), got {s.shape}")
         return gates(np.broadcast_to(s[d].reshape(-1), (4 * H,)).copy())
 
-    arrays = {}
+    arrays: Dict[str, np.ndarray] = {}
     for d, sfx in enumerate(["", "_reverse"][:D]):
         arrays[f"weight_ih_l0{sfx}"] = np.ascontiguousarray(gates(W[d].T))
         arrays[f"weight_ih_l0{sfx}.scale"] = row_scales(scales[0], d)
@@ -161,5 +221,5 @@ def _from_node(cls: Type[_Model], graph: Any, node: Any) -> _Model:
             arrays[f"bias_hh_l0{sfx}"] = gates(B[d, 4 * H :].astype(np.float32))
         if P is not None:
             arrays[f"weight_ph_l0{sfx}"] = P[d].reshape(3, H)[list(_PEEPHOLES)].astype(np.float32)
-    model._load_stored_arrays(arrays)
-    return model
+    return _QuantNode(node.name, direction, H, int(W.shape[1]), None if clip is None else float(clip),
+                      bool(attrs.get("input_forget", 0)), arrays)

@@ -28,7 +28,9 @@ class Stream(_kernels.StreamCore):
             raise ValueError(
                 f"stream: only forward {model._cell.name.upper()}s can stream, this one is {model.direction!r}"
             )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)):
+            raise TypeError(f"stream: batch_size should be of type int, got: {type(batch_size).__name__}")
+        if batch_size < 1:
             raise ValueError(f"stream: batch_size must be a positive integer, got {batch_size!r}")
         if batch_size > _INT_MAX:  # the kernels count rows in a C int
             raise ValueError(f"stream: batch_size must be at most {_INT_MAX}, got {batch_size}")

@@ -69,12 +69,17 @@ class TestConstructor:
 
     @pytest.mark.parametrize("proj_size", [4, 5, 100])
     def test_proj_size_not_smaller_than_hidden(self, cls, proj_size):
-        with pytest.raises(ValueError, match="proj_size"):
+        with pytest.raises(ValueError, match=f"proj_size={proj_size} and hidden_size=4"):
             cls(3, 4, proj_size=proj_size)
 
     def test_negative_proj_size(self, cls):
-        with pytest.raises(ValueError, match="proj_size"):
+        with pytest.raises(ValueError, match="proj_size.*got -1"):
             cls(3, 4, proj_size=-1)
+
+    @pytest.mark.parametrize("proj_size", [1.0, None, "2", True])
+    def test_proj_size_type(self, cls, proj_size):
+        with pytest.raises(TypeError, match="proj_size"):
+            cls(3, 4, proj_size=proj_size)
 
     @pytest.mark.parametrize("name", ["bias", "batch_first", "bidirectional"])
     def test_flag_types(self, cls, name):
@@ -104,6 +109,10 @@ class TestConstructor:
     def test_seed_type(self, cls, seed):
         with pytest.raises(TypeError, match="seed"):
             cls(3, 4, seed=seed)
+
+    def test_negative_seed(self, cls):
+        with pytest.raises(ValueError, match="seed.*got -1"):
+            cls(3, 4, seed=-1)
 
     def test_keyword_only_options(self, cls):
         with pytest.raises(TypeError):
@@ -652,6 +661,8 @@ def test_hx_list_pair_accepted(cls):
     ([True, True], TypeError),
     (["1", "2"], TypeError),
     ([1 + 0j, 2], TypeError),
+    ([2**70, 3], ValueError),      # beyond int64: NumPy keeps such ints as objects
+    ([3, -2**70], ValueError),
 ])
 def test_lengths_errors(cls, lengths, exc):
     m = cls(3, 4, seed=0)

@@ -841,13 +841,21 @@ def test_nonfinite_weights_in_child(tmp_path):
 # ---- Stream arguments ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("batch_size", [0, -1, 1.5, True, False, np.float64(2.0), "2", None, np.bool_(True)],
-                         ids=repr)
+@pytest.mark.parametrize("batch_size", [0, -1], ids=repr)
 def test_stream_batch_size_rejected(batch_size):
     m = fastlstm.LSTM(3, 4, seed=0)
     with pytest.raises(ValueError) as info:
         m.stream(batch_size)
     assert "batch_size" in str(info.value) and repr(batch_size) in str(info.value), info.value
+
+
+@pytest.mark.parametrize("batch_size", [1.5, True, False, np.float64(2.0), "2", None, np.bool_(True)], ids=repr)
+def test_stream_batch_size_of_the_wrong_type(batch_size):
+    # as the constructor's sizes: the wrong type is a TypeError naming the argument and the type given
+    m = fastlstm.LSTM(3, 4, seed=0)
+    with pytest.raises(TypeError) as info:
+        m.stream(batch_size)
+    assert "batch_size" in str(info.value) and type(batch_size).__name__ in str(info.value), info.value
 
 
 def test_stream_batch_size_numpy_integer():

@@ -899,6 +899,13 @@ def test_load_rejects_bad_headers(tmp_path):
     _write_npz(path, bad_config)
     with pytest.raises(ValueError, match="clip"):
         fastlstm.load(path)
+    # a damaged config is the file's fault, not a programming error: ValueError, not KeyError/TypeError
+    for config in ({k: v for k, v in header.items() if k != "config"}, dict(header, config=[1, 2]),
+                   dict(header, config=dict(header["config"], unknown_argument=1)),
+                   dict(header, config=dict(header["config"], hidden_size="12"))):
+        _write_npz(path, with_header(config))
+        with pytest.raises(ValueError, match="config"):
+            fastlstm.load(path)
 
 
 # ---- pickle ----

@@ -358,6 +358,37 @@ def test_from_onnx_dynamic_quantize_lstm(tmp_path, per_channel, bidirectional):
     assert_forward_close(q(x), ref(x), np.float32, atol=ATOL["int8"])
 
 
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_from_onnx_stacked_dynamic_quantize_lstm(tmp_path, bidirectional):
+    """A stacked export, quantized: its DynamicQuantizeLSTM nodes feed one another through the export's glue and
+    load as one int8 model of as many layers (a node chosen by index loads alone)."""
+    torch = require("torch")
+    ort = require("onnxruntime")
+    onnx = require("onnx")
+    torch.manual_seed(1)
+    module = torch.nn.LSTM(12, 32, num_layers=3, bidirectional=bidirectional).eval()
+    qpath = _quantized_onnx(tmp_path, module, per_channel=True)
+    model = onnx.load(str(qpath))
+    assert sum(n.op_type == "DynamicQuantizeLSTM" for n in model.graph.node) == 3
+    q = fastlstm.LSTM.from_onnx(model)
+    assert (q.weights, q.num_layers, q.input_size, q.bidirectional) == ("int8", 3, 12, bidirectional)
+    for name, value in q.state_dict().items():
+        want = module.state_dict()[name].numpy()
+        if name.startswith("weight"):
+            assert (np.abs(value - want) <= q._qparams[name][1][:, None] * 0.5001 + 1e-7).all(), name
+        else:
+            assert_bitwise_equal(value, want, name=name)
+    x = np.random.default_rng(0).standard_normal((7, 2, 12)).astype(np.float32)
+    sess = ort.InferenceSession(str(qpath), providers=["CPUExecutionProvider"])
+    assert_close(q(x)[0], sess.run(None, {sess.get_inputs()[0].name: x})[0].reshape(7, 2, -1), atol=2e-2,
+                 name="fastlstm vs onnxruntime")
+    assert_forward_close(q(x), fastlstm.reference.LSTM.from_onnx(model)(x), np.float32, atol=ATOL["int8"])
+    second = fastlstm.LSTM.from_onnx(model, node=1)
+    assert (second.num_layers, second.input_size) == (1, 64 if bidirectional else 32)
+    assert_bitwise_equal(second.state_dict()["weight_hh_l0"], q.state_dict()["weight_hh_l1"], name="node 1")
+
+
 # ---- the benchmark programs (benchmarks/quant_accuracy.py, quant_speed.py) ----------------------------
 
 

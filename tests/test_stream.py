@@ -201,6 +201,9 @@ def test_step_errors():
         stream.step(np.ones((2, 3)), out=frozen)
     with pytest.raises(ValueError, match="batch_size"):
         model.stream(0)
+    for wrong_type in (2.0, True, "2", None):
+        with pytest.raises(TypeError, match="batch_size"):
+            model.stream(wrong_type)
     with pytest.raises(ValueError, match="batch_size must be at most 2147483647"):
         model.stream(2**31)  # before any allocation: the kernels count rows in a C int
     with pytest.raises(ValueError, match=r"Expected hidden\[0\] size"):
