@@ -79,8 +79,10 @@ if grep -E 'src/[a-z_]+\.h:[0-9]+:[0-9]+: (warning|error)' "$work/clang.log"; th
 fi
 (cd "$work" && "$work/venv/bin/python" - <<'PY'
 import fastlstm
+from fastlstm import _kernels
 assert fastlstm.openmp_enabled(), "the clang build has no OpenMP"
-print("clang build: openmp_enabled() == True")
+assert _kernels.compiler().startswith("clang "), _kernels.compiler()
+print(f"clang build: openmp_enabled() == True, compiler() == {_kernels.compiler()!r}")
 PY
 )
 ldd "$work"/venv/lib/python3*/site-packages/fastlstm/_kernels*.so | grep libomp     # LLVM's runtime, not GNU's

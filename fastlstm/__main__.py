@@ -17,11 +17,12 @@ Run these commands from outside a source checkout (python -m imports the current
 
 
 def info() -> None:
-    """Print the version, the build (OpenMP), the CPU features and the kernels each model kind runs, the threads."""
+    """Print the version, the build (OpenMP, compiler), the CPU features and the kernels each model kind runs, the
+    threads."""
     found = _kernels.cpu_features()
     print(f"fastlstm {__version__}")
     print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}")
-    print(f"OpenMP: {'yes' if openmp_enabled() else 'no (serial build)'}")
+    print(f"OpenMP: {'yes' if openmp_enabled() else 'no (serial build)'}; compiler: {_kernels.compiler()}")
     print(f"CPU features: {' '.join(_cpu.feature_names(found)) or 'baseline only'}")
     if _cpu.features() != found:
         print(f"  used (FASTLSTM_ISA): {' '.join(_cpu.feature_names(_cpu.features())) or 'baseline only'}")
@@ -43,7 +44,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"fastlstm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{info,bench}")
-    sub.add_parser("info", help="version, build (OpenMP), CPU features, the kernels each model kind runs, threads")
+    sub.add_parser("info", help="version, build (OpenMP, compiler), CPU features, the kernels each model kind "
+                                           "runs, threads")
     bench = sub.add_parser(
         "bench",
         help="time fastlstm against the installed peers (torch, onnxruntime, OpenVINO) and the NumPy reference",

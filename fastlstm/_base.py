@@ -652,7 +652,8 @@ class LSTMBase:
             if h0.ndim != (3 if batched else 2):
                 kind = "batched 3-D" if batched else "unbatched 2-D"
                 raise ValueError(
-                    f"For {kind} input, hx should also be {3 if batched else 2}-D but got {h0.ndim}-D tensor"
+                    f"For {kind} input, hx should also be {3 if batched else 2}-D but got {h0.ndim}-D tensor: "
+                    f"expected hx of shape {h_shape} for input of shape {x.shape}, got {h0.shape}"
                 )
             if h0.shape != h_shape:
                 raise ValueError(f"Expected hidden size {h_shape}, got {tuple(h0.shape)}")

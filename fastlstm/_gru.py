@@ -104,14 +104,16 @@ class GRUBase(LSTMBase):
     @classmethod
     def from_torch(cls: "type[_GRU]", module: Any) -> "_GRU":
         """Build from a ``torch.nn.GRU`` (same configuration, batch_first, dtype and weights) or a
-        ``torch.nn.GRUCell`` (a one-layer GRU: call it on (T, B, I) sequences, hx (1, B, H)).
+        ``torch.nn.GRUCell`` (a one-layer GRU: call it on (T, B, I) sequences, hx (1, B, H)), also when scripted
+        (TorchScript, as in models loaded with torch.jit.load).
 
         torch is imported only here. float16/bfloat16 modules: ValueError (convert them first).
         """
         import torch
 
-        cell = isinstance(module, torch.nn.GRUCell)
-        if not (cell or isinstance(module, torch.nn.GRU)):
+        scripted = getattr(module, "original_name", None) if isinstance(module, torch.jit.ScriptModule) else None
+        cell = isinstance(module, torch.nn.GRUCell) or scripted == "GRUCell"
+        if not (cell or isinstance(module, torch.nn.GRU) or scripted == "GRU"):
             raise TypeError(f"from_torch expects a torch.nn.GRU or torch.nn.GRUCell, got {type(module).__name__}")
         weight = module.weight_ih if cell else module.weight_ih_l0
         dtype = {torch.float32: np.float32, torch.float64: np.float64}.get(weight.dtype)

@@ -100,8 +100,8 @@ def _thread_count(model: Any, batch_size: int) -> int:
 
 
 def _unpickle(model: Any, batch_size: int, h: np.ndarray, c: np.ndarray) -> Stream:
-    """A stream of ``model`` over ``batch_size`` rows whose state is (h, c)."""
-    return Stream(model, batch_size, (h, c))
+    """A stream of ``model`` over ``batch_size`` rows whose state is (h, c) (a GRU's: h; its c is scratch)."""
+    return Stream(model, batch_size, (h, c) if len(model._cell.state) == 2 else h)
 
 
 # Every live stream, so that a change of the thread setting (set_num_threads, a threadpoolctl limit) reaches

@@ -58,7 +58,10 @@ def accelerate(model: torch.nn.Module, weights: Optional[str] = None) -> torch.n
         (``torch.is_grad_enabled()`` is false, or neither parameters nor inputs require grad), the tensors are
         float32 or float64 on the CPU, and no dropout is active; otherwise torch's own forward runs, so
         training, other devices and ``torch.compile`` keep working. Subclasses that override ``forward`` are
-        left unchanged. Calling accelerate again changes nothing.
+        left unchanged. Parameters changed through torch (in place, ``load_state_dict``, an optimizer's step)
+        are read before the next call. Edits torch does not count, through ``p.data`` or a NumPy view of a
+        parameter, are not seen: call accelerate again after those. Calling it again keeps the modules, takes
+        that call's ``weights`` and reads every parameter again at the next forward.
     weights : None, "bf16" or "int8"
         The weight format: None computes with the parameters' own dtype; "bf16" and "int8" with
         ``fastlstm.LSTM.quantize``'s and ``fastlstm.GRU.quantize``'s reduced-precision weights (float32 modules;
@@ -74,7 +77,9 @@ def accelerate(model: torch.nn.Module, weights: Optional[str] = None) -> torch.n
         raise TypeError(f"accelerate expects a torch.nn.Module, got {type(model).__name__}")
     for module in model.modules():
         cls = type(module)
-        if issubclass(cls, _Accelerated):
+        if issubclass(cls, _Accelerated):   # again: this call's format; the fastlstm model made anew
+            module.__dict__[_FORMAT] = weights
+            module.__dict__[_STATE] = _Weights(module, module.__dict__[_STATE].fast_class)
             continue
         base = _kind_base(cls)
         if base is None or getattr(cls, "forward") is not getattr(base, "forward"):
@@ -172,10 +177,11 @@ class _Weights:
         params = module._parameters
         tensors = [params[name] for name in self.names]
         dtype = tensors[0].dtype
-        if dtype not in _NUMPY_DTYPES or not all(
+        fmt = module.__dict__.get(_FORMAT)
+        if dtype not in _NUMPY_DTYPES or (fmt is not None and dtype != torch.float32) or not all(
                 type(t) in (torch.nn.Parameter, torch.Tensor) and t.dtype == dtype and t.is_cpu
                 and t.layout == torch.strided and not t.is_inference() for t in tensors):
-            self.made = (None, ())
+            self.made = (None, ())   # (quantize takes float32 models only)
             return None
         projection = {"proj_size": module.proj_size} if module.proj_size else {}  # (a GRU has none)
         model = self.fast_class(
@@ -185,11 +191,7 @@ class _Weights:
         )
         entries = tuple((name, t, int(t._version), int(t.data_ptr())) for name, t in zip(self.names, tensors))
         model.load_state_dict({name: t.detach().numpy() for name, t in zip(self.names, tensors)})
-        fmt = module.__dict__.get(_FORMAT)
         if fmt is not None:
-            if dtype != torch.float32:  # (quantize takes float32 models only)
-                self.made = (None, ())
-                return None
             model = model.quantize(fmt)
         self.made = (model, entries)
         return model

@@ -33,6 +33,7 @@ cnp.import_array()
 
 cdef extern from "team.h" nogil:
     int lstm_openmp_enabled()
+    const char *lstm_compiler()
     int lstm_thread_id()
     int lstm_team_size()
     ctypedef struct lstm_team_barrier:
@@ -201,6 +202,11 @@ def contention():
 def openmp_enabled():
     """Whether this build was compiled with OpenMP."""
     return bool(lstm_openmp_enabled())
+
+
+def compiler():
+    """The compiler that built the kernels, e.g. "gcc 14.2.0" or "clang 19.1.7"."""
+    return lstm_compiler().decode()
 
 
 cdef struct ModelInfo:

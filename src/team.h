@@ -104,6 +104,16 @@ static inline int lstm_openmp_enabled(void) {
     return 0;
 #endif
 }
+/* the compiler that built this module, for `python -m fastlstm info` */
+static inline const char *lstm_compiler(void) {
+#if defined(__clang__)
+    return "clang " __clang_version__;
+#elif defined(__GNUC__)
+    return "gcc " __VERSION__;
+#else
+    return "unknown";
+#endif
+}
 static inline int lstm_thread_id(void) {
 #ifdef _OPENMP
     return omp_get_thread_num();

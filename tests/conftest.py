@@ -170,7 +170,8 @@ def make_inputs(
     scale: float = 1.0,
     pad_value: Optional[float] = None,
 ) -> Dict[str, Any]:
-    """Random call arguments for ``model`` in its dtype: {"x": ..., "hx": ... or None, "lengths": ... or None}.
+    """Random call arguments for ``model`` in its dtype: {"x": ..., "hx": ... or None, "lengths": ... or None};
+    hx is (h_0, c_0), or h_0 alone for a GRU.
 
     With lengths, the first row has the full length T (so every padding layout occurs) and the others are
     random in [1, T]; ``pad_value`` fills the time steps past each length (x is then a copy).
@@ -203,6 +204,8 @@ def make_inputs(
             h = (h[0][:, 0, :], h[1][:, 0, :])
     elif model.batch_first:
         x = np.ascontiguousarray(x.transpose(1, 0, 2))
+    if h is not None and len(model._cell.state) == 1:  # a GRU's state is h alone
+        h = h[0]
     return {"x": x, "hx": h, "lengths": lens}
 
 

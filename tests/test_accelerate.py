@@ -484,6 +484,39 @@ def test_errors_are_torchs(fast_calls):
     assert fast_calls == []
 
 
+def test_edits_torch_does_not_count_are_read_after_accelerate_again(repacks, fast_calls):
+    """Writes through p.data or a NumPy view change no version counter or pointer (the documented limit); a
+    second accelerate reads every parameter again, and takes its own weights format."""
+    module, original = make_pair(CONFIGS[0])
+    x = torch.randn(6, 2, module.input_size)
+    check = lambda: assert_close(*run_both(module, original, x), torch.float32)  # noqa: E731
+    check()
+    with torch.no_grad():
+        for m in (module, original):
+            m.weight_ih_l0.data.mul_(2)
+            m.bias_hh_l0.detach().numpy()[:] = 0.5
+    with torch.no_grad():
+        assert not torch.allclose(module(x)[0], original(x)[0])   # the fastlstm copy made before the edits
+    assert fastlstm.torch.accelerate(module) is module
+    check()
+    assert len(repacks) == 2
+    fastlstm.torch.accelerate(module, weights="int8")
+    with torch.no_grad():
+        module(x)
+    assert fast_calls[-1][0].weights == "int8"
+
+
+def test_float64_module_with_reduced_weights_runs_torch_without_building(repacks, fast_calls):
+    module = torch.nn.LSTM(5, 8).double().eval()
+    original = copy.deepcopy(module)
+    fastlstm.torch.accelerate(module, weights="bf16")
+    x = torch.randn(4, 2, 5, dtype=torch.float64)
+    for _ in range(3):
+        got, want = run_both(module, original, x)
+        assert torch.equal(got[0], want[0])
+    assert not repacks and not fast_calls
+
+
 def test_accelerate_arguments():
     module = torch.nn.LSTM(3, 4)
     for weights in ("float32", "int4", 1):

@@ -381,10 +381,26 @@ def test_from_torch_takes_a_gru_cell():
     assert not fastlstm.GRU.from_torch(torch.nn.GRUCell(2, 3, bias=False)).bias
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_from_torch_takes_scripted_modules():
+    """A TorchScript GRU or GRUCell (as torch.jit.load gives) loads as the module itself does."""
+    torch = require("torch")
+    torch.manual_seed(4)
+    x = np.random.default_rng(5).standard_normal((4, 2, 6)).astype(np.float32)
+    for module in (torch.nn.GRU(6, 9, 2, bidirectional=True), torch.nn.GRUCell(6, 9)):
+        scripted = fastlstm.GRU.from_torch(torch.jit.script(module))
+        plain = fastlstm.GRU.from_torch(module)
+        assert repr(scripted) == repr(plain)
+        for got, want, name in zip(scripted(x), plain(x), ("output", "h_n")):
+            assert_bitwise_equal(got, want, name=name)
+
+
 def test_from_torch_rejects_other_modules():
     torch = require("torch")
     with pytest.raises(TypeError, match="torch.nn.GRU"):
         fastlstm.GRU.from_torch(torch.nn.LSTM(2, 3))
+    with pytest.raises(TypeError, match="torch.nn.GRU"):
+        fastlstm.GRU.from_torch(torch.jit.script(torch.nn.LSTM(2, 3)))
     with pytest.raises(ValueError, match="float16"):
         fastlstm.GRU.from_torch(torch.nn.GRU(2, 3).half())
 

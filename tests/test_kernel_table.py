@@ -2,6 +2,8 @@
 packed, kept with it whatever happens to the feature cap later, and named by `python -m fastlstm info`."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -70,6 +72,7 @@ def test_info_names_the_features_and_kernels(tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "CPU features:" in out and "lstm float32: lstm/f32/" in out and "lstm float64: lstm/f64/" in out
+    assert re.search(r"compiler: (gcc|clang) \d+\.\d+", out), out   # the default build's (.ci/clang.sh: clang's)
     proc = run_python("import sys\nfrom fastlstm.__main__ import main\nsys.exit(main(['info']))", cwd=tmp_path,
                       env={"FASTLSTM_ISA": "baseline"})
     assert "lstm float32: lstm/f32/baseline" in proc.stdout, proc.stdout

@@ -89,14 +89,24 @@ def test_unpickling_checks_what_it_is_given():
 
 # ---- pickling streams ---------------------------------------------------------------------------
 
-STREAM_CONFIGS = [dict(), dict(num_layers=2, proj_size=7), dict(dtype=np.float64, peepholes=True)]
+STREAM_MODELS = {
+    "plain": lambda: fastlstm.LSTM(5, 24, seed=3),
+    "L2-proj": lambda: fastlstm.LSTM(5, 24, 2, proj_size=7, seed=3),
+    "f64-peep": lambda: fastlstm.LSTM(5, 24, dtype=np.float64, peepholes=True, seed=3),
+    "gru-L2": lambda: fastlstm.GRU(5, 24, 2, seed=3),   # a GRU's state is h alone
+    "gru-int8": lambda: fastlstm.GRU(5, 24, linear_before_reset=False, seed=3).quantize("int8"),
+}
 
 
-@pytest.mark.parametrize("config", STREAM_CONFIGS, ids=["plain", "L2-proj", "f64-peep"])
+def _states(stream):
+    return stream.state if isinstance(stream.state, tuple) else (stream.state,)
+
+
+@pytest.mark.parametrize("kind", sorted(STREAM_MODELS))
 @pytest.mark.parametrize("steps_before", [0, 1, 4])
-def test_stream_pickles_with_its_state(config, steps_before):
+def test_stream_pickles_with_its_state(kind, steps_before):
     """A stream pickled before or after steps continues bitwise as the original does, and independently of it."""
-    model = fastlstm.LSTM(5, 24, seed=3, **config)
+    model = STREAM_MODELS[kind]()
     B, T = 3, 8
     args = make_inputs(model, T, B, rng=np.random.default_rng(4), hx=True)
     stream = model.stream(B, args["hx"])
@@ -104,12 +114,12 @@ def test_stream_pickles_with_its_state(config, steps_before):
         stream.step(args["x"][t])
     clone = pickle.loads(pickle.dumps(stream, protocol=pickle.HIGHEST_PROTOCOL))
     assert type(clone) is fastlstm._stream.Stream and clone.batch_size == B
-    for want, got in zip(stream.state, clone.state):
+    for want, got in zip(_states(stream), _states(clone)):
         assert_bitwise_equal(got, want, name="state")
     ours = [clone.step(args["x"][t]) for t in range(steps_before, T)]     # the clone first: independent
     theirs = [stream.step(args["x"][t]) for t in range(steps_before, T)]
     assert_bitwise_equal(np.stack(ours), np.stack(theirs), name="steps after unpickling")
-    for want, got in zip(stream.state, clone.state):
+    for want, got in zip(_states(stream), _states(clone)):
         assert_bitwise_equal(got, want, name="final state")
     out = np.empty((B, model.out_size), model.dtype)
     assert clone.step(args["x"][0], out=out) is out
@@ -157,6 +167,19 @@ def test_hx_ndim_errors_name_the_shapes(cls):
     assert str(info.value) == (
         "For batched 3-D input, hx and cx should also be 3-D but got (2-D, 3-D) tensors: expected hx[0] of "
         "shape (2, 2, 4) and hx[1] of shape (2, 2, 6) for input of shape (5, 2, 3), got (2, 4) and (2, 2, 6)")
+
+
+def test_gru_hx_ndim_errors_name_the_shapes():
+    """The same for a GRU's hx (h_0 alone), e.g. an LSTM's (h, c) pair passed to it."""
+    model = fastlstm.GRU(3, 6, num_layers=2, seed=0)
+    x3 = np.zeros((5, 2, 3), np.float32)
+    with pytest.raises(ValueError) as info:
+        model(x3, (np.zeros((2, 2, 6)), np.zeros((2, 2, 6))))
+    assert str(info.value) == (
+        "For batched 3-D input, hx should also be 3-D but got 4-D tensor: expected hx of shape (2, 2, 6) for input "
+        "of shape (5, 2, 3), got (2, 2, 2, 6)")
+    with pytest.raises(ValueError, match=r"expected hx of shape \(2, 6\) for input of shape \(5, 3\), got \(2, 1, 6\)"):
+        model(x3[:, 0], np.zeros((2, 1, 6)))
 
 
 # ---- Dask ---------------------------------------------------------------------------------------
