@@ -139,15 +139,17 @@ class GRUBase(LSTMBase):
         return model
 
     @classmethod
-    def from_keras(cls: "type[_GRU]", layer_or_weights: Any) -> "_GRU":
+    def from_keras(cls: "type[_GRU]", layer_or_weights: Any, reset_after: Optional[bool] = None) -> "_GRU":
         """Build from a Keras 3 ``GRU`` layer or its ``get_weights()`` list; returns batch_first=True.
 
         kernel (I, 3H), recurrent_kernel (H, 3H), bias (2, 3H) with reset_after=True (linear_before_reset) or
-        (3H,) with reset_after=False; gate order z, r, h. Activations other than tanh / sigmoid: ValueError.
+        (3H,) with reset_after=False; gate order z, r, h. ``reset_after`` None reads it from the layer or the
+        bias shape; a list without a bias is read as Keras' default (True) unless ``reset_after=False`` is
+        passed. Activations other than tanh / sigmoid: ValueError.
         """
         from . import _interop_gru
 
-        return _interop_gru.from_keras(cls, layer_or_weights)
+        return _interop_gru.from_keras(cls, layer_or_weights, reset_after)
 
     @classmethod
     def from_onnx(cls: "type[_GRU]", model: Any, node: Any = None) -> "_GRU":

@@ -71,18 +71,20 @@ def _keras_gru_state(
     return state, kernel.shape[0], H, has_bias, bool(reset_after), kernel.dtype
 
 
-def from_keras(cls: Type[_Model], layer_or_weights: Any) -> _Model:
+def from_keras(cls: Type[_Model], layer_or_weights: Any, reset_after: Optional[bool] = None) -> _Model:
     """Build from a Keras 3 ``GRU`` layer, a ``Bidirectional(GRU(...))`` with merge_mode "concat", or a GRU's
     ``get_weights()`` list; see fastlstm.GRU.from_keras. The result is batch_first=True, like Keras.
 
     reset_after=True (Keras' default, bias (2, 3H): input and recurrent biases) is linear_before_reset=True;
-    reset_after=False (bias (3H,)) is linear_before_reset=False. A list's reset_after is read from its bias
-    shape (True when it has no bias). Activations other than tanh / sigmoid, go_backwards, and other merge
-    modes: ValueError.
+    reset_after=False (bias (3H,)) is linear_before_reset=False. ``reset_after`` None reads it from the layer,
+    or from a list's bias shape (True when it has no bias); given, it must agree with them. Activations other
+    than tanh / sigmoid, go_backwards, and other merge modes: ValueError.
     """
+    if reset_after is not None and not isinstance(reset_after, (bool, np.bool_)):
+        raise TypeError(f"from_keras: reset_after must be a bool or None, got {type(reset_after).__name__}")
     state: Dict[str, np.ndarray] = {}
     if isinstance(layer_or_weights, (list, tuple)):
-        state, I, H, has_bias, reset_after, dtype = _keras_gru_state(list(layer_or_weights), None)
+        state, I, H, has_bias, reset_after, dtype = _keras_gru_state(list(layer_or_weights), reset_after)
         bidirectional = False
     else:
         layer = layer_or_weights
@@ -100,6 +102,8 @@ def from_keras(cls: Type[_Model], layer_or_weights: Any) -> _Model:
                     "from_keras expects a keras.layers.GRU (or Bidirectional of one) or its get_weights() list, "
                     f"got {type(part).__name__}"
                 )
+            if reset_after is not None and bool(part.reset_after) != reset_after:
+                raise ValueError(f"from_keras: reset_after={reset_after} given, the layer has {part.reset_after}")
             bad = _keras_activation_problems(part)
             if bad:
                 raise ValueError("from_keras: unsupported activations: " + ", ".join(bad))

@@ -635,9 +635,13 @@ def test_from_keras_matches_keras(reset_after, use_bias):
     h0 = (np.random.default_rng(12).standard_normal((3, 13)) * 0.5).astype(np.float32)
     want_out, want_h = (np.asarray(keras.ops.convert_to_numpy(a)) for a in layer(x, initial_state=[h0]))
     # a weights list says reset_after by its bias shape; without a bias it is read as Keras' default (True)
-    sources = [layer, layer.get_weights()] if use_bias or reset_after else [layer]
-    for source in sources:
-        gru = fastlstm.GRU.from_keras(source)
+    # unless reset_after= says otherwise
+    told = dict(reset_after=reset_after)
+    sources = [(layer, {}), (layer, told), (layer.get_weights(), told)]
+    if use_bias or reset_after:
+        sources.append((layer.get_weights(), {}))
+    for source, kwargs in sources:
+        gru = fastlstm.GRU.from_keras(source, **kwargs)
         assert gru.batch_first and gru.linear_before_reset == reset_after and gru.bias == use_bias
         out, hn = gru(x, h0[None])
         assert_close(out, want_out, atol=F32_TOL, name="output")
@@ -665,3 +669,9 @@ def test_from_keras_bidirectional_and_errors():
         fastlstm.GRU.from_keras([np.zeros((4, 9)), np.zeros((3, 9)), np.zeros((2, 8))])
     with pytest.raises(ValueError, match="kernel"):
         fastlstm.GRU.from_keras([np.zeros((4, 8)), np.zeros((3, 9))])
+    with pytest.raises(ValueError, match="reset_after=False given, the layer has True"):
+        fastlstm.GRU.from_keras(layer.forward_layer, reset_after=False)
+    with pytest.raises(ValueError, match="bias has shape"):   # a (2, 3H) bias is reset_after=True's
+        fastlstm.GRU.from_keras([np.zeros((4, 9)), np.zeros((3, 9)), np.zeros((2, 9))], reset_after=False)
+    with pytest.raises(TypeError, match="reset_after"):
+        fastlstm.GRU.from_keras([np.zeros((4, 9)), np.zeros((3, 9))], reset_after="no")
