@@ -44,8 +44,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"fastlstm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{info,bench}")
-    sub.add_parser("info", help="version, build (OpenMP, compiler), CPU features, the kernels each model kind "
-                                           "runs, threads")
+    sub.add_parser("info",
+                   help="version, build (OpenMP, compiler), CPU features, the kernels each model kind runs, threads")
     bench = sub.add_parser(
         "bench",
         help="time fastlstm against the installed peers (torch, onnxruntime, OpenVINO) and the NumPy reference",

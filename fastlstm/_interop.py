@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Protocol, Sequence, Tuple, Type, TypeVar, Union
+from typing import (TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Protocol, Sequence, Tuple, Type, TypeVar,
+                    Union)
 
 import numpy as np
 
