@@ -8,6 +8,7 @@ B=1. Each way of calling it is timed against the bare native call with prealloca
 workspace and allocating the outputs. The last call passes lengths the cached plan does not take (an
 int16 array), so it shows the checked path. Medians of interleaved rounds of 2000 calls each.
 """
+import argparse
 import timeit
 
 import numpy as np
@@ -55,4 +56,8 @@ def main(rounds: int = 15, number: int = 2000):
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=15, help="timing rounds per way, medians (default: %(default)s)")
+    parser.add_argument("--number", type=int, default=2000, help="calls per round (default: %(default)s)")
+    args = parser.parse_args()
+    main(args.rounds, args.number)

@@ -8,6 +8,8 @@ thread saves); single streaming steps set MIN_STEP_WORK_PER_THREAD (work = 4 * H
 also pays for starting the team); forwards of a batch on 2 threads, split by units or by rows of the batch,
 set ROW_SPLIT_MAX_HIDDEN in src/_kernels.pyx. Medians of interleaved rounds.
 """
+import argparse
+
 import numpy as np
 
 import fastlstm
@@ -70,4 +72,6 @@ def main():
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args()
     main()

@@ -8,6 +8,8 @@ products with the scaled-down weights are subnormal too.
 The kernels flush denormals to zero (FTZ/DAZ) for their own threads; without that, such inputs can make
 an LSTM 20-200x slower. Target: ratio <= 1.2. Medians of interleaved rounds.
 """
+import argparse
+
 import numpy as np
 
 import fastlstm
@@ -45,4 +47,6 @@ def main():
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args()
     main()

@@ -5,6 +5,7 @@
 Each thread runs its own forwards (kernels capped at one thread each, so the two calls can use the two
 cores); prints sequential time / concurrent time for the same total work. ~2 on 2 idle cores.
 """
+import argparse
 import threading
 import time
 
@@ -41,4 +42,7 @@ def main(calls: int = 20):
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=20, help="forwards per thread (default: %(default)s)")
+    args = parser.parse_args()
+    main(args.calls)

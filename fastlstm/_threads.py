@@ -9,9 +9,10 @@ it sets OpenMP's and BLAS's counts), and puts back the setting from before on ex
 omp_set_num_threads: its kernels name their team size, and libgomp's limit is one per calling thread while
 fastlstm's setting is one per process.
 
-In a process forked from one that ran fastlstm, GNU libgomp's thread pool is unusable (a parallel region
-hangs), so forked children run the kernels on one thread and get_num_threads() says 1 there; results are the
-same for any thread count.
+In a process forked from one that ran an OpenMP team, GNU libgomp's thread pool is unusable (a parallel region
+hangs), and whether another library of the parent ran one cannot be told: so every child forked from a process
+that imported fastlstm runs the kernels on one thread and get_num_threads() says 1 there; results are the same for
+any thread count.
 """
 from __future__ import annotations
 
