@@ -76,7 +76,7 @@ static inline void probe_stacked_start(lstm_team_barrier *bar, int *master_cpu, 
     if (tid != 0 && *master_cpu >= 0 && sched_getaffinity(0, sizeof(had), &had) == 0) {
         CPU_ZERO(&there);
         CPU_SET(*master_cpu, &there);
-        if (sched_setaffinity(0, sizeof(there), &there) == 0) sched_setaffinity(0, sizeof(had), &had);
+        lstm_move_via(&there, &had);
     }
 #endif
     before[tid] = lstm_current_cpu();

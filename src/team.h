@@ -411,6 +411,14 @@ static inline int lstm_current_cpu(void) {
 #endif
 }
 
+#if defined(FASTLSTM_CPU_AFFINITY)
+/* Move this thread onto the CPUs of `via`: its affinity is set to them, which moves it, then back to `had`, the
+   mask it had (which the kernel accepted before; the scheduler does not move it back). */
+static inline void lstm_move_via(const cpu_set_t *via, const cpu_set_t *had) {
+    if (sched_setaffinity(0, sizeof(*via), via) == 0) sched_setaffinity(0, sizeof(*had), had);
+}
+#endif
+
 /* Move this thread off the CPUs the other members of its team run on (cpus[0, members), its own at tid): its
    affinity is set to the CPUs it may run on minus theirs, which moves it, then back to the mask it had, which
    the scheduler does not undo. Nothing happens when no other allowed CPU is left (the user pinned it): returns 0
@@ -423,7 +431,7 @@ static inline int lstm_team_unstack(const int *cpus, int members, int tid) {
     for (int j = 0; j < members; j++)
         if (j != tid && cpus[j] >= 0 && cpus[j] < CPU_SETSIZE) CPU_CLR(cpus[j], &elsewhere);
     if (CPU_COUNT(&elsewhere) == 0) return 0;
-    if (sched_setaffinity(0, sizeof(elsewhere), &elsewhere) == 0) sched_setaffinity(0, sizeof(had), &had);
+    lstm_move_via(&elsewhere, &had);
 #else
     (void)cpus;
     (void)members;
