@@ -131,7 +131,7 @@ ATTR static void FN(gru_qcell_blocks)(const lstm_layer *layer, const lstm_rows *
     const int B = rows->count, K = layer->out_size, j0 = blocks.first, j1 = blocks.end, descending = t & 1;
     const long ldq = (long)FN(groups)(K) * QK;
     const int G = FN(group_rows)(ldq);
-    AMX_BEGIN()
+    AMX_BEGIN(B)
     QEL hq[(G + AMX_PAD) * ldq];
     float hs[G];
     unsigned char active[G];
@@ -201,7 +201,7 @@ ATTR static void FN(gru_qfinish_blocks)(const lstm_layer *layer, const lstm_rows
     const int B = rows->count, K = layer->out_size, j0 = blocks.first, j1 = blocks.end, descending = t & 1;
     const long ldq = (long)FN(groups)(K) * QK;
     const int G = FN(group_rows)(ldq);
-    AMX_BEGIN()
+    AMX_BEGIN(B)
     QEL rq[(G + AMX_PAD) * ldq];
     float rs[G];
     unsigned char active[G];
@@ -239,7 +239,7 @@ ATTR static void FN(gru_qstep_blocks)(const lstm_layer *layer, const lstm_rows *
     const long ldx = (long)FN(groups)(n_in) * QK, ldq = (long)FN(groups)(K) * QK, ldg = chunk->g_bs;
     const long ldh = state->ldh, ldc = state->ldc, ldo = state->ldo;
     const int G = FN(group_rows)(ldx + ldq);
-    AMX_BEGIN()
+    AMX_BEGIN(B)
     QEL xq[(G + AMX_PAD) * ldx], hq[(G + AMX_PAD) * ldq];
     float xs[G], hs[G];
     float *gr[G];

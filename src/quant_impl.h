@@ -337,22 +337,27 @@ static inline long FN(block_bytes)(int K, int ng) {
 
 #if QAMX
 /* Rows per AMX tile, and whether a K-long dot product takes the tiles: its groups of 4 k fill whole tiles of 16
-   groups (64 bytes per row). A tile always loads AMX_ROWS rows of activations (the buffers of quantized rows
-   have AMX_ROWS rows more than they use); the rows past the used ones are never read back. */
+   groups (64 bytes per row). A tile of activations holds up to AMX_ROWS rows (the buffers of quantized rows have
+   AMX_ROWS rows more than they use); the rows past the used ones are never read back. */
 #define AMX_ROWS 16
 static inline int FN(amx_fits)(int K) { return FN(groups)(K) % 16 == 0; }
 
-/* Configure this thread's tiles for amx_dot: tiles 0-3 the int32 sums of up to 4 gate vectors (16 rows x 16
-   units), tile 4 16 rows of quantized activations (16 groups of 4 bytes), tiles 5-7 weights (16 groups x 16 units
-   x 4 bytes). Called by the kernels that may use the tiles, _tile_release() at their end. */
-ATTR static inline void FN(amx_begin)(void)
+/* Configure this thread's tiles for a kernel call whose groups have at most `rows` rows: tiles 0-3 the sums of up
+   to 4 gate vectors (m rows x 16 units), tile 4 m rows of quantized activations (16 groups of 4 bytes), tiles 5-7
+   weights (16 groups x 16 units x 4 bytes; tile 5 the second tile of rows of amx_pass2x2 when m is 16), with
+   m = rows below AMX_ROWS, else AMX_ROWS. Fewer rows are fewer to load, multiply and store, not other bits: each
+   row's sums are its own. 1 MiB of bf16 weights (one thread's share of T=100 B=1 H=512) took 8.3-8.7 us per step
+   with m = 1 against 10.4-10.8 with 16 (/work/scratch/amxm1/m1.c). Called by the kernels that may use the
+   tiles, _tile_release() at their end. */
+ATTR static inline void FN(amx_begin)(long rows)
 {
     struct { uint8_t palette, start_row, reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; } cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
+    const int m = rows < 1 ? 1 : rows < AMX_ROWS ? (int)rows : AMX_ROWS;
     for (int t = 0; t < 8; t++) {
         cfg.colsb[t] = 64;
-        cfg.rows[t] = 16;
+        cfg.rows[t] = t <= 4 ? m : AMX_ROWS;
     }
     _tile_loadconfig(&cfg);
 }
@@ -525,14 +530,15 @@ ATTR static inline __attribute__((always_inline)) void FN(amx_pre)(const FN(amx_
         default: FN(qdot)(__VA_ARGS__, 1, QNG); break;                                                          \
     }
 
-/* With AMX, the kernels below configure the tiles at their start and release them at their end, and their buffers
-   of quantized rows have AMX_PAD rows more than they use (see amx_fits). */
+/* With AMX, the kernels below configure the tiles at their start for the most rows a group of theirs has (rows)
+   and release them at their end, and their buffers of quantized rows have AMX_PAD rows more than they use (see
+   amx_fits). */
 #if QAMX
-#define AMX_BEGIN() FN(amx_begin)();
+#define AMX_BEGIN(rows) FN(amx_begin)(rows);
 #define AMX_END() _tile_release();
 #define AMX_PAD AMX_ROWS
 #else
-#define AMX_BEGIN()
+#define AMX_BEGIN(rows)
 #define AMX_END()
 #define AMX_PAD 0
 #endif
@@ -587,7 +593,7 @@ ATTR static inline __attribute__((always_inline)) void FN(qinput_gate_blocks)(
     const int n_in = layer->input_size, B = rows->count;
     const long ldq = (long)FN(groups)(n_in) * QK;
     const int G = FN(group_rows)(ldq);
-    AMX_BEGIN()
+    AMX_BEGIN((long)nsteps * B)
     QEL xq[(G + AMX_PAD) * ldq];
     float xs[G];
     float *gr[G];
@@ -683,7 +689,7 @@ ATTR static void FN(qcell_blocks)(const lstm_layer *layer, const lstm_rows *rows
     const int B = rows->count, j0 = blocks.first, j1 = blocks.end, descending = t & 1;
     const long ldq = (long)FN(groups)(layer->out_size) * QK;
     const int G = FN(group_rows)(ldq);
-    AMX_BEGIN()
+    AMX_BEGIN(B)
     QEL hq[(G + AMX_PAD) * ldq];
     float hs[G];
     unsigned char active[G];
@@ -713,7 +719,7 @@ ATTR static void FN(qstep_blocks)(const lstm_layer *layer, const lstm_rows *rows
     const int B = rows->count, n_in = layer->input_size, j0 = blocks.first, j1 = blocks.end;
     const long ldx = (long)FN(groups)(n_in) * QK, ldq = (long)FN(groups)(layer->out_size) * QK, ldg = chunk->g_bs;
     const int G = FN(group_rows)(ldx + ldq);
-    AMX_BEGIN()
+    AMX_BEGIN(B)
     QEL xq[(G + AMX_PAD) * ldx], hq[(G + AMX_PAD) * ldq];
     float xs[G], hs[G];
     float *gr[G];
@@ -773,7 +779,7 @@ ATTR static void FN(qproj_blocks)(const lstm_layer *layer, const lstm_rows *rows
     const int H = layer->hidden_size, B = rows->count;
     const long ldq = (long)FN(groups)(H) * QK;
     const int G = FN(group_rows)(ldq);
-    AMX_BEGIN()
+    AMX_BEGIN(B)
     QEL hq[(G + AMX_PAD) * ldq];
     float hs[G];
     int idx[G];
