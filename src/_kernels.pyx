@@ -206,7 +206,7 @@ def openmp_enabled():
 
 def compiler():
     """The compiler that built the kernels, e.g. "gcc 14.2.0" or "clang 19.1.7"."""
-    return lstm_compiler().decode()
+    return lstm_compiler().decode().strip()     # (clang's version string ends with a space)
 
 
 cdef struct ModelInfo:

@@ -346,9 +346,9 @@ static inline int FN(amx_fits)(int K) { return FN(groups)(K) % 16 == 0; }
    to 4 gate vectors (m rows x 16 units), tile 4 m rows of quantized activations (16 groups of 4 bytes), tiles 5-7
    weights (16 groups x 16 units x 4 bytes; tile 5 the second tile of rows of amx_pass2x2 when m is 16), with
    m = rows below AMX_ROWS, else AMX_ROWS. Fewer rows are fewer to load, multiply and store, not other bits: each
-   row's sums are its own. 1 MiB of bf16 weights (one thread's share of T=100 B=1 H=512) took 8.3-8.7 us per step
-   with m = 1 against 10.4-10.8 with 16 (/work/scratch/amxm1/m1.c). Called by the kernels that may use the
-   tiles, _tile_release() at their end. */
+   row's sums are its own. A standalone loop over 1 MiB of bf16 weights (one thread's share of T=100 B=1 H=512,
+   in L2) with one row took 8.3-8.7 us per step with m = 1 against 10.4-10.8 with 16. Called by the kernels that
+   may use the tiles, _tile_release() at their end. */
 ATTR static inline void FN(amx_begin)(long rows)
 {
     struct { uint8_t palette, start_row, reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; } cfg;
