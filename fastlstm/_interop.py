@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from typing import (TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Protocol, Sequence, Tuple, Type, TypeVar,
-                    Union)
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 import numpy as np
 
 if TYPE_CHECKING:
     from ._base import LSTMBase
+    from ._interop_quant import _QuantNode
 
 _Model = TypeVar("_Model", bound="LSTMBase")
 _Path = Union[str, "os.PathLike[str]"]
@@ -505,35 +505,8 @@ def _read_lstm(found: _Found, folder: _Folder) -> _OnnxLSTM:
 # ---- ONNX: LSTM nodes stacked by an exporter --------------------------------------------------------
 
 
-class _StackedNode(Protocol):
-    """What stacking reads of an LSTM node (_OnnxLSTM, or _interop_quant's DynamicQuantizeLSTM node)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def direction(self) -> str: ...
-
-    @property
-    def layout(self) -> int: ...
-
-    @property
-    def hidden_size(self) -> int: ...
-
-    @property
-    def clip(self) -> Optional[float]: ...
-
-    @property
-    def input_forget(self) -> bool: ...
-
-    @property
-    def num_directions(self) -> int: ...
-
-    @property
-    def input_size(self) -> int: ...
-
-    @property
-    def weight_dtype(self) -> np.dtype: ...
+# what stacking reads of a node: an LSTM node's, or a com.microsoft DynamicQuantizeLSTM node's (_interop_quant)
+_StackedNode = Union["_OnnxLSTM", "_QuantNode"]
 
 
 def _head_sizes(head: _Found, layout: int) -> Tuple[int, int]:
