@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple, TypeVar, cast
 import numpy as np
 from numpy.typing import DTypeLike
 
-from . import _cpu, _kernels
+from . import _cpu, _interop, _kernels
 from ._base import LSTMBase, _check_bool
 from ._cells import GRU_CELL
 from ._lstm import NativeModel
@@ -131,8 +131,7 @@ class GRUBase(LSTMBase):
                 bidirectional=module.bidirectional,
                 dtype=dtype,
             )
-        with torch.no_grad():
-            state = {name: t.detach().cpu().numpy() for name, t in module.state_dict().items()}
+        state = _interop.torch_weights(module)
         if cell:  # weight_ih -> weight_ih_l0, ...
             state = {f"{name}_l0": value for name, value in state.items()}
         model.load_state_dict(state)

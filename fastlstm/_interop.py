@@ -46,6 +46,21 @@ def _reorder_blocks(a: np.ndarray, order: Sequence[int], n: int) -> np.ndarray:
 # ---- PyTorch -----------------------------------------------------------------------------------
 
 
+def torch_weights(module: Any) -> Dict[str, np.ndarray]:
+    """A torch RNN module's weights by their names in its state_dict, as NumPy arrays, as its forward uses them:
+    a pruned or parametrized weight (torch.nn.utils.prune, torch.nn.utils.parametrize) is the one computed from
+    its parts, not the parts. Scripted modules: their state_dict."""
+    import torch
+
+    with torch.no_grad():
+        if isinstance(module, torch.jit.ScriptModule):
+            tensors = dict(module.state_dict())
+        else:
+            names = getattr(module, "_flat_weights_names", None) or ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            tensors = {name: getattr(module, name, None) for name in names}
+        return {name: t.detach().cpu().numpy() for name, t in tensors.items() if t is not None}
+
+
 def from_torch(cls: Type[_Model], module: Any) -> _Model:
     """Build from a ``torch.nn.LSTM`` (same configuration, batch_first, dtype and weights) or a
     ``torch.nn.LSTMCell`` (a one-layer LSTM: the cell stepped over a sequence gives its output), also when
@@ -60,13 +75,11 @@ def from_torch(cls: Type[_Model], module: Any) -> _Model:
         kind = module.original_name
     else:
         raise TypeError(f"from_torch expects a torch.nn.LSTM or a torch.nn.LSTMCell, got {type(module).__name__}")
-    with torch.no_grad():
-        tensors = {name: t.detach().cpu() for name, t in module.state_dict().items()}
-    dtype = tensors["weight_ih_l0" if kind == "LSTM" else "weight_ih"].dtype
+    dtype = (module.weight_ih_l0 if kind == "LSTM" else module.weight_ih).dtype
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"from_torch: dtype must be torch.float32 or torch.float64, got {dtype}")
     # the cell's weight_ih, weight_hh, bias_ih, bias_hh are layer 0's
-    state = {name + ("_l0" if kind == "LSTMCell" else ""): t.numpy() for name, t in tensors.items()}
+    state = {name + ("_l0" if kind == "LSTMCell" else ""): a for name, a in torch_weights(module).items()}
     np_dtype = np.float64 if dtype == torch.float64 else np.float32
     if kind == "LSTM":
         model = cls(
@@ -779,7 +792,7 @@ def load(cls: Union[Type[_Model], Dict[str, Type[_Model]]], path: _Path) -> _Mod
     other file, with a hint of how to load what it seems to hold (a torch checkpoint, ...)."""
     try:
         archive = np.load(path, allow_pickle=False)
-    except (ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (ValueError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
         raise _not_fastlstm(path, _unreadable_kind(path, exc)) from exc
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise _not_fastlstm(path, "a single NumPy array (.npy)")
@@ -790,7 +803,8 @@ def load(cls: Union[Type[_Model], Dict[str, Type[_Model]]], path: _Path) -> _Mod
         try:
             header = json.loads(bytes(archive["__header__"]).decode())
             arrays = {name: archive[name] for name in archive.files if name != "__header__"}
-        except (KeyError, ValueError, UnicodeDecodeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        except (KeyError, ValueError, UnicodeDecodeError, EOFError, zipfile.BadZipFile, OSError,
+                NotImplementedError) as exc:   # (NotImplementedError: a damaged zip's compression method)
             raise ValueError(f"{os.fspath(path)!r} is not a readable fastlstm file: {exc}") from exc
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise _not_fastlstm(path, "its header names another format")
@@ -812,5 +826,8 @@ def load(cls: Union[Type[_Model], Dict[str, Type[_Model]]], path: _Path) -> _Mod
     except TypeError as exc:  # an argument the constructor does not take, or of a type it refuses
         raise ValueError(f"{os.fspath(path)!r} is not a readable fastlstm file: its config {config} is refused: "
                          f"{exc}") from exc
-    model._load_stored_arrays(arrays)
+    try:
+        model._load_stored_arrays(arrays)
+    except TypeError as exc:  # a stored array of strings, complex numbers, ...
+        raise ValueError(f"{os.fspath(path)!r} is not a readable fastlstm file: {exc}") from exc
     return model

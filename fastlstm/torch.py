@@ -161,11 +161,12 @@ class _Weights:
         """The fastlstm model for the module's parameters and layout as they are now, rebuilt if any parameter is
         another tensor, or has another version counter or data pointer than when the model was made, or the
         module's batch_first changed; None when the parameters are not all float32 or all float64 dense CPU
-        tensors (or are inference tensors, whose edits cannot be seen)."""
+        tensors (or are inference tensors, whose edits cannot be seen), or a weight is not a parameter of the
+        module (pruned or parametrized: torch computes it at each call)."""
         params = module._parameters
         model, entries = self.made
         for name, tensor, version, pointer in entries:
-            p = params[name]
+            p = params.get(name)
             if p is not tensor or p._version != version or p.data_ptr() != pointer:
                 break
         else:
@@ -175,6 +176,10 @@ class _Weights:
 
     def _rebuild(self, module: Any) -> Any:
         params = module._parameters
+        if not all(name in params for name in self.names):
+            # pruned or parametrized (torch.nn.utils.prune, parametrize): a weight is computed at each call
+            self.made = (None, ())
+            return None
         tensors = [params[name] for name in self.names]
         dtype = tensors[0].dtype
         fmt = module.__dict__.get(_FORMAT)
@@ -201,8 +206,9 @@ class _Weights:
 
 
 def _plain(t: Any) -> bool:
-    """A dense CPU tensor (not a subclass such as a fake or functorch tensor)."""
-    return type(t) is torch.Tensor and bool(t.is_cpu) and t.layout == torch.strided
+    """A dense CPU tensor (not a subclass such as a fake or functorch tensor) whose memory holds its values (not
+    a lazily negated view such as the imaginary part of a conjugate)."""
+    return type(t) is torch.Tensor and bool(t.is_cpu) and t.layout == torch.strided and not t.is_neg()
 
 
 def _needs_grad(module: Any, tensors: Sequence[Any]) -> bool:

@@ -484,6 +484,41 @@ def test_errors_are_torchs(fast_calls):
     assert fast_calls == []
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("how", ["prune", "weight_norm"])
+def test_pruned_and_parametrized_modules(kind, how, fast_calls):
+    """A weight computed at each call (torch.nn.utils.prune, parametrizations): accelerate runs torch's forward
+    (it raised KeyError); from_torch takes the computed weight (it refused the parts)."""
+    import torch.nn.utils.parametrizations
+    import torch.nn.utils.prune
+
+    torch.manual_seed(3)
+    module = (torch.nn.LSTM(5, 8, 2, proj_size=3) if kind == "lstm" else torch.nn.GRU(5, 8, 2)).eval()
+    if how == "prune":
+        torch.nn.utils.prune.l1_unstructured(module, "weight_hh_l0", 0.5)
+    else:
+        torch.nn.utils.parametrizations.weight_norm(module, "weight_hh_l0")
+    x = torch.randn(6, 2, 5)
+    with torch.no_grad():
+        want = module(x)[0]
+        fast = (fastlstm.LSTM if kind == "lstm" else fastlstm.GRU).from_torch(module)
+        assert_close(torch.from_numpy(fast(x.numpy())[0]), want, torch.float32)
+        fast_calls.clear()
+        assert torch.equal(fastlstm.torch.accelerate(module)(x)[0], want)
+    assert fast_calls == []
+
+
+def test_tensors_with_the_negative_bit(fast_calls):
+    """A lazily negated view (the imaginary part of a conjugate) is torch's to run: .numpy() refuses it."""
+    module, original = make_pair(CONFIGS[0])
+    x = torch.randn(4, 2, module.input_size, dtype=torch.cfloat).conj().imag
+    h, c = (torch.randn(1, 2, module.hidden_size, dtype=torch.cfloat).conj().imag for _ in range(2))
+    assert x.is_neg() and h.is_neg()
+    got, want = run_both(module, original, x, (h, c))
+    assert_close(got[0], want[0], torch.float32)
+    assert fast_calls == []
+
+
 def test_edits_torch_does_not_count_are_read_after_accelerate_again(repacks, fast_calls):
     """Writes through p.data or a NumPy view change no version counter or pointer (the documented limit); a
     second accelerate reads every parameter again, and takes its own weights format."""

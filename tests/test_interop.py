@@ -906,6 +906,25 @@ def test_load_rejects_bad_headers(tmp_path):
         _write_npz(path, with_header(config))
         with pytest.raises(ValueError, match="config"):
             fastlstm.load(path)
+    # weights of strings or complex numbers (no pickle): the file's fault too
+    shape = arrays["weight_ih_l0"].shape
+    for bad in (np.full(shape, "x"), np.zeros(shape, np.complex64)):
+        _write_npz(path, dict(arrays, weight_ih_l0=bad))
+        with pytest.raises(ValueError, match="weight_ih_l0"):
+            fastlstm.load(path)
+
+
+def test_load_rejects_a_damaged_compression_method(tmp_path):
+    """A saved file whose zip directory names an unknown compression method (one damaged byte): ValueError, as for
+    every damaged file (zipfile raises NotImplementedError)."""
+    path = tmp_path / "model.npz"
+    fastlstm.LSTM(3, 5, seed=0).save(path)
+    data = bytearray(path.read_bytes())
+    entry = data.find(b"PK\x01\x02")     # the first central directory entry
+    data[entry + 10] ^= 0xFF               # its compression method
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="compression"):
+        fastlstm.load(path)
 
 
 # ---- pickle ----
