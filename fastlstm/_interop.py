@@ -255,14 +255,16 @@ class _Found(NamedTuple):
         return f"{index}: {self.node.name or '(unnamed)'!r} in {where}"
 
 
-def _find_lstm_nodes(graph: Any) -> List[_Found]:
-    """Every LSTM node of the model: the main graph's first, then each subgraph's, depth first."""
+def _find_lstm_nodes(graph: Any, op_type: str = "LSTM") -> List[_Found]:
+    """Every LSTM node of the model (or, with op_type "DynamicQuantizeLSTM", every node of com.microsoft's int8
+    LSTM): the main graph's first, then each subgraph's, depth first."""
     from onnx import AttributeProto
 
     found: List[_Found] = []
+    domains = _ONNX_DOMAINS if op_type == "LSTM" else ("com.microsoft",)
 
     def walk(scope: _Scope) -> None:
-        found.extend(_Found(n, scope) for n in scope.graph.node if n.op_type == "LSTM" and n.domain in _ONNX_DOMAINS)
+        found.extend(_Found(n, scope) for n in scope.graph.node if n.op_type == op_type and n.domain in domains)
         for n in scope.graph.node:
             for attr in n.attribute:
                 if attr.type == AttributeProto.GRAPH:

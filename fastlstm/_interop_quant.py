@@ -29,81 +29,90 @@ _PEEPHOLES = (0, 2, 1)
 
 def load_quantized(cls: Type[_Model], model: Any, node: Any) -> Tuple[Any, Optional[_Model]]:
     """(the ModelProto, the int8 model) when ``node`` selects a DynamicQuantizeLSTM node: a NodeProto of that
-    type, the name of one, or None / an index when the main graph has no LSTM node and such nodes instead;
-    (the ModelProto, None) otherwise (the caller then loads an LSTM node). ``model`` is a ModelProto or a path."""
+    type, the name of one (in any graph of the model), or None / an index when the main graph has no LSTM node
+    and such nodes instead (or, with none in the main graph either, when only its subgraphs have such nodes and
+    no LSTM node: what quantize_dynamic's EnableSubgraph makes of an LSTM inside an If branch); (the ModelProto,
+    None) otherwise (the caller then loads an LSTM node). ``model`` is a ModelProto or a path."""
     import onnx
+
+    from . import _interop
 
     if isinstance(model, (str, os.PathLike)):
         model = onnx.load(os.fspath(model))
     if not isinstance(model, onnx.ModelProto):
         return model, None
-    graph = model.graph
-    quantized = [n for n in graph.node if n.op_type == OP_TYPE]
-    if not quantized:
+    found = _interop._find_lstm_nodes(model.graph, OP_TYPE)
+    if not found:
         return model, None
-    has_lstm = any(n.op_type == "LSTM" for n in graph.node)
-    listing = ", ".join(f"{k}: {n.name or '(unnamed)'}" for k, n in enumerate(quantized))
+    lstm = _interop._find_lstm_nodes(model.graph)
+    in_main = [f for f in found if f.scope.parent is None]
+    # the nodes None and an index choose among: the main graph's, else its subgraphs' when no LSTM node competes
+    candidates = in_main if in_main else ([] if lstm else found)
+    has_lstm = any(f.scope.parent is None for f in lstm) or not candidates
+    listing = ", ".join(f.describe(k) for k, f in enumerate(candidates or found))
     chosen = None
     if hasattr(node, "op_type"):
-        chosen = node if node.op_type == OP_TYPE else None
+        if node.op_type == OP_TYPE:
+            main = _interop._Scope(model.graph, None, "the main graph")   # (a node of another model: its names)
+            chosen = next((f for f in found if f.node == node), _interop._Found(node, main))
     elif isinstance(node, str):
-        chosen = next((n for n in quantized if n.name == node), None)
+        chosen = next((f for f in found if f.node.name == node), None)
     elif not has_lstm and node is None:
-        if len(quantized) != 1:
-            return model, _stacked(cls, graph, quantized, listing)
-        chosen = quantized[0]
+        if len(candidates) != 1:
+            return model, _stacked(cls, candidates, listing)
+        chosen = candidates[0]
     elif not has_lstm and isinstance(node, (int, np.integer)) and not isinstance(node, bool):
-        if not -len(quantized) <= node < len(quantized):
+        if not -len(candidates) <= node < len(candidates):
             raise ValueError(f"from_onnx: node index {node} out of range; {OP_TYPE} nodes: {listing}")
-        chosen = quantized[node]
+        chosen = candidates[node]
     if chosen is None:
         return model, None
-    return model, _build(cls, [_read_node(graph, chosen)])
+    return model, _build(cls, [_read_node(chosen)])
 
 
-def _stacked(cls: Type[_Model], graph: Any, quantized: List[Any], listing: str) -> _Model:
-    """The stacked int8 model of the main graph's DynamicQuantizeLSTM nodes when they feed one another (what
+def _stacked(cls: Type[_Model], found: List[Any], listing: str) -> _Model:
+    """The stacked int8 model of DynamicQuantizeLSTM nodes (of one graph) when they feed one another (what
     quantize_dynamic makes of a stacked export), as _interop.from_onnx stacks LSTM nodes; else ValueError."""
     from . import _interop
 
-    scope = _interop._Scope(graph, None, "the main graph")
-    found = [_interop._Found(n, scope) for n in quantized]
     order, links, why = _interop._stack_order(found)
     if order is not None:
-        layers = [_read_node(graph, found[k].node) for k in order]
+        layers = [_read_node(found[k]) for k in order]
         why = _interop._stack_problem(layers, [links[k] for k in order[1:]], *_interop._head_sizes(found[order[0]], 0))
         if not why:
             return _build(cls, layers)
         why = "they feed one another but do not make one stacked LSTM: " + why
+    where = "the main graph has" if found[0].scope.parent is None else "the model's subgraphs have"
     raise ValueError(
-        f"from_onnx: the main graph has {len(quantized)} {OP_TYPE} nodes, which do not load as one model ({why}). "
+        f"from_onnx: {where} {len(found)} {OP_TYPE} nodes, which do not load as one model ({why}). "
         f"Pass node= (a name or an index) to load one of: {listing}"
     )
 
 
-def _constants(graph: Any) -> Callable[[str], Optional[np.ndarray]]:
-    """name -> value of the graph's initializers and Constant outputs (and Identity of those)."""
+def _constants(scope: Any) -> Callable[[str], Optional[np.ndarray]]:
+    """name -> value of the initializers and Constant outputs (and Identity of those) that a node of the scope's
+    graph sees: its own graph's, then those of the graphs around it (an _interop._Scope)."""
     from onnx import numpy_helper
 
-    values = {init.name: init for init in graph.initializer}
-    producers = {out: n for n in graph.node for out in n.output}
-
-    def resolve(name: str, depth: int = 0) -> Optional[np.ndarray]:
-        if name in values:
-            return np.asarray(numpy_helper.to_array(values[name]))
-        n = producers.get(name)
-        if n is None or depth > 16:
+    def resolve(name: str, start: Any, depth: int = 0) -> Optional[np.ndarray]:
+        s = start
+        while s is not None and name not in s.initializers and name not in s.producers:
+            s = s.parent
+        if s is None or depth > 16:
             return None
+        if name in s.initializers:
+            return np.asarray(numpy_helper.to_array(s.initializers[name]))
+        n = s.producers[name]
         if n.op_type == "Constant":
             for attr in n.attribute:
                 if attr.name == "value":
                     return np.asarray(numpy_helper.to_array(attr.t))
             return None
         if n.op_type == "Identity":
-            return resolve(n.input[0], depth + 1)
+            return resolve(n.input[0], s, depth + 1)
         return None
 
-    return resolve
+    return lambda name: resolve(name, scope)
 
 
 class _QuantNode(NamedTuple):
@@ -150,9 +159,11 @@ def _build(cls: Type[_Model], layers: List[_QuantNode]) -> _Model:
     return model
 
 
-def _read_node(graph: Any, node: Any) -> _QuantNode:
-    """One DynamicQuantizeLSTM node, checked."""
+def _read_node(found: Any) -> _QuantNode:
+    """One DynamicQuantizeLSTM node (an _interop._Found: the node and its graph), checked."""
     from onnx import helper
+
+    node = found.node
 
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     direction = attrs.get("direction", b"forward")
@@ -165,7 +176,7 @@ def _read_node(graph: Any, node: Any) -> _QuantNode:
         raise ValueError(f"from_onnx: unsupported activations {activations} of {OP_TYPE} node {node.name!r}")
     if attrs.get("activation_alpha") or attrs.get("activation_beta"):
         raise ValueError("from_onnx: activation_alpha / activation_beta are not supported")
-    resolve = _constants(graph)
+    resolve = _constants(found.scope)
     inputs = list(node.input) + [""] * (12 - len(node.input))
 
     def value(position: int, label: str) -> Optional[np.ndarray]:

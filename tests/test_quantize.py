@@ -389,6 +389,49 @@ def test_from_onnx_stacked_dynamic_quantize_lstm(tmp_path, bidirectional):
     assert_bitwise_equal(second.state_dict()["weight_hh_l0"], q.state_dict()["weight_hh_l1"], name="node 1")
 
 
+@pytest.mark.filterwarnings("ignore")
+def test_from_onnx_dynamic_quantize_lstm_inside_a_subgraph(tmp_path):
+    """An LSTM inside an If branch (as in silero-vad), quantized with EnableSubgraph: its DynamicQuantizeLSTM node
+    reads the weights of its own graph and loads with node=None or by name, as the main graph's would."""
+    torch = require("torch")
+    ort = require("onnxruntime")
+    onnx = require("onnx")
+    quantization = require("onnxruntime.quantization")
+    from onnx import TensorProto, helper
+
+    torch.manual_seed(2)
+    module = torch.nn.LSTM(6, 16).eval()
+    qpath = _quantized_onnx(tmp_path, module, per_channel=False)   # the same LSTM in the main graph
+    flat = onnx.load(str(tmp_path / "lstm.onnx"))
+    branch = helper.make_graph(list(flat.graph.node), "then", [], [flat.graph.output[0]],
+                               initializer=list(flat.graph.initializer))
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["x_out"])], "else", [],
+                              [helper.make_tensor_value_info("x_out", TensorProto.FLOAT, None)])
+    cond = helper.make_tensor_value_info("cond", TensorProto.BOOL, [])
+    branched = helper.make_node("If", ["cond"], ["out"], then_branch=branch, else_branch=other, name="if0")
+    graph = helper.make_graph([branched], "main", [flat.graph.input[0], cond],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)])
+    wrapped = helper.make_model(graph, opset_imports=list(flat.opset_import))
+    wrapped.ir_version = flat.ir_version
+    onnx.save(wrapped, str(tmp_path / "if.onnx"))
+    quantization.quantize_dynamic(str(tmp_path / "if.onnx"), str(tmp_path / "if_q.onnx"),
+                                  weight_type=quantization.QuantType.QInt8, extra_options={"EnableSubgraph": True})
+    model = onnx.load(str(tmp_path / "if_q.onnx"))
+    then = next(a.g for a in model.graph.node[0].attribute if a.name == "then_branch")
+    inner = [n for n in then.node if n.op_type == "DynamicQuantizeLSTM"]
+    assert len(inner) == 1 and not any(n.op_type == "DynamicQuantizeLSTM" for n in model.graph.node)
+    main = fastlstm.LSTM.from_onnx(str(qpath))
+    for q in (fastlstm.LSTM.from_onnx(model), fastlstm.LSTM.from_onnx(model, node=inner[0].name),
+              fastlstm.LSTM.from_onnx(model, node=0)):
+        assert q.weights == "int8"
+        for name, value in main.state_dict().items():
+            assert_bitwise_equal(q.state_dict()[name], value, name=name)
+    x = np.random.default_rng(3).standard_normal((7, 2, 6)).astype(np.float32)
+    sess = ort.InferenceSession(str(tmp_path / "if_q.onnx"), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"x": x, "cond": np.array(True)})[0].reshape(7, 2, -1)
+    assert_close(q(x)[0], want, atol=2e-2, name="fastlstm vs onnxruntime")
+
+
 # ---- the benchmark programs (benchmarks/quant_accuracy.py, quant_speed.py) ----------------------------
 
 
