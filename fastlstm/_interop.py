@@ -681,6 +681,9 @@ def from_onnx(cls: Type[_Model], model: Any, node: Any = None) -> _Model:
     found = _find_lstm_nodes(model.graph)
     main = _Scope(model.graph, None, "the main graph")
     listing = "; ".join(f.describe(k) for k, f in enumerate(found)) or "none"
+    int8_nodes = _find_lstm_nodes(model.graph, _interop_quant.OP_TYPE)   # (selectable by name)
+    if int8_nodes:
+        listing += f"; {_interop_quant.OP_TYPE} nodes: " + ", ".join(repr(f.node.name) for f in int8_nodes)
     folder = _Folder()
     if node is not None:
         return _build(cls, [_read_lstm(_choose_node(found, node, main, listing), folder)])

@@ -386,6 +386,9 @@ def test_from_onnx_stacked_dynamic_quantize_lstm(tmp_path, bidirectional):
     assert_forward_close(q(x), fastlstm.reference.LSTM.from_onnx(model)(x), np.float32, atol=ATOL["int8"])
     second = fastlstm.LSTM.from_onnx(model, node=1)
     assert (second.num_layers, second.input_size) == (1, 64 if bidirectional else 32)
+    names = [n.name for n in model.graph.node if n.op_type == "DynamicQuantizeLSTM"]
+    with pytest.raises(ValueError, match="DynamicQuantizeLSTM nodes: " + ", ".join(f"'{name}'" for name in names)):
+        fastlstm.LSTM.from_onnx(model, node="no such node")   # the error lists the nodes a name can choose
     assert_bitwise_equal(second.state_dict()["weight_hh_l0"], q.state_dict()["weight_hh_l1"], name="node 1")
 
 
