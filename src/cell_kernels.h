@@ -13,6 +13,8 @@
 #include <math.h>
 #include <sched.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -38,6 +40,18 @@
 
 #define CAT3_(a, b, c) a##b##c
 #define CAT3(a, b, c) CAT3_(a, b, c)
+
+/* Heap scratch for a kernel, 64-byte aligned (quant_impl.h's QBUF, for rows too long for the stack; freed by the
+   kernel). A kernel cannot raise: a failure ends the process with a message. The rows that need it come with
+   weights many times their size, already allocated. */
+static void *lstm_scratch(long bytes) {
+    void *p = aligned_alloc(64, (size_t)(bytes + 63) / 64 * 64);
+    if (p == NULL) {
+        fprintf(stderr, "fastlstm: no memory for %ld bytes of kernel scratch\n", bytes);
+        abort();
+    }
+    return p;
+}
 
 /* ---- instantiations: each defines the tables lstm_table_<SFX> and gru_table_<SFX> (gru_impl.h) ----- */
 

@@ -132,7 +132,7 @@ ATTR static void FN(gru_qcell_blocks)(const lstm_layer *layer, const lstm_rows *
     const long ldq = (long)FN(groups)(K) * QK;
     const int G = FN(group_rows)(ldq);
     AMX_BEGIN(B)
-    QEL hq[(G + AMX_PAD) * ldq];
+    QBUF(hq, (G + AMX_PAD) * ldq)
     float hs[G];
     unsigned char active[G];
     for (int b0 = 0; b0 < B; b0 += G) {
@@ -148,6 +148,7 @@ ATTR static void FN(gru_qcell_blocks)(const lstm_layer *layer, const lstm_rows *
         }
     }
     AMX_END()
+    QBUF_FREE(hq)
 }
 
 /* The second half of a split step for block j and n rows (tiles of QBT) from quantized r * h_{t-1} rows rq (n, ldq),
@@ -202,7 +203,7 @@ ATTR static void FN(gru_qfinish_blocks)(const lstm_layer *layer, const lstm_rows
     const long ldq = (long)FN(groups)(K) * QK;
     const int G = FN(group_rows)(ldq);
     AMX_BEGIN(B)
-    QEL rq[(G + AMX_PAD) * ldq];
+    QBUF(rq, (G + AMX_PAD) * ldq)
     float rs[G];
     unsigned char active[G];
     for (int b0 = 0; b0 < B; b0 += G) {
@@ -218,6 +219,7 @@ ATTR static void FN(gru_qfinish_blocks)(const lstm_layer *layer, const lstm_rows
         }
     }
     AMX_END()
+    QBUF_FREE(rq)
 }
 
 /* Input projection of blocks [first, end) (the `input` kernel kind): quant_impl.h's, with 3 gates per block. */
@@ -240,7 +242,8 @@ ATTR static void FN(gru_qstep_blocks)(const lstm_layer *layer, const lstm_rows *
     const long ldh = state->ldh, ldc = state->ldc, ldo = state->ldo;
     const int G = FN(group_rows)(ldx + ldq);
     AMX_BEGIN(B)
-    QEL xq[(G + AMX_PAD) * ldx], hq[(G + AMX_PAD) * ldq];
+    QBUF(xq, (G + AMX_PAD) * ldx)
+    QBUF(hq, (G + AMX_PAD) * ldq)
     float xs[G], hs[G];
     float *gr[G];
     unsigned char active[G];
@@ -260,6 +263,8 @@ ATTR static void FN(gru_qstep_blocks)(const lstm_layer *layer, const lstm_rows *
         }
     }
     AMX_END()
+    QBUF_FREE(xq)
+    QBUF_FREE(hq)
 }
 
 /* the GRU kernel table of this instantiation (no projection) */

@@ -543,14 +543,27 @@ ATTR static inline __attribute__((always_inline)) void FN(amx_pre)(const FN(amx_
 #define AMX_PAD 0
 #endif
 
-/* Rows are quantized once per call, a group of rows at a time (at most QGROUP_BYTES of quantized rows, on the
-   stack), and each block of weights then serves every tile of the group while it is in cache. */
+/* Rows are quantized once per call, a group of rows at a time (at most QGROUP_BYTES of quantized rows), and each
+   block of weights then serves every tile of the group while it is in cache. */
 #define QGROUP_BYTES 262144
 #define QGROUP_MAX 256
 static inline int FN(group_rows)(long row_elems) {
     long n = QGROUP_BYTES / (row_elems * (long)sizeof(QEL)) / QBT * QBT;
     return n < QBT ? QBT : n > QGROUP_MAX ? QGROUP_MAX : (int)n;
 }
+
+/* A kernel's buffer `name` of n quantized activations: on the stack up to QSTACK_BYTES, else from the heap. A group
+   has at least QBT rows and the tiles' AMX_PAD rows come on top, so a very long row (input_size 262144 in bf16:
+   10 MB) overflowed an 8 MiB stack, and far shorter ones the 2 MiB that glibc gives a worker thread by default;
+   QBUF_FREE(name) at the kernel's end. */
+#define QSTACK_BYTES 524288
+#define QBUF(name, n)                                                                                          \
+    const long name##_elems = (n);                                                                             \
+    const int name##_heap = name##_elems * (long)sizeof(QEL) > QSTACK_BYTES;                                   \
+    QEL name##_stack[name##_heap ? 1 : name##_elems];                                                           \
+    QEL *name = name##_heap ? (QEL *)lstm_scratch(name##_elems * (long)sizeof(QEL)) : name##_stack;
+#define QBUF_FREE(name)                                                                                        \
+    if (name##_heap) free(name);
 
 /* gx rows of block j for the group's rows: gx_r + j*ng*V = bias + W_ih x_r, ng gate vectors per block (4: LSTM,
    3: GRU); quantized x rows (n, ldq), row pointers gr (n) */
@@ -594,7 +607,7 @@ ATTR static inline __attribute__((always_inline)) void FN(qinput_gate_blocks)(
     const long ldq = (long)FN(groups)(n_in) * QK;
     const int G = FN(group_rows)(ldq);
     AMX_BEGIN((long)nsteps * B)
-    QEL xq[(G + AMX_PAD) * ldq];
+    QBUF(xq, (G + AMX_PAD) * ldq)
     float xs[G];
     float *gr[G];
     int n = 0;
@@ -611,6 +624,7 @@ ATTR static inline __attribute__((always_inline)) void FN(qinput_gate_blocks)(
     if (n)
         for (int j = blocks.first; j < blocks.end; j++) FN(qinput_block)(layer, j, xq, ldq, xs, n, gr, ng);
     AMX_END()
+    QBUF_FREE(xq)
 }
 
 /* the LSTM's input projection: qinput_gate_blocks with 4 gates per block */
@@ -690,7 +704,7 @@ ATTR static void FN(qcell_blocks)(const lstm_layer *layer, const lstm_rows *rows
     const long ldq = (long)FN(groups)(layer->out_size) * QK;
     const int G = FN(group_rows)(ldq);
     AMX_BEGIN(B)
-    QEL hq[(G + AMX_PAD) * ldq];
+    QBUF(hq, (G + AMX_PAD) * ldq)
     float hs[G];
     unsigned char active[G];
     for (int b0 = 0; b0 < B; b0 += G) {
@@ -706,6 +720,7 @@ ATTR static void FN(qcell_blocks)(const lstm_layer *layer, const lstm_rows *rows
         }
     }
     AMX_END()
+    QBUF_FREE(hq)
 }
 
 /* One time step (T = 1, the `step` kernel kind), as cell_impl.h's step_blocks: per group of rows, x and h
@@ -720,7 +735,8 @@ ATTR static void FN(qstep_blocks)(const lstm_layer *layer, const lstm_rows *rows
     const long ldx = (long)FN(groups)(n_in) * QK, ldq = (long)FN(groups)(layer->out_size) * QK, ldg = chunk->g_bs;
     const int G = FN(group_rows)(ldx + ldq);
     AMX_BEGIN(B)
-    QEL xq[(G + AMX_PAD) * ldx], hq[(G + AMX_PAD) * ldq];
+    QBUF(xq, (G + AMX_PAD) * ldx)
+    QBUF(hq, (G + AMX_PAD) * ldq)
     float xs[G], hs[G];
     float *gr[G];
     unsigned char active[G];
@@ -740,6 +756,8 @@ ATTR static void FN(qstep_blocks)(const lstm_layer *layer, const lstm_rows *rows
         }
     }
     AMX_END()
+    QBUF_FREE(xq)
+    QBUF_FREE(hq)
 }
 
 /* projected block q of the group's rows: hout[idx[r]] + q*V = W_hr hc_r from quantized hc rows (n, ldq) */
@@ -780,7 +798,7 @@ ATTR static void FN(qproj_blocks)(const lstm_layer *layer, const lstm_rows *rows
     const long ldq = (long)FN(groups)(H) * QK;
     const int G = FN(group_rows)(ldq);
     AMX_BEGIN(B)
-    QEL hq[(G + AMX_PAD) * ldq];
+    QBUF(hq, (G + AMX_PAD) * ldq)
     float hs[G];
     int idx[G];
     int n = 0;
@@ -796,6 +814,7 @@ ATTR static void FN(qproj_blocks)(const lstm_layer *layer, const lstm_rows *rows
     if (n)
         for (int q = blocks.first; q < blocks.end; q++) FN(qproj_block)(layer, q, hq, ldq, hs, n, idx, hout, ldo);
     AMX_END()
+    QBUF_FREE(hq)
 }
 
 /* the GRU's kernels of this instantiation, on the same machinery (gru_quant_impl.h) */
@@ -805,6 +824,9 @@ ATTR static void FN(qproj_blocks)(const lstm_layer *layer, const lstm_rows *rows
 
 #undef QGROUP_BYTES
 #undef QGROUP_MAX
+#undef QSTACK_BYTES
+#undef QBUF
+#undef QBUF_FREE
 #undef QDOT_ROWS
 #undef QDOT_CASES_34
 #undef QDOT_CASE_2

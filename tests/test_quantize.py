@@ -305,6 +305,28 @@ def test_instruction_sets_agree(tmp_path):
                 assert_close(value, results["baseline"][key], atol=1e-4, name=f"{isa} {key}")
 
 
+def test_very_long_rows_do_not_overflow_a_stack(tmp_path):
+    """Quantized rows too long for a thread's stack come from the heap: input_size 262144 in bf16 (its rows once
+    took 10 MB of the calling thread's 8 MiB stack) and 131072 in a bidirectional step whose second direction runs
+    on an OpenMP worker given a 2 MiB stack (OMP_STACKSIZE), bf16 and int8. In a process of its own: an overflow
+    kills it."""
+    code = """
+        import numpy as np, fastlstm
+        fastlstm.set_num_threads(2)
+        for I, bidirectional, T, fmt in ((262144, False, 2, "bf16"), (131072, True, 1, "bf16"),
+                                         (131072, True, 1, "int8")):
+            base = fastlstm.LSTM(I, 16, bidirectional=bidirectional, seed=0)
+            ref = fastlstm.reference.LSTM(I, 16, bidirectional=bidirectional)
+            ref.load_state_dict(base.state_dict())
+            x = np.random.default_rng(1).standard_normal((T, 1, I)).astype(np.float32)
+            error = float(np.abs(base.quantize(fmt)(x)[0] - ref.quantize(fmt)(x)[0]).max())
+            assert error < 1e-4, (I, fmt, error)
+        print("ok")
+    """
+    done = run_python(code, cwd=tmp_path, env={"OMP_STACKSIZE": "2M"}, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-2000:])
+
+
 # ---- onnxruntime's DynamicQuantizeLSTM ------------------------------------------------------------
 
 
