@@ -14,11 +14,13 @@ own other rounds) is replaced by a warning.
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.metadata
 import importlib.util
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
@@ -137,12 +139,26 @@ def probe_isa() -> str:
     return _cpu.kernels_for("lstm", np.dtype(np.float32))[0].rsplit("/", 1)[1]
 
 
+_BROKEN: Dict[str, str] = {}  # modules that are installed but failed to import, and why (noted once)
+
+
 def installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+    """Whether the module is installed and imports: one that is installed but fails to import (a broken
+    install, a missing shared library) counts as missing, with a note on stderr the first time."""
+    if importlib.util.find_spec(module) is None:
+        return False
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 (anything its import raises makes it unusable)
+        if module not in _BROKEN:
+            _BROKEN[module] = f"{type(exc).__name__}: {exc}"
+            print(f"note: {module} is installed but does not import ({_BROKEN[module]})", file=sys.stderr)
+        return False
+    return True
 
 
 def available(peer: str) -> bool:
-    """Whether every module the peer needs (PEER_NEEDS) is installed."""
+    """Whether every module the peer needs (PEER_NEEDS) is installed and imports."""
     return all(installed(module) for module in PEER_NEEDS[peer])
 
 
@@ -624,13 +640,21 @@ def check_output_paths(plot_path: Optional[str], json_path: Optional[str]) -> No
     for option, path in (("--plot", plot_path), ("--json", json_path)):
         if path is None:
             continue
+        if not path:
+            raise ValueError(f"{option}: give a file name")
         directory = os.path.dirname(os.path.abspath(path))
         if os.path.isdir(path):
             raise ValueError(f"{option}: {path!r} is a directory; give a file name")
         if not os.path.isdir(directory):
             raise ValueError(f"{option}: the directory {directory!r} does not exist")
-        if not os.access(directory, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-            raise ValueError(f"{option}: {path!r} is not writable")
+        existed = os.path.exists(path)
+        try:  # opened for real: os.access says "writable" to root, also of /proc
+            with open(path, "a"):
+                pass
+        except OSError as exc:
+            raise ValueError(f"{option}: {path!r} is not writable ({exc.strerror or exc})") from exc
+        if not existed:
+            os.remove(path)
     if plot_path is not None:
         if not plot_path.lower().endswith(".png"):
             raise ValueError(f"--plot: the file name must end in .png, got {plot_path!r}")

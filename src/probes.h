@@ -8,6 +8,9 @@
 #include <stdint.h>
 #include <string.h>
 #include "team.h"
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
 
 /* independent FMA chains (12 covers 2 FMA units x 4 cycles of latency with room), and running sums of the
    read probe (covers 2 loads per cycle x 3 cycles of add latency) */

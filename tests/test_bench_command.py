@@ -6,6 +6,7 @@ PyTorch models) measure what they say with the peers that are installed and say 
 line's --version and --help. Whole runs use tiny shapes and no pauses."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -203,6 +204,10 @@ def test_cpu_model_is_named():
     ("--plot", "{tmp}", "is a directory"),
     ("--json", "{tmp}/missing/out.json", "does not exist"),
     ("--json", "{tmp}", "is a directory"),
+    ("--json", "", "give a file name"),
+    # a directory that exists but takes no file, which os.access calls writable for root
+    ("--json", "/proc/fastlstm-bench.json", "not writable"),
+    ("--plot", "/proc/fastlstm-bench.png", "not writable"),
 ])
 def test_bad_output_paths_fail_before_anything_runs(tmp_path, monkeypatch, capsys, option, path, message):
     from fastlstm import __main__ as cli
@@ -225,6 +230,21 @@ def test_good_output_paths_pass(tmp_path):
     require("matplotlib")
     _bench.check_output_paths(str(tmp_path / "a.png"), str(tmp_path / "a.json"))
     _bench.check_output_paths(str(tmp_path / "A.PNG"), None)
+    assert sorted(tmp_path.iterdir()) == []   # the check leaves no file behind
+
+
+def test_a_peer_that_fails_to_import_counts_as_missing(tmp_path, monkeypatch, capsys):
+    """An installed peer whose import fails (a broken install) is left out with a note, once; it crashed the
+    bench."""
+    package = tmp_path / "fastlstm_broken_peer"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise ImportError('libbroken.so: cannot open shared object file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(_bench.PEER_NEEDS, "broken", ("numpy", "fastlstm_broken_peer"))
+    assert not _bench.available("broken") and not _bench.available("broken")
+    err = capsys.readouterr().err
+    assert err.count("fastlstm_broken_peer is installed but does not import (ImportError: libbroken.so") == 1
+    assert _bench.available("torch") == (importlib.util.find_spec("torch") is not None)
 
 
 def test_version_and_help(tmp_path):
