@@ -14,7 +14,7 @@ import timeit
 import numpy as np
 
 import fastlstm
-from fastlstm import _kernels
+from fastlstm import _bench, _kernels
 
 
 def main(rounds: int = 15, number: int = 2000):
@@ -57,7 +57,7 @@ def main(rounds: int = 15, number: int = 2000):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=15, help="timing rounds per way, medians (default: %(default)s)")
-    parser.add_argument("--number", type=int, default=2000, help="calls per round (default: %(default)s)")
+    parser.add_argument("--rounds", type=_bench.at_least(1), default=15, help="timing rounds per way, medians (default: %(default)s)")
+    parser.add_argument("--number", type=_bench.at_least(1), default=2000, help="calls per round (default: %(default)s)")
     args = parser.parse_args()
     main(args.rounds, args.number)

@@ -84,10 +84,10 @@ def measure(shapes, threads: int, rounds: int, block_s: float) -> Dict[str, Dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--loads", type=int, nargs="+", default=[0, 1, 2], help="busy processes (each value)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of rotating blocks per shape")
-    parser.add_argument("--block-s", type=float, default=0.2, help="seconds per block of calls")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--loads", type=_bench.at_least(0), nargs="+", default=[0, 1, 2], help="busy processes (each value)")
+    parser.add_argument("--rounds", type=_bench.at_least(1), default=3, help="rounds of rotating blocks per shape")
+    parser.add_argument("--block-s", type=_bench.at_least(0.001, float), default=0.2, help="seconds per block of calls")
     parser.add_argument("--quick", action="store_true", help="two shapes, short blocks (a run of seconds)")
     args = parser.parse_args()
     threads = fastlstm.get_num_threads()

@@ -20,9 +20,9 @@ from fastlstm import _bench, _bench_sections
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=3.0, help="timing per shape and round")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat the whole table; ratios are per round")
+    parser.add_argument("--threads", type=_bench.at_least(1), default=2)
+    parser.add_argument("--seconds", type=_bench.at_least(0.001, float), default=3.0, help="timing per shape and round")
+    parser.add_argument("--rounds", type=_bench.at_least(1), default=1, help="repeat the whole table; ratios are per round")
     args = parser.parse_args()
     fastlstm.set_num_threads(args.threads)
     kernel = fastlstm.GRU(4, 4)._packed.kernel_name

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 
 import fastlstm
+from fastlstm import _bench
 
 
 def rss_mb() -> float:
@@ -22,8 +23,8 @@ def rss_mb() -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--count", type=int, default=100_000)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=_bench.at_least(1), default=100_000)
     parser.add_argument("--max-growth-mb", type=float, default=8.0)
     args = parser.parse_args()
     rng = np.random.default_rng(0)

@@ -50,9 +50,9 @@ def step_calls(input_size: int, hidden_size: int, threads: int) -> Dict[str, Cal
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pause-ms", type=float, default=10.0, help="sleep before each paused step (ms)")
-    parser.add_argument("--steps", type=int, default=40, help="steps timed per library, shape and way")
-    parser.add_argument("--threads", type=int, default=2, help="threads for every library")
+    parser.add_argument("--pause-ms", type=_bench.at_least(0, float), default=10.0, help="sleep before each paused step (ms)")
+    parser.add_argument("--steps", type=_bench.at_least(1), default=40, help="steps timed per library, shape and way")
+    parser.add_argument("--threads", type=_bench.at_least(1), default=2, help="threads for every library")
     args = parser.parse_args()
     fastlstm.set_num_threads(args.threads)
     pause_s = args.pause_ms / 1000

@@ -2,7 +2,8 @@
 
     python benchmarks/quant_accuracy.py [--seed 0]
 
-For each shape of ``python -m fastlstm bench`` (a streaming shape runs T = 100 steps), one model with torch's
+For each shape of ``python -m fastlstm bench`` (a streaming shape is measured as one forward over T = 100 steps:
+fastlstm's streamed steps give the forward's bits, as tests/test_stream.py checks), one model with torch's
 initialisation and one standard-normal input: the max abs difference of each reduced-precision output from the
 float32 model's output (fastlstm float32, which matches torch float32 to 2e-5) for fastlstm bf16 and int8,
 OpenVINO at its default precision (bf16 on a CPU with AVX512-BF16) and onnxruntime int8 (quantize_dynamic, per

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 import fastlstm
-from fastlstm import _bench_sections
+from fastlstm import _bench, _bench_sections
 
 # seconds between two blocks: the thread pools of the runner before (onnxruntime's and OpenVINO's spin after a
 # call) go back to sleep instead of taking the cores from the next block's team
@@ -56,8 +56,8 @@ def measure(found, rounds, block_seconds, clock=time.perf_counter):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=_bench.at_least(1), default=7)
+    parser.add_argument("--threads", type=_bench.at_least(1), default=2)
     parser.add_argument("--quick", action="store_true", help="3 rounds of short blocks, the first three shapes")
     parser.add_argument("--cpu-time", action="store_true", help="time by the process's CPU time (use --threads 1)")
     args = parser.parse_args(argv)

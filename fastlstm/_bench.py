@@ -13,6 +13,7 @@ own other rounds) is replaced by a warning.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import importlib
 import importlib.metadata
@@ -137,6 +138,22 @@ class Row:
 def probe_isa() -> str:
     """The instruction set of the float32 LSTM kernels models are packed for now: the probes run on it."""
     return _cpu.kernels_for("lstm", np.dtype(np.float32))[0].rsplit("/", 1)[1]
+
+
+def at_least(minimum: float, kind: Callable[[str], Any] = int) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` >= minimum, else argparse's error naming the option (the benchmark
+    programs' counts, threads and durations; 0 rounds printed tables of nan, 0 threads a traceback)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") \
+                from None
+        if not value >= minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {text}")
+        return value
+
+    return parse
 
 
 _BROKEN: Dict[str, str] = {}  # modules that are installed but failed to import, and why (noted once)

@@ -233,6 +233,20 @@ def test_good_output_paths_pass(tmp_path):
     assert sorted(tmp_path.iterdir()) == []   # the check leaves no file behind
 
 
+@pytest.mark.parametrize("script,argv,message", [
+    ("gru_bench.py", ["--threads", "0"], "--threads: must be >= 1, got 0"),
+    ("quant_speed.py", ["--threads", "two"], "--threads: expected an integer, got 'two'"),
+    ("call_cost.py", ["--rounds", "0"], "--rounds: must be >= 1, got 0"),
+    ("contention.py", ["--block-s", "0"], "--block-s: must be >= 0.001, got 0"),
+])
+def test_benchmark_programs_refuse_bad_counts(tmp_path, script, argv, message):
+    """Counts, threads and durations out of range: argparse's error (they printed tables of nan, or a traceback)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", script)
+    proc = run_python(f"import runpy, sys; sys.argv = [{script!r}, *{argv!r}]; runpy.run_path({path!r}, "
+                      "run_name='__main__')", cwd=tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-1000:]
+
+
 def test_a_peer_that_fails_to_import_counts_as_missing(tmp_path, monkeypatch, capsys):
     """An installed peer whose import fails (a broken install) is left out with a note, once; it crashed the
     bench."""
