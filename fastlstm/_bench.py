@@ -766,6 +766,9 @@ def run(
             sections.append(section)
     counts = ([f"f32 ({_shapes(len(f32_shapes))})"] if "f32" in names else []) + [
         f"{s.name} ({_shapes(len(s.shape_names(quick)))})" for s in sections]
+    if not counts:   # every section asked for needs what is missing
+        raise SystemExit("fastlstm bench: nothing to run: " + "; ".join(
+            f"section {name} skipped: {why}" for name, why in skipped.items()))
     machine = f"{cpu_model()}, {n} thread{'s' * (n != 1)}"
     print(f"fastlstm {__version__} bench{' --quick' if quick else ''}: {machine}; sections {', '.join(counts)}")
     for name, why in skipped.items():

@@ -247,6 +247,14 @@ def test_benchmark_programs_refuse_bad_counts(tmp_path, script, argv, message):
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-1000:]
 
 
+def test_nothing_to_run_is_an_error(monkeypatch):
+    """Only sections whose library is missing: an error saying so (it printed an empty header and exited 0)."""
+    real = _bench.installed
+    monkeypatch.setattr(_bench, "installed", lambda m: m != "torch" and real(m))
+    with pytest.raises(SystemExit, match="nothing to run: section models skipped: torch is not installed"):
+        _bench.run(quick=True, only=["models"])
+
+
 def test_a_peer_that_fails_to_import_counts_as_missing(tmp_path, monkeypatch, capsys):
     """An installed peer whose import fails (a broken install) is left out with a note, once; it crashed the
     bench."""
