@@ -95,14 +95,12 @@ def _constants(scope: Any) -> Callable[[str], Optional[np.ndarray]]:
     from onnx import numpy_helper
 
     def resolve(name: str, start: Any, depth: int = 0) -> Optional[np.ndarray]:
-        s = start
-        while s is not None and name not in s.initializers and name not in s.producers:
-            s = s.parent
-        if s is None or depth > 16:
+        kind, found, s = start.lookup(name)
+        if kind == "initializer":
+            return np.asarray(numpy_helper.to_array(found))
+        if kind != "node" or depth > 16:
             return None
-        if name in s.initializers:
-            return np.asarray(numpy_helper.to_array(s.initializers[name]))
-        n = s.producers[name]
+        n = found
         if n.op_type == "Constant":
             for attr in n.attribute:
                 if attr.name == "value":
