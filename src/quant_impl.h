@@ -566,8 +566,10 @@ static inline int FN(group_rows)(long row_elems) {
     if (name##_heap) free(name);
 
 /* gx rows of block j for the group's rows: gx_r + j*ng*V = bias + W_ih x_r, ng gate vectors per block (4: LSTM,
-   3: GRU); quantized x rows (n, ldq), row pointers gr (n) */
-ATTR static inline __attribute__((always_inline)) void FN(qinput_block)(
+   3: GRU); quantized x rows (n, ldq), row pointers gr (n). Not inlined: inlined into the input and step kernels,
+   gcc 12 kept the int8 accumulators in memory, storing and reloading them at every group of k (T=50 B=64 I=512
+   H=1024 int8 on the AMD EPYC here: 121 -> 70 ms once a function of its own). */
+ATTR static __attribute__((noinline)) void FN(qinput_block)(
     const lstm_layer *layer, int j, const QEL *xq, long ldq, const float *xs, int n, float *const *gr, const int ng)
 {
     const int n_in = layer->input_size;
