@@ -91,26 +91,19 @@ def _stacked(cls: Type[_Model], found: List[Any], listing: str) -> _Model:
 
 def _constants(scope: Any) -> Callable[[str], Optional[np.ndarray]]:
     """name -> value of the initializers and Constant outputs (and Identity of those) that a node of the scope's
-    graph sees: its own graph's, then those of the graphs around it (an _interop._Scope)."""
-    from onnx import numpy_helper
+    graph sees: its own graph's, then those of the graphs around it (an _interop._Scope); None for anything else.
+    The float loader's folder, evaluating Identity only."""
+    from . import _interop
 
-    def resolve(name: str, start: Any, depth: int = 0) -> Optional[np.ndarray]:
-        kind, found, s = start.lookup(name)
-        if kind == "initializer":
-            return np.asarray(numpy_helper.to_array(found))
-        if kind != "node" or depth > 16:
-            return None
-        n = found
-        if n.op_type == "Constant":
-            for attr in n.attribute:
-                if attr.name == "value":
-                    return np.asarray(numpy_helper.to_array(attr.t))
-            return None
-        if n.op_type == "Identity":
-            return resolve(n.input[0], s, depth + 1)
-        return None
+    folder = _interop._Folder(("Identity",))
 
-    return lambda name: resolve(name, scope)
+    def resolve(name: str) -> Optional[np.ndarray]:
+        try:
+            return folder.value(scope, name)
+        except _interop._NotConstant:
+            return None
+
+    return resolve
 
 
 class _QuantNode(NamedTuple):
