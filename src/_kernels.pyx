@@ -62,6 +62,10 @@ cdef extern from "team.h" nogil:
     int lstm_contended_way(long model, long rows, long steps, int ways)
     void lstm_contended_record(long model, long rows, int way, long long ns_per_step)
     long long lstm_now_ns()
+    ctypedef struct lstm_share_clock:
+        pass
+    lstm_share_clock lstm_share_start()
+    void lstm_share_end(lstm_share_clock start, lstm_team_state *state)
     void lstm_sleep_setup()
     long long lstm_contended_until
     long long lstm_contention_window
@@ -149,6 +153,17 @@ cdef enum:
     # benchmarks/crossover.py, third table (2 threads, T = 100, B = 8 and 32, float32, AVX-512), two runs: rows
     # were 0.97-1.73x as fast at H = 16-48 (11 of 12 above 1.04), 0.92-1.24x at 64 and 0.87-1.08x from 96 up.
     ROW_SPLIT_MAX_HIDDEN = 48
+    # int8 weights split rows at any hidden size when the batch allows it and either W_hh is small enough that a
+    # thread reading all of it finds it in its L2, or each thread gets enough rows to hide streaming it from L3: a
+    # unit split's threads each quantize every row of h at every step (its per-row scale needs the whole row) and
+    # meet, a row split's quantize only their own rows and never meet. Measured with _kernels.set_row_split on the
+    # AMD EPYC (Zen 5, 1 MiB L2 per core), 2 threads, rows / units time: H=256 B=8 0.93, H=512 B=8 0.90, B=16
+    # 0.97-0.98, B=32 0.95-0.97; H=1024 (W_hh 4 MiB) B=8 1.03, B=16 0.96, B=32 0.97, B=64 (2 layers) 0.96-0.99;
+    # H=2048 (16 MiB) B=8 1.07, B=16 1.04, B=32 0.98; the GRU at H=512 B=8 and B=32 1.01 and 0.99, H=1024 B=64
+    # 0.96. bf16 rows lost at small batches (H=512 B=8 1.16, B=16 1.09) and tied at B=32, so bf16 keeps the unit
+    # split.
+    QUANT_ROW_SPLIT_MAX_BYTES = 2 * 1024 * 1024
+    QUANT_ROW_SPLIT_MIN_ROWS = 12
     # On a busy machine (see lstm_team_contended), the tiles of rows each thread must get for a batch to be split
     # rather than run on one thread. benchmarks/contention.py, 2 threads and load average ~10 on 2 cores: rows
     # split at B = 4 (one tile) took 2.5x one thread's time, at B = 32 (8 tiles) 0.67x.
@@ -216,6 +231,7 @@ cdef struct ModelInfo:
     int gates            # gate rows per unit: 4 (LSTM), 3 (GRU)
     int has_c            # the state is (h, c) (LSTM); else h alone (GRU: the c buffers are the kernels' scratch)
     long quant_recurrent_bytes  # bf16/int8: the largest layer-direction's packed W_hh, in bytes; 0 for float
+    int int8_weights     # the weight format is int8
     const lstm_kernel_table *kernels   # chosen when packed, from the cell kind, weight format and CPU features
     lstm_layer *dirs     # (num_layers * num_directions,): each layer-direction's packed weights and cell parameters
     long serial          # this model's number among the process's packed models (1, 2, ...; never reused)
@@ -272,6 +288,7 @@ cdef class PackedModel:
         cdef lstm_layer *w
         cdef bint quantized = weight_format in ("bf16", "int8")
         self.info.quant_recurrent_bytes = max([a[1].nbytes for a in arrays]) if quantized else 0
+        self.info.int8_weights = weight_format == "int8"
         for i in range(num_layers * num_directions):
             entry = arrays[i]
             w = &self.info.dirs[i]
@@ -309,6 +326,11 @@ cdef class PackedModel:
         """Hidden units per block of the packed layout."""
         return self.info.block
 
+    @property
+    def tile_rows(self):
+        """Batch rows per register tile of the cell kernel."""
+        return self.info.kernels.tile_rows
+
     def workspace_size(self, long T, long B):
         """Elements of workspace a forward over T steps and B rows needs (see _plan_workspace)."""
         return _plan_workspace(&self.info, T, B).total
@@ -316,7 +338,7 @@ cdef class PackedModel:
     def team(self, long B, int num_threads):
         """How a forward over B rows on up to num_threads threads splits its work: (team size, splits rows, widest
         team of one direction that meets at every step; 1 when no thread waits for another)."""
-        cdef bint row_split = _row_split_wins(&self.info, B)
+        cdef bint row_split = _row_split_wins(&self.info, B, num_threads)
         cdef int nt = _team_size(&self.info, B, num_threads, row_split)
         cdef int widest = nt - nt // 2 if self.info.num_directions == 2 else nt    # the larger sub-team
         return nt, row_split, 1 if row_split else widest
@@ -383,9 +405,10 @@ def set_row_split(int mode):
     _row_split_mode = mode
 
 
-def splits_rows(PackedModel m, long B):
-    """Whether a forward of m over B rows on two or more threads splits the rows of the batch among them."""
-    return _row_split_wins(&m.info, B)
+def splits_rows(PackedModel m, long B, int num_threads):
+    """Whether a forward of m over B rows on num_threads (two or more) threads splits the rows of the batch among
+    them."""
+    return _row_split_wins(&m.info, B, num_threads)
 
 
 cdef inline long _row_tiles(const ModelInfo *m, long B) noexcept nogil:
@@ -393,14 +416,20 @@ cdef inline long _row_tiles(const ModelInfo *m, long B) noexcept nogil:
     return (B + m.kernels.tile_rows - 1) // m.kernels.tile_rows
 
 
-cdef inline bint _row_split_wins(const ModelInfo *m, long B) noexcept nogil:
-    """Whether the team splits the rows of the batch rather than the units (see _thread_forward): for a
-    one-direction LSTM of few units, whose short steps cannot hide the exchange of h between the threads of a
-    unit split, when the batch holds two full tiles of rows (fewer would leave one thread a partial tile).
-    A bidirectional layer already runs its directions on different threads without waiting."""
+cdef inline bint _row_split_wins(const ModelInfo *m, long B, int num_threads) noexcept nogil:
+    """Whether a team of up to num_threads threads splits the rows of the batch rather than the units (see
+    _thread_forward), when the batch holds two full tiles of rows (fewer would leave one thread a partial tile):
+    for a one-direction layer of few units, whose short steps cannot hide the exchange of h between the threads
+    of a unit split, and for int8 weights (QUANT_ROW_SPLIT_MAX_BYTES). A bidirectional layer already runs its
+    directions on different threads without waiting."""
     if _row_split_mode >= 0:
         return _row_split_mode == 1 and _row_tiles(m, B) >= 2
-    return m.num_directions == 1 and m.hidden_size <= ROW_SPLIT_MAX_HIDDEN and B >= 2 * m.kernels.tile_rows
+    if m.num_directions != 1 or B < 2 * m.kernels.tile_rows:
+        return False
+    if m.hidden_size <= ROW_SPLIT_MAX_HIDDEN:
+        return True
+    return m.int8_weights and (m.quant_recurrent_bytes <= QUANT_ROW_SPLIT_MAX_BYTES or
+                               B >= QUANT_ROW_SPLIT_MIN_ROWS * max(1, num_threads))
 
 
 cdef inline int _team_size(const ModelInfo *m, long B, int num_threads, bint row_split) noexcept nogil:
@@ -623,7 +652,9 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
     cdef long tiles = _row_tiles(m, B)
     cdef long unit = m.kernels.tile_rows if tiles >= nt else 1     # whole register tiles when there are enough
     cdef long units = (B + unit - 1) // unit
+    cdef lstm_share_clock share
     if rows_alone:          # rows [b0, b0 + rows.B) of the batch, all units and directions, without waiting
+        share = lstm_share_start()      # its CPU taken meanwhile: the call reports late (team.h)
         # (a row's bits do not depend on the rows computed beside it)
         b0 = units * tid // nt * unit
         rows = run[0]
@@ -672,6 +703,8 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
             break
         inp = dst
     lstm_ftz_leave(saved_mode)
+    if rows_alone:
+        lstm_share_end(share, run.team_state)
     if code == LSTM_WAIT_LATE:   # this thread gave the team up: the whole call again, alone
         _rerun_alone(m, run, <floating *> rerun_ws, x, batch_first, h0, c0, out, hn, cn)
         free(rerun_ws)
@@ -731,22 +764,24 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     run.h = ws + sec.h
     run.c = ws + sec.c
     run.hc = ws + sec.hc if m.proj_size > 0 else NULL
-    run.row_split = _row_split_wins(m, B) and not input_aliases_output
+    run.row_split = _row_split_wins(m, B, num_threads) and not input_aliases_output
     cdef int team = _team_size(m, B, num_threads, run.row_split)
     cdef bint meets = _meets_every_step(m, team, run.row_split)
+    # a row split by the rule: its threads report their CPU taken (team.h), as a meeting team's waits do
+    cdef bint rule_split = run.row_split and team >= 2
     # the machine is busy (a recent call found its team late): the call runs on one thread (which no other waits
-    # for), meets every step anyway, or splits a large batch's rows among the threads (no meeting, only the end of
-    # the call waits for the slowest), whichever was fastest for this model and batch size lately (team.h); the
-    # same bits every way
+    # for), meets every step (splitting units), or splits a large batch's rows among the threads (no meeting, only
+    # the end of the call waits for the slowest), whichever was fastest for this model and batch size lately
+    # (team.h); the same bits every way
     cdef int way = -1
     cdef bint can_split
-    if meets and lstm_team_contended():
-        can_split = not input_aliases_output and B >= CONTENDED_ROW_SPLIT_TILES * num_threads * m.kernels.tile_rows
+    if (meets or rule_split) and lstm_team_contended():
+        can_split = rule_split or (not input_aliases_output and
+                                   B >= CONTENDED_ROW_SPLIT_TILES * num_threads * m.kernels.tile_rows)
         way = lstm_contended_way(m.serial, B, T, (1 << LSTM_WAY_SPLIT) * can_split | (1 << LSTM_WAY_ALONE))
-        if way != LSTM_WAY_MEET:
-            run.row_split = way == LSTM_WAY_SPLIT
-            team = _team_size(m, B, num_threads, run.row_split) if run.row_split else 1
-            meets = False
+        run.row_split = way == LSTM_WAY_SPLIT
+        team = 1 if way == LSTM_WAY_ALONE else _team_size(m, B, num_threads, run.row_split)
+        meets = _meets_every_step(m, team, run.row_split)
     run.chunk = _run_chunk_steps(m, T, B, 1 if run.row_split else (max(1, team // 2) if m.num_directions == 2
                                                                    else team))
     cdef lstm_team_state state
@@ -757,7 +792,7 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     state.can_abort = meets and way < 0 and not input_aliases_output and <const void *> h0 != <void *> hn and \
         <const void *> c0 != <void *> cn
     run.team_state = &state
-    cdef long long started = lstm_now_ns() if meets or way >= 0 else 0
+    cdef long long started = lstm_now_ns() if meets or rule_split or way >= 0 else 0
     run.rerun_bytes = sec.total * sizeof(floating)
     run.solo = 0
     run.step_flags = <lstm_step_flag *> (ws + sec.flags)
@@ -770,7 +805,7 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     cdef long long took = lstm_now_ns() - started if started else 0
     if way >= 0:
         lstm_contended_record(m.serial, B, way, took // max(T, 1))
-    if meets:
+    if meets or (rule_split and run.row_split):
         lstm_team_report(state.late, took)
 
 

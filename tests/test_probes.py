@@ -66,7 +66,7 @@ def test_step_handoffs_follow_the_team_split():
     one_block = fastlstm.LSTM(8, 4)._packed         # one block of units: a team of one
     assert _probes.step_handoffs(one_block, 100, 1, 2) == (0, 1)
     rows = fastlstm.LSTM(8, 32)._packed             # few units, many rows: the rows are split
-    assert _kernels.splits_rows(rows, 64)
+    assert _kernels.splits_rows(rows, 64, 2)
     assert _probes.step_handoffs(rows, 100, 64, 2) == (0, 1)
     bidir = fastlstm.LSTM(32, 256, bidirectional=True)._packed
     assert _probes.step_handoffs(bidir, 100, 1, 2) == (0, 1)        # a direction per thread

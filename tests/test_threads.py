@@ -14,7 +14,8 @@ import pytest
 
 import fastlstm
 from fastlstm import _threads
-from conftest import assert_forward_bitwise, assert_forward_close, make_inputs, model_pair, run_python
+from conftest import (assert_bitwise_equal, assert_forward_bitwise, assert_forward_close, make_inputs, model_pair,
+                      run_python)
 
 
 @pytest.fixture(autouse=True)
@@ -331,7 +332,7 @@ def test_row_split_gives_the_bits_of_the_unit_split(config, dtype):
     thread count, either split, forward calls and streaming steps: the same bits."""
     _threads.MIN_WORK_PER_THREAD = _threads.MIN_STEP_WORK_PER_THREAD = 1
     fast, ref, H, P, B, args = case(config, dtype, data_seed=config[1] * config[7])
-    assert fastlstm._kernels.splits_rows(fast._packed, B), "the measured rule must pick rows for this config"
+    assert fastlstm._kernels.splits_rows(fast._packed, B, 2), "the measured rule must pick rows for this config"
     call = lambda: fast(args["x"], args["hx"], lengths=args["lengths"])  # noqa: E731
     fastlstm.set_num_threads(1)
     want = call()
@@ -349,6 +350,56 @@ def test_row_split_gives_the_bits_of_the_unit_split(config, dtype):
         stream = fast.stream(B, args["hx"])
         steps = np.stack([stream.step(x_t) for x_t in args["x"]])
         assert_forward_bitwise((steps, stream.state), want, what="streaming steps")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_int8_splits_rows_where_it_pays(cell):
+    """int8 weights split the rows of a batch of two tiles or more when W_hh is small (a thread reading all of it
+    keeps it in its L2) or each thread gets 12 rows or more; bf16 and float32 of the same shape split units. Every
+    split and thread count: the same bits, forward calls and streaming steps."""
+    _threads.MIN_WORK_PER_THREAD = _threads.MIN_STEP_WORK_PER_THREAD = 1
+    make = fastlstm.GRU if cell == "gru" else fastlstm.LSTM
+    small = make(24, 128, seed=3)            # int8 W_hh of 64 KiB (LSTM) or 48 KiB (GRU)
+    large = make(8, 1024, seed=3)            # 4 MiB or 3 MiB
+    q = small.quantize("int8")
+    tile = q._packed.tile_rows
+    assert fastlstm._kernels.splits_rows(q._packed, 2 * tile, 2)
+    assert not fastlstm._kernels.splits_rows(q._packed, 2 * tile - 1, 2)
+    assert not fastlstm._kernels.splits_rows(small._packed, 8 * tile, 2)
+    assert not fastlstm._kernels.splits_rows(small.quantize("bf16")._packed, 8 * tile, 2)
+    q_large = large.quantize("int8")
+    for B in (2 * tile, max(2 * tile, 24)):
+        assert fastlstm._kernels.splits_rows(q_large._packed, B, B // 12) == (B >= 24)
+        assert not fastlstm._kernels.splits_rows(q_large._packed, B, B // 12 + 1)
+    B = 3 * tile + 1
+    x = np.random.default_rng(5).standard_normal((7, B, 24)).astype(np.float32)
+    lengths = np.arange(B) % 7 + 1
+
+    def arrays(result):     # output, then h_n (GRU) or h_n and c_n (LSTM)
+        out, state = result
+        return [out, *(state if isinstance(state, tuple) else (state,))]
+
+    def same_bits(got, want, what):
+        assert len(arrays(got)) == len(arrays(want)) == (2 if cell == "gru" else 3)
+        for name, a, e in zip(("output", "h_n", "c_n"), arrays(got), arrays(want)):
+            assert_bitwise_equal(a, e, name=f"{what}: {name}")
+
+    fastlstm.set_num_threads(1)
+    want = q(x, lengths=lengths)
+    try:
+        for mode in (-1, 0, 1):
+            fastlstm._kernels.set_row_split(mode)
+            for n in (2, 3):
+                fastlstm.set_num_threads(n)
+                same_bits(q(x, lengths=lengths), want, f"split mode {mode}, {n} threads")
+    finally:
+        fastlstm._kernels.set_row_split(-1)
+    fastlstm.set_num_threads(1)
+    full = q(x)
+    fastlstm.set_num_threads(2)
+    stream = q.stream(B)
+    steps = np.stack([stream.step(x_t) for x_t in x])
+    same_bits((steps, stream.state), full, "streaming steps")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
