@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import numbers
 import os
+import warnings
 from typing import Callable, List, Optional
 
 # The explicit count in force: set_num_threads' value, or a threadpoolctl limit's; None when neither.
@@ -56,13 +57,19 @@ def set_num_threads(n: int) -> None:
     """Use at most ``n`` threads (n >= 1) in fastlstm's kernels, overriding OMP_NUM_THREADS.
 
     It also replaces a threadpoolctl limit in force (as omp_set_num_threads does for OpenMP); leaving the
-    ``threadpool_limits`` block then puts back the count from before the block.
+    ``threadpool_limits`` block then puts back the count from before the block. In a forked child the kernels
+    run on one thread whatever the setting (see the module's docstring): asking for more warns there.
     """
     global _limited
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"set_num_threads: n should be of type int, got: {type(n).__name__}")
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    if _forked_child and n > 1:
+        warnings.warn(f"fastlstm.set_num_threads({n}) in a process forked from one that imported fastlstm: the "
+                      "kernels run on one thread here (GNU libgomp's thread pool does not survive a fork); start "
+                      "worker processes with the 'spawn' or 'forkserver' method to use more", RuntimeWarning,
+                      stacklevel=2)
     _limited = False
     _apply(int(n))
 

@@ -544,7 +544,17 @@ if pid == 0:
     if not np.array_equal(got, want):
         os._exit(3)
     pools = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["internal_api"] == "fastlstm"]
-    os._exit(0 if fastlstm.get_num_threads() == 1 and pools == [1] else 4)  # what the kernels use there
+    if fastlstm.get_num_threads() != 1 or pools != [1]:  # what the kernels use there
+        os._exit(4)
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fastlstm.set_num_threads(1)          # what it does anyway: no warning
+        quiet = not caught
+        fastlstm.set_num_threads(3)          # more than it can: says so, and still computes on one thread
+    told = [str(w.message) for w in caught if w.category is RuntimeWarning]
+    ok = quiet and len(told) == 1 and "set_num_threads(3)" in told[0] and "spawn" in told[0]
+    os._exit(0 if ok and fastlstm.get_num_threads() == 1 and np.array_equal(m(x)[0], want) else 5)
 deadline = time.monotonic() + 10  # a healthy child needs milliseconds
 while True:
     done, status = os.waitpid(pid, os.WNOHANG)
@@ -567,7 +577,7 @@ print("fork ok")
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
 def test_forward_in_forked_child(require, tmp_path):
     """GNU libgomp's pool breaks after fork without exec (DESIGN.md): the child must still compute, on one
-    thread, and get_num_threads() and threadpoolctl say 1 there."""
+    thread, and get_num_threads() and threadpoolctl say 1 there; set_num_threads(n > 1) there warns."""
     require("threadpoolctl")
     if not fastlstm.openmp_enabled():
         pytest.skip("serial build: nothing to break")
