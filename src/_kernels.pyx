@@ -63,7 +63,7 @@ cdef extern from "team.h" nogil:
     void lstm_contended_record(long model, long rows, int way, long long ns_per_step)
     long long lstm_now_ns()
     ctypedef struct lstm_share_clock:
-        pass
+        long long wall, cpu
     lstm_share_clock lstm_share_start()
     void lstm_share_end(lstm_share_clock start, lstm_team_state *state)
     void lstm_sleep_setup()
@@ -153,20 +153,23 @@ cdef enum:
     # benchmarks/crossover.py, third table (2 threads, T = 100, B = 8 and 32, float32, AVX-512), two runs: rows
     # were 0.97-1.73x as fast at H = 16-48 (11 of 12 above 1.04), 0.92-1.24x at 64 and 0.87-1.08x from 96 up.
     ROW_SPLIT_MAX_HIDDEN = 48
-    # int8 weights split rows at any hidden size when the batch allows it and either W_hh is small enough that a
-    # thread reading all of it finds it in its L2, or each thread gets enough rows to hide streaming it from L3: a
-    # unit split's threads each quantize every row of h at every step (its per-row scale needs the whole row) and
-    # meet, a row split's quantize only their own rows and never meet. Measured with _kernels.set_row_split on the
+    # int8 weights split rows at any hidden size when every thread gets a tile of rows and either W_hh is small (at
+    # most QUANT_ROW_SPLIT_MAX_BYTES: between the sizes measured to win, 1 MiB, and to lose, 4 MiB, with a core's
+    # L2 of 1 MiB), or each thread gets enough rows to hide streaming all of it from L3: a unit split's threads
+    # each quantize every row of h at every step (its per-row scale needs the whole row) and meet, a row split's
+    # quantize only their own rows and never meet. Measured with _kernels.set_row_split on the
     # AMD EPYC (Zen 5, 1 MiB L2 per core), 2 threads, rows / units time: H=256 B=8 0.93, H=512 B=8 0.90, B=16
     # 0.97-0.98, B=32 0.95-0.97; H=1024 (W_hh 4 MiB) B=8 1.03, B=16 0.96, B=32 0.97, B=64 (2 layers) 0.96-0.99;
     # H=2048 (16 MiB) B=8 1.07, B=16 1.04, B=32 0.98; the GRU at H=512 B=8 and B=32 1.01 and 0.99, H=1024 B=64
     # 0.96. bf16 rows lost at small batches (H=512 B=8 1.16, B=16 1.09) and tied at B=32, so bf16 keeps the unit
-    # split.
+    # split. Measured on 2 threads only: with more, a thread's share of a unit split shrinks, a row split's does
+    # not.
     QUANT_ROW_SPLIT_MAX_BYTES = 2 * 1024 * 1024
     QUANT_ROW_SPLIT_MIN_ROWS = 12
-    # On a busy machine (see lstm_team_contended), the tiles of rows each thread must get for a batch to be split
-    # rather than run on one thread. benchmarks/contention.py, 2 threads and load average ~10 on 2 cores: rows
-    # split at B = 4 (one tile) took 2.5x one thread's time, at B = 32 (8 tiles) 0.67x.
+    # On a busy machine (see lstm_team_contended), the tiles of rows each thread must get for a batch that would meet
+    # every step to be split rather than run on one thread (an int8 row split by the rule can always split).
+    # benchmarks/contention.py, 2 threads and load average ~10 on 2 cores: rows split at B = 4 (one tile) took 2.5x
+    # one thread's time, at B = 32 (8 tiles) 0.67x.
     CONTENDED_ROW_SPLIT_TILES = 2
 
 
@@ -428,8 +431,8 @@ cdef inline bint _row_split_wins(const ModelInfo *m, long B, int num_threads) no
         return False
     if m.hidden_size <= ROW_SPLIT_MAX_HIDDEN:
         return True
-    return m.int8_weights and (m.quant_recurrent_bytes <= QUANT_ROW_SPLIT_MAX_BYTES or
-                               B >= QUANT_ROW_SPLIT_MIN_ROWS * max(1, num_threads))
+    return m.int8_weights and _row_tiles(m, B) >= num_threads and (
+        m.quant_recurrent_bytes <= QUANT_ROW_SPLIT_MAX_BYTES or B >= QUANT_ROW_SPLIT_MIN_ROWS * num_threads)
 
 
 cdef inline int _team_size(const ModelInfo *m, long B, int num_threads, bint row_split) noexcept nogil:
@@ -456,6 +459,7 @@ cdef struct Run:
     int ldb                   # rows of the batch in the arrays and buffers; B counts the rows this run computes
     int row_split             # each thread runs whole tiles of rows of the batch (see _thread_forward)
     int input_aliases_output  # x and out overlap (a stream fed its own output): wait until x is read
+    int timed_split           # a row split whose threads start together and time their shares (team.h)
     int descending            # T = 1: run the blocks in descending order (alternated by the caller per step)
     const lstm_kernel_table *kernels
     const int *lengths       # (B,)
@@ -642,7 +646,7 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
     cdef long T = run.T, B = run.ldb, DK = D * K, idx, I, b0 = 0
     cdef bint rows_alone = run.row_split and nt >= 2
     cdef bint split = D == 2 and nt >= 2 and not rows_alone
-    if nt >= 2 and not rows_alone:
+    if nt >= 2 and (run.timed_split or not rows_alone):
         # the team starts together, without counting lateness, and on different CPUs (team.h). Counted, a
         # worker's wake-up opened a contention window at the first call after every idle spell, and the calls of
         # the window left the worker asleep again for the next one.
@@ -653,9 +657,11 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
     cdef long unit = m.kernels.tile_rows if tiles >= nt else 1     # whole register tiles when there are enough
     cdef long units = (B + unit - 1) // unit
     cdef lstm_share_clock share
+    share.wall, share.cpu = 0, -1
     if rows_alone:          # rows [b0, b0 + rows.B) of the batch, all units and directions, without waiting
-        share = lstm_share_start()      # its CPU taken meanwhile: the call reports late (team.h)
         # (a row's bits do not depend on the rows computed beside it)
+        if run.timed_split:
+            share = lstm_share_start()      # its CPU taken meanwhile: the call reports late (team.h)
         b0 = units * tid // nt * unit
         rows = run[0]
         rows.B = min(B, units * (tid + 1) // nt * unit) - b0
@@ -703,7 +709,7 @@ cdef void _thread_forward(const ModelInfo *m, const Run *run, const floating *x,
             break
         inp = dst
     lstm_ftz_leave(saved_mode)
-    if rows_alone:
+    if rows_alone and run.timed_split:
         lstm_share_end(share, run.team_state)
     if code == LSTM_WAIT_LATE:   # this thread gave the team up: the whole call again, alone
         _rerun_alone(m, run, <floating *> rerun_ws, x, batch_first, h0, c0, out, hn, cn)
@@ -767,8 +773,10 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     run.row_split = _row_split_wins(m, B, num_threads) and not input_aliases_output
     cdef int team = _team_size(m, B, num_threads, run.row_split)
     cdef bint meets = _meets_every_step(m, team, run.row_split)
-    # a row split by the rule: its threads report their CPU taken (team.h), as a meeting team's waits do
-    cdef bint rule_split = run.row_split and team >= 2
+    # an int8 model's row split by the rule: its threads report their CPU taken (team.h), as a meeting team's
+    # waits do, so that a busy machine opens the window for it too (float32's few-unit row splits, short calls,
+    # do not)
+    cdef bint rule_split = run.row_split and team >= 2 and m.int8_weights
     # the machine is busy (a recent call found its team late): the call runs on one thread (which no other waits
     # for), meets every step (splitting units), or splits a large batch's rows among the threads (no meeting, only
     # the end of the call waits for the slowest), whichever was fastest for this model and batch size lately
@@ -792,7 +800,8 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     state.can_abort = meets and way < 0 and not input_aliases_output and <const void *> h0 != <void *> hn and \
         <const void *> c0 != <void *> cn
     run.team_state = &state
-    cdef long long started = lstm_now_ns() if meets or rule_split or way >= 0 else 0
+    run.timed_split = rule_split and run.row_split
+    cdef long long started = lstm_now_ns() if meets or run.timed_split or way >= 0 else 0
     run.rerun_bytes = sec.total * sizeof(floating)
     run.solo = 0
     run.step_flags = <lstm_step_flag *> (ws + sec.flags)
@@ -805,8 +814,8 @@ cdef void _forward(const ModelInfo *m, const floating *x, int T, int B, bint bat
     cdef long long took = lstm_now_ns() - started if started else 0
     if way >= 0:
         lstm_contended_record(m.serial, B, way, took // max(T, 1))
-    if meets or (rule_split and run.row_split):
-        lstm_team_report(state.late, took)
+    if meets or run.timed_split:
+        lstm_team_report(state.late or state.stacked, took)
 
 
 cdef void _forward_any(const ModelInfo *m, const void *x, int T, int B, bint batch_first, const void *h0,

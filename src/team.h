@@ -513,15 +513,16 @@ static inline int lstm_step_wait(lstm_step_flag *flags, int tid, int first, int 
     return LSTM_WAIT_DONE;
 }
 
-/* ---- contention: while the machine is busy, a call that would meet every step takes the fastest way ---- */
+/* ---- contention: while the machine is busy, a call that would meet every step (or an int8 model's row split)
+   takes the fastest way ---- */
 
 /* Until when (CLOCK_MONOTONIC ns, 0: not contended) teams do not meet, and the current length of that window.
    Shared by every call of the process; updated with relaxed atomics (a lost update only shifts a window). */
 static long long lstm_contended_until = 0;
 static long long lstm_contention_window = 0;
 
-/* Whether a forward that would meet every step should choose how it runs (a recent call found its team late:
-   lstm_contended_way). The clock is read only while a window is open. */
+/* Whether a forward that would meet every step (or split an int8 model's rows) should choose how it runs (a
+   recent call found its team late: lstm_contended_way). The clock is read only while a window is open. */
 static inline int lstm_team_contended(void) {
     const long long until = __atomic_load_n(&lstm_contended_until, __ATOMIC_RELAXED);
     if (until == 0) return 0;
@@ -530,11 +531,11 @@ static inline int lstm_team_contended(void) {
     return 0;
 }
 
-/* After a forward whose team met every step and took call_ns: late != 0 when a member was found late (opens
-   the window, at least twice the last one and LSTM_CONTENTION_CALLS calls long, capped), else the window's
-   length halves. With a window open, such forwards run the way lstm_contended_way chooses (one thread, meeting,
-   or a row split); after it, a team meets again (a late member then costs one call at most about its time on one
-   thread, plus the wait that found it late: the call is given up and rerun, see _kernels.pyx). */
+/* After a forward whose team met every step (or timed its row split's shares) and took call_ns: late != 0 when a
+   member was found late (opens the window, at least twice the last one and LSTM_CONTENTION_CALLS calls long, capped),
+   else the window's length halves. With a window open, such forwards run the way lstm_contended_way chooses (one
+   thread, meeting, or a row split); after it, a team meets again (a late member then costs one call at most about its
+   time on one thread, plus the wait that found it late: the call is given up and rerun, see _kernels.pyx). */
 static inline void lstm_team_report(int late, long long call_ns) {
     long long window = __atomic_load_n(&lstm_contention_window, __ATOMIC_RELAXED);
     if (late) {
@@ -549,13 +550,15 @@ static inline void lstm_team_report(int late, long long call_ns) {
     }
 }
 
-/* A row split's threads never wait for each other, so no wait finds a member late: instead each thread times its
-   share of the call, by the clock and by its own CPU time (lstm_share_start at its start, lstm_share_end at its
-   end), and counts it late in state->late when it lost LSTM_TAKEN_NS and a third of the time (its CPU was taken;
-   the blips of an idle machine's kernel threads, under 1 ms, are not); the call then reports late
-   (lstm_team_report). Measured: int8 T=100 B=8 H=512, whose rows are split, took 5.7 ms under one busy process
-   on the 2 CPUs here without this (the thread sharing the busy CPU set the pace), 3.6 ms meeting (whose late
-   waits let the window choose the way). */
+/* An int8 model's row split (_kernels.pyx) never waits between its threads, so no wait finds a member late: instead
+   the threads start together (lstm_team_start: a worker woken on another member's CPU moves off it, or the team is
+   found stacked, which is late), then each times its share of the call, by the clock and by its own CPU time
+   (lstm_share_start at its start, lstm_share_end at its end), and counts it late in state->late when it lost
+   LSTM_TAKEN_NS and a third of the time (its CPU was taken; the blips of an idle machine's kernel threads, under
+   1 ms, are not); the call then reports late (lstm_team_report). A share shorter than the scheduler's time slice is
+   found late only when it was taken off its CPU midway. Measured: int8 T=100 B=8 H=512, whose rows are split, took
+   5.7 ms under one busy process on the 2 CPUs here without this (the thread sharing the busy CPU set the pace),
+   3.6 ms meeting (whose late waits let the window choose the way). */
 typedef struct {
     long long wall, cpu;     /* cpu -1: this thread's CPU time cannot be read */
 } lstm_share_clock;
@@ -576,24 +579,24 @@ static inline void lstm_share_end(lstm_share_clock start, lstm_team_state *state
     if (lost >= LSTM_TAKEN_NS && 3 * lost >= wall) __atomic_fetch_add(&state->late, 1, __ATOMIC_RELAXED);
 }
 
-/* While a window is open, how a forward that would meet every step runs is learnt per model and batch size from
-   the calls themselves, among the ways it can: on one thread, meeting every step anyway (not given up: see
-   _kernels.pyx), or with a large batch's rows split among the threads (2 register tiles of rows per thread at
-   least; the end of the call waits for the slowest). Each way's estimate is the median time per step of its last
-   LSTM_CONTENDED_BURST calls (a busy machine's call times scatter: one slow call in a moving average kept a
-   faster way off for a while). A new key first tries the ways in turn, up to LSTM_CONTENDED_BURST calls each,
-   a way whose calls took over LSTM_CONTENDED_CLOSE per cent of the fastest's no more (T=100 B=32 H=512 under two
-   busy processes: 102 ms a call on one thread, 80 split, 69 meeting; 3 tries of each made a short job of 7 calls
-   take 1.4-1.5x the fastest way's time); then the fastest way runs, and another (in turn) a burst again once as
-   much time has passed as LSTM_CONTENDED_EXPLORE of its calls take (a few per cent of the time spent in it), so
-   that a change in the load is seen: a slower way's call can cost a time slice of the scheduler, 20 times a
-   T=100 H=70 call. Which way wins depends on the load: with one busy process on 2 CPUs, one thread has a CPU to
-   itself while a team's member (or a row split's thread) shares the busy one (one thread wins at T=100 B=4
-   H=256); with two busy processes a thread of any way gets half a CPU, and a team meets without collapse when its
-   waiters sleep (lstm_sleep_on: a woken sleeper runs soon), which wins at B=1 H=512 (two threads' halves of the
-   weights fit their L2s, where one thread streams them all from L3). Keys are kept for LSTM_CONTENDED_KEYS
-   (model, rows) pairs, the least recently used replaced; entries unused for LSTM_CONTENDED_STALE_NS (since a
-   call's end) start over. Every extension module including this file keeps a table of its own. */
+/* While a window is open, how a forward that would meet every step (or split an int8 model's rows) runs is learnt per
+   model and batch size from the calls themselves, among the ways it can: on one thread, meeting every step anyway
+   (not given up: see _kernels.pyx), or with a large batch's rows split among the threads (2 register tiles of rows
+   per thread at least; the end of the call waits for the slowest). Each way's estimate is the median time per step of
+   its last LSTM_CONTENDED_BURST calls (a busy machine's call times scatter: one slow call in a moving average kept a
+   faster way off for a while). A new key first tries the ways in turn, up to LSTM_CONTENDED_BURST calls each, a way
+   whose calls took over LSTM_CONTENDED_CLOSE per cent of the fastest's no more (T=100 B=32 H=512 under two busy
+   processes: 102 ms a call on one thread, 80 split, 69 meeting; 3 tries of each made a short job of 7 calls take
+   1.4-1.5x the fastest way's time); then the fastest way runs, and another (in turn) a burst again once as much time
+   has passed as LSTM_CONTENDED_EXPLORE of its calls take (a few per cent of the time spent in it), so that a change
+   in the load is seen: a slower way's call can cost a time slice of the scheduler, 20 times a T=100 H=70 call. Which
+   way wins depends on the load: with one busy process on 2 CPUs, one thread has a CPU to itself while a team's member
+   (or a row split's thread) shares the busy one (one thread wins at T=100 B=4 H=256); with two busy processes a
+   thread of any way gets half a CPU, and a team meets without collapse when its waiters sleep (lstm_sleep_on: a woken
+   sleeper runs soon), which wins at B=1 H=512 (two threads' halves of the weights fit their L2s, where one thread
+   streams them all from L3). Keys are kept for LSTM_CONTENDED_KEYS (model, rows) pairs, the least recently used
+   replaced; entries unused for LSTM_CONTENDED_STALE_NS (since a call's end) start over. Every extension module
+   including this file keeps a table of its own. */
 enum { LSTM_WAY_ALONE = 0, LSTM_WAY_MEET = 1, LSTM_WAY_SPLIT = 2, LSTM_WAYS = 3 };   /* (one thread tried first) */
 #define LSTM_CONTENDED_KEYS 16
 #define LSTM_CONTENDED_BURST 3

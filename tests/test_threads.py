@@ -363,14 +363,17 @@ def test_int8_splits_rows_where_it_pays(cell):
     large = make(8, 1024, seed=3)            # 4 MiB or 3 MiB
     q = small.quantize("int8")
     tile = q._packed.tile_rows
+    # small W_hh: two tiles of rows, and a tile per thread
     assert fastlstm._kernels.splits_rows(q._packed, 2 * tile, 2)
     assert not fastlstm._kernels.splits_rows(q._packed, 2 * tile - 1, 2)
+    assert not fastlstm._kernels.splits_rows(q._packed, 2 * tile, 3)
     assert not fastlstm._kernels.splits_rows(small._packed, 8 * tile, 2)
     assert not fastlstm._kernels.splits_rows(small.quantize("bf16")._packed, 8 * tile, 2)
+    # large W_hh: also 12 rows per thread
     q_large = large.quantize("int8")
-    for B in (2 * tile, max(2 * tile, 24)):
-        assert fastlstm._kernels.splits_rows(q_large._packed, B, B // 12) == (B >= 24)
-        assert not fastlstm._kernels.splits_rows(q_large._packed, B, B // 12 + 1)
+    for B, n in ((8, 2), (24, 2), (24, 3), (36, 3), (48, 4), (44, 4)):
+        want_split = B >= 2 * tile and -(-B // tile) >= n and B >= 12 * n
+        assert fastlstm._kernels.splits_rows(q_large._packed, B, n) == want_split, (B, n)
     B = 3 * tile + 1
     x = np.random.default_rng(5).standard_normal((7, B, 24)).astype(np.float32)
     lengths = np.arange(B) % 7 + 1
@@ -384,6 +387,7 @@ def test_int8_splits_rows_where_it_pays(cell):
         for name, a, e in zip(("output", "h_n", "c_n"), arrays(got), arrays(want)):
             assert_bitwise_equal(a, e, name=f"{what}: {name}")
 
+    assert q._packed.team(B, 2)[1], "the forward on 2 threads splits rows"
     fastlstm.set_num_threads(1)
     want = q(x, lengths=lengths)
     try:
