@@ -89,11 +89,14 @@
    10 ms forward on one thread for 0.3 s */
 #define LSTM_CONTENTION_CALLS 8
 
-static inline long long lstm_now_ns(void) {
+/* a clock's reading in ns, -1 when it cannot be read */
+static inline long long lstm_clock_ns(clockid_t clock) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    if (clock_gettime(clock, &ts) != 0) return -1;
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
+
+static inline long long lstm_now_ns(void) { return lstm_clock_ns(CLOCK_MONOTONIC); }
 
 /* ---- OpenMP shims (serial fallbacks when built without OpenMP) --------------------------------- */
 
@@ -169,9 +172,9 @@ static inline long long lstm_awaited_cpu_ns(const lstm_team_state *state, int aw
     long long total = 0;
     for (int j = first; j < end; j++) {
         if (j == self) continue;
-        struct timespec ts;
-        if (clock_gettime(state->cpu_clock[j], &ts) != 0) return -1;
-        total += (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+        const long long ns = lstm_clock_ns(state->cpu_clock[j]);
+        if (ns < 0) return -1;
+        total += ns;
         ++*count;
     }
     return total;
@@ -563,17 +566,12 @@ typedef struct {
     long long wall, cpu;     /* cpu -1: this thread's CPU time cannot be read */
 } lstm_share_clock;
 
-static inline long long lstm_thread_cpu_ns(void) {
-    struct timespec ts;
-    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return -1;
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 static inline lstm_share_clock lstm_share_start(void) {
-    lstm_share_clock clock = {lstm_now_ns(), lstm_thread_cpu_ns()};
+    lstm_share_clock clock = {lstm_now_ns(), lstm_clock_ns(CLOCK_THREAD_CPUTIME_ID)};
     return clock;
 }
 static inline void lstm_share_end(lstm_share_clock start, lstm_team_state *state) {
-    const long long cpu = lstm_thread_cpu_ns(), wall = lstm_now_ns() - start.wall;
+    const long long cpu = lstm_clock_ns(CLOCK_THREAD_CPUTIME_ID), wall = lstm_now_ns() - start.wall;
     if (state == NULL || start.cpu < 0 || cpu < 0) return;
     const long long lost = wall - (cpu - start.cpu);
     if (lost >= LSTM_TAKEN_NS && 3 * lost >= wall) __atomic_fetch_add(&state->late, 1, __ATOMIC_RELAXED);

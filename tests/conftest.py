@@ -137,10 +137,15 @@ def assert_forward_close(got, want, dtype, *, atol: Optional[float] = None, equa
 
 
 def assert_forward_bitwise(got, want, *, what: str = ""):
-    out, (hn, cn) = got
-    out_e, (hn_e, cn_e) = want
+    """Compare two ``output, (h_n, c_n)`` (LSTM) or ``output, h_n`` (GRU) results bit for bit."""
+    def arrays(result):
+        out, state = result
+        return [out, *(state if isinstance(state, tuple) else (state,))]
+
     prefix = f"{what}: " if what else ""
-    for label, a, e in (("output", out, out_e), ("h_n", hn, hn_e), ("c_n", cn, cn_e)):
+    got_arrays, want_arrays = arrays(got), arrays(want)
+    assert len(got_arrays) == len(want_arrays), f"{prefix}{len(got_arrays)} arrays, expected {len(want_arrays)}"
+    for label, a, e in zip(("output", "h_n", "c_n"), got_arrays, want_arrays):
         assert_bitwise_equal(a, e, name=prefix + label)
 
 
